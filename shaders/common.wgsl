@@ -1,0 +1,46 @@
+// Prepended to every shader (see src/gpu/shaders.rs).
+
+// Threads per workgroup: a pipeline constant, set from Rust per dispatch.
+override WG: u32 = 64u;
+
+// Dispatches larger than the per-dimension limit are laid out over x and y
+// (src/gpu/dispatch.rs: grid). This rebuilds the flat workgroup index.
+fn flat_workgroup(wid: vec3<u32>, nwg: vec3<u32>) -> u32 {
+    return wid.y * nwg.x + wid.x;
+}
+
+// Flat thread index for one-thread-per-element kernels.
+fn flat_thread(wid: vec3<u32>, nwg: vec3<u32>, lid: u32) -> u32 {
+    return flat_workgroup(wid, nwg) * WG + lid;
+}
+
+// Threads of the reduction kernels (one workgroup per channel or row).
+const RED: u32 = 256u;
+var<workgroup> red_scratch: array<f32, RED>;
+
+// Sum of `v` over the workgroup, returned to every thread. Must be reached by
+// all threads of the workgroup (uniform control flow).
+fn wg_sum(v: f32, lid: u32) -> f32 {
+    red_scratch[lid] = v;
+    workgroupBarrier();
+    for (var s = RED / 2u; s > 0u; s = s >> 1u) {
+        if (lid < s) { red_scratch[lid] += red_scratch[lid + s]; }
+        workgroupBarrier();
+    }
+    let total = red_scratch[0];
+    workgroupBarrier();
+    return total;
+}
+
+// Maximum over the workgroup, as wg_sum.
+fn wg_max(v: f32, lid: u32) -> f32 {
+    red_scratch[lid] = v;
+    workgroupBarrier();
+    for (var s = RED / 2u; s > 0u; s = s >> 1u) {
+        if (lid < s) { red_scratch[lid] = max(red_scratch[lid], red_scratch[lid + s]); }
+        workgroupBarrier();
+    }
+    let total = red_scratch[0];
+    workgroupBarrier();
+    return total;
+}

@@ -1,0 +1,25 @@
+// out[c] = sum over (n, m) of x[n, c, m]: the bias gradient of conv and
+// linear layers. One workgroup per channel (RED threads, tree reduction).
+
+struct Params { n: u32, c: u32, m: u32 }
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> x: array<f32>;
+@group(0) @binding(2) var<storage, read_write> out: array<f32>;
+
+@compute @workgroup_size(RED)
+fn channel_sum(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+               @builtin(local_invocation_index) lid: u32) {
+    let c = flat_workgroup(wid, nwg);
+    // No early return before the barriers: every thread must reach them.
+    let valid = c < p.c;
+    var s = 0.0;
+    if (valid) {
+        let count = p.n * p.m;
+        for (var j = lid; j < count; j += RED) {
+            let n = j / p.m;
+            s += x[(n * p.c + c) * p.m + j % p.m];
+        }
+    }
+    s = wg_sum(s, lid);
+    if (valid && lid == 0u) { out[c] = s; }
+}

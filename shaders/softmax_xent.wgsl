@@ -1,0 +1,58 @@
+// Softmax and mean softmax cross-entropy over the rows of (B, C) logits.
+// Numerically stable: subtract the row maximum before exp.
+
+struct Params { b: u32, c: u32, has_labels: u32 }
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> logits: array<f32>;
+@group(0) @binding(2) var<storage, read> labels: array<u32>;
+@group(0) @binding(3) var<storage, read_write> probs: array<f32>;
+@group(0) @binding(4) var<storage, read_write> row_loss: array<f32>;
+@group(0) @binding(5) var<storage, read_write> loss: array<f32>;
+@group(0) @binding(6) var<storage, read> dloss: array<f32>;
+@group(0) @binding(7) var<storage, read_write> dlogits: array<f32>;
+@group(0) @binding(8) var<storage, read> probs_saved: array<f32>;
+@group(0) @binding(9) var<storage, read> row_loss_saved: array<f32>;
+
+// Softmax of one row per workgroup; with labels, also -log p[label].
+@compute @workgroup_size(RED)
+fn softmax(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+           @builtin(local_invocation_index) lid: u32) {
+    let r = flat_workgroup(wid, nwg);
+    let valid = r < p.b;
+    let base = r * p.c;
+    var mx = -3.4028235e38;
+    if (valid) {
+        for (var j = lid; j < p.c; j += RED) { mx = max(mx, logits[base + j]); }
+    }
+    mx = wg_max(mx, lid);
+    var s = 0.0;
+    if (valid) {
+        for (var j = lid; j < p.c; j += RED) { s += exp(logits[base + j] - mx); }
+    }
+    s = wg_sum(s, lid);
+    if (valid) {
+        for (var j = lid; j < p.c; j += RED) { probs[base + j] = exp(logits[base + j] - mx) / s; }
+        if (lid == 0u && p.has_labels != 0u) {
+            row_loss[r] = log(s) + mx - logits[base + labels[r]];
+        }
+    }
+}
+
+// loss[0] = mean of row_loss (one workgroup).
+@compute @workgroup_size(RED)
+fn mean_loss(@builtin(local_invocation_index) lid: u32) {
+    var s = 0.0;
+    for (var r = lid; r < p.b; r += RED) { s += row_loss_saved[r]; }
+    s = wg_sum(s, lid);
+    if (lid == 0u) { loss[0] = s / f32(p.b); }
+}
+
+// dlogits = (softmax - onehot(label)) * dloss / B
+@compute @workgroup_size(WG)
+fn backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+            @builtin(local_invocation_index) lid: u32) {
+    let i = flat_thread(wid, nwg, lid);
+    if (i >= p.b * p.c) { return; }
+    let onehot = select(0.0, 1.0, i % p.c == labels[i / p.c]);
+    dlogits[i] = (probs_saved[i] - onehot) * dloss[0] / f32(p.b);
+}

@@ -1,0 +1,189 @@
+//! Adapter selection and device creation.
+//!
+//! Policy: only Vulkan, Metal and DX12 are considered (wgpu's GL backend is not
+//! compiled in, so there is no silent fallback to it). Hardware adapters are
+//! preferred over software ones; `--backend` / `ARCFACE_BACKEND` and
+//! `--adapter` / `ARCFACE_ADAPTER` override the choice. The device is created
+//! with the adapter's own limits, not wgpu's conservative defaults, so that
+//! large storage bindings and many workgroups per dimension are available.
+
+use anyhow::{bail, Context as _, Result};
+use serde::Serialize;
+
+/// How to pick an adapter.
+#[derive(Clone, Debug, Default)]
+pub struct GpuOptions {
+    /// `vulkan`, `metal` or `dx12`; `None` means all three.
+    pub backend: Option<String>,
+    /// Case-insensitive substring of the adapter name.
+    pub adapter: Option<String>,
+}
+
+impl GpuOptions {
+    /// Options from `ARCFACE_BACKEND` and `ARCFACE_ADAPTER`.
+    pub fn from_env() -> Self {
+        GpuOptions {
+            backend: std::env::var("ARCFACE_BACKEND")
+                .ok()
+                .filter(|s| !s.is_empty()),
+            adapter: std::env::var("ARCFACE_ADAPTER")
+                .ok()
+                .filter(|s| !s.is_empty()),
+        }
+    }
+
+    fn backends(&self) -> Result<wgpu::Backends> {
+        Ok(match self.backend.as_deref().map(str::to_ascii_lowercase).as_deref() {
+            None => wgpu::Backends::VULKAN | wgpu::Backends::METAL | wgpu::Backends::DX12,
+            Some("vulkan") => wgpu::Backends::VULKAN,
+            Some("metal") => wgpu::Backends::METAL,
+            Some("dx12") => wgpu::Backends::DX12,
+            Some(other) => bail!(
+                "--backend / ARCFACE_BACKEND: unknown backend `{other}` (expected vulkan, metal or dx12)"
+            ),
+        })
+    }
+}
+
+/// The message for "no usable adapter": what is missing and the one command
+/// that fixes it on the machines this project is developed on.
+pub const NO_ADAPTER_HELP: &str = "no usable GPU adapter (Vulkan, Metal or DX12) was found.\n\
+  Install a GPU driver with Vulkan support, or, on a machine without a GPU, Mesa's\n\
+  software Vulkan driver (lavapipe):\n\
+      sudo apt-get install mesa-vulkan-drivers      # Debian / Ubuntu\n\
+  then run `arcface info` to check what was picked.";
+
+/// A device, its queue and what was chosen. Everything GPU-side goes through it.
+pub struct Gpu {
+    pub device: wgpu::Device,
+    pub queue: wgpu::Queue,
+    pub info: wgpu::AdapterInfo,
+    pub limits: wgpu::Limits,
+    pub features: wgpu::Features,
+    pub(crate) pipelines: super::dispatch::PipelineCache,
+    /// Workgroups per grid dimension before a dispatch is split over y. The
+    /// adapter's limit; tests lower it to exercise the split on small data.
+    pub grid_limit: u32,
+}
+
+/// Ranking of device types: hardware first, software last.
+fn preference(t: wgpu::DeviceType) -> u8 {
+    match t {
+        wgpu::DeviceType::DiscreteGpu => 0,
+        wgpu::DeviceType::IntegratedGpu => 1,
+        wgpu::DeviceType::VirtualGpu => 2,
+        wgpu::DeviceType::Other => 3,
+        wgpu::DeviceType::Cpu => 4,
+    }
+}
+
+impl Gpu {
+    /// Picks an adapter as `GpuOptions::from_env()` says.
+    pub fn new() -> Result<Gpu> {
+        Gpu::with_options(&GpuOptions::from_env())
+    }
+
+    pub fn with_options(opts: &GpuOptions) -> Result<Gpu> {
+        let backends = opts.backends()?;
+        let mut desc = wgpu::InstanceDescriptor::new_without_display_handle();
+        desc.backends = backends;
+        let instance = wgpu::Instance::new(desc);
+        let mut adapters = pollster::block_on(instance.enumerate_adapters(backends));
+        // Never GL, even if a future wgpu build brings it in.
+        adapters.retain(|a| a.get_info().backend != wgpu::Backend::Gl);
+        if let Some(want) = &opts.adapter {
+            let want = want.to_ascii_lowercase();
+            let names: Vec<String> = adapters.iter().map(|a| a.get_info().name).collect();
+            adapters.retain(|a| a.get_info().name.to_ascii_lowercase().contains(&want));
+            if adapters.is_empty() {
+                bail!(
+                    "--adapter / ARCFACE_ADAPTER: no adapter name contains `{want}`; found: {}",
+                    if names.is_empty() {
+                        "none".to_string()
+                    } else {
+                        names.join(", ")
+                    }
+                );
+            }
+        }
+        adapters.sort_by_key(|a| preference(a.get_info().device_type));
+        let adapter = match adapters.into_iter().next() {
+            Some(a) => a,
+            None => bail!("{NO_ADAPTER_HELP}"),
+        };
+        let info = adapter.get_info();
+        let limits = adapter.limits();
+        // Timestamp queries are optional: benchmarks fall back to CPU timing
+        // of whole submissions when they are missing.
+        let features = adapter.features() & wgpu::Features::TIMESTAMP_QUERY;
+        let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
+            label: Some("arcface"),
+            required_features: features,
+            required_limits: limits.clone(),
+            experimental_features: wgpu::ExperimentalFeatures::disabled(),
+            memory_hints: wgpu::MemoryHints::Performance,
+            trace: wgpu::Trace::Off,
+        }))
+        .with_context(|| format!("creating a device on adapter `{}`", info.name))?;
+        Ok(Gpu {
+            device,
+            queue,
+            info,
+            limits: limits.clone(),
+            features,
+            pipelines: Default::default(),
+            grid_limit: limits.max_compute_workgroups_per_dimension,
+        })
+    }
+
+    /// A small buffer bound where a kernel's optional input is absent.
+    pub(crate) fn placeholder(&self) -> wgpu::Buffer {
+        self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("absent input"),
+            size: 16,
+            usage: wgpu::BufferUsages::STORAGE,
+            mapped_at_creation: false,
+        })
+    }
+
+    pub fn has_timestamps(&self) -> bool {
+        self.features.contains(wgpu::Features::TIMESTAMP_QUERY)
+    }
+
+    /// What `arcface info` prints.
+    pub fn report(&self) -> AdapterReport {
+        let l = &self.limits;
+        AdapterReport {
+            name: self.info.name.clone(),
+            backend: format!("{:?}", self.info.backend),
+            device_type: format!("{:?}", self.info.device_type),
+            driver: self.info.driver.clone(),
+            driver_info: self.info.driver_info.clone(),
+            software: self.info.device_type == wgpu::DeviceType::Cpu,
+            timestamp_query: self.has_timestamps(),
+            max_buffer_size: l.max_buffer_size,
+            max_storage_buffer_binding_size: l.max_storage_buffer_binding_size,
+            max_storage_buffers_per_shader_stage: l.max_storage_buffers_per_shader_stage,
+            max_compute_workgroups_per_dimension: l.max_compute_workgroups_per_dimension,
+            max_compute_invocations_per_workgroup: l.max_compute_invocations_per_workgroup,
+            max_compute_workgroup_storage_size: l.max_compute_workgroup_storage_size,
+        }
+    }
+}
+
+#[derive(Serialize, Debug)]
+pub struct AdapterReport {
+    pub name: String,
+    pub backend: String,
+    pub device_type: String,
+    pub driver: String,
+    pub driver_info: String,
+    pub software: bool,
+    pub timestamp_query: bool,
+    pub max_buffer_size: u64,
+    pub max_storage_buffer_binding_size: u64,
+    pub max_storage_buffers_per_shader_stage: u32,
+    pub max_compute_workgroups_per_dimension: u32,
+    pub max_compute_invocations_per_workgroup: u32,
+    pub max_compute_workgroup_storage_size: u32,
+}

@@ -1,0 +1,416 @@
+//! Linear layers, y = x W^T + b, and the strided batched matrix multiply
+//! (`shaders/matmul.wgsl`) they and the pointwise convolutions run on.
+
+use super::{reduce, upload, Family};
+use crate::bench::BenchCase;
+use crate::check::{compare_f32, finite_diff, widen, CheckRow, Rng, Tol};
+use crate::gpu::{groups, Gpu, Kernel, Params, Recorder, Shader, Tensor};
+use anyhow::{bail, Result};
+
+const MATMUL: Kernel = Kernel::new(Shader::Matmul, "matmul", 64);
+
+/// C[b, m, n] (+)= sum_k A[b, m, k] B[b, k, n] (+ bias), every operand
+/// addressed by (batch, row, col) strides in elements.
+#[derive(Clone, Copy, Debug)]
+pub struct Gemm {
+    pub m: usize,
+    pub n: usize,
+    pub k: usize,
+    pub batch: usize,
+    pub a: [usize; 3],
+    pub b: [usize; 3],
+    pub c: [usize; 3],
+    bias_mode: usize,
+    accumulate: bool,
+    reduce_batch: bool,
+}
+
+impl Gemm {
+    /// Contiguous row-major operands; adjust strides with `a`, `b`, `c`.
+    pub fn plain(m: usize, n: usize, k: usize, batch: usize) -> Gemm {
+        Gemm {
+            m,
+            n,
+            k,
+            batch,
+            a: [m * k, k, 1],
+            b: [k * n, n, 1],
+            c: [m * n, n, 1],
+            bias_mode: 0,
+            accumulate: false,
+            reduce_batch: false,
+        }
+    }
+    pub fn a(mut self, batch: usize, row: usize, col: usize) -> Gemm {
+        self.a = [batch, row, col];
+        self
+    }
+    pub fn b(mut self, batch: usize, row: usize, col: usize) -> Gemm {
+        self.b = [batch, row, col];
+        self
+    }
+    pub fn c(mut self, batch: usize, row: usize, col: usize) -> Gemm {
+        self.c = [batch, row, col];
+        self
+    }
+    /// bias[n] added to every row (linear layers).
+    pub fn bias_per_col(mut self) -> Gemm {
+        self.bias_mode = 1;
+        self
+    }
+    /// bias[m] added to every column (output channels of a 1x1 convolution).
+    pub fn bias_per_row(mut self) -> Gemm {
+        self.bias_mode = 2;
+        self
+    }
+    /// C += A B instead of C = A B.
+    pub fn accumulate(mut self) -> Gemm {
+        self.accumulate = true;
+        self
+    }
+    /// Sum the products of all batch entries into one C.
+    pub fn sum_batch(mut self) -> Gemm {
+        self.reduce_batch = true;
+        self
+    }
+
+    pub fn run(
+        &self,
+        rec: &mut Recorder,
+        a: &Tensor,
+        b: &Tensor,
+        bias: Option<&Tensor>,
+        c: &Tensor,
+    ) -> Result<()> {
+        if self.m == 0 || self.n == 0 || self.batch == 0 {
+            bail!("matmul with an empty dimension: {self:?}");
+        }
+        if (self.bias_mode != 0) != bias.is_some() {
+            bail!("matmul: bias given without a bias mode, or the reverse");
+        }
+        let p = Params::new()
+            .u(self.m)
+            .u(self.n)
+            .u(self.k)
+            .u(self.batch)
+            .u(self.a[0])
+            .u(self.a[1])
+            .u(self.a[2])
+            .u(self.b[0])
+            .u(self.b[1])
+            .u(self.b[2])
+            .u(self.c[0])
+            .u(self.c[1])
+            .u(self.c[2])
+            .u(self.bias_mode)
+            .u(self.accumulate as usize)
+            .u(self.reduce_batch as usize);
+        let out_batch = if self.reduce_batch { 1 } else { self.batch };
+        let threads = self.m.div_ceil(4) * self.n.div_ceil(4) * out_batch;
+        let args = [(1, Some(a)), (2, Some(b)), (3, bias), (4, Some(c))];
+        rec.dispatch(MATMUL, &p, &args, groups(threads, MATMUL.wg))
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct Linear {
+    pub n: usize,
+    pub inp: usize,
+    pub out: usize,
+    pub bias: bool,
+}
+
+impl Linear {
+    pub fn describe(&self) -> String {
+        format!(
+            "n{} {}->{}{}",
+            self.n,
+            self.inp,
+            self.out,
+            if self.bias { " +bias" } else { "" }
+        )
+    }
+}
+
+// ---------------------------------------------------------------- reference
+
+pub fn forward_ref(s: &Linear, x: &[f64], w: &[f64], b: Option<&[f64]>) -> Vec<f64> {
+    let mut y = vec![0.0; s.n * s.out];
+    for r in 0..s.n {
+        for o in 0..s.out {
+            let dot: f64 = (0..s.inp)
+                .map(|i| x[r * s.inp + i] * w[o * s.inp + i])
+                .sum();
+            y[r * s.out + o] = dot + b.map_or(0.0, |b| b[o]);
+        }
+    }
+    y
+}
+
+/// (dx, dw, db)
+pub fn backward_ref(
+    s: &Linear,
+    x: &[f64],
+    w: &[f64],
+    dy: &[f64],
+) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
+    let (mut dx, mut dw, mut db) = (vec![0.0; x.len()], vec![0.0; w.len()], vec![0.0; s.out]);
+    for r in 0..s.n {
+        for o in 0..s.out {
+            let d = dy[r * s.out + o];
+            db[o] += d;
+            for i in 0..s.inp {
+                dx[r * s.inp + i] += d * w[o * s.inp + i];
+                dw[o * s.inp + i] += d * x[r * s.inp + i];
+            }
+        }
+    }
+    (dx, dw, db)
+}
+
+// ---------------------------------------------------------------------- GPU
+
+pub fn forward(
+    rec: &mut Recorder,
+    s: &Linear,
+    x: &Tensor,
+    w: &Tensor,
+    b: Option<&Tensor>,
+) -> Result<Tensor> {
+    let y = Tensor::zeros(rec.gpu(), &[s.n, s.out])?;
+    // B[k, n] = W[n, k]: W read transposed through its strides.
+    let mut g = Gemm::plain(s.n, s.out, s.inp, 1).b(0, 1, s.inp);
+    if b.is_some() {
+        g = g.bias_per_col();
+    }
+    g.run(rec, x, w, b, &y)?;
+    Ok(y)
+}
+
+pub struct LinearGrads {
+    pub dx: Tensor,
+    pub dw: Tensor,
+    pub db: Option<Tensor>,
+}
+
+pub fn backward(
+    rec: &mut Recorder,
+    s: &Linear,
+    x: &Tensor,
+    w: &Tensor,
+    dy: &Tensor,
+) -> Result<LinearGrads> {
+    let gpu = rec.gpu();
+    let dx = Tensor::zeros(gpu, &[s.n, s.inp])?;
+    let dw = Tensor::zeros(gpu, &[s.out, s.inp])?;
+    // dx = dy W
+    Gemm::plain(s.n, s.inp, s.out, 1).run(rec, dy, w, None, &dx)?;
+    // dW = dy^T x: A[o, r] = dy[r, o]
+    Gemm::plain(s.out, s.inp, s.n, 1)
+        .a(0, 1, s.out)
+        .run(rec, dy, x, None, &dw)?;
+    let db = if s.bias {
+        Some(reduce::channel_sum(rec, dy, s.n, s.out, 1)?)
+    } else {
+        None
+    };
+    Ok(LinearGrads { dx, dw, db })
+}
+
+// ------------------------------------------------------------------- checks
+
+fn shapes(rng: &mut Rng) -> Vec<Linear> {
+    vec![
+        Linear {
+            n: 1,
+            inp: 1,
+            out: 1,
+            bias: true,
+        },
+        Linear {
+            n: 4,
+            inp: 128,
+            out: 10,
+            bias: false,
+        },
+        Linear {
+            n: 7,
+            inp: 13,
+            out: 5,
+            bias: true,
+        },
+        Linear {
+            n: 3,
+            inp: 97,
+            out: 31,
+            bias: true,
+        },
+        Linear {
+            n: 33,
+            inp: 65,
+            out: 67,
+            bias: true,
+        },
+        Linear {
+            n: rng.range(1, 40),
+            inp: rng.range(1, 300),
+            out: rng.range(1, 70),
+            bias: true,
+        },
+    ]
+}
+
+fn gradcheck(gpu: &Gpu, rng: &mut Rng) -> Result<Vec<CheckRow>> {
+    let mut rows = Vec::new();
+    for s in shapes(rng) {
+        let xs = rng.uniform(s.n * s.inp, -1.0, 1.0);
+        let ws = rng.uniform(s.out * s.inp, -0.5, 0.5);
+        let bs = rng.uniform(s.out, -0.5, 0.5);
+        let dys = rng.uniform(s.n * s.out, -1.0, 1.0);
+        let x = upload(gpu, &xs, &[s.n, s.inp])?;
+        let w = upload(gpu, &ws, &[s.out, s.inp])?;
+        let b = upload(gpu, &bs, &[s.out])?;
+        let dy = upload(gpu, &dys, &[s.n, s.out])?;
+        let mut rec = Recorder::new(gpu);
+        let y = forward(&mut rec, &s, &x, &w, s.bias.then_some(&b))?;
+        let g = backward(&mut rec, &s, &x, &w, &dy)?;
+        rec.submit();
+        let (xr, wr, br) = (widen(&xs), widen(&ws), widen(&bs));
+        let yr = forward_ref(&s, &xr, &wr, s.bias.then_some(&br[..]));
+        let (dxr, dwr, dbr) = backward_ref(&s, &xr, &wr, &widen(&dys));
+        let shape = s.describe();
+        rows.push(compare_f32(
+            "linear",
+            "forward",
+            &shape,
+            &y.to_vec(gpu),
+            &yr,
+            Tol::FORWARD,
+        ));
+        rows.push(compare_f32(
+            "linear",
+            "backward input",
+            &shape,
+            &g.dx.to_vec(gpu),
+            &dxr,
+            Tol::BACKWARD,
+        ));
+        rows.push(compare_f32(
+            "linear",
+            "backward weight",
+            &shape,
+            &g.dw.to_vec(gpu),
+            &dwr,
+            Tol::BACKWARD,
+        ));
+        if let Some(db) = g.db {
+            rows.push(compare_f32(
+                "linear",
+                "backward bias",
+                &shape,
+                &db.to_vec(gpu),
+                &dbr,
+                Tol::BACKWARD,
+            ));
+        }
+    }
+    Ok(rows)
+}
+
+fn refcheck(rng: &mut Rng) -> Vec<CheckRow> {
+    let mut rows = Vec::new();
+    for s in shapes(rng) {
+        let x = widen(&rng.uniform(s.n * s.inp, -1.0, 1.0));
+        let w = widen(&rng.uniform(s.out * s.inp, -1.0, 1.0));
+        let b = widen(&rng.uniform(s.out, -1.0, 1.0));
+        let dy = widen(&rng.uniform(s.n * s.out, -1.0, 1.0));
+        let fwd = |v: &[Vec<f64>]| forward_ref(&s, &v[0], &v[1], Some(&v[2]));
+        let bwd = |v: &[Vec<f64>], dy: &[f64]| {
+            let (dx, dw, db) = backward_ref(&s, &v[0], &v[1], dy);
+            vec![dx, dw, db]
+        };
+        rows.extend(finite_diff(
+            "linear",
+            &s.describe(),
+            &["x", "w", "b"],
+            &[x, w, b],
+            &dy,
+            &fwd,
+            &bwd,
+            rng,
+        ));
+    }
+    rows
+}
+
+// -------------------------------------------------------------------- bench
+
+fn bench(gpu: &Gpu, batch: usize) -> Result<Vec<BenchCase>> {
+    let mut cases = Vec::new();
+    // MobileFaceNet's embedding to classes, MiniNetwork's classifier at 56x56
+    // inputs (at 112x112 it is 128*112*112 wide: see the models issue), and
+    // the 1024^3 matmul that serves as the practical ceiling of the device.
+    for (label, s) in [
+        (
+            "linear",
+            Linear {
+                n: batch,
+                inp: 512,
+                out: 128,
+                bias: true,
+            },
+        ),
+        (
+            "linear",
+            Linear {
+                n: batch,
+                inp: 128 * 56 * 56,
+                out: 10,
+                bias: true,
+            },
+        ),
+        (
+            "matmul 1024^3",
+            Linear {
+                n: 1024,
+                inp: 1024,
+                out: 1024,
+                bias: false,
+            },
+        ),
+    ] {
+        let x = Tensor::zeros(gpu, &[s.n, s.inp])?;
+        let w = Tensor::zeros(gpu, &[s.out, s.inp])?;
+        let b = Tensor::zeros(gpu, &[s.out])?;
+        let dy = Tensor::zeros(gpu, &[s.n, s.out])?;
+        let flops = 2.0 * (s.n * s.inp * s.out) as f64;
+        let io = 4.0 * (x.numel() + w.numel() + dy.numel()) as f64;
+        let (x2, w2) = (x.clone(), w.clone());
+        cases.push(BenchCase::new(
+            label,
+            "forward",
+            &s.describe(),
+            flops,
+            io,
+            move |rec| forward(rec, &s, &x, &w, s.bias.then_some(&b)).map(drop),
+        ));
+        if label == "linear" {
+            cases.push(BenchCase::new(
+                label,
+                "backward",
+                &s.describe(),
+                2.0 * flops,
+                2.0 * io,
+                move |rec| backward(rec, &s, &x2, &w2, &dy).map(drop),
+            ));
+        }
+    }
+    Ok(cases)
+}
+
+pub const FAMILY: Family = Family {
+    name: "linear",
+    gradcheck,
+    refcheck,
+    bench,
+};

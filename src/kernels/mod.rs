@@ -1,0 +1,55 @@
+//! Kernel families. Each module keeps together the shape logic, the CPU
+//! reference (f64), the GPU dispatch, the checks and the benchmark cases of
+//! one op; its shader is `shaders/<family>.wgsl`.
+
+pub mod activation;
+pub mod arcface;
+pub mod batchnorm;
+pub mod conv2d;
+pub mod depthwise;
+pub mod l2norm;
+pub mod linear;
+pub mod maxpool;
+pub mod reduce;
+pub mod residual;
+pub mod sgd;
+pub mod softmax_xent;
+
+use crate::bench::BenchCase;
+use crate::check::{CheckRow, Rng};
+use crate::gpu::{Gpu, Tensor};
+use anyhow::Result;
+
+/// What every family provides to `gradcheck`, `bench kernels` and the tests.
+pub struct Family {
+    pub name: &'static str,
+    /// GPU forward and backward against the CPU reference, several shapes.
+    pub gradcheck: fn(&Gpu, &mut Rng) -> Result<Vec<CheckRow>>,
+    /// The CPU reference's backward against finite differences.
+    pub refcheck: fn(&mut Rng) -> Vec<CheckRow>,
+    /// Shapes from MobileFaceNet / MiniNetwork at the given batch size.
+    pub bench: fn(&Gpu, usize) -> Result<Vec<BenchCase>>,
+}
+
+pub const FAMILIES: &[Family] = &[
+    conv2d::FAMILY,
+    depthwise::FAMILY,
+    batchnorm::FAMILY,
+    activation::FAMILY,
+    maxpool::FAMILY,
+    linear::FAMILY,
+    residual::FAMILY,
+    l2norm::FAMILY,
+    arcface::FAMILY,
+    softmax_xent::FAMILY,
+    sgd::FAMILY,
+];
+
+pub fn family(name: &str) -> Option<&'static Family> {
+    FAMILIES.iter().find(|f| f.name == name)
+}
+
+/// Uploads f32 data (test and bench helper).
+pub(crate) fn upload(gpu: &Gpu, data: &[f32], shape: &[usize]) -> Result<Tensor> {
+    Tensor::from_f32(gpu, data, shape)
+}

@@ -1,0 +1,235 @@
+//! Softmax over rows, and mean softmax cross-entropy with integer labels
+//! (numerically stable: log-sum-exp around the row maximum).
+
+use super::{upload, Family};
+use crate::bench::BenchCase;
+use crate::check::{compare_f32, finite_diff, widen, CheckRow, Rng, Tol};
+use crate::gpu::{groups, Gpu, Kernel, Params, Recorder, Shader, Tensor};
+use anyhow::{bail, Result};
+
+// ---------------------------------------------------------------- reference
+
+pub fn softmax_ref(logits: &[f64], c: usize) -> Vec<f64> {
+    logits
+        .chunks(c)
+        .flat_map(|row| {
+            let mx = row.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+            let s: f64 = row.iter().map(|v| (v - mx).exp()).sum();
+            row.iter().map(move |v| (v - mx).exp() / s)
+        })
+        .collect()
+}
+
+/// Mean over the batch of -log softmax(logits)[label].
+pub fn loss_ref(logits: &[f64], labels: &[u32], c: usize) -> f64 {
+    let p = softmax_ref(logits, c);
+    let b = labels.len();
+    labels
+        .iter()
+        .enumerate()
+        .map(|(r, &l)| -p[r * c + l as usize].ln())
+        .sum::<f64>()
+        / b as f64
+}
+
+/// d loss / d logits times the upstream gradient `dloss`.
+pub fn backward_ref(logits: &[f64], labels: &[u32], c: usize, dloss: f64) -> Vec<f64> {
+    let b = labels.len() as f64;
+    let mut g = softmax_ref(logits, c);
+    for (r, &l) in labels.iter().enumerate() {
+        g[r * c + l as usize] -= 1.0;
+    }
+    g.iter().map(|v| v * dloss / b).collect()
+}
+
+// ---------------------------------------------------------------------- GPU
+
+const SOFTMAX: Kernel = Kernel::new(Shader::SoftmaxXent, "softmax", 256);
+const MEAN_LOSS: Kernel = Kernel::new(Shader::SoftmaxXent, "mean_loss", 256);
+const BACKWARD: Kernel = Kernel::new(Shader::SoftmaxXent, "backward", 64);
+
+fn dims(logits: &Tensor) -> Result<(usize, usize)> {
+    match logits.shape[..] {
+        [b, c] if b > 0 && c > 0 => Ok((b, c)),
+        _ => bail!(
+            "softmax: logits must be (batch, classes), got {:?}",
+            logits.shape
+        ),
+    }
+}
+
+/// Row-wise softmax (detectors' class probabilities).
+pub fn softmax(rec: &mut Recorder, logits: &Tensor) -> Result<Tensor> {
+    let (b, c) = dims(logits)?;
+    let probs = Tensor::zeros(rec.gpu(), &[b, c])?;
+    let args = [(1, Some(logits)), (2, None), (3, Some(&probs)), (4, None)];
+    rec.dispatch(SOFTMAX, &Params::new().u(b).u(c).u(0), &args, b as u64)?;
+    Ok(probs)
+}
+
+/// (mean loss [1], probabilities kept for the backward pass)
+pub fn forward(rec: &mut Recorder, logits: &Tensor, labels: &Tensor) -> Result<(Tensor, Tensor)> {
+    let (b, c) = dims(logits)?;
+    let gpu = rec.gpu();
+    let (probs, rows, loss) = (
+        Tensor::zeros(gpu, &[b, c])?,
+        Tensor::zeros(gpu, &[b])?,
+        Tensor::zeros(gpu, &[1])?,
+    );
+    let p = Params::new().u(b).u(c).u(1);
+    rec.dispatch(
+        SOFTMAX,
+        &p,
+        &[
+            (1, Some(logits)),
+            (2, Some(labels)),
+            (3, Some(&probs)),
+            (4, Some(&rows)),
+        ],
+        b as u64,
+    )?;
+    rec.dispatch(MEAN_LOSS, &p, &[(5, Some(&loss)), (9, Some(&rows))], 1)?;
+    Ok((loss, probs))
+}
+
+/// d logits, given the upstream gradient of the loss (a [1] tensor, 1.0 for training).
+pub fn backward(
+    rec: &mut Recorder,
+    probs: &Tensor,
+    labels: &Tensor,
+    dloss: &Tensor,
+) -> Result<Tensor> {
+    let (b, c) = dims(probs)?;
+    let dlogits = Tensor::zeros(rec.gpu(), &[b, c])?;
+    let args = [
+        (2, Some(labels)),
+        (6, Some(dloss)),
+        (7, Some(&dlogits)),
+        (8, Some(probs)),
+    ];
+    rec.dispatch(
+        BACKWARD,
+        &Params::new().u(b).u(c).u(1),
+        &args,
+        groups(b * c, BACKWARD.wg),
+    )?;
+    Ok(dlogits)
+}
+
+// ------------------------------------------------------------------- checks
+
+fn shapes(rng: &mut Rng) -> Vec<(usize, usize)> {
+    vec![
+        (1, 1),
+        (4, 10),
+        (3, 257),
+        (33, 7),
+        (2, 1000),
+        (rng.range(1, 40), rng.range(1, 300)),
+    ]
+}
+
+fn gradcheck(gpu: &Gpu, rng: &mut Rng) -> Result<Vec<CheckRow>> {
+    let mut rows = Vec::new();
+    for (b, c) in shapes(rng) {
+        // Large logits (as ArcFace's s = 64 produces) test the stability.
+        let xs = rng.uniform(b * c, -60.0, 60.0);
+        let labels: Vec<u32> = (0..b).map(|_| rng.index(c) as u32).collect();
+        let dloss = rng.uniform(1, 0.5, 2.0);
+        let x = upload(gpu, &xs, &[b, c])?;
+        let l = Tensor::from_u32(gpu, &labels, &[b])?;
+        let dl = upload(gpu, &dloss, &[1])?;
+        let mut rec = Recorder::new(gpu);
+        let probs = softmax(&mut rec, &x)?;
+        let (loss, saved) = forward(&mut rec, &x, &l)?;
+        let dx = backward(&mut rec, &saved, &l, &dl)?;
+        rec.submit();
+        let xr = widen(&xs);
+        let shape = format!("b{b} c{c}");
+        rows.push(compare_f32(
+            "softmax",
+            "forward",
+            &shape,
+            &probs.to_vec(gpu),
+            &softmax_ref(&xr, c),
+            Tol::FORWARD,
+        ));
+        rows.push(compare_f32(
+            "cross-entropy",
+            "forward",
+            &shape,
+            &loss.to_vec(gpu),
+            &[loss_ref(&xr, &labels, c)],
+            Tol::FORWARD,
+        ));
+        let want = backward_ref(&xr, &labels, c, dloss[0] as f64);
+        rows.push(compare_f32(
+            "cross-entropy",
+            "backward logits",
+            &shape,
+            &dx.to_vec(gpu),
+            &want,
+            Tol::BACKWARD,
+        ));
+    }
+    Ok(rows)
+}
+
+fn refcheck(rng: &mut Rng) -> Vec<CheckRow> {
+    let mut rows = Vec::new();
+    for (b, c) in shapes(rng) {
+        let x = widen(&rng.uniform(b * c, -5.0, 5.0));
+        let labels: Vec<u32> = (0..b).map(|_| rng.index(c) as u32).collect();
+        let dy = widen(&rng.uniform(1, 0.5, 2.0));
+        let fwd = |v: &[Vec<f64>]| vec![loss_ref(&v[0], &labels, c)];
+        let bwd = |v: &[Vec<f64>], dy: &[f64]| vec![backward_ref(&v[0], &labels, c, dy[0])];
+        rows.extend(finite_diff(
+            "cross-entropy",
+            &format!("b{b} c{c}"),
+            &["logits"],
+            &[x],
+            &dy,
+            &fwd,
+            &bwd,
+            rng,
+        ));
+    }
+    rows
+}
+
+// -------------------------------------------------------------------- bench
+
+fn bench(gpu: &Gpu, batch: usize) -> Result<Vec<BenchCase>> {
+    let (b, c) = (batch, 40);
+    let x = Tensor::zeros(gpu, &[b, c])?;
+    let l = Tensor::from_u32(gpu, &vec![0; b], &[b])?;
+    let dl = upload(gpu, &[1.0], &[1])?;
+    let n = (b * c) as f64;
+    let desc = format!("b{b} c{c}");
+    let (x2, l2) = (x.clone(), l.clone());
+    Ok(vec![
+        BenchCase::new(
+            "cross-entropy",
+            "forward",
+            &desc,
+            4.0 * n,
+            8.0 * n,
+            move |rec| forward(rec, &x, &l).map(drop),
+        ),
+        BenchCase::new(
+            "cross-entropy",
+            "backward",
+            &desc,
+            2.0 * n,
+            8.0 * n,
+            move |rec| backward(rec, &x2, &l2, &dl).map(drop),
+        ),
+    ])
+}
+
+pub const FAMILY: Family = Family {
+    name: "softmax_xent",
+    gradcheck,
+    refcheck,
+    bench,
+};

@@ -1,0 +1,12 @@
+//! arcface: a GPU compute engine (WGSL compute shaders on wgpu) for training
+//! and running face-recognition networks, with a CPU reference for every
+//! kernel.
+//!
+//! Data flows one way: `gpu` (device, tensors, dispatch) <- `kernels` (one
+//! module per op family) <- `gradcheck` / `bench` / the CLI.
+
+pub mod bench;
+pub mod check;
+pub mod gpu;
+pub mod gradcheck;
+pub mod kernels;

@@ -1,0 +1,191 @@
+//! The `arcface` command line.
+
+use anyhow::Result;
+use arcface::gpu::{Gpu, GpuOptions};
+use arcface::{bench, gradcheck};
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "arcface",
+    version,
+    about = "Train and run face-recognition networks on any Vulkan, Metal or DX12 GPU"
+)]
+struct Cli {
+    /// GPU backend: vulkan, metal or dx12 (default: all; env ARCFACE_BACKEND)
+    #[arg(long, global = true)]
+    backend: Option<String>,
+    /// Use the adapter whose name contains this text (env ARCFACE_ADAPTER)
+    #[arg(long, global = true)]
+    adapter: Option<String>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Show the GPU adapter that was chosen, its backend, driver and limits
+    Info {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check every kernel, forward and backward, on the GPU against its CPU reference
+    Gradcheck {
+        /// Only this kernel family (conv2d, depthwise, batchnorm, activation, maxpool,
+        /// linear, residual, l2norm, arcface, softmax_xent, sgd)
+        #[arg(long)]
+        kernel: Option<String>,
+        /// Seed of the random inputs and shapes
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Benchmarks
+    Bench {
+        #[command(subcommand)]
+        what: BenchWhat,
+    },
+}
+
+#[derive(Subcommand)]
+enum BenchWhat {
+    /// Median GPU time, GFLOP/s and GB/s of each kernel at MobileFaceNet / MiniNetwork shapes
+    Kernels {
+        /// Batch size of the shapes
+        #[arg(long, default_value_t = 32)]
+        batch: usize,
+        /// Timed repeats after one warm-up run
+        #[arg(long, default_value_t = 5)]
+        repeats: usize,
+        /// Only this kernel family
+        #[arg(long)]
+        kernel: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn gpu(cli: &Cli) -> Result<Gpu> {
+    let env = GpuOptions::from_env();
+    Gpu::with_options(&GpuOptions {
+        backend: cli.backend.clone().or(env.backend),
+        adapter: cli.adapter.clone().or(env.adapter),
+    })
+}
+
+fn run(cli: &Cli) -> Result<bool> {
+    match &cli.command {
+        Command::Info { json } => {
+            let r = gpu(cli)?.report();
+            if *json {
+                println!("{}", serde_json::to_string_pretty(&r)?);
+            } else {
+                println!("adapter        {}", r.name);
+                println!("backend        {}", r.backend);
+                println!(
+                    "device type    {}{}",
+                    r.device_type,
+                    if r.software {
+                        " (software rasteriser: expect CPU speed)"
+                    } else {
+                        ""
+                    }
+                );
+                println!("driver         {} {}", r.driver, r.driver_info);
+                println!(
+                    "timestamps     {}",
+                    if r.timestamp_query {
+                        "yes (GPU-timed benchmarks)"
+                    } else {
+                        "no (benchmarks use the CPU clock)"
+                    }
+                );
+                println!(
+                    "max buffer     {:.0} MiB",
+                    r.max_buffer_size as f64 / 1048576.0
+                );
+                println!(
+                    "max binding    {:.0} MiB (storage)",
+                    r.max_storage_buffer_binding_size as f64 / 1048576.0
+                );
+                println!(
+                    "storage bufs   {} per stage",
+                    r.max_storage_buffers_per_shader_stage
+                );
+                println!(
+                    "workgroups     {} per dimension, {} invocations each",
+                    r.max_compute_workgroups_per_dimension, r.max_compute_invocations_per_workgroup
+                );
+                println!(
+                    "shared memory  {} KiB per workgroup",
+                    r.max_compute_workgroup_storage_size / 1024
+                );
+            }
+            Ok(true)
+        }
+        Command::Gradcheck { kernel, seed, json } => {
+            let families = gradcheck::select(kernel.as_deref())?;
+            let gpu = gpu(cli)?;
+            if !json {
+                let r = gpu.report();
+                println!(
+                    "gradcheck on {} ({}, {}), seed {seed}\n",
+                    r.name, r.backend, r.device_type
+                );
+            }
+            let rows = gradcheck::run(&gpu, &families, *seed)?;
+            if *json {
+                println!("{}", serde_json::to_string_pretty(&rows)?);
+            } else {
+                gradcheck::print_table(&rows);
+            }
+            Ok(rows.iter().all(|r| r.pass))
+        }
+        Command::Bench {
+            what:
+                BenchWhat::Kernels {
+                    batch,
+                    repeats,
+                    kernel,
+                    json,
+                },
+        } => {
+            let families = gradcheck::select(kernel.as_deref())?;
+            let gpu = gpu(cli)?;
+            let mut rows = Vec::new();
+            for f in families {
+                let cases = (f.bench)(&gpu, *batch)?;
+                let got = bench::run(&gpu, &cases, *repeats)?;
+                if !json {
+                    for r in &got {
+                        println!(
+                            "{:<24} {:<18} {:<36} {:>10.3} ms {:>8.2} GFLOP/s {:>8.2} GB/s",
+                            r.kernel, r.direction, r.shape, r.median_ms, r.gflops, r.gbps
+                        );
+                    }
+                }
+                rows.extend(got);
+            }
+            if *json {
+                let r = gpu.report();
+                let out = serde_json::json!({ "adapter": r, "batch": batch, "repeats": repeats, "rows": rows });
+                println!("{}", serde_json::to_string_pretty(&out)?);
+            }
+            Ok(true)
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(&cli) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
