@@ -58,9 +58,7 @@ pub struct BenchRow {
 const SLOTS: u32 = 64;
 
 fn wait(gpu: &Gpu) {
-    gpu.device
-        .poll(wgpu::PollType::wait_indefinitely())
-        .expect("waiting for the GPU");
+    gpu.device.poll(wgpu::PollType::wait_indefinitely()).expect("waiting for the GPU");
 }
 
 /// Seconds of GPU time for one run of `case`.
@@ -81,22 +79,14 @@ fn time_once(
     (case.run)(&mut rec)?;
     let used = rec.timestamp_slots_used(0);
     if used > SLOTS {
-        bail!(
-            "bench case {} {} records more than {} dispatches",
-            case.kernel,
-            case.direction,
-            SLOTS / 2
-        );
+        bail!("bench case {} {} records more than {} dispatches", case.kernel, case.direction, SLOTS / 2);
     }
     rec.encoder().resolve_query_set(set, 0..used, resolve, 0);
-    rec.encoder()
-        .copy_buffer_to_buffer(resolve, 0, readback, 0, used as u64 * 8);
+    rec.encoder().copy_buffer_to_buffer(resolve, 0, readback, 0, used as u64 * 8);
     rec.submit();
     readback.map_async(wgpu::MapMode::Read, .., |r| r.expect("mapping timestamps"));
     wait(gpu);
-    let ticks: Vec<u64> =
-        bytemuck::cast_slice(&readback.get_mapped_range(..)?.to_vec()[..used as usize * 8])
-            .to_vec();
+    let ticks: Vec<u64> = bytemuck::cast_slice(&readback.get_mapped_range(..)?.to_vec()[..used as usize * 8]).to_vec();
     readback.unmap();
     let total: u64 = ticks.chunks(2).map(|p| p[1].saturating_sub(p[0])).sum();
     Ok(total as f64 * gpu.queue.get_timestamp_period() as f64 * 1e-9)
@@ -124,9 +114,8 @@ pub fn run(gpu: &Gpu, cases: &[BenchCase], repeats: usize) -> Result<Vec<BenchRo
     let mut rows = Vec::new();
     for case in cases {
         time_once(gpu, case, queries.as_ref())?; // warm-up: pipelines, caches
-        let mut times: Vec<f64> = (0..repeats.max(1))
-            .map(|_| time_once(gpu, case, queries.as_ref()))
-            .collect::<Result<_>>()?;
+        let mut times: Vec<f64> =
+            (0..repeats.max(1)).map(|_| time_once(gpu, case, queries.as_ref())).collect::<Result<_>>()?;
         times.sort_by(f64::total_cmp);
         let median = times[times.len() / 2];
         rows.push(BenchRow {
@@ -136,11 +125,7 @@ pub fn run(gpu: &Gpu, cases: &[BenchCase], repeats: usize) -> Result<Vec<BenchRo
             median_ms: median * 1e3,
             gflops: case.flops / median * 1e-9,
             gbps: case.bytes / median * 1e-9,
-            timer: if queries.is_some() {
-                "gpu-timestamp"
-            } else {
-                "cpu-wall"
-            },
+            timer: if queries.is_some() { "gpu-timestamp" } else { "cpu-wall" },
         });
     }
     Ok(rows)

@@ -14,20 +14,11 @@ pub struct Tol {
 
 impl Tol {
     /// GPU forward against the f64 reference.
-    pub const FORWARD: Tol = Tol {
-        atol: 1e-5,
-        rtol: 1e-4,
-    };
+    pub const FORWARD: Tol = Tol { atol: 1e-5, rtol: 1e-4 };
     /// GPU gradients against the f64 reference: longer f32 reductions.
-    pub const BACKWARD: Tol = Tol {
-        atol: 1e-4,
-        rtol: 1e-3,
-    };
+    pub const BACKWARD: Tol = Tol { atol: 1e-4, rtol: 1e-3 };
     /// The f64 reference's analytic gradient against central differences.
-    pub const FINITE_DIFF: Tol = Tol {
-        atol: 1e-6,
-        rtol: 1e-5,
-    };
+    pub const FINITE_DIFF: Tol = Tol { atol: 1e-6, rtol: 1e-5 };
 }
 
 /// One line of the gradcheck table.
@@ -44,14 +35,7 @@ pub struct CheckRow {
     pub mismatches: Vec<String>,
 }
 
-pub fn compare(
-    kernel: &str,
-    direction: &str,
-    shape: &str,
-    got: &[f64],
-    want: &[f64],
-    tol: Tol,
-) -> CheckRow {
+pub fn compare(kernel: &str, direction: &str, shape: &str, got: &[f64], want: &[f64], tol: Tol) -> CheckRow {
     let mut row = CheckRow {
         kernel: kernel.into(),
         direction: direction.into(),
@@ -63,26 +47,19 @@ pub fn compare(
         mismatches: Vec::new(),
     };
     if !row.pass {
-        row.mismatches.push(format!(
-            "length {} != reference length {}",
-            got.len(),
-            want.len()
-        ));
+        row.mismatches.push(format!("length {} != reference length {}", got.len(), want.len()));
         return row;
     }
     for (i, (&g, &r)) in got.iter().zip(want).enumerate() {
         let err = (g - r).abs();
         // NaN never passes: `err <= bound` is false for NaN.
         let ok = err <= tol.atol + tol.rtol * r.abs();
-        row.max_abs_err = row
-            .max_abs_err
-            .max(if err.is_nan() { f64::INFINITY } else { err });
+        row.max_abs_err = row.max_abs_err.max(if err.is_nan() { f64::INFINITY } else { err });
         row.max_rel_err = row.max_rel_err.max(err / r.abs().max(tol.atol));
         if !ok {
             row.pass = false;
             if row.mismatches.len() < 5 {
-                row.mismatches
-                    .push(format!("[{i}] got {g:.7e}, want {r:.7e}"));
+                row.mismatches.push(format!("[{i}] got {g:.7e}, want {r:.7e}"));
             }
         }
     }
@@ -90,14 +67,7 @@ pub fn compare(
 }
 
 /// Compares f32 GPU output with an f64 reference.
-pub fn compare_f32(
-    kernel: &str,
-    direction: &str,
-    shape: &str,
-    got: &[f32],
-    want: &[f64],
-    tol: Tol,
-) -> CheckRow {
+pub fn compare_f32(kernel: &str, direction: &str, shape: &str, got: &[f32], want: &[f64], tol: Tol) -> CheckRow {
     let got: Vec<f64> = got.iter().map(|&v| v as f64).collect();
     compare(kernel, direction, shape, &got, want, tol)
 }
@@ -127,11 +97,8 @@ pub fn finite_diff(
             continue;
         }
         let n = inputs[i].len();
-        let picks: Vec<usize> = if n <= probes {
-            (0..n).collect()
-        } else {
-            (0..probes).map(|_| rng.index(n)).collect()
-        };
+        let picks: Vec<usize> =
+            if n <= probes { (0..n).collect() } else { (0..probes).map(|_| rng.index(n)).collect() };
         let (mut got, mut want) = (Vec::new(), Vec::new());
         for &j in &picks {
             let mut xs = inputs.to_vec();
@@ -142,14 +109,7 @@ pub fn finite_diff(
             want.push((up - down) / (2.0 * h));
             got.push(analytic[i][j]);
         }
-        rows.push(compare(
-            kernel,
-            &format!("ref d{name} vs finite diff"),
-            shape,
-            &got,
-            &want,
-            Tol::FINITE_DIFF,
-        ));
+        rows.push(compare(kernel, &format!("ref d{name} vs finite diff"), shape, &got, &want, Tol::FINITE_DIFF));
     }
     rows
 }

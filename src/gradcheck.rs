@@ -15,10 +15,7 @@ pub fn select(name: Option<&str>) -> Result<Vec<&'static Family>> {
             Some(f) => Ok(vec![f]),
             None => {
                 let names: Vec<_> = FAMILIES.iter().map(|f| f.name).collect();
-                bail!(
-                    "--kernel: unknown kernel `{n}`; known: {}",
-                    names.join(", ")
-                )
+                bail!("--kernel: unknown kernel `{n}`; known: {}", names.join(", "))
             }
         },
     }

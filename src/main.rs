@@ -87,41 +87,21 @@ fn run(cli: &Cli) -> Result<bool> {
                 println!(
                     "device type    {}{}",
                     r.device_type,
-                    if r.software {
-                        " (software rasteriser: expect CPU speed)"
-                    } else {
-                        ""
-                    }
+                    if r.software { " (software rasteriser: expect CPU speed)" } else { "" }
                 );
                 println!("driver         {} {}", r.driver, r.driver_info);
                 println!(
                     "timestamps     {}",
-                    if r.timestamp_query {
-                        "yes (GPU-timed benchmarks)"
-                    } else {
-                        "no (benchmarks use the CPU clock)"
-                    }
+                    if r.timestamp_query { "yes (GPU-timed benchmarks)" } else { "no (benchmarks use the CPU clock)" }
                 );
-                println!(
-                    "max buffer     {:.0} MiB",
-                    r.max_buffer_size as f64 / 1048576.0
-                );
-                println!(
-                    "max binding    {:.0} MiB (storage)",
-                    r.max_storage_buffer_binding_size as f64 / 1048576.0
-                );
-                println!(
-                    "storage bufs   {} per stage",
-                    r.max_storage_buffers_per_shader_stage
-                );
+                println!("max buffer     {:.0} MiB", r.max_buffer_size as f64 / 1048576.0);
+                println!("max binding    {:.0} MiB (storage)", r.max_storage_buffer_binding_size as f64 / 1048576.0);
+                println!("storage bufs   {} per stage", r.max_storage_buffers_per_shader_stage);
                 println!(
                     "workgroups     {} per dimension, {} invocations each",
                     r.max_compute_workgroups_per_dimension, r.max_compute_invocations_per_workgroup
                 );
-                println!(
-                    "shared memory  {} KiB per workgroup",
-                    r.max_compute_workgroup_storage_size / 1024
-                );
+                println!("shared memory  {} KiB per workgroup", r.max_compute_workgroup_storage_size / 1024);
             }
             Ok(true)
         }
@@ -130,10 +110,7 @@ fn run(cli: &Cli) -> Result<bool> {
             let gpu = gpu(cli)?;
             if !json {
                 let r = gpu.report();
-                println!(
-                    "gradcheck on {} ({}, {}), seed {seed}\n",
-                    r.name, r.backend, r.device_type
-                );
+                println!("gradcheck on {} ({}, {}), seed {seed}\n", r.name, r.backend, r.device_type);
             }
             let rows = gradcheck::run(&gpu, &families, *seed)?;
             if *json {
@@ -143,15 +120,7 @@ fn run(cli: &Cli) -> Result<bool> {
             }
             Ok(rows.iter().all(|r| r.pass))
         }
-        Command::Bench {
-            what:
-                BenchWhat::Kernels {
-                    batch,
-                    repeats,
-                    kernel,
-                    json,
-                },
-        } => {
+        Command::Bench { what: BenchWhat::Kernels { batch, repeats, kernel, json } } => {
             let families = gradcheck::select(kernel.as_deref())?;
             let gpu = gpu(cli)?;
             let mut rows = Vec::new();

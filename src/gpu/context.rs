@@ -23,12 +23,8 @@ impl GpuOptions {
     /// Options from `ARCFACE_BACKEND` and `ARCFACE_ADAPTER`.
     pub fn from_env() -> Self {
         GpuOptions {
-            backend: std::env::var("ARCFACE_BACKEND")
-                .ok()
-                .filter(|s| !s.is_empty()),
-            adapter: std::env::var("ARCFACE_ADAPTER")
-                .ok()
-                .filter(|s| !s.is_empty()),
+            backend: std::env::var("ARCFACE_BACKEND").ok().filter(|s| !s.is_empty()),
+            adapter: std::env::var("ARCFACE_ADAPTER").ok().filter(|s| !s.is_empty()),
         }
     }
 
@@ -38,9 +34,9 @@ impl GpuOptions {
             Some("vulkan") => wgpu::Backends::VULKAN,
             Some("metal") => wgpu::Backends::METAL,
             Some("dx12") => wgpu::Backends::DX12,
-            Some(other) => bail!(
-                "--backend / ARCFACE_BACKEND: unknown backend `{other}` (expected vulkan, metal or dx12)"
-            ),
+            Some(other) => {
+                bail!("--backend / ARCFACE_BACKEND: unknown backend `{other}` (expected vulkan, metal or dx12)")
+            }
         })
     }
 }
@@ -98,11 +94,7 @@ impl Gpu {
             if adapters.is_empty() {
                 bail!(
                     "--adapter / ARCFACE_ADAPTER: no adapter name contains `{want}`; found: {}",
-                    if names.is_empty() {
-                        "none".to_string()
-                    } else {
-                        names.join(", ")
-                    }
+                    if names.is_empty() { "none".to_string() } else { names.join(", ") }
                 );
             }
         }

@@ -36,24 +36,21 @@ impl PipelineCache {
         let mut map = self.0.lock().unwrap();
         map.entry(k)
             .or_insert_with(|| {
-                let module = gpu
-                    .device
-                    .create_shader_module(wgpu::ShaderModuleDescriptor {
-                        label: Some(k.shader.name()),
-                        source: wgpu::ShaderSource::Wgsl(k.shader.composed().into()),
-                    });
-                gpu.device
-                    .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-                        label: Some(k.entry),
-                        layout: None,
-                        module: &module,
-                        entry_point: Some(k.entry),
-                        compilation_options: wgpu::PipelineCompilationOptions {
-                            constants: &[("WG", k.wg as f64)],
-                            zero_initialize_workgroup_memory: false,
-                        },
-                        cache: None,
-                    })
+                let module = gpu.device.create_shader_module(wgpu::ShaderModuleDescriptor {
+                    label: Some(k.shader.name()),
+                    source: wgpu::ShaderSource::Wgsl(k.shader.composed().into()),
+                });
+                gpu.device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                    label: Some(k.entry),
+                    layout: None,
+                    module: &module,
+                    entry_point: Some(k.entry),
+                    compilation_options: wgpu::PipelineCompilationOptions {
+                        constants: &[("WG", k.wg as f64)],
+                        zero_initialize_workgroup_memory: false,
+                    },
+                    cache: None,
+                })
             })
             .clone()
     }
@@ -69,8 +66,7 @@ impl Params {
         Params(Vec::new())
     }
     pub fn u(mut self, v: usize) -> Params {
-        self.0
-            .push(u32::try_from(v).expect("kernel parameter over u32"));
+        self.0.push(u32::try_from(v).expect("kernel parameter over u32"));
         self
     }
     pub fn f(mut self, v: f32) -> Params {
@@ -113,11 +109,7 @@ pub struct Recorder<'g> {
 impl<'g> Recorder<'g> {
     pub fn new(gpu: &'g Gpu) -> Recorder<'g> {
         let encoder = gpu.device.create_command_encoder(&Default::default());
-        Recorder {
-            gpu,
-            encoder,
-            timestamps: None,
-        }
+        Recorder { gpu, encoder, timestamps: None }
     }
 
     pub fn gpu(&self) -> &'g Gpu {
@@ -136,13 +128,7 @@ impl<'g> Recorder<'g> {
     }
 
     /// Records `workgroups` workgroups of `kernel`.
-    pub fn dispatch(
-        &mut self,
-        kernel: Kernel,
-        params: &Params,
-        args: &[Arg],
-        workgroups: u64,
-    ) -> Result<()> {
+    pub fn dispatch(&mut self, kernel: Kernel, params: &Params, args: &[Arg], workgroups: u64) -> Result<()> {
         let gpu = self.gpu;
         let max_binding = gpu.limits.max_storage_buffer_binding_size;
         for (binding, t) in args {
@@ -161,34 +147,23 @@ impl<'g> Recorder<'g> {
         }
         let (gx, gy) = grid(workgroups, gpu.grid_limit)?;
         let pipeline = gpu.pipelines.get(gpu, kernel);
-        let uniform = gpu
-            .device
-            .create_buffer_init(&wgpu::util::BufferInitDescriptor {
-                label: Some("params"),
-                contents: bytemuck::cast_slice(&params.padded()),
-                usage: wgpu::BufferUsages::UNIFORM,
-            });
-        let mut entries = vec![wgpu::BindGroupEntry {
-            binding: 0,
-            resource: uniform.as_entire_binding(),
-        }];
+        let uniform = gpu.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+            label: Some("params"),
+            contents: bytemuck::cast_slice(&params.padded()),
+            usage: wgpu::BufferUsages::UNIFORM,
+        });
+        let mut entries = vec![wgpu::BindGroupEntry { binding: 0, resource: uniform.as_entire_binding() }];
         // Absent optional inputs get a placeholder each: one shared buffer
         // bound both read-only and read-write would be a usage conflict.
-        let placeholders: Vec<wgpu::Buffer> = args
-            .iter()
-            .filter(|(_, t)| t.is_none())
-            .map(|_| gpu.placeholder())
-            .collect();
+        let placeholders: Vec<wgpu::Buffer> =
+            args.iter().filter(|(_, t)| t.is_none()).map(|_| gpu.placeholder()).collect();
         let mut spare = placeholders.iter();
         for (binding, t) in args {
             let buf = match t {
                 Some(t) => &*t.buf,
                 None => spare.next().expect("one placeholder per absent input"),
             };
-            entries.push(wgpu::BindGroupEntry {
-                binding: *binding,
-                resource: buf.as_entire_binding(),
-            });
+            entries.push(wgpu::BindGroupEntry { binding: *binding, resource: buf.as_entire_binding() });
         }
         let bind_group = gpu.device.create_bind_group(&wgpu::BindGroupDescriptor {
             label: Some(kernel.entry),
@@ -205,10 +180,7 @@ impl<'g> Recorder<'g> {
         });
         let mut pass = self
             .encoder
-            .begin_compute_pass(&wgpu::ComputePassDescriptor {
-                label: Some(kernel.entry),
-                timestamp_writes,
-            });
+            .begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some(kernel.entry), timestamp_writes });
         pass.set_pipeline(&pipeline);
         pass.set_bind_group(0, &bind_group, &[]);
         pass.dispatch_workgroups(gx, gy, 1);
@@ -219,8 +191,7 @@ impl<'g> Recorder<'g> {
         if src.numel() != dst.numel() {
             bail!("copy from {:?} to {:?}: sizes differ", src.shape, dst.shape);
         }
-        self.encoder
-            .copy_buffer_to_buffer(&src.buf, 0, &dst.buf, 0, src.bytes());
+        self.encoder.copy_buffer_to_buffer(&src.buf, 0, &dst.buf, 0, src.bytes());
         Ok(())
     }
 

@@ -39,25 +39,16 @@ impl Shader {
 
     fn file(self) -> (&'static str, &'static str) {
         match self {
-            Shader::Elementwise => (
-                "elementwise.wgsl",
-                include_str!("../../shaders/elementwise.wgsl"),
-            ),
+            Shader::Elementwise => ("elementwise.wgsl", include_str!("../../shaders/elementwise.wgsl")),
             Shader::Prelu => ("prelu.wgsl", include_str!("../../shaders/prelu.wgsl")),
             Shader::Reduce => ("reduce.wgsl", include_str!("../../shaders/reduce.wgsl")),
-            Shader::BatchNorm => (
-                "batchnorm.wgsl",
-                include_str!("../../shaders/batchnorm.wgsl"),
-            ),
+            Shader::BatchNorm => ("batchnorm.wgsl", include_str!("../../shaders/batchnorm.wgsl")),
             Shader::Conv2d => ("conv2d.wgsl", include_str!("../../shaders/conv2d.wgsl")),
             Shader::Matmul => ("matmul.wgsl", include_str!("../../shaders/matmul.wgsl")),
             Shader::MaxPool => ("maxpool.wgsl", include_str!("../../shaders/maxpool.wgsl")),
             Shader::L2Norm => ("l2norm.wgsl", include_str!("../../shaders/l2norm.wgsl")),
             Shader::ArcFace => ("arcface.wgsl", include_str!("../../shaders/arcface.wgsl")),
-            Shader::SoftmaxXent => (
-                "softmax_xent.wgsl",
-                include_str!("../../shaders/softmax_xent.wgsl"),
-            ),
+            Shader::SoftmaxXent => ("softmax_xent.wgsl", include_str!("../../shaders/softmax_xent.wgsl")),
             Shader::Sgd => ("sgd.wgsl", include_str!("../../shaders/sgd.wgsl")),
         }
     }

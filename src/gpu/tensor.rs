@@ -14,9 +14,8 @@ pub struct Tensor {
     pub shape: Vec<usize>,
 }
 
-const USAGE: wgpu::BufferUsages = wgpu::BufferUsages::STORAGE
-    .union(wgpu::BufferUsages::COPY_SRC)
-    .union(wgpu::BufferUsages::COPY_DST);
+const USAGE: wgpu::BufferUsages =
+    wgpu::BufferUsages::STORAGE.union(wgpu::BufferUsages::COPY_SRC).union(wgpu::BufferUsages::COPY_DST);
 
 pub fn numel(shape: &[usize]) -> usize {
     shape.iter().product()
@@ -45,10 +44,7 @@ impl Tensor {
             usage: USAGE,
             mapped_at_creation: false,
         });
-        Ok(Tensor {
-            buf: Arc::new(buf),
-            shape: shape.to_vec(),
-        })
+        Ok(Tensor { buf: Arc::new(buf), shape: shape.to_vec() })
     }
 
     pub fn from_f32(gpu: &Gpu, data: &[f32], shape: &[usize]) -> Result<Tensor> {
@@ -68,17 +64,12 @@ impl Tensor {
         if len == 0 {
             return Tensor::zeros(gpu, shape);
         }
-        let buf = gpu
-            .device
-            .create_buffer_init(&wgpu::util::BufferInitDescriptor {
-                label: None,
-                contents: bytes,
-                usage: USAGE,
-            });
-        Ok(Tensor {
-            buf: Arc::new(buf),
-            shape: shape.to_vec(),
-        })
+        let buf = gpu.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+            label: None,
+            contents: bytes,
+            usage: USAGE,
+        });
+        Ok(Tensor { buf: Arc::new(buf), shape: shape.to_vec() })
     }
 
     pub fn numel(&self) -> usize {
@@ -94,23 +85,15 @@ impl Tensor {
         if numel(shape) != self.numel() {
             bail!("cannot reshape {:?} to {shape:?}: sizes differ", self.shape);
         }
-        Ok(Tensor {
-            buf: self.buf.clone(),
-            shape: shape.to_vec(),
-        })
+        Ok(Tensor { buf: self.buf.clone(), shape: shape.to_vec() })
     }
 
     /// Overwrites the contents from the CPU (queued before the next submission).
     pub fn write(&self, gpu: &Gpu, data: &[f32]) -> Result<()> {
         if data.len() != self.numel() {
-            bail!(
-                "{} values do not fit a tensor of shape {:?}",
-                data.len(),
-                self.shape
-            );
+            bail!("{} values do not fit a tensor of shape {:?}", data.len(), self.shape);
         }
-        gpu.queue
-            .write_buffer(&self.buf, 0, bytemuck::cast_slice(data));
+        gpu.queue.write_buffer(&self.buf, 0, bytemuck::cast_slice(data));
         Ok(())
     }
 
@@ -136,12 +119,8 @@ impl Tensor {
         let mut enc = gpu.device.create_command_encoder(&Default::default());
         enc.copy_buffer_to_buffer(&self.buf, 0, &staging, 0, size);
         gpu.queue.submit([enc.finish()]);
-        staging.map_async(wgpu::MapMode::Read, .., |r| {
-            r.expect("mapping a read-back buffer")
-        });
-        gpu.device
-            .poll(wgpu::PollType::wait_indefinitely())
-            .expect("waiting for the GPU");
+        staging.map_async(wgpu::MapMode::Read, .., |r| r.expect("mapping a read-back buffer"));
+        gpu.device.poll(wgpu::PollType::wait_indefinitely()).expect("waiting for the GPU");
         let out = staging.get_mapped_range(..).expect("mapped range").to_vec();
         staging.unmap();
         out

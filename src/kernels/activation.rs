@@ -16,42 +16,22 @@ pub enum Act {
 // ---------------------------------------------------------------- reference
 
 pub fn act_ref(act: Act, x: &[f64]) -> Vec<f64> {
-    x.iter()
-        .map(|&v| {
-            if act == Act::Relu {
-                v.max(0.0)
-            } else {
-                v.clamp(0.0, 6.0)
-            }
-        })
-        .collect()
+    x.iter().map(|&v| if act == Act::Relu { v.max(0.0) } else { v.clamp(0.0, 6.0) }).collect()
 }
 
 /// PyTorch's gradients: ReLU passes where x > 0, ReLU6 where 0 < x < 6.
 pub fn act_backward_ref(act: Act, x: &[f64], dy: &[f64]) -> Vec<f64> {
     let hi = if act == Act::Relu { f64::INFINITY } else { 6.0 };
-    x.iter()
-        .zip(dy)
-        .map(|(&v, &d)| if v > 0.0 && v < hi { d } else { 0.0 })
-        .collect()
+    x.iter().zip(dy).map(|(&v, &d)| if v > 0.0 && v < hi { d } else { 0.0 }).collect()
 }
 
 /// x viewed as (n, c, m).
 pub fn prelu_ref(x: &[f64], slope: &[f64], c: usize, m: usize) -> Vec<f64> {
-    x.iter()
-        .enumerate()
-        .map(|(i, &v)| if v > 0.0 { v } else { slope[(i / m) % c] * v })
-        .collect()
+    x.iter().enumerate().map(|(i, &v)| if v > 0.0 { v } else { slope[(i / m) % c] * v }).collect()
 }
 
 /// (dx, dslope)
-pub fn prelu_backward_ref(
-    x: &[f64],
-    slope: &[f64],
-    dy: &[f64],
-    c: usize,
-    m: usize,
-) -> (Vec<f64>, Vec<f64>) {
+pub fn prelu_backward_ref(x: &[f64], slope: &[f64], dy: &[f64], c: usize, m: usize) -> (Vec<f64>, Vec<f64>) {
     let mut ds = vec![0.0; c];
     let dx = (0..x.len())
         .map(|i| {
@@ -79,34 +59,16 @@ const PRELU_BACKWARD_SLOPE: Kernel = Kernel::new(Shader::Prelu, "backward_slope"
 
 pub fn forward(rec: &mut Recorder, act: Act, x: &Tensor) -> Result<Tensor> {
     let y = Tensor::zeros(rec.gpu(), &x.shape)?;
-    let k = if act == Act::Relu {
-        RELU_FORWARD
-    } else {
-        RELU6_FORWARD
-    };
-    rec.dispatch(
-        k,
-        &Params::new().u(x.numel()),
-        &[(1, Some(x)), (3, Some(&y))],
-        groups(x.numel(), k.wg),
-    )?;
+    let k = if act == Act::Relu { RELU_FORWARD } else { RELU6_FORWARD };
+    rec.dispatch(k, &Params::new().u(x.numel()), &[(1, Some(x)), (3, Some(&y))], groups(x.numel(), k.wg))?;
     Ok(y)
 }
 
 pub fn backward(rec: &mut Recorder, act: Act, x: &Tensor, dy: &Tensor) -> Result<Tensor> {
     let dx = Tensor::zeros(rec.gpu(), &x.shape)?;
-    let k = if act == Act::Relu {
-        RELU_BACKWARD
-    } else {
-        RELU6_BACKWARD
-    };
+    let k = if act == Act::Relu { RELU_BACKWARD } else { RELU6_BACKWARD };
     let args = [(1, Some(x)), (2, Some(dy)), (3, Some(&dx))];
-    rec.dispatch(
-        k,
-        &Params::new().u(x.numel()),
-        &args,
-        groups(x.numel(), k.wg),
-    )?;
+    rec.dispatch(k, &Params::new().u(x.numel()), &args, groups(x.numel(), k.wg))?;
     Ok(dx)
 }
 
@@ -119,44 +81,19 @@ pub fn prelu_forward(rec: &mut Recorder, x: &Tensor, slope: &Tensor) -> Result<T
     let (n, c, m) = channels(x);
     let y = Tensor::zeros(rec.gpu(), &x.shape)?;
     let args = [(1, Some(x)), (2, Some(slope)), (3, Some(&y))];
-    rec.dispatch(
-        PRELU_FORWARD,
-        &Params::new().u(n).u(c).u(m),
-        &args,
-        groups(x.numel(), PRELU_FORWARD.wg),
-    )?;
+    rec.dispatch(PRELU_FORWARD, &Params::new().u(n).u(c).u(m), &args, groups(x.numel(), PRELU_FORWARD.wg))?;
     Ok(y)
 }
 
 /// (dx, dslope)
-pub fn prelu_backward(
-    rec: &mut Recorder,
-    x: &Tensor,
-    slope: &Tensor,
-    dy: &Tensor,
-) -> Result<(Tensor, Tensor)> {
+pub fn prelu_backward(rec: &mut Recorder, x: &Tensor, slope: &Tensor, dy: &Tensor) -> Result<(Tensor, Tensor)> {
     let (n, c, m) = channels(x);
     let p = Params::new().u(n).u(c).u(m);
     let dx = Tensor::zeros(rec.gpu(), &x.shape)?;
     let ds = Tensor::zeros(rec.gpu(), &[c])?;
-    let args = [
-        (1, Some(x)),
-        (2, Some(slope)),
-        (4, Some(dy)),
-        (5, Some(&dx)),
-    ];
-    rec.dispatch(
-        PRELU_BACKWARD_INPUT,
-        &p,
-        &args,
-        groups(x.numel(), PRELU_BACKWARD_INPUT.wg),
-    )?;
-    rec.dispatch(
-        PRELU_BACKWARD_SLOPE,
-        &p,
-        &[(1, Some(x)), (4, Some(dy)), (6, Some(&ds))],
-        c as u64,
-    )?;
+    let args = [(1, Some(x)), (2, Some(slope)), (4, Some(dy)), (5, Some(&dx))];
+    rec.dispatch(PRELU_BACKWARD_INPUT, &p, &args, groups(x.numel(), PRELU_BACKWARD_INPUT.wg))?;
+    rec.dispatch(PRELU_BACKWARD_SLOPE, &p, &[(1, Some(x)), (4, Some(dy)), (6, Some(&ds))], c as u64)?;
     Ok((dx, ds))
 }
 
@@ -204,41 +141,17 @@ fn gradcheck(gpu: &Gpu, rng: &mut Rng) -> Result<Vec<CheckRow>> {
         let (pdxr, pdsr) = prelu_backward_ref(&xr, &ar, &dyr, c, m);
         let want = [
             ("relu", "forward", act_ref(Act::Relu, &xr), Tol::FORWARD),
-            (
-                "relu",
-                "backward input",
-                act_backward_ref(Act::Relu, &xr, &dyr),
-                Tol::BACKWARD,
-            ),
+            ("relu", "backward input", act_backward_ref(Act::Relu, &xr, &dyr), Tol::BACKWARD),
             ("relu6", "forward", act_ref(Act::Relu6, &xr), Tol::FORWARD),
-            (
-                "relu6",
-                "backward input",
-                act_backward_ref(Act::Relu6, &xr, &dyr),
-                Tol::BACKWARD,
-            ),
+            ("relu6", "backward input", act_backward_ref(Act::Relu6, &xr, &dyr), Tol::BACKWARD),
             ("prelu", "forward", prelu_ref(&xr, &ar, c, m), Tol::FORWARD),
         ];
         let shape = format!("n{n} c{c} hw{m}");
         for (t, (k, dir, r, tol)) in outs.iter().zip(want) {
             rows.push(compare_f32(k, dir, &shape, &t.to_vec(gpu), &r, tol));
         }
-        rows.push(compare_f32(
-            "prelu",
-            "backward input",
-            &shape,
-            &pdx.to_vec(gpu),
-            &pdxr,
-            Tol::BACKWARD,
-        ));
-        rows.push(compare_f32(
-            "prelu",
-            "backward slope",
-            &shape,
-            &pds.to_vec(gpu),
-            &pdsr,
-            Tol::BACKWARD,
-        ));
+        rows.push(compare_f32("prelu", "backward input", &shape, &pdx.to_vec(gpu), &pdxr, Tol::BACKWARD));
+        rows.push(compare_f32("prelu", "backward slope", &shape, &pds.to_vec(gpu), &pdsr, Tol::BACKWARD));
     }
     Ok(rows)
 }
@@ -254,32 +167,14 @@ fn refcheck(rng: &mut Rng) -> Vec<CheckRow> {
             let name = if act == Act::Relu { "relu" } else { "relu6" };
             let fwd = |v: &[Vec<f64>]| act_ref(act, &v[0]);
             let bwd = |v: &[Vec<f64>], dy: &[f64]| vec![act_backward_ref(act, &v[0], dy)];
-            rows.extend(finite_diff(
-                name,
-                &shape,
-                &["x"],
-                &[x.clone()],
-                &dy,
-                &fwd,
-                &bwd,
-                rng,
-            ));
+            rows.extend(finite_diff(name, &shape, &["x"], &[x.clone()], &dy, &fwd, &bwd, rng));
         }
         let fwd = |v: &[Vec<f64>]| prelu_ref(&v[0], &v[1], c, m);
         let bwd = |v: &[Vec<f64>], dy: &[f64]| {
             let (dx, ds) = prelu_backward_ref(&v[0], &v[1], dy, c, m);
             vec![dx, ds]
         };
-        rows.extend(finite_diff(
-            "prelu",
-            &shape,
-            &["x", "slope"],
-            &[x, a],
-            &dy,
-            &fwd,
-            &bwd,
-            rng,
-        ));
+        rows.extend(finite_diff("prelu", &shape, &["x", "slope"], &[x, a], &dy, &fwd, &bwd, rng));
     }
     rows
 }
@@ -296,24 +191,15 @@ fn bench(gpu: &Gpu, batch: usize) -> Result<Vec<BenchCase>> {
     let (x2, x3, x4) = (x.clone(), x.clone(), x.clone());
     let (a2, dy2) = (a.clone(), dy.clone());
     Ok(vec![
-        BenchCase::new("prelu", "forward", &desc, n, 8.0 * n, move |rec| {
-            prelu_forward(rec, &x, &a).map(drop)
-        }),
+        BenchCase::new("prelu", "forward", &desc, n, 8.0 * n, move |rec| prelu_forward(rec, &x, &a).map(drop)),
         BenchCase::new("prelu", "backward", &desc, 3.0 * n, 16.0 * n, move |rec| {
             prelu_backward(rec, &x2, &a2, &dy).map(drop)
         }),
-        BenchCase::new("relu6", "forward", &desc, n, 8.0 * n, move |rec| {
-            forward(rec, Act::Relu6, &x3).map(drop)
-        }),
+        BenchCase::new("relu6", "forward", &desc, n, 8.0 * n, move |rec| forward(rec, Act::Relu6, &x3).map(drop)),
         BenchCase::new("relu6", "backward", &desc, n, 12.0 * n, move |rec| {
             backward(rec, Act::Relu6, &x4, &dy2).map(drop)
         }),
     ])
 }
 
-pub const FAMILY: Family = Family {
-    name: "activation",
-    gradcheck,
-    refcheck,
-    bench,
-};
+pub const FAMILY: Family = Family { name: "activation", gradcheck, refcheck, bench };

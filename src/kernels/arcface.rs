@@ -34,14 +34,11 @@ impl Margin {
     }
     fn params(&self, b: usize, c: usize) -> Params {
         let m = self.m;
-        Params::new()
-            .u(b)
-            .u(c)
-            .f(self.s as f32)
-            .f(m.cos() as f32)
-            .f(m.sin() as f32)
-            .f((PI - m).cos() as f32)
-            .f(((PI - m).sin() * m) as f32)
+        Params::new().u(b).u(c).f(self.s as f32).f(m.cos() as f32).f(m.sin() as f32).f((PI - m).cos() as f32).f(((PI
+            - m)
+            .sin()
+            * m)
+            as f32)
     }
 }
 
@@ -56,10 +53,7 @@ pub struct ArcFace {
 
 impl ArcFace {
     pub fn describe(&self) -> String {
-        format!(
-            "b{} d{} classes{} s{} m{}",
-            self.b, self.d, self.c, self.margin.s, self.margin.m
-        )
+        format!("b{} d{} classes{} s{} m{}", self.b, self.d, self.c, self.margin.s, self.margin.m)
     }
 }
 
@@ -80,33 +74,16 @@ pub fn forward_ref(a: &ArcFace, e: &[f64], w: &[f64], labels: &[u32]) -> Vec<f64
     let (_, _, cos) = cosines(a, e, w);
     cos.iter()
         .enumerate()
-        .map(|(i, &c)| {
-            a.margin.s
-                * if i % a.c == labels[i / a.c] as usize {
-                    a.margin.phi(c).0
-                } else {
-                    c
-                }
-        })
+        .map(|(i, &c)| a.margin.s * if i % a.c == labels[i / a.c] as usize { a.margin.phi(c).0 } else { c })
         .collect()
 }
 
 /// (d embeddings, d class weights)
-pub fn backward_ref(
-    a: &ArcFace,
-    e: &[f64],
-    w: &[f64],
-    labels: &[u32],
-    dlogits: &[f64],
-) -> (Vec<f64>, Vec<f64>) {
+pub fn backward_ref(a: &ArcFace, e: &[f64], w: &[f64], labels: &[u32], dlogits: &[f64]) -> (Vec<f64>, Vec<f64>) {
     let (en, wn, cos) = cosines(a, e, w);
     let dcos: Vec<f64> = (0..cos.len())
         .map(|i| {
-            let slope = if i % a.c == labels[i / a.c] as usize {
-                a.margin.phi(cos[i]).1
-            } else {
-                1.0
-            };
+            let slope = if i % a.c == labels[i / a.c] as usize { a.margin.phi(cos[i]).1 } else { 1.0 };
             a.margin.s * slope * dlogits[i]
         })
         .collect();
@@ -119,10 +96,7 @@ pub fn backward_ref(
             }
         }
     }
-    (
-        l2norm::backward_ref(e, &den, a.d),
-        l2norm::backward_ref(w, &dwn, a.d),
-    )
+    (l2norm::backward_ref(e, &den, a.d), l2norm::backward_ref(w, &dwn, a.d))
 }
 
 // ---------------------------------------------------------------------- GPU
@@ -150,29 +124,16 @@ fn check_shapes(a: &ArcFace, e: &Tensor, w: &Tensor, labels: &Tensor) -> Result<
 }
 
 /// Logits (b, c). `labels` is a u32 tensor.
-pub fn forward(
-    rec: &mut Recorder,
-    a: &ArcFace,
-    e: &Tensor,
-    w: &Tensor,
-    labels: &Tensor,
-) -> Result<(Tensor, ArcSaved)> {
+pub fn forward(rec: &mut Recorder, a: &ArcFace, e: &Tensor, w: &Tensor, labels: &Tensor) -> Result<(Tensor, ArcSaved)> {
     check_shapes(a, e, w, labels)?;
     let emb = l2norm::forward(rec, e)?;
     let weight = l2norm::forward(rec, w)?;
     let cos = Tensor::zeros(rec.gpu(), &[a.b, a.c])?;
     // cos = en wn^T: wn read transposed through its strides.
-    Gemm::plain(a.b, a.c, a.d, 1)
-        .b(0, 1, a.d)
-        .run(rec, &emb.y, &weight.y, None, &cos)?;
+    Gemm::plain(a.b, a.c, a.d, 1).b(0, 1, a.d).run(rec, &emb.y, &weight.y, None, &cos)?;
     let logits = Tensor::zeros(rec.gpu(), &[a.b, a.c])?;
     let args = [(1, Some(&cos)), (2, Some(labels)), (3, Some(&logits))];
-    rec.dispatch(
-        MARGIN_FORWARD,
-        &a.margin.params(a.b, a.c),
-        &args,
-        groups(cos.numel(), MARGIN_FORWARD.wg),
-    )?;
+    rec.dispatch(MARGIN_FORWARD, &a.margin.params(a.b, a.c), &args, groups(cos.numel(), MARGIN_FORWARD.wg))?;
     Ok((logits, ArcSaved { emb, weight, cos }))
 }
 
@@ -186,31 +147,13 @@ pub fn backward(
 ) -> Result<(Tensor, Tensor)> {
     let gpu = rec.gpu();
     let dcos = Tensor::zeros(gpu, &[a.b, a.c])?;
-    let args = [
-        (1, Some(&saved.cos)),
-        (2, Some(labels)),
-        (4, Some(dlogits)),
-        (5, Some(&dcos)),
-    ];
-    rec.dispatch(
-        MARGIN_BACKWARD,
-        &a.margin.params(a.b, a.c),
-        &args,
-        groups(dcos.numel(), MARGIN_BACKWARD.wg),
-    )?;
-    let (den, dwn) = (
-        Tensor::zeros(gpu, &[a.b, a.d])?,
-        Tensor::zeros(gpu, &[a.c, a.d])?,
-    );
+    let args = [(1, Some(&saved.cos)), (2, Some(labels)), (4, Some(dlogits)), (5, Some(&dcos))];
+    rec.dispatch(MARGIN_BACKWARD, &a.margin.params(a.b, a.c), &args, groups(dcos.numel(), MARGIN_BACKWARD.wg))?;
+    let (den, dwn) = (Tensor::zeros(gpu, &[a.b, a.d])?, Tensor::zeros(gpu, &[a.c, a.d])?);
     Gemm::plain(a.b, a.d, a.c, 1).run(rec, &dcos, &saved.weight.y, None, &den)?;
     // dwn = dcos^T en: A[j, i] = dcos[i, j]
-    Gemm::plain(a.c, a.d, a.b, 1)
-        .a(0, 1, a.c)
-        .run(rec, &dcos, &saved.emb.y, None, &dwn)?;
-    Ok((
-        l2norm::backward(rec, &saved.emb, &den)?,
-        l2norm::backward(rec, &saved.weight, &dwn)?,
-    ))
+    Gemm::plain(a.c, a.d, a.b, 1).a(0, 1, a.c).run(rec, &dcos, &saved.emb.y, None, &dwn)?;
+    Ok((l2norm::backward(rec, &saved.emb, &den)?, l2norm::backward(rec, &saved.weight, &dwn)?))
 }
 
 // ------------------------------------------------------------------- checks
@@ -218,36 +161,11 @@ pub fn backward(
 fn shapes(rng: &mut Rng) -> Vec<ArcFace> {
     let m = Margin { s: 64.0, m: 0.5 };
     vec![
-        ArcFace {
-            b: 4,
-            d: 128,
-            c: 10,
-            margin: m,
-        },
-        ArcFace {
-            b: 3,
-            d: 7,
-            c: 5,
-            margin: Margin { s: 32.0, m: 0.5 },
-        },
-        ArcFace {
-            b: 5,
-            d: 13,
-            c: 17,
-            margin: Margin { s: 30.0, m: 0.2 },
-        },
-        ArcFace {
-            b: 2,
-            d: 3,
-            c: 2,
-            margin: Margin { s: 1.0, m: 0.0 },
-        },
-        ArcFace {
-            b: rng.range(1, 33),
-            d: rng.range(3, 130),
-            c: rng.range(2, 41),
-            margin: m,
-        },
+        ArcFace { b: 4, d: 128, c: 10, margin: m },
+        ArcFace { b: 3, d: 7, c: 5, margin: Margin { s: 32.0, m: 0.5 } },
+        ArcFace { b: 5, d: 13, c: 17, margin: Margin { s: 30.0, m: 0.2 } },
+        ArcFace { b: 2, d: 3, c: 2, margin: Margin { s: 1.0, m: 0.0 } },
+        ArcFace { b: rng.range(1, 33), d: rng.range(3, 130), c: rng.range(2, 41), margin: m },
     ]
 }
 
@@ -268,12 +186,7 @@ fn inputs(a: &ArcFace, rng: &mut Rng) -> Inputs {
     for k in 0..a.d {
         e[k] = -w[l0 * a.d + k] + 0.01 * e[k];
     }
-    Inputs {
-        e,
-        w,
-        labels,
-        dlogits: rng.uniform(a.b * a.c, -1.0, 1.0),
-    }
+    Inputs { e, w, labels, dlogits: rng.uniform(a.b * a.c, -1.0, 1.0) }
 }
 
 fn gradcheck(gpu: &Gpu, rng: &mut Rng) -> Result<Vec<CheckRow>> {
@@ -299,22 +212,8 @@ fn gradcheck(gpu: &Gpu, rng: &mut Rng) -> Result<Vec<CheckRow>> {
             &forward_ref(&a, &er, &wr, &inp.labels),
             Tol::FORWARD,
         ));
-        rows.push(compare_f32(
-            "arcface",
-            "backward embeddings",
-            &shape,
-            &de.to_vec(gpu),
-            &der,
-            Tol::BACKWARD,
-        ));
-        rows.push(compare_f32(
-            "arcface",
-            "backward class weights",
-            &shape,
-            &dw.to_vec(gpu),
-            &dwr,
-            Tol::BACKWARD,
-        ));
+        rows.push(compare_f32("arcface", "backward embeddings", &shape, &de.to_vec(gpu), &der, Tol::BACKWARD));
+        rows.push(compare_f32("arcface", "backward class weights", &shape, &dw.to_vec(gpu), &dwr, Tol::BACKWARD));
     }
     Ok(rows)
 }
@@ -347,12 +246,7 @@ fn refcheck(rng: &mut Rng) -> Vec<CheckRow> {
 // -------------------------------------------------------------------- bench
 
 fn bench(gpu: &Gpu, batch: usize) -> Result<Vec<BenchCase>> {
-    let a = ArcFace {
-        b: batch,
-        d: 128,
-        c: 40,
-        margin: Margin { s: 32.0, m: 0.5 },
-    };
+    let a = ArcFace { b: batch, d: 128, c: 40, margin: Margin { s: 32.0, m: 0.5 } };
     let e = upload(gpu, &vec![1.0; a.b * a.d], &[a.b, a.d])?;
     let w = upload(gpu, &vec![1.0; a.c * a.d], &[a.c, a.d])?;
     let labels = Tensor::from_u32(gpu, &vec![0; a.b], &[a.b])?;
@@ -364,23 +258,11 @@ fn bench(gpu: &Gpu, batch: usize) -> Result<Vec<BenchCase>> {
         BenchCase::new("arcface", "forward", &a.describe(), flops, io, move |rec| {
             forward(rec, &a, &e, &w, &labels).map(drop)
         }),
-        BenchCase::new(
-            "arcface",
-            "forward+backward",
-            &a.describe(),
-            4.0 * flops,
-            2.0 * io,
-            move |rec| {
-                let (_, saved) = forward(rec, &a, &e2, &w2, &l2)?;
-                backward(rec, &a, &saved, &l2, &dl).map(drop)
-            },
-        ),
+        BenchCase::new("arcface", "forward+backward", &a.describe(), 4.0 * flops, 2.0 * io, move |rec| {
+            let (_, saved) = forward(rec, &a, &e2, &w2, &l2)?;
+            backward(rec, &a, &saved, &l2, &dl).map(drop)
+        }),
     ])
 }
 
-pub const FAMILY: Family = Family {
-    name: "arcface",
-    gradcheck,
-    refcheck,
-    bench,
-};
+pub const FAMILY: Family = Family { name: "arcface", gradcheck, refcheck, bench };

@@ -24,14 +24,7 @@ impl BatchNorm {
         format!("n{} c{} hw{}", self.n, self.c, self.m)
     }
     fn params(&self, update_running: bool, train: bool) -> Params {
-        Params::new()
-            .u(self.n)
-            .u(self.c)
-            .u(self.m)
-            .f(MOMENTUM)
-            .f(EPS)
-            .u(update_running as usize)
-            .u(train as usize)
+        Params::new().u(self.n).u(self.c).u(self.m).f(MOMENTUM).f(EPS).u(update_running as usize).u(train as usize)
     }
     fn numel(&self) -> usize {
         self.n * self.c * self.m
@@ -43,47 +36,25 @@ impl BatchNorm {
 /// Per-channel mean and biased variance.
 pub fn stats_ref(s: &BatchNorm, x: &[f64]) -> (Vec<f64>, Vec<f64>) {
     let count = (s.n * s.m) as f64;
-    let vals =
-        |c: usize| (0..s.n).flat_map(move |n| (0..s.m).map(move |j| (n * s.c + c) * s.m + j));
-    let mean: Vec<f64> = (0..s.c)
-        .map(|c| vals(c).map(|i| x[i]).sum::<f64>() / count)
-        .collect();
-    let var = (0..s.c)
-        .map(|c| vals(c).map(|i| (x[i] - mean[c]).powi(2)).sum::<f64>() / count)
-        .collect();
+    let vals = |c: usize| (0..s.n).flat_map(move |n| (0..s.m).map(move |j| (n * s.c + c) * s.m + j));
+    let mean: Vec<f64> = (0..s.c).map(|c| vals(c).map(|i| x[i]).sum::<f64>() / count).collect();
+    let var = (0..s.c).map(|c| vals(c).map(|i| (x[i] - mean[c]).powi(2)).sum::<f64>() / count).collect();
     (mean, var)
 }
 
 /// PyTorch's update: momentum-weighted, with the unbiased batch variance.
-pub fn running_update_ref(
-    s: &BatchNorm,
-    mean: &[f64],
-    var: &[f64],
-    rm: &mut [f64],
-    rv: &mut [f64],
-) {
+pub fn running_update_ref(s: &BatchNorm, mean: &[f64], var: &[f64], rm: &mut [f64], rv: &mut [f64]) {
     let count = (s.n * s.m) as f64;
     let m = MOMENTUM as f64;
     for c in 0..s.c {
-        let unbiased = if count > 1.0 {
-            var[c] * count / (count - 1.0)
-        } else {
-            var[c]
-        };
+        let unbiased = if count > 1.0 { var[c] * count / (count - 1.0) } else { var[c] };
         rm[c] = (1.0 - m) * rm[c] + m * mean[c];
         rv[c] = (1.0 - m) * rv[c] + m * unbiased;
     }
 }
 
 /// y = (x - mean) / sqrt(var + eps) * gamma + beta, with the given statistics.
-pub fn apply_ref(
-    s: &BatchNorm,
-    x: &[f64],
-    mean: &[f64],
-    var: &[f64],
-    gamma: &[f64],
-    beta: &[f64],
-) -> Vec<f64> {
+pub fn apply_ref(s: &BatchNorm, x: &[f64], mean: &[f64], var: &[f64], gamma: &[f64], beta: &[f64]) -> Vec<f64> {
     (0..x.len())
         .map(|i| {
             let c = (i / s.m) % s.c;
@@ -121,11 +92,7 @@ pub fn backward_ref(
     let dx = (0..x.len())
         .map(|i| {
             let c = (i / s.m) % s.c;
-            let g = if train {
-                dy[i] - (db[c] + xhat(i) * dg[c]) / count
-            } else {
-                dy[i]
-            };
+            let g = if train { dy[i] - (db[c] + xhat(i) * dg[c]) / count } else { dy[i] };
             gamma[c] * inv[c] * g
         })
         .collect();
@@ -156,32 +123,17 @@ pub struct BnSaved {
 
 /// Train mode normalises with batch statistics and updates the running ones;
 /// eval mode normalises with the running statistics.
-pub fn forward(
-    rec: &mut Recorder,
-    s: &BatchNorm,
-    p: &BnParams,
-    x: &Tensor,
-    train: bool,
-) -> Result<(Tensor, BnSaved)> {
+pub fn forward(rec: &mut Recorder, s: &BatchNorm, p: &BnParams, x: &Tensor, train: bool) -> Result<(Tensor, BnSaved)> {
     let gpu = rec.gpu();
     let y = Tensor::zeros(gpu, &x.shape)?;
     let saved = if train {
         let (mean, var) = (Tensor::zeros(gpu, &[s.c])?, Tensor::zeros(gpu, &[s.c])?);
-        let args = [
-            (1, Some(x)),
-            (2, Some(&mean)),
-            (3, Some(&var)),
-            (4, Some(&p.running_mean)),
-            (5, Some(&p.running_var)),
-        ];
+        let args =
+            [(1, Some(x)), (2, Some(&mean)), (3, Some(&var)), (4, Some(&p.running_mean)), (5, Some(&p.running_var))];
         rec.dispatch(STATS, &s.params(true, true), &args, s.c as u64)?;
         BnSaved { mean, var, train }
     } else {
-        BnSaved {
-            mean: p.running_mean.clone(),
-            var: p.running_var.clone(),
-            train,
-        }
+        BnSaved { mean: p.running_mean.clone(), var: p.running_var.clone(), train }
     };
     let args = [
         (1, Some(x)),
@@ -191,12 +143,7 @@ pub fn forward(
         (7, Some(&p.beta)),
         (8, Some(&y)),
     ];
-    rec.dispatch(
-        APPLY,
-        &s.params(false, train),
-        &args,
-        groups(s.numel(), APPLY.wg),
-    )?;
+    rec.dispatch(APPLY, &s.params(false, train), &args, groups(s.numel(), APPLY.wg))?;
     Ok((y, saved))
 }
 
@@ -210,21 +157,10 @@ pub fn backward(
     dy: &Tensor,
 ) -> Result<(Tensor, Tensor, Tensor)> {
     let gpu = rec.gpu();
-    let (dx, dg, db) = (
-        Tensor::zeros(gpu, &x.shape)?,
-        Tensor::zeros(gpu, &[s.c])?,
-        Tensor::zeros(gpu, &[s.c])?,
-    );
+    let (dx, dg, db) = (Tensor::zeros(gpu, &x.shape)?, Tensor::zeros(gpu, &[s.c])?, Tensor::zeros(gpu, &[s.c])?);
     let prm = s.params(false, saved.train);
     let stats = [(13, Some(&saved.mean)), (14, Some(&saved.var))];
-    let args = [
-        (1, Some(x)),
-        (9, Some(dy)),
-        (10, Some(&dg)),
-        (11, Some(&db)),
-        stats[0],
-        stats[1],
-    ];
+    let args = [(1, Some(x)), (9, Some(dy)), (10, Some(&dg)), (11, Some(&db)), stats[0], stats[1]];
     rec.dispatch(BACKWARD_PARAMS, &prm, &args, s.c as u64)?;
     let args = [
         (1, Some(x)),
@@ -236,12 +172,7 @@ pub fn backward(
         stats[0],
         stats[1],
     ];
-    rec.dispatch(
-        BACKWARD_INPUT,
-        &prm,
-        &args,
-        groups(s.numel(), BACKWARD_INPUT.wg),
-    )?;
+    rec.dispatch(BACKWARD_INPUT, &prm, &args, groups(s.numel(), BACKWARD_INPUT.wg))?;
     Ok((dx, dg, db))
 }
 
@@ -249,23 +180,11 @@ pub fn backward(
 
 fn shapes(rng: &mut Rng) -> Vec<BatchNorm> {
     vec![
-        BatchNorm {
-            n: 2,
-            c: 3,
-            m: 7 * 5,
-        },
-        BatchNorm { n: 5, c: 7, m: 1 }, // 2-D input
-        BatchNorm {
-            n: 3,
-            c: 2,
-            m: 17 * 19,
-        }, // more values per channel than threads
+        BatchNorm { n: 2, c: 3, m: 7 * 5 },
+        BatchNorm { n: 5, c: 7, m: 1 },       // 2-D input
+        BatchNorm { n: 3, c: 2, m: 17 * 19 }, // more values per channel than threads
         BatchNorm { n: 1, c: 11, m: 13 },
-        BatchNorm {
-            n: rng.range(2, 4),
-            c: rng.range(1, 9),
-            m: rng.range(1, 300),
-        },
+        BatchNorm { n: rng.range(2, 4), c: rng.range(1, 9), m: rng.range(1, 300) },
     ]
 }
 
@@ -292,22 +211,11 @@ fn gradcheck(gpu: &Gpu, rng: &mut Rng) -> Result<Vec<CheckRow>> {
 
             let (xr, gr, br) = (widen(&xs), widen(&gs), widen(&bs));
             let (mut rm, mut rv) = (widen(&rms), widen(&rvs));
-            let (mean, var) = if train {
-                stats_ref(&s, &xr)
-            } else {
-                (rm.clone(), rv.clone())
-            };
+            let (mean, var) = if train { stats_ref(&s, &xr) } else { (rm.clone(), rv.clone()) };
             let yr = apply_ref(&s, &xr, &mean, &var, &gr, &br);
             let (dxr, dgr, dbr) = backward_ref(&s, &xr, &mean, &var, &gr, &widen(&dys), train);
             let shape = format!("{} {}", s.describe(), if train { "train" } else { "eval" });
-            rows.push(compare_f32(
-                "batchnorm",
-                "forward",
-                &shape,
-                &y.to_vec(gpu),
-                &yr,
-                Tol::FORWARD,
-            ));
+            rows.push(compare_f32("batchnorm", "forward", &shape, &y.to_vec(gpu), &yr, Tol::FORWARD));
             if train {
                 running_update_ref(&s, &mean, &var, &mut rm, &mut rv);
                 rows.push(compare_f32(
@@ -327,30 +235,9 @@ fn gradcheck(gpu: &Gpu, rng: &mut Rng) -> Result<Vec<CheckRow>> {
                     Tol::FORWARD,
                 ));
             }
-            rows.push(compare_f32(
-                "batchnorm",
-                "backward input",
-                &shape,
-                &dx.to_vec(gpu),
-                &dxr,
-                Tol::BACKWARD,
-            ));
-            rows.push(compare_f32(
-                "batchnorm",
-                "backward gamma",
-                &shape,
-                &dg.to_vec(gpu),
-                &dgr,
-                Tol::BACKWARD,
-            ));
-            rows.push(compare_f32(
-                "batchnorm",
-                "backward beta",
-                &shape,
-                &db.to_vec(gpu),
-                &dbr,
-                Tol::BACKWARD,
-            ));
+            rows.push(compare_f32("batchnorm", "backward input", &shape, &dx.to_vec(gpu), &dxr, Tol::BACKWARD));
+            rows.push(compare_f32("batchnorm", "backward gamma", &shape, &dg.to_vec(gpu), &dgr, Tol::BACKWARD));
+            rows.push(compare_f32("batchnorm", "backward beta", &shape, &db.to_vec(gpu), &dbr, Tol::BACKWARD));
         }
     }
     Ok(rows)
@@ -382,26 +269,14 @@ fn refcheck(rng: &mut Rng) -> Vec<CheckRow> {
             rng,
         ));
         // Eval mode: fixed statistics.
-        let (mean, var) = (
-            widen(&rng.uniform(s.c, -0.5, 0.5)),
-            widen(&rng.uniform(s.c, 0.5, 2.0)),
-        );
+        let (mean, var) = (widen(&rng.uniform(s.c, -0.5, 0.5)), widen(&rng.uniform(s.c, 0.5, 2.0)));
         let fwd = |v: &[Vec<f64>]| apply_ref(&s, &v[0], &mean, &var, &v[1], &v[2]);
         let bwd = |v: &[Vec<f64>], dy: &[f64]| {
             let (dx, dg, db) = backward_ref(&s, &v[0], &mean, &var, &v[1], dy, false);
             vec![dx, dg, db]
         };
         let shape = format!("{} eval", s.describe());
-        rows.extend(finite_diff(
-            "batchnorm",
-            &shape,
-            &["x", "gamma", "beta"],
-            &[x, g, b],
-            &dy,
-            &fwd,
-            &bwd,
-            rng,
-        ));
+        rows.extend(finite_diff("batchnorm", &shape, &["x", "gamma", "beta"], &[x, g, b], &dy, &fwd, &bwd, rng));
     }
     rows
 }
@@ -409,11 +284,7 @@ fn refcheck(rng: &mut Rng) -> Vec<CheckRow> {
 // -------------------------------------------------------------------- bench
 
 fn bench(gpu: &Gpu, batch: usize) -> Result<Vec<BenchCase>> {
-    let s = BatchNorm {
-        n: batch,
-        c: 64,
-        m: 56 * 56,
-    };
+    let s = BatchNorm { n: batch, c: 64, m: 56 * 56 };
     let x = Tensor::zeros(gpu, &[s.n, s.c, s.m])?;
     let dy = Tensor::zeros(gpu, &[s.n, s.c, s.m])?;
     let ones = vec![1.0f32; s.c];
@@ -426,35 +297,14 @@ fn bench(gpu: &Gpu, batch: usize) -> Result<Vec<BenchCase>> {
     let (flops, io) = (8.0 * s.numel() as f64, 4.0 * 2.0 * s.numel() as f64);
     let (p2, x2) = (p.clone(), x.clone());
     Ok(vec![
-        BenchCase::new(
-            "batchnorm",
-            "forward (train)",
-            &s.describe(),
-            flops,
-            io,
-            move |rec| forward(rec, &s, &p, &x, true).map(drop),
-        ),
-        BenchCase::new(
-            "batchnorm",
-            "backward (train)",
-            &s.describe(),
-            2.0 * flops,
-            1.5 * io,
-            move |rec| {
-                let saved = BnSaved {
-                    mean: p2.running_mean.clone(),
-                    var: p2.running_var.clone(),
-                    train: true,
-                };
-                backward(rec, &s, &p2, &x2, &saved, &dy).map(drop)
-            },
-        ),
+        BenchCase::new("batchnorm", "forward (train)", &s.describe(), flops, io, move |rec| {
+            forward(rec, &s, &p, &x, true).map(drop)
+        }),
+        BenchCase::new("batchnorm", "backward (train)", &s.describe(), 2.0 * flops, 1.5 * io, move |rec| {
+            let saved = BnSaved { mean: p2.running_mean.clone(), var: p2.running_var.clone(), train: true };
+            backward(rec, &s, &p2, &x2, &saved, &dy).map(drop)
+        }),
     ])
 }
 
-pub const FAMILY: Family = Family {
-    name: "batchnorm",
-    gradcheck,
-    refcheck,
-    bench,
-};
+pub const FAMILY: Family = Family { name: "batchnorm", gradcheck, refcheck, bench };

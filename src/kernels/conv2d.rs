@@ -39,53 +39,20 @@ pub enum Path {
 
 impl Conv2d {
     /// A square-kernel convolution without bias, one group.
-    pub fn new(
-        n: usize,
-        cin: usize,
-        hw: (usize, usize),
-        cout: usize,
-        k: usize,
-        stride: usize,
-        pad: usize,
-    ) -> Conv2d {
-        Conv2d {
-            n,
-            cin,
-            h: hw.0,
-            w: hw.1,
-            cout,
-            kh: k,
-            kw: k,
-            stride,
-            pad,
-            groups: 1,
-            bias: false,
-        }
+    pub fn new(n: usize, cin: usize, hw: (usize, usize), cout: usize, k: usize, stride: usize, pad: usize) -> Conv2d {
+        Conv2d { n, cin, h: hw.0, w: hw.1, cout, kh: k, kw: k, stride, pad, groups: 1, bias: false }
     }
 
     pub fn out_hw(&self) -> (usize, usize) {
-        (
-            (self.h + 2 * self.pad - self.kh) / self.stride + 1,
-            (self.w + 2 * self.pad - self.kw) / self.stride + 1,
-        )
+        ((self.h + 2 * self.pad - self.kh) / self.stride + 1, (self.w + 2 * self.pad - self.kw) / self.stride + 1)
     }
 
     pub fn validate(&self) -> Result<()> {
-        if self.stride == 0
-            || self.groups == 0
-            || self.cin % self.groups != 0
-            || self.cout % self.groups != 0
-        {
-            bail!(
-                "conv2d {}: channels must divide into groups and stride must be >= 1",
-                self.describe()
-            );
+        if self.stride == 0 || self.groups == 0 || self.cin % self.groups != 0 || self.cout % self.groups != 0 {
+            bail!("conv2d {}: channels must divide into groups and stride must be >= 1", self.describe());
         }
         if self.h + 2 * self.pad < self.kh || self.w + 2 * self.pad < self.kw {
-            bail!(
-                "conv2d {}: kernel larger than the padded input",
-                self.describe()
-            );
+            bail!("conv2d {}: kernel larger than the padded input", self.describe());
         }
         Ok(())
     }
@@ -102,11 +69,7 @@ impl Conv2d {
             self.kw,
             self.stride,
             self.pad,
-            if self.groups > 1 {
-                format!(" g{}", self.groups)
-            } else {
-                String::new()
-            },
+            if self.groups > 1 { format!(" g{}", self.groups) } else { String::new() },
             if self.bias { " +bias" } else { "" }
         )
     }
@@ -228,11 +191,7 @@ pub fn backward_ref(s: &Conv2d, x: &[f64], w: &[f64], dy: &[f64]) -> Grads<Vec<f
             }
         }
     }
-    Grads {
-        dx,
-        dw,
-        db: s.bias.then_some(db),
-    }
+    Grads { dx, dw, db: s.bias.then_some(db) }
 }
 
 // ---------------------------------------------------------------------- GPU
@@ -245,10 +204,9 @@ fn path_for(s: &Conv2d, path: Path) -> Result<Path> {
     Ok(match path {
         Path::Auto if s.gemm_applies() => Path::Gemm,
         Path::Auto => Path::Direct,
-        Path::Gemm if !s.gemm_applies() => bail!(
-            "conv2d {}: the gemm path needs 1x1, stride 1, no padding, one group",
-            s.describe()
-        ),
+        Path::Gemm if !s.gemm_applies() => {
+            bail!("conv2d {}: the gemm path needs 1x1, stride 1, no padding, one group", s.describe())
+        }
         p => p,
     })
 }
@@ -257,26 +215,20 @@ fn path_for(s: &Conv2d, path: Path) -> Result<Path> {
 /// y = W x, dx = W^T dy, dW = sum over images of dy x^T.
 fn pointwise_forward(s: &Conv2d) -> Gemm {
     let hw = s.h * s.w;
-    Gemm::plain(s.cout, hw, s.cin, s.n)
-        .a(0, s.cin, 1)
-        .b(s.cin * hw, hw, 1)
-        .c(s.cout * hw, hw, 1)
-        .bias_per_row()
+    let g = Gemm::plain(s.cout, hw, s.cin, s.n).a(0, s.cin, 1).b(s.cin * hw, hw, 1).c(s.cout * hw, hw, 1);
+    if s.bias {
+        g.bias_per_row()
+    } else {
+        g
+    }
 }
 fn pointwise_backward_input(s: &Conv2d) -> Gemm {
     let hw = s.h * s.w;
-    Gemm::plain(s.cin, hw, s.cout, s.n)
-        .a(0, 1, s.cin)
-        .b(s.cout * hw, hw, 1)
-        .c(s.cin * hw, hw, 1)
+    Gemm::plain(s.cin, hw, s.cout, s.n).a(0, 1, s.cin).b(s.cout * hw, hw, 1).c(s.cin * hw, hw, 1)
 }
 fn pointwise_backward_weight(s: &Conv2d) -> Gemm {
     let hw = s.h * s.w;
-    Gemm::plain(s.cout, s.cin, hw, s.n)
-        .a(s.cout * hw, hw, 1)
-        .b(s.cin * hw, 1, hw)
-        .c(0, s.cin, 1)
-        .sum_batch()
+    Gemm::plain(s.cout, s.cin, hw, s.n).a(s.cout * hw, hw, 1).b(s.cin * hw, 1, hw).c(0, s.cin, 1).sum_batch()
 }
 
 pub fn forward(
@@ -288,6 +240,9 @@ pub fn forward(
     b: Option<&Tensor>,
 ) -> Result<Tensor> {
     s.validate()?;
+    if s.bias != b.is_some() {
+        bail!("conv2d {}: a bias tensor must be given exactly when the layer has a bias", s.describe());
+    }
     let y = Tensor::zeros(rec.gpu(), &s.output_shape())?;
     match path_for(s, path)? {
         Path::Gemm => pointwise_forward(s).run(rec, w, x, b, &y)?,
@@ -318,27 +273,13 @@ pub fn backward(
         }
         _ => {
             let args = [(1, Some(x)), (5, Some(dy)), (7, Some(&dw))];
-            rec.dispatch(
-                BACKWARD_WEIGHT,
-                &s.params(),
-                &args,
-                groups(dw.numel(), BACKWARD_WEIGHT.wg),
-            )?;
+            rec.dispatch(BACKWARD_WEIGHT, &s.params(), &args, groups(dw.numel(), BACKWARD_WEIGHT.wg))?;
             let args = [(2, Some(w)), (5, Some(dy)), (6, Some(&dx))];
-            rec.dispatch(
-                BACKWARD_INPUT,
-                &s.params(),
-                &args,
-                groups(dx.numel(), BACKWARD_INPUT.wg),
-            )?;
+            rec.dispatch(BACKWARD_INPUT, &s.params(), &args, groups(dx.numel(), BACKWARD_INPUT.wg))?;
         }
     }
     let (ho, wo) = s.out_hw();
-    let db = if s.bias {
-        Some(reduce::channel_sum(rec, dy, s.n, s.cout, ho * wo)?)
-    } else {
-        None
-    };
+    let db = if s.bias { Some(reduce::channel_sum(rec, dy, s.n, s.cout, ho * wo)?) } else { None };
     Ok(Grads { dx, dw, db })
 }
 
@@ -385,13 +326,7 @@ fn shapes(rng: &mut Rng) -> Vec<Conv2d> {
 
 /// Runs forward and backward of one shape on the GPU and against the
 /// reference; shared with the depthwise family.
-pub(crate) fn check_shape(
-    gpu: &Gpu,
-    rng: &mut Rng,
-    name: &str,
-    s: &Conv2d,
-    path: Path,
-) -> Result<Vec<CheckRow>> {
+pub(crate) fn check_shape(gpu: &Gpu, rng: &mut Rng, name: &str, s: &Conv2d, path: Path) -> Result<Vec<CheckRow>> {
     let [co, cig, kh, kw] = s.weight_shape();
     let xs = rng.uniform(s.n * s.cin * s.h * s.w, -1.0, 1.0);
     let ws = rng.uniform(co * cig * kh * kw, -0.5, 0.5);
@@ -408,39 +343,14 @@ pub(crate) fn check_shape(
     let (xr, wr, br) = (widen(&xs), widen(&ws), widen(&bs));
     let yr = forward_ref(s, &xr, &wr, s.bias.then_some(&br[..]));
     let gr = backward_ref(s, &xr, &wr, &widen(&dys));
-    let shape = format!(
-        "{}{}",
-        s.describe(),
-        if path == Path::Gemm { " [gemm]" } else { "" }
-    );
+    let shape = format!("{}{}", s.describe(), if path == Path::Gemm { " [gemm]" } else { "" });
     let mut rows = vec![
         compare_f32(name, "forward", &shape, &y.to_vec(gpu), &yr, Tol::FORWARD),
-        compare_f32(
-            name,
-            "backward input",
-            &shape,
-            &g.dx.to_vec(gpu),
-            &gr.dx,
-            Tol::BACKWARD,
-        ),
-        compare_f32(
-            name,
-            "backward weight",
-            &shape,
-            &g.dw.to_vec(gpu),
-            &gr.dw,
-            Tol::BACKWARD,
-        ),
+        compare_f32(name, "backward input", &shape, &g.dx.to_vec(gpu), &gr.dx, Tol::BACKWARD),
+        compare_f32(name, "backward weight", &shape, &g.dw.to_vec(gpu), &gr.dw, Tol::BACKWARD),
     ];
     if let (Some(db), Some(dbr)) = (&g.db, &gr.db) {
-        rows.push(compare_f32(
-            name,
-            "backward bias",
-            &shape,
-            &db.to_vec(gpu),
-            dbr,
-            Tol::BACKWARD,
-        ));
+        rows.push(compare_f32(name, "backward bias", &shape, &db.to_vec(gpu), dbr, Tol::BACKWARD));
     }
     Ok(rows)
 }
@@ -469,23 +379,11 @@ pub(crate) fn refcheck_shape(rng: &mut Rng, name: &str, s: &Conv2d) -> Vec<Check
         vec![g.dx, g.dw, g.db.unwrap_or_default()]
     };
     let names = ["x", "w", if s.bias { "b" } else { "" }];
-    finite_diff(
-        name,
-        &s.describe(),
-        &names,
-        &[x, w, b],
-        &dy,
-        &fwd,
-        &bwd,
-        rng,
-    )
+    finite_diff(name, &s.describe(), &names, &[x, w, b], &dy, &fwd, &bwd, rng)
 }
 
 fn refcheck(rng: &mut Rng) -> Vec<CheckRow> {
-    shapes(rng)
-        .iter()
-        .flat_map(|s| refcheck_shape(rng, "conv2d", s))
-        .collect()
+    shapes(rng).iter().flat_map(|s| refcheck_shape(rng, "conv2d", s)).collect()
 }
 
 // -------------------------------------------------------------------- bench
@@ -494,6 +392,7 @@ fn refcheck(rng: &mut Rng) -> Vec<CheckRow> {
 pub(crate) fn bench_shape(gpu: &Gpu, label: &str, s: Conv2d) -> Result<Vec<BenchCase>> {
     let x = Tensor::zeros(gpu, &[s.n, s.cin, s.h, s.w])?;
     let w = Tensor::zeros(gpu, &s.weight_shape())?;
+    let b = Tensor::zeros(gpu, &[s.cout])?;
     let dy = Tensor::zeros(gpu, &s.output_shape())?;
     let io = 4.0 * (x.numel() + w.numel() + dy.numel()) as f64;
     let flops = 2.0 * s.macs();
@@ -501,37 +400,20 @@ pub(crate) fn bench_shape(gpu: &Gpu, label: &str, s: Conv2d) -> Result<Vec<Bench
     let (x2, w2) = (x.clone(), w.clone());
     Ok(vec![
         BenchCase::new(label, "forward", &shape, flops, io, move |rec| {
-            forward(rec, &s, Path::Auto, &x, &w, None).map(drop)
+            forward(rec, &s, Path::Auto, &x, &w, s.bias.then_some(&b)).map(drop)
         }),
-        BenchCase::new(
-            label,
-            "backward",
-            &shape,
-            2.0 * flops,
-            2.0 * io,
-            move |rec| backward(rec, &s, Path::Auto, &x2, &w2, &dy).map(drop),
-        ),
+        BenchCase::new(label, "backward", &shape, 2.0 * flops, 2.0 * io, move |rec| {
+            backward(rec, &s, Path::Auto, &x2, &w2, &dy).map(drop)
+        }),
     ])
 }
 
 fn bench(gpu: &Gpu, batch: usize) -> Result<Vec<BenchCase>> {
     let mut cases = Vec::new();
     // MobileFaceNet: the stem, an expansion 1x1 and the 1x1 to 512.
-    cases.extend(bench_shape(
-        gpu,
-        "conv2d",
-        Conv2d::new(batch, 3, (112, 112), 64, 3, 2, 1),
-    )?);
-    cases.extend(bench_shape(
-        gpu,
-        "conv2d 1x1",
-        Conv2d::new(batch, 64, (28, 28), 128, 1, 1, 0),
-    )?);
-    cases.extend(bench_shape(
-        gpu,
-        "conv2d 1x1",
-        Conv2d::new(batch, 128, (7, 7), 512, 1, 1, 0),
-    )?);
+    cases.extend(bench_shape(gpu, "conv2d", Conv2d::new(batch, 3, (112, 112), 64, 3, 2, 1))?);
+    cases.extend(bench_shape(gpu, "conv2d 1x1", Conv2d::new(batch, 64, (28, 28), 128, 1, 1, 0))?);
+    cases.extend(bench_shape(gpu, "conv2d 1x1", Conv2d::new(batch, 128, (7, 7), 512, 1, 1, 0))?);
     // MiniNetwork's first two convolutions at 112x112 (the third exceeds a
     // 128 MiB binding at batch 32; the models issue splits the batch).
     let mut mini = Conv2d::new(batch, 3, (112, 112), 32, 3, 1, 1);
@@ -540,9 +422,4 @@ fn bench(gpu: &Gpu, batch: usize) -> Result<Vec<BenchCase>> {
     Ok(cases)
 }
 
-pub const FAMILY: Family = Family {
-    name: "conv2d",
-    gradcheck,
-    refcheck,
-    bench,
-};
+pub const FAMILY: Family = Family { name: "conv2d", gradcheck, refcheck, bench };

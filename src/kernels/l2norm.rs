@@ -12,12 +12,7 @@ pub const EPS: f32 = 1e-12;
 pub fn forward_ref(x: &[f64], d: usize) -> Vec<f64> {
     x.chunks(d)
         .flat_map(|row| {
-            let norm = row
-                .iter()
-                .map(|v| v * v)
-                .sum::<f64>()
-                .sqrt()
-                .max(EPS as f64);
+            let norm = row.iter().map(|v| v * v).sum::<f64>().sqrt().max(EPS as f64);
             row.iter().map(move |v| v / norm)
         })
         .collect()
@@ -29,17 +24,11 @@ pub fn backward_ref(x: &[f64], dy: &[f64], d: usize) -> Vec<f64> {
         .flat_map(|(row, g)| {
             let norm = row.iter().map(|v| v * v).sum::<f64>().sqrt();
             let (n, dot) = if norm > EPS as f64 {
-                (
-                    norm,
-                    row.iter().zip(g).map(|(x, g)| x * g).sum::<f64>() / norm,
-                )
+                (norm, row.iter().zip(g).map(|(x, g)| x * g).sum::<f64>() / norm)
             } else {
                 (EPS as f64, 0.0)
             };
-            row.iter()
-                .zip(g)
-                .map(move |(x, g)| (g - x / n * dot) / n)
-                .collect::<Vec<_>>()
+            row.iter().zip(g).map(move |(x, g)| (g - x / n * dot) / n).collect::<Vec<_>>()
         })
         .collect()
 }
@@ -59,12 +48,7 @@ pub fn forward(rec: &mut Recorder, x: &Tensor) -> Result<L2Saved> {
     let y = Tensor::zeros(rec.gpu(), &x.shape)?;
     let norms = Tensor::zeros(rec.gpu(), &[rows])?;
     let p = Params::new().u(rows).u(d).f(EPS);
-    rec.dispatch(
-        FORWARD,
-        &p,
-        &[(1, Some(x)), (2, Some(&y)), (3, Some(&norms))],
-        rows as u64,
-    )?;
+    rec.dispatch(FORWARD, &p, &[(1, Some(x)), (2, Some(&y)), (3, Some(&norms))], rows as u64)?;
     Ok(L2Saved { y, norms })
 }
 
@@ -72,25 +56,13 @@ pub fn backward(rec: &mut Recorder, saved: &L2Saved, dy: &Tensor) -> Result<Tens
     let (rows, d) = (dy.shape[0], dy.numel() / dy.shape[0]);
     let dx = Tensor::zeros(rec.gpu(), &dy.shape)?;
     let p = Params::new().u(rows).u(d).f(EPS);
-    let args = [
-        (4, Some(dy)),
-        (5, Some(&dx)),
-        (6, Some(&saved.y)),
-        (7, Some(&saved.norms)),
-    ];
+    let args = [(4, Some(dy)), (5, Some(&dx)), (6, Some(&saved.y)), (7, Some(&saved.norms))];
     rec.dispatch(BACKWARD, &p, &args, rows as u64)?;
     Ok(dx)
 }
 
 fn shapes(rng: &mut Rng) -> Vec<(usize, usize)> {
-    vec![
-        (1, 1),
-        (4, 128),
-        (3, 7),
-        (10, 300),
-        (5, 513),
-        (rng.range(1, 40), rng.range(1, 200)),
-    ]
+    vec![(1, 1), (4, 128), (3, 7), (10, 300), (5, 513), (rng.range(1, 40), rng.range(1, 200))]
 }
 
 fn gradcheck(gpu: &Gpu, rng: &mut Rng) -> Result<Vec<CheckRow>> {
@@ -106,14 +78,7 @@ fn gradcheck(gpu: &Gpu, rng: &mut Rng) -> Result<Vec<CheckRow>> {
         rec.submit();
         let xr = widen(&xs);
         let shape = format!("{r}x{d}");
-        rows.push(compare_f32(
-            "l2norm",
-            "forward",
-            &shape,
-            &saved.y.to_vec(gpu),
-            &forward_ref(&xr, d),
-            Tol::FORWARD,
-        ));
+        rows.push(compare_f32("l2norm", "forward", &shape, &saved.y.to_vec(gpu), &forward_ref(&xr, d), Tol::FORWARD));
         rows.push(compare_f32(
             "l2norm",
             "backward input",
@@ -133,16 +98,7 @@ fn refcheck(rng: &mut Rng) -> Vec<CheckRow> {
         let dy = widen(&rng.uniform(r * d, -1.0, 1.0));
         let fwd = |v: &[Vec<f64>]| forward_ref(&v[0], d);
         let bwd = |v: &[Vec<f64>], dy: &[f64]| vec![backward_ref(&v[0], dy, d)];
-        rows.extend(finite_diff(
-            "l2norm",
-            &format!("{r}x{d}"),
-            &["x"],
-            &[x],
-            &dy,
-            &fwd,
-            &bwd,
-            rng,
-        ));
+        rows.extend(finite_diff("l2norm", &format!("{r}x{d}"), &["x"], &[x], &dy, &fwd, &bwd, rng));
     }
     rows
 }
@@ -154,22 +110,12 @@ fn bench(gpu: &Gpu, batch: usize) -> Result<Vec<BenchCase>> {
     let desc = format!("{batch}x128");
     let x2 = x.clone();
     Ok(vec![
-        BenchCase::new("l2norm", "forward", &desc, 3.0 * n, 8.0 * n, move |rec| {
-            forward(rec, &x).map(drop)
-        }),
+        BenchCase::new("l2norm", "forward", &desc, 3.0 * n, 8.0 * n, move |rec| forward(rec, &x).map(drop)),
         BenchCase::new("l2norm", "backward", &desc, 4.0 * n, 12.0 * n, move |rec| {
-            let saved = L2Saved {
-                y: x2.clone(),
-                norms: Tensor::zeros(rec.gpu(), &[x2.shape[0]])?,
-            };
+            let saved = L2Saved { y: x2.clone(), norms: Tensor::zeros(rec.gpu(), &[x2.shape[0]])? };
             backward(rec, &saved, &dy).map(drop)
         }),
     ])
 }
 
-pub const FAMILY: Family = Family {
-    name: "l2norm",
-    gradcheck,
-    refcheck,
-    bench,
-};
+pub const FAMILY: Family = Family { name: "l2norm", gradcheck, refcheck, bench };

@@ -74,14 +74,7 @@ impl Gemm {
         self
     }
 
-    pub fn run(
-        &self,
-        rec: &mut Recorder,
-        a: &Tensor,
-        b: &Tensor,
-        bias: Option<&Tensor>,
-        c: &Tensor,
-    ) -> Result<()> {
+    pub fn run(&self, rec: &mut Recorder, a: &Tensor, b: &Tensor, bias: Option<&Tensor>, c: &Tensor) -> Result<()> {
         if self.m == 0 || self.n == 0 || self.batch == 0 {
             bail!("matmul with an empty dimension: {self:?}");
         }
@@ -122,13 +115,7 @@ pub struct Linear {
 
 impl Linear {
     pub fn describe(&self) -> String {
-        format!(
-            "n{} {}->{}{}",
-            self.n,
-            self.inp,
-            self.out,
-            if self.bias { " +bias" } else { "" }
-        )
+        format!("n{} {}->{}{}", self.n, self.inp, self.out, if self.bias { " +bias" } else { "" })
     }
 }
 
@@ -138,9 +125,7 @@ pub fn forward_ref(s: &Linear, x: &[f64], w: &[f64], b: Option<&[f64]>) -> Vec<f
     let mut y = vec![0.0; s.n * s.out];
     for r in 0..s.n {
         for o in 0..s.out {
-            let dot: f64 = (0..s.inp)
-                .map(|i| x[r * s.inp + i] * w[o * s.inp + i])
-                .sum();
+            let dot: f64 = (0..s.inp).map(|i| x[r * s.inp + i] * w[o * s.inp + i]).sum();
             y[r * s.out + o] = dot + b.map_or(0.0, |b| b[o]);
         }
     }
@@ -148,12 +133,7 @@ pub fn forward_ref(s: &Linear, x: &[f64], w: &[f64], b: Option<&[f64]>) -> Vec<f
 }
 
 /// (dx, dw, db)
-pub fn backward_ref(
-    s: &Linear,
-    x: &[f64],
-    w: &[f64],
-    dy: &[f64],
-) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
+pub fn backward_ref(s: &Linear, x: &[f64], w: &[f64], dy: &[f64]) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
     let (mut dx, mut dw, mut db) = (vec![0.0; x.len()], vec![0.0; w.len()], vec![0.0; s.out]);
     for r in 0..s.n {
         for o in 0..s.out {
@@ -170,13 +150,7 @@ pub fn backward_ref(
 
 // ---------------------------------------------------------------------- GPU
 
-pub fn forward(
-    rec: &mut Recorder,
-    s: &Linear,
-    x: &Tensor,
-    w: &Tensor,
-    b: Option<&Tensor>,
-) -> Result<Tensor> {
+pub fn forward(rec: &mut Recorder, s: &Linear, x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
     let y = Tensor::zeros(rec.gpu(), &[s.n, s.out])?;
     // B[k, n] = W[n, k]: W read transposed through its strides.
     let mut g = Gemm::plain(s.n, s.out, s.inp, 1).b(0, 1, s.inp);
@@ -193,27 +167,15 @@ pub struct LinearGrads {
     pub db: Option<Tensor>,
 }
 
-pub fn backward(
-    rec: &mut Recorder,
-    s: &Linear,
-    x: &Tensor,
-    w: &Tensor,
-    dy: &Tensor,
-) -> Result<LinearGrads> {
+pub fn backward(rec: &mut Recorder, s: &Linear, x: &Tensor, w: &Tensor, dy: &Tensor) -> Result<LinearGrads> {
     let gpu = rec.gpu();
     let dx = Tensor::zeros(gpu, &[s.n, s.inp])?;
     let dw = Tensor::zeros(gpu, &[s.out, s.inp])?;
     // dx = dy W
     Gemm::plain(s.n, s.inp, s.out, 1).run(rec, dy, w, None, &dx)?;
     // dW = dy^T x: A[o, r] = dy[r, o]
-    Gemm::plain(s.out, s.inp, s.n, 1)
-        .a(0, 1, s.out)
-        .run(rec, dy, x, None, &dw)?;
-    let db = if s.bias {
-        Some(reduce::channel_sum(rec, dy, s.n, s.out, 1)?)
-    } else {
-        None
-    };
+    Gemm::plain(s.out, s.inp, s.n, 1).a(0, 1, s.out).run(rec, dy, x, None, &dw)?;
+    let db = if s.bias { Some(reduce::channel_sum(rec, dy, s.n, s.out, 1)?) } else { None };
     Ok(LinearGrads { dx, dw, db })
 }
 
@@ -221,42 +183,12 @@ pub fn backward(
 
 fn shapes(rng: &mut Rng) -> Vec<Linear> {
     vec![
-        Linear {
-            n: 1,
-            inp: 1,
-            out: 1,
-            bias: true,
-        },
-        Linear {
-            n: 4,
-            inp: 128,
-            out: 10,
-            bias: false,
-        },
-        Linear {
-            n: 7,
-            inp: 13,
-            out: 5,
-            bias: true,
-        },
-        Linear {
-            n: 3,
-            inp: 97,
-            out: 31,
-            bias: true,
-        },
-        Linear {
-            n: 33,
-            inp: 65,
-            out: 67,
-            bias: true,
-        },
-        Linear {
-            n: rng.range(1, 40),
-            inp: rng.range(1, 300),
-            out: rng.range(1, 70),
-            bias: true,
-        },
+        Linear { n: 1, inp: 1, out: 1, bias: true },
+        Linear { n: 4, inp: 128, out: 10, bias: false },
+        Linear { n: 7, inp: 13, out: 5, bias: true },
+        Linear { n: 3, inp: 97, out: 31, bias: true },
+        Linear { n: 33, inp: 65, out: 67, bias: true },
+        Linear { n: rng.range(1, 40), inp: rng.range(1, 300), out: rng.range(1, 70), bias: true },
     ]
 }
 
@@ -279,39 +211,11 @@ fn gradcheck(gpu: &Gpu, rng: &mut Rng) -> Result<Vec<CheckRow>> {
         let yr = forward_ref(&s, &xr, &wr, s.bias.then_some(&br[..]));
         let (dxr, dwr, dbr) = backward_ref(&s, &xr, &wr, &widen(&dys));
         let shape = s.describe();
-        rows.push(compare_f32(
-            "linear",
-            "forward",
-            &shape,
-            &y.to_vec(gpu),
-            &yr,
-            Tol::FORWARD,
-        ));
-        rows.push(compare_f32(
-            "linear",
-            "backward input",
-            &shape,
-            &g.dx.to_vec(gpu),
-            &dxr,
-            Tol::BACKWARD,
-        ));
-        rows.push(compare_f32(
-            "linear",
-            "backward weight",
-            &shape,
-            &g.dw.to_vec(gpu),
-            &dwr,
-            Tol::BACKWARD,
-        ));
+        rows.push(compare_f32("linear", "forward", &shape, &y.to_vec(gpu), &yr, Tol::FORWARD));
+        rows.push(compare_f32("linear", "backward input", &shape, &g.dx.to_vec(gpu), &dxr, Tol::BACKWARD));
+        rows.push(compare_f32("linear", "backward weight", &shape, &g.dw.to_vec(gpu), &dwr, Tol::BACKWARD));
         if let Some(db) = g.db {
-            rows.push(compare_f32(
-                "linear",
-                "backward bias",
-                &shape,
-                &db.to_vec(gpu),
-                &dbr,
-                Tol::BACKWARD,
-            ));
+            rows.push(compare_f32("linear", "backward bias", &shape, &db.to_vec(gpu), &dbr, Tol::BACKWARD));
         }
     }
     Ok(rows)
@@ -329,16 +233,7 @@ fn refcheck(rng: &mut Rng) -> Vec<CheckRow> {
             let (dx, dw, db) = backward_ref(&s, &v[0], &v[1], dy);
             vec![dx, dw, db]
         };
-        rows.extend(finite_diff(
-            "linear",
-            &s.describe(),
-            &["x", "w", "b"],
-            &[x, w, b],
-            &dy,
-            &fwd,
-            &bwd,
-            rng,
-        ));
+        rows.extend(finite_diff("linear", &s.describe(), &["x", "w", "b"], &[x, w, b], &dy, &fwd, &bwd, rng));
     }
     rows
 }
@@ -351,33 +246,9 @@ fn bench(gpu: &Gpu, batch: usize) -> Result<Vec<BenchCase>> {
     // inputs (at 112x112 it is 128*112*112 wide: see the models issue), and
     // the 1024^3 matmul that serves as the practical ceiling of the device.
     for (label, s) in [
-        (
-            "linear",
-            Linear {
-                n: batch,
-                inp: 512,
-                out: 128,
-                bias: true,
-            },
-        ),
-        (
-            "linear",
-            Linear {
-                n: batch,
-                inp: 128 * 56 * 56,
-                out: 10,
-                bias: true,
-            },
-        ),
-        (
-            "matmul 1024^3",
-            Linear {
-                n: 1024,
-                inp: 1024,
-                out: 1024,
-                bias: false,
-            },
-        ),
+        ("linear", Linear { n: batch, inp: 512, out: 128, bias: true }),
+        ("linear", Linear { n: batch, inp: 128 * 56 * 56, out: 10, bias: true }),
+        ("matmul 1024^3", Linear { n: 1024, inp: 1024, out: 1024, bias: false }),
     ] {
         let x = Tensor::zeros(gpu, &[s.n, s.inp])?;
         let w = Tensor::zeros(gpu, &[s.out, s.inp])?;
@@ -386,31 +257,16 @@ fn bench(gpu: &Gpu, batch: usize) -> Result<Vec<BenchCase>> {
         let flops = 2.0 * (s.n * s.inp * s.out) as f64;
         let io = 4.0 * (x.numel() + w.numel() + dy.numel()) as f64;
         let (x2, w2) = (x.clone(), w.clone());
-        cases.push(BenchCase::new(
-            label,
-            "forward",
-            &s.describe(),
-            flops,
-            io,
-            move |rec| forward(rec, &s, &x, &w, s.bias.then_some(&b)).map(drop),
-        ));
+        cases.push(BenchCase::new(label, "forward", &s.describe(), flops, io, move |rec| {
+            forward(rec, &s, &x, &w, s.bias.then_some(&b)).map(drop)
+        }));
         if label == "linear" {
-            cases.push(BenchCase::new(
-                label,
-                "backward",
-                &s.describe(),
-                2.0 * flops,
-                2.0 * io,
-                move |rec| backward(rec, &s, &x2, &w2, &dy).map(drop),
-            ));
+            cases.push(BenchCase::new(label, "backward", &s.describe(), 2.0 * flops, 2.0 * io, move |rec| {
+                backward(rec, &s, &x2, &w2, &dy).map(drop)
+            }));
         }
     }
     Ok(cases)
 }
 
-pub const FAMILY: Family = Family {
-    name: "linear",
-    gradcheck,
-    refcheck,
-    bench,
-};
+pub const FAMILY: Family = Family { name: "linear", gradcheck, refcheck, bench };

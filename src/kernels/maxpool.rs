@@ -23,11 +23,7 @@ pub struct MaxPool {
 /// inside the input but run past it; it may not start in the right padding.
 pub fn out_len(len: usize, k: usize, stride: usize, pad: usize, ceil: bool) -> usize {
     let span = len + 2 * pad - k;
-    let mut out = if ceil {
-        span.div_ceil(stride)
-    } else {
-        span / stride
-    } + 1;
+    let mut out = if ceil { span.div_ceil(stride) } else { span / stride } + 1;
     if ceil && (out - 1) * stride >= len + pad {
         out -= 1;
     }
@@ -55,30 +51,15 @@ impl MaxPool {
         )
     }
     fn validate(&self) -> Result<()> {
-        if self.stride == 0
-            || self.h + 2 * self.pad < self.k
-            || self.w + 2 * self.pad < self.k
-            || 2 * self.pad > self.k
+        if self.stride == 0 || self.h + 2 * self.pad < self.k || self.w + 2 * self.pad < self.k || 2 * self.pad > self.k
         {
-            bail!(
-                "maxpool {}: needs stride >= 1, a window that fits, and pad <= k/2",
-                self.describe()
-            );
+            bail!("maxpool {}: needs stride >= 1, a window that fits, and pad <= k/2", self.describe());
         }
         Ok(())
     }
     fn params(&self) -> Params {
         let (ho, wo) = self.out_hw();
-        Params::new()
-            .u(self.n)
-            .u(self.c)
-            .u(self.h)
-            .u(self.w)
-            .u(ho)
-            .u(wo)
-            .u(self.k)
-            .u(self.stride)
-            .u(self.pad)
+        Params::new().u(self.n).u(self.c).u(self.h).u(self.w).u(ho).u(wo).u(self.k).u(self.stride).u(self.pad)
     }
 }
 
@@ -134,12 +115,7 @@ pub fn forward(rec: &mut Recorder, s: &MaxPool, x: &Tensor) -> Result<Tensor> {
     s.validate()?;
     let (ho, wo) = s.out_hw();
     let y = Tensor::zeros(rec.gpu(), &[s.n, s.c, ho, wo])?;
-    rec.dispatch(
-        FORWARD,
-        &s.params(),
-        &[(1, Some(x)), (2, Some(&y))],
-        groups(y.numel(), FORWARD.wg),
-    )?;
+    rec.dispatch(FORWARD, &s.params(), &[(1, Some(x)), (2, Some(&y))], groups(y.numel(), FORWARD.wg))?;
     Ok(y)
 }
 
@@ -147,43 +123,20 @@ pub fn backward(rec: &mut Recorder, s: &MaxPool, x: &Tensor, dy: &Tensor) -> Res
     s.validate()?;
     let dx = Tensor::zeros(rec.gpu(), &x.shape)?;
     let args = [(1, Some(x)), (3, Some(dy)), (4, Some(&dx))];
-    rec.dispatch(
-        BACKWARD,
-        &s.params(),
-        &args,
-        groups(dx.numel(), BACKWARD.wg),
-    )?;
+    rec.dispatch(BACKWARD, &s.params(), &args, groups(dx.numel(), BACKWARD.wg))?;
     Ok(dx)
 }
 
 // ------------------------------------------------------------------- checks
 
 fn shapes(rng: &mut Rng) -> Vec<MaxPool> {
-    let m = |n, c, h, w, k, stride, pad, ceil| MaxPool {
-        n,
-        c,
-        h,
-        w,
-        k,
-        stride,
-        pad,
-        ceil,
-    };
+    let m = |n, c, h, w, k, stride, pad, ceil| MaxPool { n, c, h, w, k, stride, pad, ceil };
     vec![
         m(2, 3, 11, 13, 3, 2, 0, true), // MTCNN's 3x3 s2 ceil pooling, odd sizes
         m(1, 4, 12, 12, 2, 2, 0, true), // P-Net's 2x2 s2
         m(2, 2, 9, 7, 3, 2, 1, false),
         m(1, 5, 8, 10, 3, 3, 1, true),
-        m(
-            rng.range(1, 3),
-            rng.range(1, 5),
-            rng.range(3, 20),
-            rng.range(3, 20),
-            3,
-            2,
-            0,
-            true,
-        ),
+        m(rng.range(1, 3), rng.range(1, 5), rng.range(3, 20), rng.range(3, 20), 3, 2, 0, true),
     ]
 }
 
@@ -235,16 +188,7 @@ fn refcheck(rng: &mut Rng) -> Vec<CheckRow> {
         let dy = widen(&rng.uniform(s.n * s.c * ho * wo, -1.0, 1.0));
         let fwd = |v: &[Vec<f64>]| forward_ref(&s, &v[0]).0;
         let bwd = |v: &[Vec<f64>], dy: &[f64]| vec![backward_ref(&s, &v[0], dy)];
-        rows.extend(finite_diff(
-            "maxpool",
-            &s.describe(),
-            &["x"],
-            &[x],
-            &dy,
-            &fwd,
-            &bwd,
-            rng,
-        ));
+        rows.extend(finite_diff("maxpool", &s.describe(), &["x"], &[x], &dy, &fwd, &bwd, rng));
     }
     rows
 }
@@ -253,44 +197,20 @@ fn refcheck(rng: &mut Rng) -> Vec<CheckRow> {
 
 fn bench(gpu: &Gpu, batch: usize) -> Result<Vec<BenchCase>> {
     // R-Net's first pooling on a batch of 24x24 crops.
-    let s = MaxPool {
-        n: batch,
-        c: 28,
-        h: 22,
-        w: 22,
-        k: 3,
-        stride: 2,
-        pad: 0,
-        ceil: true,
-    };
+    let s = MaxPool { n: batch, c: 28, h: 22, w: 22, k: 3, stride: 2, pad: 0, ceil: true };
     let (ho, wo) = s.out_hw();
     let x = Tensor::zeros(gpu, &[s.n, s.c, s.h, s.w])?;
     let dy = Tensor::zeros(gpu, &[s.n, s.c, ho, wo])?;
     let (n_in, n_out) = (x.numel() as f64, dy.numel() as f64);
     let x2 = x.clone();
     Ok(vec![
-        BenchCase::new(
-            "maxpool",
-            "forward",
-            &s.describe(),
-            9.0 * n_out,
-            4.0 * (n_in + n_out),
-            move |rec| forward(rec, &s, &x).map(drop),
-        ),
-        BenchCase::new(
-            "maxpool",
-            "backward",
-            &s.describe(),
-            9.0 * n_in,
-            4.0 * (2.0 * n_in + n_out),
-            move |rec| backward(rec, &s, &x2, &dy).map(drop),
-        ),
+        BenchCase::new("maxpool", "forward", &s.describe(), 9.0 * n_out, 4.0 * (n_in + n_out), move |rec| {
+            forward(rec, &s, &x).map(drop)
+        }),
+        BenchCase::new("maxpool", "backward", &s.describe(), 9.0 * n_in, 4.0 * (2.0 * n_in + n_out), move |rec| {
+            backward(rec, &s, &x2, &dy).map(drop)
+        }),
     ])
 }
 
-pub const FAMILY: Family = Family {
-    name: "maxpool",
-    gradcheck,
-    refcheck,
-    bench,
-};
+pub const FAMILY: Family = Family { name: "maxpool", gradcheck, refcheck, bench };

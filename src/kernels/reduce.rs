@@ -10,12 +10,7 @@ const CHANNEL_SUM: Kernel = Kernel::new(Shader::Reduce, "channel_sum", 256);
 pub fn channel_sum(rec: &mut Recorder, x: &Tensor, n: usize, c: usize, m: usize) -> Result<Tensor> {
     let out = Tensor::zeros(rec.gpu(), &[c])?;
     let params = Params::new().u(n).u(c).u(m);
-    rec.dispatch(
-        CHANNEL_SUM,
-        &params,
-        &[(1, Some(x)), (2, Some(&out))],
-        c as u64,
-    )?;
+    rec.dispatch(CHANNEL_SUM, &params, &[(1, Some(x)), (2, Some(&out))], c as u64)?;
     Ok(out)
 }
 
@@ -24,9 +19,7 @@ pub fn channel_sum_ref(x: &[f64], n: usize, c: usize, m: usize) -> Vec<f64> {
     let mut out = vec![0.0; c];
     for b in 0..n {
         for (ch, o) in out.iter_mut().enumerate() {
-            *o += x[(b * c + ch) * m..(b * c + ch + 1) * m]
-                .iter()
-                .sum::<f64>();
+            *o += x[(b * c + ch) * m..(b * c + ch + 1) * m].iter().sum::<f64>();
         }
     }
     out

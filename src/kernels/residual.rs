@@ -22,39 +22,21 @@ pub fn add_backward_ref(dy: &[f64]) -> (Vec<f64>, Vec<f64>) {
 
 pub fn add(rec: &mut Recorder, a: &Tensor, b: &Tensor) -> Result<Tensor> {
     if a.shape != b.shape {
-        bail!(
-            "residual add: shapes {:?} and {:?} differ",
-            a.shape,
-            b.shape
-        );
+        bail!("residual add: shapes {:?} and {:?} differ", a.shape, b.shape);
     }
     let out = Tensor::zeros(rec.gpu(), &a.shape)?;
     let args = [(1, Some(a)), (2, Some(b)), (3, Some(&out))];
-    rec.dispatch(
-        ADD,
-        &Params::new().u(a.numel()),
-        &args,
-        groups(a.numel(), ADD.wg),
-    )?;
+    rec.dispatch(ADD, &Params::new().u(a.numel()), &args, groups(a.numel(), ADD.wg))?;
     Ok(out)
 }
 
 /// acc += g: the gradient fan-out where a tensor has two consumers.
 pub fn accumulate(rec: &mut Recorder, acc: &Tensor, g: &Tensor) -> Result<()> {
     if acc.numel() != g.numel() {
-        bail!(
-            "gradient accumulate: shapes {:?} and {:?} differ",
-            acc.shape,
-            g.shape
-        );
+        bail!("gradient accumulate: shapes {:?} and {:?} differ", acc.shape, g.shape);
     }
     let args = [(1, Some(g)), (4, Some(acc))];
-    rec.dispatch(
-        ACCUMULATE,
-        &Params::new().u(g.numel()),
-        &args,
-        groups(g.numel(), ACCUMULATE.wg),
-    )
+    rec.dispatch(ACCUMULATE, &Params::new().u(g.numel()), &args, groups(g.numel(), ACCUMULATE.wg))
 }
 
 fn sizes(rng: &mut Rng) -> Vec<usize> {
@@ -66,11 +48,7 @@ fn sizes(rng: &mut Rng) -> Vec<usize> {
 fn gradcheck(gpu: &Gpu, rng: &mut Rng) -> Result<Vec<CheckRow>> {
     let mut rows = Vec::new();
     for n in sizes(rng) {
-        let (av, bv, dyv) = (
-            rng.uniform(n, -1.0, 1.0),
-            rng.uniform(n, -1.0, 1.0),
-            rng.uniform(n, -1.0, 1.0),
-        );
+        let (av, bv, dyv) = (rng.uniform(n, -1.0, 1.0), rng.uniform(n, -1.0, 1.0), rng.uniform(n, -1.0, 1.0));
         let a = upload(gpu, &av, &[n])?;
         let b = upload(gpu, &bv, &[n])?;
         let dy = upload(gpu, &dyv, &[n])?;
@@ -83,14 +61,7 @@ fn gradcheck(gpu: &Gpu, rng: &mut Rng) -> Result<Vec<CheckRow>> {
         let (ar, br, dyr) = (widen(&av), widen(&bv), widen(&dyv));
         let (da, db) = add_backward_ref(&dyr);
         let shape = format!("n{n}");
-        rows.push(compare_f32(
-            "residual",
-            "forward",
-            &shape,
-            &y.to_vec(gpu),
-            &add_ref(&ar, &br),
-            Tol::FORWARD,
-        ));
+        rows.push(compare_f32("residual", "forward", &shape, &y.to_vec(gpu), &add_ref(&ar, &br), Tol::FORWARD));
         rows.push(compare_f32(
             "residual",
             "backward fan-out",
@@ -106,26 +77,14 @@ fn gradcheck(gpu: &Gpu, rng: &mut Rng) -> Result<Vec<CheckRow>> {
 fn refcheck(rng: &mut Rng) -> Vec<CheckRow> {
     let mut rows = Vec::new();
     for n in sizes(rng).into_iter().take(4) {
-        let (a, b, dy) = (
-            widen(&rng.uniform(n, -1.0, 1.0)),
-            widen(&rng.uniform(n, -1.0, 1.0)),
-            widen(&rng.uniform(n, -1.0, 1.0)),
-        );
+        let (a, b, dy) =
+            (widen(&rng.uniform(n, -1.0, 1.0)), widen(&rng.uniform(n, -1.0, 1.0)), widen(&rng.uniform(n, -1.0, 1.0)));
         let fwd = |v: &[Vec<f64>]| add_ref(&v[0], &v[1]);
         let bwd = |_: &[Vec<f64>], dy: &[f64]| {
             let (a, b) = add_backward_ref(dy);
             vec![a, b]
         };
-        rows.extend(finite_diff(
-            "residual",
-            &format!("n{n}"),
-            &["a", "b"],
-            &[a, b],
-            &dy,
-            &fwd,
-            &bwd,
-            rng,
-        ));
+        rows.extend(finite_diff("residual", &format!("n{n}"), &["a", "b"], &[a, b], &dy, &fwd, &bwd, rng));
     }
     rows
 }
@@ -137,18 +96,9 @@ fn bench(gpu: &Gpu, batch: usize) -> Result<Vec<BenchCase>> {
     let (a2, b2) = (a.clone(), b.clone());
     let desc = format!("n{batch} c64 28x28");
     Ok(vec![
-        BenchCase::new("residual add", "forward", &desc, n, 12.0 * n, move |rec| {
-            add(rec, &a, &b).map(drop)
-        }),
-        BenchCase::new("residual add", "backward", &desc, n, 12.0 * n, move |rec| {
-            accumulate(rec, &a2, &b2)
-        }),
+        BenchCase::new("residual add", "forward", &desc, n, 12.0 * n, move |rec| add(rec, &a, &b).map(drop)),
+        BenchCase::new("residual add", "backward", &desc, n, 12.0 * n, move |rec| accumulate(rec, &a2, &b2)),
     ])
 }
 
-pub const FAMILY: Family = Family {
-    name: "residual",
-    gradcheck,
-    refcheck,
-    bench,
-};
+pub const FAMILY: Family = Family { name: "residual", gradcheck, refcheck, bench };

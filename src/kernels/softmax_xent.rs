@@ -24,12 +24,7 @@ pub fn softmax_ref(logits: &[f64], c: usize) -> Vec<f64> {
 pub fn loss_ref(logits: &[f64], labels: &[u32], c: usize) -> f64 {
     let p = softmax_ref(logits, c);
     let b = labels.len();
-    labels
-        .iter()
-        .enumerate()
-        .map(|(r, &l)| -p[r * c + l as usize].ln())
-        .sum::<f64>()
-        / b as f64
+    labels.iter().enumerate().map(|(r, &l)| -p[r * c + l as usize].ln()).sum::<f64>() / b as f64
 }
 
 /// d loss / d logits times the upstream gradient `dloss`.
@@ -51,10 +46,7 @@ const BACKWARD: Kernel = Kernel::new(Shader::SoftmaxXent, "backward", 64);
 fn dims(logits: &Tensor) -> Result<(usize, usize)> {
     match logits.shape[..] {
         [b, c] if b > 0 && c > 0 => Ok((b, c)),
-        _ => bail!(
-            "softmax: logits must be (batch, classes), got {:?}",
-            logits.shape
-        ),
+        _ => bail!("softmax: logits must be (batch, classes), got {:?}", logits.shape),
     }
 }
 
@@ -71,62 +63,26 @@ pub fn softmax(rec: &mut Recorder, logits: &Tensor) -> Result<Tensor> {
 pub fn forward(rec: &mut Recorder, logits: &Tensor, labels: &Tensor) -> Result<(Tensor, Tensor)> {
     let (b, c) = dims(logits)?;
     let gpu = rec.gpu();
-    let (probs, rows, loss) = (
-        Tensor::zeros(gpu, &[b, c])?,
-        Tensor::zeros(gpu, &[b])?,
-        Tensor::zeros(gpu, &[1])?,
-    );
+    let (probs, rows, loss) = (Tensor::zeros(gpu, &[b, c])?, Tensor::zeros(gpu, &[b])?, Tensor::zeros(gpu, &[1])?);
     let p = Params::new().u(b).u(c).u(1);
-    rec.dispatch(
-        SOFTMAX,
-        &p,
-        &[
-            (1, Some(logits)),
-            (2, Some(labels)),
-            (3, Some(&probs)),
-            (4, Some(&rows)),
-        ],
-        b as u64,
-    )?;
+    rec.dispatch(SOFTMAX, &p, &[(1, Some(logits)), (2, Some(labels)), (3, Some(&probs)), (4, Some(&rows))], b as u64)?;
     rec.dispatch(MEAN_LOSS, &p, &[(5, Some(&loss)), (9, Some(&rows))], 1)?;
     Ok((loss, probs))
 }
 
 /// d logits, given the upstream gradient of the loss (a [1] tensor, 1.0 for training).
-pub fn backward(
-    rec: &mut Recorder,
-    probs: &Tensor,
-    labels: &Tensor,
-    dloss: &Tensor,
-) -> Result<Tensor> {
+pub fn backward(rec: &mut Recorder, probs: &Tensor, labels: &Tensor, dloss: &Tensor) -> Result<Tensor> {
     let (b, c) = dims(probs)?;
     let dlogits = Tensor::zeros(rec.gpu(), &[b, c])?;
-    let args = [
-        (2, Some(labels)),
-        (6, Some(dloss)),
-        (7, Some(&dlogits)),
-        (8, Some(probs)),
-    ];
-    rec.dispatch(
-        BACKWARD,
-        &Params::new().u(b).u(c).u(1),
-        &args,
-        groups(b * c, BACKWARD.wg),
-    )?;
+    let args = [(2, Some(labels)), (6, Some(dloss)), (7, Some(&dlogits)), (8, Some(probs))];
+    rec.dispatch(BACKWARD, &Params::new().u(b).u(c).u(1), &args, groups(b * c, BACKWARD.wg))?;
     Ok(dlogits)
 }
 
 // ------------------------------------------------------------------- checks
 
 fn shapes(rng: &mut Rng) -> Vec<(usize, usize)> {
-    vec![
-        (1, 1),
-        (4, 10),
-        (3, 257),
-        (33, 7),
-        (2, 1000),
-        (rng.range(1, 40), rng.range(1, 300)),
-    ]
+    vec![(1, 1), (4, 10), (3, 257), (33, 7), (2, 1000), (rng.range(1, 40), rng.range(1, 300))]
 }
 
 fn gradcheck(gpu: &Gpu, rng: &mut Rng) -> Result<Vec<CheckRow>> {
@@ -146,14 +102,7 @@ fn gradcheck(gpu: &Gpu, rng: &mut Rng) -> Result<Vec<CheckRow>> {
         rec.submit();
         let xr = widen(&xs);
         let shape = format!("b{b} c{c}");
-        rows.push(compare_f32(
-            "softmax",
-            "forward",
-            &shape,
-            &probs.to_vec(gpu),
-            &softmax_ref(&xr, c),
-            Tol::FORWARD,
-        ));
+        rows.push(compare_f32("softmax", "forward", &shape, &probs.to_vec(gpu), &softmax_ref(&xr, c), Tol::FORWARD));
         rows.push(compare_f32(
             "cross-entropy",
             "forward",
@@ -163,14 +112,7 @@ fn gradcheck(gpu: &Gpu, rng: &mut Rng) -> Result<Vec<CheckRow>> {
             Tol::FORWARD,
         ));
         let want = backward_ref(&xr, &labels, c, dloss[0] as f64);
-        rows.push(compare_f32(
-            "cross-entropy",
-            "backward logits",
-            &shape,
-            &dx.to_vec(gpu),
-            &want,
-            Tol::BACKWARD,
-        ));
+        rows.push(compare_f32("cross-entropy", "backward logits", &shape, &dx.to_vec(gpu), &want, Tol::BACKWARD));
     }
     Ok(rows)
 }
@@ -183,16 +125,7 @@ fn refcheck(rng: &mut Rng) -> Vec<CheckRow> {
         let dy = widen(&rng.uniform(1, 0.5, 2.0));
         let fwd = |v: &[Vec<f64>]| vec![loss_ref(&v[0], &labels, c)];
         let bwd = |v: &[Vec<f64>], dy: &[f64]| vec![backward_ref(&v[0], &labels, c, dy[0])];
-        rows.extend(finite_diff(
-            "cross-entropy",
-            &format!("b{b} c{c}"),
-            &["logits"],
-            &[x],
-            &dy,
-            &fwd,
-            &bwd,
-            rng,
-        ));
+        rows.extend(finite_diff("cross-entropy", &format!("b{b} c{c}"), &["logits"], &[x], &dy, &fwd, &bwd, rng));
     }
     rows
 }
@@ -208,28 +141,11 @@ fn bench(gpu: &Gpu, batch: usize) -> Result<Vec<BenchCase>> {
     let desc = format!("b{b} c{c}");
     let (x2, l2) = (x.clone(), l.clone());
     Ok(vec![
-        BenchCase::new(
-            "cross-entropy",
-            "forward",
-            &desc,
-            4.0 * n,
-            8.0 * n,
-            move |rec| forward(rec, &x, &l).map(drop),
-        ),
-        BenchCase::new(
-            "cross-entropy",
-            "backward",
-            &desc,
-            2.0 * n,
-            8.0 * n,
-            move |rec| backward(rec, &x2, &l2, &dl).map(drop),
-        ),
+        BenchCase::new("cross-entropy", "forward", &desc, 4.0 * n, 8.0 * n, move |rec| forward(rec, &x, &l).map(drop)),
+        BenchCase::new("cross-entropy", "backward", &desc, 2.0 * n, 8.0 * n, move |rec| {
+            backward(rec, &x2, &l2, &dl).map(drop)
+        }),
     ])
 }
 
-pub const FAMILY: Family = Family {
-    name: "softmax_xent",
-    gradcheck,
-    refcheck,
-    bench,
-};
+pub const FAMILY: Family = Family { name: "softmax_xent", gradcheck, refcheck, bench };

@@ -1,0 +1,111 @@
+//! Every kernel family, forward and backward, on the GPU against its CPU
+//! reference (f64), at fixed odd/prime shapes plus shapes drawn from two seeds.
+
+mod common;
+use arcface::check::Rng;
+use arcface::kernels::family;
+use std::collections::BTreeSet;
+
+/// Runs one family for two seeds; `directions` must all be covered.
+fn check(name: &str, directions: &[&str]) {
+    let gpu = common::gpu();
+    let f = family(name).expect("family exists");
+    for seed in [1, 2] {
+        let rows = (f.gradcheck)(&gpu, &mut Rng::new(seed)).unwrap();
+        common::assert_all_pass(&rows);
+        let seen: BTreeSet<String> = rows.iter().map(|r| format!("{} {}", r.kernel, r.direction)).collect();
+        for d in directions {
+            assert!(seen.contains(*d), "{name}: no `{d}` check (have {seen:?})");
+        }
+        let shapes: BTreeSet<&str> = rows.iter().map(|r| r.shape.as_str()).collect();
+        assert!(shapes.len() >= 4, "{name}: only {} shapes", shapes.len());
+    }
+}
+
+const CONV: [&str; 4] = ["forward", "backward input", "backward weight", "backward bias"];
+
+#[test]
+fn conv2d() {
+    let dirs: Vec<String> = CONV.iter().map(|d| format!("conv2d {d}")).collect();
+    check("conv2d", &dirs.iter().map(String::as_str).collect::<Vec<_>>());
+}
+
+#[test]
+fn conv2d_gemm_path_is_checked() {
+    let gpu = common::gpu();
+    let rows = (family("conv2d").unwrap().gradcheck)(&gpu, &mut Rng::new(3)).unwrap();
+    common::assert_all_pass(&rows);
+    let gemm = rows.iter().filter(|r| r.shape.ends_with("[gemm]")).count();
+    assert!(gemm >= 4, "the 1x1 matmul path must be checked in every direction, got {gemm} rows");
+}
+
+#[test]
+fn depthwise() {
+    check("depthwise", &["depthwise forward", "depthwise backward input", "depthwise backward weight"]);
+}
+
+#[test]
+fn batchnorm() {
+    check(
+        "batchnorm",
+        &[
+            "batchnorm forward",
+            "batchnorm running mean",
+            "batchnorm running var",
+            "batchnorm backward input",
+            "batchnorm backward gamma",
+            "batchnorm backward beta",
+        ],
+    );
+}
+
+#[test]
+fn activation() {
+    check(
+        "activation",
+        &[
+            "prelu forward",
+            "prelu backward input",
+            "prelu backward slope",
+            "relu forward",
+            "relu backward input",
+            "relu6 forward",
+            "relu6 backward input",
+        ],
+    );
+}
+
+#[test]
+fn maxpool() {
+    check("maxpool", &["maxpool forward", "maxpool backward input"]);
+}
+
+#[test]
+fn linear() {
+    check("linear", &["linear forward", "linear backward input", "linear backward weight", "linear backward bias"]);
+}
+
+#[test]
+fn residual() {
+    check("residual", &["residual forward", "residual backward fan-out"]);
+}
+
+#[test]
+fn l2norm() {
+    check("l2norm", &["l2norm forward", "l2norm backward input"]);
+}
+
+#[test]
+fn arcface() {
+    check("arcface", &["arcface forward", "arcface backward embeddings", "arcface backward class weights"]);
+}
+
+#[test]
+fn softmax_xent() {
+    check("softmax_xent", &["softmax forward", "cross-entropy forward", "cross-entropy backward logits"]);
+}
+
+#[test]
+fn sgd() {
+    check("sgd", &["sgd update param", "sgd update velocity"]);
+}
