@@ -5,9 +5,9 @@
 // With `reduce_batch` the batch index is summed too (C[m, n] = sum_b sum_k),
 // which is the weight gradient of a 1x1 convolution.
 //
-// Each thread owns a 4x4 tile of C held in registers and streams K: no shared
-// memory and no barriers, which is what runs fast on lavapipe and is still a
-// sound register-blocked kernel on a real GPU.
+// Each thread owns 4x4 outputs of C held in registers and streams K: no
+// shared memory and no barriers (workgroup barriers are slow on lavapipe),
+// and still a sound register-blocked kernel on a real GPU.
 
 struct Params {
     m: u32, n: u32, k: u32, batch: u32,
@@ -32,8 +32,12 @@ fn matmul(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: v
     let tiles_n = (p.n + 3u) / 4u;
     let out_batch = select(p.batch, 1u, p.reduce_batch != 0u);
     if (t >= tiles_m * tiles_n * out_batch) { return; }
+    // Rows m0..m0+3 are consecutive; columns are strided by tiles_n
+    // (tn, tn + tiles_n, ...), so neighbouring threads own neighbouring
+    // columns and their loads of B (and stores of C) are contiguous, while
+    // they share the same rows of A (a broadcast).
     let m0 = (t / tiles_n) % tiles_m * 4u;
-    let n0 = t % tiles_n * 4u;
+    let tn = t % tiles_n;
     let bo = t / (tiles_m * tiles_n);
     // Rows/cols past the edge are clamped to the last valid one (their
     // results are discarded) so the inner loop has no branches.
@@ -41,7 +45,7 @@ fn matmul(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: v
     var bn = vec4<u32>(0u);
     for (var i = 0u; i < 4u; i++) {
         am[i] = min(m0 + i, p.m - 1u) * p.a_ms;
-        bn[i] = min(n0 + i, p.n - 1u) * p.b_ns;
+        bn[i] = min(tn + i * tiles_n, p.n - 1u) * p.b_ns;
     }
     var acc0 = vec4<f32>(0.0);
     var acc1 = vec4<f32>(0.0);
@@ -68,7 +72,7 @@ fn matmul(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: v
         let mi = m0 + i;
         if (mi >= p.m) { break; }
         for (var j = 0u; j < 4u; j++) {
-            let nj = n0 + j;
+            let nj = tn + j * tiles_n;
             if (nj >= p.n) { break; }
             var v = rows[i][j];
             if (p.bias_mode == 1u) { v += bias[nj]; }
