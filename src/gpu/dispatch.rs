@@ -195,6 +195,15 @@ impl<'g> Recorder<'g> {
         Ok(())
     }
 
+    /// Copies `len` elements from `src[src_at..]` to `dst[dst_at..]`.
+    pub fn copy_region(&mut self, src: &Tensor, src_at: usize, dst: &Tensor, dst_at: usize, len: usize) -> Result<()> {
+        if src_at + len > src.numel() || dst_at + len > dst.numel() {
+            bail!("copy of {len} elements out of range ({:?} at {src_at} -> {:?} at {dst_at})", src.shape, dst.shape);
+        }
+        self.encoder.copy_buffer_to_buffer(&src.buf, src_at as u64 * 4, &dst.buf, dst_at as u64 * 4, len as u64 * 4);
+        Ok(())
+    }
+
     pub fn encoder(&mut self) -> &mut wgpu::CommandEncoder {
         &mut self.encoder
     }

@@ -107,17 +107,19 @@ const BACKWARD_PARAMS: Kernel = Kernel::new(Shader::BatchNorm, "backward_params"
 const BACKWARD_INPUT: Kernel = Kernel::new(Shader::BatchNorm, "backward_input", 64);
 
 /// Learned parameters and running statistics of one layer.
-pub struct BnParams {
-    pub gamma: Tensor,
-    pub beta: Tensor,
-    pub running_mean: Tensor,
-    pub running_var: Tensor,
+#[derive(Clone)]
+pub struct BnParams<T = Tensor> {
+    pub gamma: T,
+    pub beta: T,
+    pub running_mean: T,
+    pub running_var: T,
 }
 
 /// What the backward pass needs from the forward pass.
-pub struct BnSaved {
-    pub mean: Tensor,
-    pub var: Tensor,
+#[derive(Clone)]
+pub struct BnSaved<T = Tensor> {
+    pub mean: T,
+    pub var: T,
     pub train: bool,
 }
 

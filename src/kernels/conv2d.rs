@@ -148,7 +148,7 @@ pub fn forward_ref(s: &Conv2d, x: &[f64], w: &[f64], b: Option<&[f64]>) -> Vec<f
     y
 }
 
-pub struct Grads<T> {
+pub struct Grads<T = Tensor> {
     pub dx: T,
     pub dw: T,
     pub db: Option<T>,

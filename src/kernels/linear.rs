@@ -161,10 +161,10 @@ pub fn forward(rec: &mut Recorder, s: &Linear, x: &Tensor, w: &Tensor, b: Option
     Ok(y)
 }
 
-pub struct LinearGrads {
-    pub dx: Tensor,
-    pub dw: Tensor,
-    pub db: Option<Tensor>,
+pub struct LinearGrads<T = Tensor> {
+    pub dx: T,
+    pub dw: T,
+    pub db: Option<T>,
 }
 
 pub fn backward(rec: &mut Recorder, s: &Linear, x: &Tensor, w: &Tensor, dy: &Tensor) -> Result<LinearGrads> {
