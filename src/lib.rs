@@ -10,3 +10,6 @@ pub mod check;
 pub mod gpu;
 pub mod gradcheck;
 pub mod kernels;
+pub mod models;
+pub mod nn;
+pub mod tensorfile;

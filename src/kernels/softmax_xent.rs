@@ -29,8 +29,13 @@ pub fn loss_ref(logits: &[f64], labels: &[u32], c: usize) -> f64 {
 
 /// d loss / d logits times the upstream gradient `dloss`.
 pub fn backward_ref(logits: &[f64], labels: &[u32], c: usize, dloss: f64) -> Vec<f64> {
+    backward_from_probs_ref(&softmax_ref(logits, c), labels, c, dloss)
+}
+
+/// The same from saved probabilities: (softmax - onehot) * dloss / B.
+pub fn backward_from_probs_ref(probs: &[f64], labels: &[u32], c: usize, dloss: f64) -> Vec<f64> {
     let b = labels.len() as f64;
-    let mut g = softmax_ref(logits, c);
+    let mut g = probs.to_vec();
     for (r, &l) in labels.iter().enumerate() {
         g[r * c + l as usize] -= 1.0;
     }

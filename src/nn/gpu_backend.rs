@@ -1,0 +1,153 @@
+//! `Backend` on the GPU kernels. All work is recorded into one command
+//! encoder and submitted when results are read (or on `flush`), so a whole
+//! training step is one submission.
+
+use super::Backend;
+use crate::gpu::{Gpu, Recorder, Tensor};
+use crate::kernels::activation::{self, Act};
+use crate::kernels::arcface::{self, ArcFace, ArcSaved};
+use crate::kernels::batchnorm::{self, BatchNorm, BnParams, BnSaved};
+use crate::kernels::conv2d::{self, Conv2d, Grads, Path};
+use crate::kernels::linear::{self, Linear, LinearGrads};
+use crate::kernels::sgd::{self, Sgd};
+use crate::kernels::{l2norm, residual, softmax_xent};
+use anyhow::{bail, Result};
+
+pub struct GpuBackend<'g> {
+    pub gpu: &'g Gpu,
+    rec: Recorder<'g>,
+    /// 1.0, the upstream gradient of the loss.
+    one: Tensor,
+}
+
+impl<'g> GpuBackend<'g> {
+    pub fn new(gpu: &'g Gpu) -> Result<GpuBackend<'g>> {
+        Ok(GpuBackend { gpu, rec: Recorder::new(gpu), one: Tensor::from_f32(gpu, &[1.0], &[1])? })
+    }
+
+    /// Submits what was recorded so far.
+    pub fn flush(&mut self) {
+        std::mem::replace(&mut self.rec, Recorder::new(self.gpu)).submit();
+    }
+}
+
+impl<'g> Backend for GpuBackend<'g> {
+    type T = Tensor;
+    type ArcCache = ArcSaved;
+
+    fn upload(&mut self, data: &[f32], shape: &[usize]) -> Result<Tensor> {
+        Tensor::from_f32(self.gpu, data, shape)
+    }
+    fn labels(&mut self, labels: &[u32]) -> Result<Tensor> {
+        Tensor::from_u32(self.gpu, labels, &[labels.len()])
+    }
+    fn download(&mut self, t: &Tensor) -> Vec<f32> {
+        self.flush();
+        t.to_vec(self.gpu)
+    }
+    fn shape<'a>(&self, t: &'a Tensor) -> &'a [usize] {
+        &t.shape
+    }
+    fn reshape(&self, t: &Tensor, shape: &[usize]) -> Result<Tensor> {
+        t.reshape(shape)
+    }
+    fn slice_batch(&mut self, t: &Tensor, start: usize, len: usize) -> Result<Tensor> {
+        let per = t.numel() / t.shape[0];
+        if start + len > t.shape[0] {
+            bail!("slice {start}..{} of a batch of {}", start + len, t.shape[0]);
+        }
+        let mut shape = t.shape.clone();
+        shape[0] = len;
+        let out = Tensor::zeros(self.gpu, &shape)?;
+        self.rec.copy_region(t, start * per, &out, 0, len * per)?;
+        Ok(out)
+    }
+    fn concat_batch(&mut self, parts: &[Tensor]) -> Result<Tensor> {
+        let mut shape = parts[0].shape.clone();
+        shape[0] = parts.iter().map(|p| p.shape[0]).sum();
+        let out = Tensor::zeros(self.gpu, &shape)?;
+        let mut at = 0;
+        for p in parts {
+            self.rec.copy_region(p, 0, &out, at, p.numel())?;
+            at += p.numel();
+        }
+        Ok(out)
+    }
+    fn conv2d(&mut self, s: &Conv2d, x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
+        conv2d::forward(&mut self.rec, s, Path::Auto, x, w, b)
+    }
+    fn conv2d_backward(&mut self, s: &Conv2d, x: &Tensor, w: &Tensor, dy: &Tensor) -> Result<Grads> {
+        conv2d::backward(&mut self.rec, s, Path::Auto, x, w, dy)
+    }
+    fn batchnorm(&mut self, s: &BatchNorm, p: &BnParams, x: &Tensor, train: bool) -> Result<(Tensor, BnSaved)> {
+        batchnorm::forward(&mut self.rec, s, p, x, train)
+    }
+    fn batchnorm_backward(
+        &mut self,
+        s: &BatchNorm,
+        p: &BnParams,
+        x: &Tensor,
+        saved: &BnSaved,
+        dy: &Tensor,
+    ) -> Result<(Tensor, Tensor, Tensor)> {
+        batchnorm::backward(&mut self.rec, s, p, x, saved, dy)
+    }
+    fn prelu(&mut self, x: &Tensor, slope: &Tensor) -> Result<Tensor> {
+        activation::prelu_forward(&mut self.rec, x, slope)
+    }
+    fn prelu_backward(&mut self, x: &Tensor, slope: &Tensor, dy: &Tensor) -> Result<(Tensor, Tensor)> {
+        activation::prelu_backward(&mut self.rec, x, slope, dy)
+    }
+    fn act(&mut self, a: Act, x: &Tensor) -> Result<Tensor> {
+        activation::forward(&mut self.rec, a, x)
+    }
+    fn act_backward(&mut self, a: Act, x: &Tensor, dy: &Tensor) -> Result<Tensor> {
+        activation::backward(&mut self.rec, a, x, dy)
+    }
+    fn add(&mut self, a: &Tensor, b: &Tensor) -> Result<Tensor> {
+        residual::add(&mut self.rec, a, b)
+    }
+    fn accumulate(&mut self, acc: &Tensor, g: &Tensor) -> Result<()> {
+        residual::accumulate(&mut self.rec, acc, g)
+    }
+    fn linear(&mut self, s: &Linear, x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
+        linear::forward(&mut self.rec, s, x, w, b)
+    }
+    fn linear_backward(&mut self, s: &Linear, x: &Tensor, w: &Tensor, dy: &Tensor) -> Result<LinearGrads> {
+        linear::backward(&mut self.rec, s, x, w, dy)
+    }
+    fn l2norm(&mut self, x: &Tensor) -> Result<Tensor> {
+        Ok(l2norm::forward(&mut self.rec, x)?.y)
+    }
+    fn arcface(&mut self, a: &ArcFace, e: &Tensor, w: &Tensor, labels: &Tensor) -> Result<(Tensor, ArcSaved)> {
+        arcface::forward(&mut self.rec, a, e, w, labels)
+    }
+    fn arcface_backward(
+        &mut self,
+        a: &ArcFace,
+        c: &ArcSaved,
+        labels: &Tensor,
+        dl: &Tensor,
+    ) -> Result<(Tensor, Tensor)> {
+        arcface::backward(&mut self.rec, a, c, labels, dl)
+    }
+    fn cross_entropy(&mut self, logits: &Tensor, labels: &Tensor) -> Result<(Tensor, Tensor)> {
+        softmax_xent::forward(&mut self.rec, logits, labels)
+    }
+    fn cross_entropy_backward(&mut self, probs: &Tensor, labels: &Tensor) -> Result<Tensor> {
+        let one = self.one.clone();
+        softmax_xent::backward(&mut self.rec, probs, labels, &one)
+    }
+    fn softmax(&mut self, logits: &Tensor) -> Result<Tensor> {
+        softmax_xent::softmax(&mut self.rec, logits)
+    }
+    fn sgd(&mut self, h: &Sgd, param: &Tensor, grad: &Tensor, velocity: &Tensor) -> Result<()> {
+        sgd::step(&mut self.rec, h, param, grad, velocity)
+    }
+    fn zeros(&mut self, shape: &[usize]) -> Result<Tensor> {
+        Tensor::zeros(self.gpu, shape)
+    }
+    fn max_binding_bytes(&self) -> u64 {
+        self.gpu.limits.max_storage_buffer_binding_size
+    }
+}

@@ -1,0 +1,185 @@
+//! Layers with explicit forward and backward passes. Each forward returns
+//! what its backward needs; gradients go into the parameter store.
+
+use super::{Backend, ParamStore};
+use crate::kernels::batchnorm::{BatchNorm, BnParams, BnSaved};
+use crate::kernels::conv2d::Conv2d;
+use anyhow::Result;
+
+/// How a parameter is initialised.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Init {
+    /// PyTorch's default for conv and linear weights: U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
+    DefaultUniform {
+        fan_in: usize,
+    },
+    /// Kaiming normal for ReLU: N(0, 2/fan_in).
+    KaimingNormal {
+        fan_in: usize,
+    },
+    /// Xavier uniform: U(-sqrt(6/(fan_in+fan_out)), +...).
+    XavierUniform {
+        fan_in: usize,
+        fan_out: usize,
+    },
+    Const(f32),
+}
+
+/// A parameter of a layer table: name, shape, initialisation, learned or buffer.
+#[derive(Clone, Debug)]
+pub struct ParamSpec {
+    pub name: String,
+    pub shape: Vec<usize>,
+    pub init: Init,
+    pub trainable: bool,
+}
+
+/// Convolution (no bias) + batch norm + optional PReLU: every layer of MobileFaceNet.
+#[derive(Clone, Debug)]
+pub struct ConvBn {
+    pub name: String,
+    pub cin: usize,
+    pub cout: usize,
+    pub k: usize,
+    pub stride: usize,
+    pub pad: usize,
+    pub groups: usize,
+    pub prelu: bool,
+}
+
+pub struct ConvBnCache<T> {
+    x: T,
+    conv: Conv2d,
+    conv_out: T,
+    bn: BatchNorm,
+    bn_saved: BnSaved<T>,
+    bn_out: Option<T>,
+}
+
+impl ConvBn {
+    pub fn conv(&self, n: usize, hw: (usize, usize)) -> Conv2d {
+        Conv2d { groups: self.groups, ..Conv2d::new(n, self.cin, hw, self.cout, self.k, self.stride, self.pad) }
+    }
+
+    fn key(&self, what: &str) -> String {
+        format!("{}.{what}", self.name)
+    }
+
+    pub fn param_specs(&self) -> Vec<ParamSpec> {
+        let fan_in = self.cin / self.groups * self.k * self.k;
+        let spec =
+            |what: &str, shape: Vec<usize>, init, trainable| ParamSpec { name: self.key(what), shape, init, trainable };
+        let mut v = vec![
+            spec(
+                "conv.weight",
+                vec![self.cout, self.cin / self.groups, self.k, self.k],
+                Init::DefaultUniform { fan_in },
+                true,
+            ),
+            spec("bn.weight", vec![self.cout], Init::Const(1.0), true),
+            spec("bn.bias", vec![self.cout], Init::Const(0.0), true),
+            spec("bn.running_mean", vec![self.cout], Init::Const(0.0), false),
+            spec("bn.running_var", vec![self.cout], Init::Const(1.0), false),
+        ];
+        if self.prelu {
+            v.push(spec("act.weight", vec![self.cout], Init::Const(0.25), true));
+        }
+        v
+    }
+
+    fn bn_params<T: Clone>(&self, p: &ParamStore<T>) -> BnParams<T> {
+        BnParams {
+            gamma: p.get(&self.key("bn.weight")).clone(),
+            beta: p.get(&self.key("bn.bias")).clone(),
+            running_mean: p.get(&self.key("bn.running_mean")).clone(),
+            running_var: p.get(&self.key("bn.running_var")).clone(),
+        }
+    }
+
+    pub fn forward<B: Backend>(
+        &self,
+        b: &mut B,
+        p: &ParamStore<B::T>,
+        x: &B::T,
+        train: bool,
+    ) -> Result<(B::T, ConvBnCache<B::T>)> {
+        let s = b.shape(x).to_vec();
+        let conv = self.conv(s[0], (s[2], s[3]));
+        let conv_out = b.conv2d(&conv, x, p.get(&self.key("conv.weight")), None)?;
+        let (ho, wo) = conv.out_hw();
+        let bn = BatchNorm { n: s[0], c: self.cout, m: ho * wo };
+        let (bn_y, bn_saved) = b.batchnorm(&bn, &self.bn_params(p), &conv_out, train)?;
+        let (y, bn_out) =
+            if self.prelu { (b.prelu(&bn_y, p.get(&self.key("act.weight")))?, Some(bn_y)) } else { (bn_y, None) };
+        Ok((y, ConvBnCache { x: x.clone(), conv, conv_out, bn, bn_saved, bn_out }))
+    }
+
+    pub fn backward<B: Backend>(
+        &self,
+        b: &mut B,
+        p: &mut ParamStore<B::T>,
+        c: &ConvBnCache<B::T>,
+        dy: &B::T,
+    ) -> Result<B::T> {
+        let mut d = dy.clone();
+        if let Some(bn_out) = &c.bn_out {
+            let (dx, ds) = b.prelu_backward(bn_out, p.get(&self.key("act.weight")), &d)?;
+            p.add_grad(b, &self.key("act.weight"), ds)?;
+            d = dx;
+        }
+        let (dx, dg, dbeta) = b.batchnorm_backward(&c.bn, &self.bn_params(p), &c.conv_out, &c.bn_saved, &d)?;
+        p.add_grad(b, &self.key("bn.weight"), dg)?;
+        p.add_grad(b, &self.key("bn.bias"), dbeta)?;
+        let g = b.conv2d_backward(&c.conv, &c.x, p.get(&self.key("conv.weight")), &dx)?;
+        p.add_grad(b, &self.key("conv.weight"), g.dw)?;
+        Ok(g.dx)
+    }
+}
+
+/// A sequence of ConvBn layers, with a residual connection around it when
+/// its input and output shapes agree (MobileNetV2 bottleneck, stride 1).
+#[derive(Clone, Debug)]
+pub struct Block {
+    pub layers: Vec<ConvBn>,
+    pub residual: bool,
+}
+
+impl Block {
+    pub fn forward<B: Backend>(
+        &self,
+        b: &mut B,
+        p: &ParamStore<B::T>,
+        x: &B::T,
+        train: bool,
+    ) -> Result<(B::T, Vec<ConvBnCache<B::T>>)> {
+        let mut caches = Vec::with_capacity(self.layers.len());
+        let mut h = x.clone();
+        for l in &self.layers {
+            let (y, c) = l.forward(b, p, &h, train)?;
+            caches.push(c);
+            h = y;
+        }
+        if self.residual {
+            h = b.add(&h, x)?;
+        }
+        Ok((h, caches))
+    }
+
+    pub fn backward<B: Backend>(
+        &self,
+        b: &mut B,
+        p: &mut ParamStore<B::T>,
+        caches: &[ConvBnCache<B::T>],
+        dy: &B::T,
+    ) -> Result<B::T> {
+        let mut d = dy.clone();
+        for (l, c) in self.layers.iter().zip(caches).rev() {
+            d = l.backward(b, p, c, &d)?;
+        }
+        if self.residual {
+            // The input fed both the layers and the skip connection.
+            b.accumulate(&d, dy)?;
+        }
+        Ok(d)
+    }
+}
