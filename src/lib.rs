@@ -7,6 +7,7 @@
 
 pub mod bench;
 pub mod check;
+pub mod checkpoint;
 pub mod gpu;
 pub mod gradcheck;
 pub mod kernels;

@@ -95,7 +95,10 @@ fn check(spec: ModelSpec, labels: &[u32]) {
 
 #[test]
 fn mobilefacenet_arcface_step_gpu_equals_reference() {
-    check(ModelSpec { arch: Arch::MobileFaceNet, input: 112, classes: 5, head: Head::ArcFace { s: 32.0, m: 0.5 } }, &[1, 4, 0, 1]);
+    check(
+        ModelSpec { arch: Arch::MobileFaceNet, input: 112, classes: 5, head: Head::ArcFace { s: 32.0, m: 0.5 } },
+        &[1, 4, 0, 1],
+    );
 }
 
 #[test]

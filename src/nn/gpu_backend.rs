@@ -18,11 +18,18 @@ pub struct GpuBackend<'g> {
     rec: Recorder<'g>,
     /// 1.0, the upstream gradient of the loss.
     one: Tensor,
+    /// Tests lower this to make models split small batches.
+    pub binding_limit: u64,
 }
 
 impl<'g> GpuBackend<'g> {
     pub fn new(gpu: &'g Gpu) -> Result<GpuBackend<'g>> {
-        Ok(GpuBackend { gpu, rec: Recorder::new(gpu), one: Tensor::from_f32(gpu, &[1.0], &[1])? })
+        Ok(GpuBackend {
+            gpu,
+            rec: Recorder::new(gpu),
+            one: Tensor::from_f32(gpu, &[1.0], &[1])?,
+            binding_limit: gpu.limits.max_storage_buffer_binding_size,
+        })
     }
 
     /// Submits what was recorded so far.
@@ -148,6 +155,6 @@ impl<'g> Backend for GpuBackend<'g> {
         Tensor::zeros(self.gpu, shape)
     }
     fn max_binding_bytes(&self) -> u64 {
-        self.gpu.limits.max_storage_buffer_binding_size
+        self.binding_limit
     }
 }
