@@ -2,8 +2,12 @@
 
 use anyhow::Result;
 use arcface::gpu::{Gpu, GpuOptions};
+use arcface::infer::{FileResult, Session};
+use arcface::models::{Arch, Head, ModelSpec, DEFAULT_ARCFACE};
 use arcface::{bench, gradcheck};
-use clap::{Parser, Subcommand};
+use clap::{Parser, Subcommand, ValueEnum};
+use serde::Serialize;
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Parser)]
@@ -25,8 +29,42 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Show the GPU adapter that was chosen, its backend, driver and limits
+    /// Show the GPU adapter that was chosen, its backend, driver and limits;
+    /// with --model, a model's layer table, parameter count and multiply-adds
     Info {
+        #[arg(long)]
+        json: bool,
+        /// Describe this model instead of the adapter
+        #[arg(long, value_enum)]
+        model: Option<ModelArg>,
+        /// Number of people (classes) for --model
+        #[arg(long, default_value_t = 10)]
+        classes: usize,
+        /// Input size for --model mininet (MobileFaceNet takes 112)
+        #[arg(long, default_value_t = 112)]
+        input: usize,
+        /// Head for --model mobilefacenet
+        #[arg(long, value_enum, default_value_t = HeadArg::Arcface)]
+        head: HeadArg,
+    },
+    /// L2-normalised face embeddings of images, with a checkpoint
+    Embed {
+        #[arg(long)]
+        checkpoint: PathBuf,
+        #[arg(required = true)]
+        images: Vec<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Who is in each image: the most probable people, with a checkpoint
+    Predict {
+        #[arg(long)]
+        checkpoint: PathBuf,
+        #[arg(required = true)]
+        images: Vec<PathBuf>,
+        /// How many people to list per image
+        #[arg(long, default_value_t = 5)]
+        top: usize,
         #[arg(long)]
         json: bool,
     },
@@ -47,6 +85,18 @@ enum Command {
         #[command(subcommand)]
         what: BenchWhat,
     },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ModelArg {
+    Mobilefacenet,
+    Mininet,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum HeadArg {
+    Arcface,
+    Softmax,
 }
 
 #[derive(Subcommand)]
@@ -77,7 +127,40 @@ fn gpu(cli: &Cli) -> Result<Gpu> {
 
 fn run(cli: &Cli) -> Result<bool> {
     match &cli.command {
-        Command::Info { json } => {
+        Command::Info { json, model: Some(m), classes, input, head } => {
+            let spec = match m {
+                ModelArg::Mobilefacenet => ModelSpec {
+                    arch: Arch::MobileFaceNet,
+                    input: 112,
+                    classes: *classes,
+                    head: match head {
+                        HeadArg::Arcface => DEFAULT_ARCFACE,
+                        HeadArg::Softmax => Head::Softmax,
+                    },
+                },
+                ModelArg::Mininet => {
+                    ModelSpec { arch: Arch::MiniNet, input: *input, classes: *classes, head: Head::Softmax }
+                }
+            };
+            spec.validate()?;
+            print_model(&spec, *json)?;
+            Ok(true)
+        }
+        Command::Embed { checkpoint, images, json } => {
+            let gpu = gpu(cli)?;
+            let results = Session::open(&gpu, checkpoint)?.embed(images)?;
+            report(&results, *json, |e| {
+                format!("[{}]", e.iter().map(|v| format!("{v:.6}")).collect::<Vec<_>>().join(", "))
+            })
+        }
+        Command::Predict { checkpoint, images, top, json } => {
+            let gpu = gpu(cli)?;
+            let results = Session::open(&gpu, checkpoint)?.predict(images, *top)?;
+            report(&results, *json, |p| {
+                p.iter().map(|p| format!("{} {:.3}", p.person, p.probability)).collect::<Vec<_>>().join(", ")
+            })
+        }
+        Command::Info { json, .. } => {
             let r = gpu(cli)?.report();
             if *json {
                 println!("{}", serde_json::to_string_pretty(&r)?);
@@ -145,6 +228,41 @@ fn run(cli: &Cli) -> Result<bool> {
             Ok(true)
         }
     }
+}
+
+fn print_model(spec: &ModelSpec, json: bool) -> Result<()> {
+    let table = spec.layer_table();
+    if json {
+        let layers: Vec<_> =
+            table.iter().map(|(n, s, m)| serde_json::json!({ "layer": n, "output": s, "macs": m })).collect();
+        let out = serde_json::json!({ "model": spec, "parameters": spec.parameter_count(), "macs": spec.macs(), "layers": layers });
+        println!("{}", serde_json::to_string_pretty(&out)?);
+        return Ok(());
+    }
+    println!("{:<40} {:>16} {:>14}", "layer", "output (C,H,W)", "multiply-adds");
+    for (name, s, macs) in &table {
+        println!("{name:<40} {:>16} {macs:>14}", format!("{}x{}x{}", s[0], s[1], s[2]));
+    }
+    println!("\nparameters     {} (learned; BN running statistics not counted)", spec.parameter_count());
+    println!("multiply-adds  {} per image ({:.1} M)", spec.macs(), spec.macs() as f64 / 1e6);
+    Ok(())
+}
+
+/// Prints per-file results; a file that failed is reported and the command
+/// exits non-zero after the others are done.
+fn report<T: Serialize>(results: &[FileResult<T>], json: bool, show: impl Fn(&T) -> String) -> Result<bool> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(results)?);
+    } else {
+        for r in results {
+            match (&r.result, &r.error) {
+                (Some(v), _) => println!("{}: {}", r.path.display(), show(v)),
+                (None, Some(e)) => eprintln!("error: {e}"),
+                (None, None) => {}
+            }
+        }
+    }
+    Ok(results.iter().all(|r| r.error.is_none()))
 }
 
 fn main() -> ExitCode {
