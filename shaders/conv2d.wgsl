@@ -114,3 +114,130 @@ fn backward_weight(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroup
     }
     dw[i] = acc;
 }
+
+// ---------------------------------------------------------------------------
+// Blocked variants, chosen when the channels of a group come in fours
+// (src/kernels/conv2d.rs: Path::Blocked). Each invocation produces 4 channels
+// of one pixel, so every activation it loads feeds 4 multiply-adds, its
+// weight loads are the same for all invocations of a row (a broadcast), and
+// the index arithmetic is shared by 4 outputs. Same bindings and Params.
+
+// y[n, co0..co0+3, oy, ox]; cout / groups is a multiple of 4.
+@compute @workgroup_size(WG)
+fn forward_blocked(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                   @builtin(local_invocation_index) lid: u32) {
+    let i = flat_thread(wid, nwg, lid);
+    let blocks = p.cout / 4u;
+    if (i >= p.n * blocks * p.ho * p.wo) { return; }
+    let ox = i % p.wo;
+    let oy = (i / p.wo) % p.ho;
+    let co0 = (i / (p.wo * p.ho)) % blocks * 4u;
+    let n = i / (p.wo * p.ho * blocks);
+    let cin_g = p.cin / p.groups;
+    let g = co0 / (p.cout / p.groups);
+    let kk = p.kh * p.kw;
+    let wstride = cin_g * kk; // between consecutive output channels
+    var acc = vec4<f32>(0.0);
+    for (var ci = 0u; ci < cin_g; ci++) {
+        let xbase = (n * p.cin + g * cin_g + ci) * p.h * p.w;
+        let wbase = (co0 * cin_g + ci) * kk;
+        for (var ky = 0u; ky < p.kh; ky++) {
+            let iy = i32(oy * p.stride + ky) - i32(p.pad);
+            if (iy < 0 || iy >= i32(p.h)) { continue; }
+            for (var kx = 0u; kx < p.kw; kx++) {
+                let ix = i32(ox * p.stride + kx) - i32(p.pad);
+                if (ix < 0 || ix >= i32(p.w)) { continue; }
+                let v = x[xbase + u32(iy) * p.w + u32(ix)];
+                let t = wbase + ky * p.kw + kx;
+                acc += v * vec4<f32>(wt[t], wt[t + wstride], wt[t + 2u * wstride], wt[t + 3u * wstride]);
+            }
+        }
+    }
+    if (p.has_bias != 0u) { acc += vec4<f32>(bias[co0], bias[co0 + 1u], bias[co0 + 2u], bias[co0 + 3u]); }
+    let plane = p.ho * p.wo;
+    let o = ((n * p.cout + co0) * p.ho + oy) * p.wo + ox;
+    y[o] = acc.x;
+    y[o + plane] = acc.y;
+    y[o + 2u * plane] = acc.z;
+    y[o + 3u * plane] = acc.w;
+}
+
+// dx[n, c0..c0+3, iy, ix]; cin / groups is a multiple of 4.
+@compute @workgroup_size(WG)
+fn backward_input_blocked(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                          @builtin(local_invocation_index) lid: u32) {
+    let i = flat_thread(wid, nwg, lid);
+    let blocks = p.cin / 4u;
+    if (i >= p.n * blocks * p.h * p.w) { return; }
+    let ix = i % p.w;
+    let iy = (i / p.w) % p.h;
+    let c0 = (i / (p.w * p.h)) % blocks * 4u;
+    let n = i / (p.w * p.h * blocks);
+    let cin_g = p.cin / p.groups;
+    let cout_g = p.cout / p.groups;
+    let g = c0 / cin_g;
+    let ci0 = c0 % cin_g;
+    let kk = p.kh * p.kw;
+    var acc = vec4<f32>(0.0);
+    for (var j = 0u; j < cout_g; j++) {
+        let co = g * cout_g + j;
+        let dybase = (n * p.cout + co) * p.ho * p.wo;
+        let wbase = (co * cin_g + ci0) * kk;
+        for (var ky = 0u; ky < p.kh; ky++) {
+            let ty = i32(iy + p.pad) - i32(ky);
+            if (ty < 0 || ty % i32(p.stride) != 0) { continue; }
+            let oy = u32(ty) / p.stride;
+            if (oy >= p.ho) { continue; }
+            for (var kx = 0u; kx < p.kw; kx++) {
+                let tx = i32(ix + p.pad) - i32(kx);
+                if (tx < 0 || tx % i32(p.stride) != 0) { continue; }
+                let ox = u32(tx) / p.stride;
+                if (ox >= p.wo) { continue; }
+                let d = dy[dybase + oy * p.wo + ox];
+                let t = wbase + ky * p.kw + kx;
+                acc += d * vec4<f32>(wt[t], wt[t + kk], wt[t + 2u * kk], wt[t + 3u * kk]);
+            }
+        }
+    }
+    let plane = p.h * p.w;
+    let o = ((n * p.cin + c0) * p.h + iy) * p.w + ix;
+    dx[o] = acc.x;
+    dx[o + plane] = acc.y;
+    dx[o + 2u * plane] = acc.z;
+    dx[o + 3u * plane] = acc.w;
+}
+
+// dw[co, ci, 0..kh, 0..kw] for kernels of at most 3x3 (9 taps): one
+// invocation per (co, ci) owns all taps, so each dy it loads feeds up to 9
+// multiply-adds.
+@compute @workgroup_size(WG)
+fn backward_weight_blocked(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                           @builtin(local_invocation_index) lid: u32) {
+    let cin_g = p.cin / p.groups;
+    let i = flat_thread(wid, nwg, lid);
+    if (i >= p.cout * cin_g) { return; }
+    let ci = i % cin_g;
+    let co = i / cin_g;
+    let c = (co / (p.cout / p.groups)) * cin_g + ci;
+    var acc: array<f32, 9>;
+    for (var t = 0u; t < 9u; t++) { acc[t] = 0.0; }
+    for (var n = 0u; n < p.n; n++) {
+        let xbase = (n * p.cin + c) * p.h * p.w;
+        let dybase = (n * p.cout + co) * p.ho * p.wo;
+        for (var oy = 0u; oy < p.ho; oy++) {
+            for (var ox = 0u; ox < p.wo; ox++) {
+                let d = dy[dybase + oy * p.wo + ox];
+                for (var ky = 0u; ky < p.kh; ky++) {
+                    let iy = i32(oy * p.stride + ky) - i32(p.pad);
+                    if (iy < 0 || iy >= i32(p.h)) { continue; }
+                    for (var kx = 0u; kx < p.kw; kx++) {
+                        let ix = i32(ox * p.stride + kx) - i32(p.pad);
+                        if (ix < 0 || ix >= i32(p.w)) { continue; }
+                        acc[ky * p.kw + kx] += d * x[xbase + u32(iy) * p.w + u32(ix)];
+                    }
+                }
+            }
+        }
+    }
+    for (var t = 0u; t < p.kh * p.kw; t++) { dw[i * p.kh * p.kw + t] = acc[t]; }
+}

@@ -1,9 +1,12 @@
 //! 2-D convolution (NCHW, grouped, optional bias): forward and the gradients
 //! for input, weight and bias.
 //!
-//! Two GPU paths, both checked against the same reference:
-//! - `Path::Direct`: `shaders/conv2d.wgsl`, any kernel size, stride, padding
-//!   and groups;
+//! Three GPU paths, all checked against the same reference:
+//! - `Path::Direct`: `shaders/conv2d.wgsl`, one output per invocation, any
+//!   kernel size, stride, padding and groups: the slow-but-obvious kernel;
+//! - `Path::Blocked`: the same loops producing 4 channels per invocation
+//!   where a group's channels come in fours (and all 9 taps of a <= 3x3
+//!   weight gradient per invocation), the direct kernel elsewhere;
 //! - `Path::Gemm`: 1x1, stride 1, no padding, one group, which is a batched
 //!   matrix multiply (`shaders/matmul.wgsl`). MobileFaceNet spends most of
 //!   its multiply-adds in these pointwise convolutions.
@@ -31,9 +34,10 @@ pub struct Conv2d {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Path {
-    /// Gemm where it applies, Direct elsewhere.
+    /// Gemm where it applies, Blocked elsewhere.
     Auto,
     Direct,
+    Blocked,
     Gemm,
 }
 
@@ -199,11 +203,14 @@ pub fn backward_ref(s: &Conv2d, x: &[f64], w: &[f64], dy: &[f64]) -> Grads<Vec<f
 const FORWARD: Kernel = Kernel::new(Shader::Conv2d, "forward", 64);
 const BACKWARD_INPUT: Kernel = Kernel::new(Shader::Conv2d, "backward_input", 64);
 const BACKWARD_WEIGHT: Kernel = Kernel::new(Shader::Conv2d, "backward_weight", 64);
+const FORWARD_BLOCKED: Kernel = Kernel::new(Shader::Conv2d, "forward_blocked", 64);
+const BACKWARD_INPUT_BLOCKED: Kernel = Kernel::new(Shader::Conv2d, "backward_input_blocked", 64);
+const BACKWARD_WEIGHT_BLOCKED: Kernel = Kernel::new(Shader::Conv2d, "backward_weight_blocked", 64);
 
 fn path_for(s: &Conv2d, path: Path) -> Result<Path> {
     Ok(match path {
         Path::Auto if s.gemm_applies() => Path::Gemm,
-        Path::Auto => Path::Direct,
+        Path::Auto => Path::Blocked,
         Path::Gemm if !s.gemm_applies() => {
             bail!("conv2d {}: the gemm path needs 1x1, stride 1, no padding, one group", s.describe())
         }
@@ -246,9 +253,13 @@ pub fn forward(
     let y = Tensor::zeros(rec.gpu(), &s.output_shape())?;
     match path_for(s, path)? {
         Path::Gemm => pointwise_forward(s).run(rec, w, x, b, &y)?,
-        _ => {
+        p => {
             let args = [(1, Some(x)), (2, Some(w)), (3, b), (4, Some(&y))];
-            rec.dispatch(FORWARD, &s.params(), &args, groups(y.numel(), FORWARD.wg))?
+            if p == Path::Blocked && (s.cout / s.groups) % 4 == 0 {
+                rec.dispatch(FORWARD_BLOCKED, &s.params(), &args, groups(y.numel() / 4, FORWARD_BLOCKED.wg))?
+            } else {
+                rec.dispatch(FORWARD, &s.params(), &args, groups(y.numel(), FORWARD.wg))?
+            }
         }
     }
     Ok(y)
@@ -271,11 +282,22 @@ pub fn backward(
             pointwise_backward_input(s).run(rec, w, dy, None, &dx)?;
             pointwise_backward_weight(s).run(rec, dy, x, None, &dw)?;
         }
-        _ => {
+        p => {
+            let blocked = p == Path::Blocked;
             let args = [(1, Some(x)), (5, Some(dy)), (7, Some(&dw))];
-            rec.dispatch(BACKWARD_WEIGHT, &s.params(), &args, groups(dw.numel(), BACKWARD_WEIGHT.wg))?;
+            if blocked && s.kh * s.kw <= 9 {
+                let k = BACKWARD_WEIGHT_BLOCKED;
+                rec.dispatch(k, &s.params(), &args, groups(s.cout * s.cin / s.groups, k.wg))?;
+            } else {
+                rec.dispatch(BACKWARD_WEIGHT, &s.params(), &args, groups(dw.numel(), BACKWARD_WEIGHT.wg))?;
+            }
             let args = [(2, Some(w)), (5, Some(dy)), (6, Some(&dx))];
-            rec.dispatch(BACKWARD_INPUT, &s.params(), &args, groups(dx.numel(), BACKWARD_INPUT.wg))?;
+            if blocked && (s.cin / s.groups) % 4 == 0 {
+                let k = BACKWARD_INPUT_BLOCKED;
+                rec.dispatch(k, &s.params(), &args, groups(dx.numel() / 4, k.wg))?;
+            } else {
+                rec.dispatch(BACKWARD_INPUT, &s.params(), &args, groups(dx.numel(), BACKWARD_INPUT.wg))?;
+            }
         }
     }
     let (ho, wo) = s.out_hw();
@@ -309,6 +331,10 @@ fn shapes(rng: &mut Rng) -> Vec<Conv2d> {
         c(2, 6, 5, 7, 4, 3, 1, 2, 2, false),
         c(2, 7, 6, 5, 11, 1, 1, 0, 1, true),
         c(2, 3, 17, 13, 8, 3, 2, 0, 1, false),
+        // channels in fours: the blocked kernels in every direction
+        c(2, 8, 9, 7, 12, 3, 1, 1, 1, true),
+        c(1, 8, 11, 10, 8, 3, 2, 1, 2, false),
+        c(3, 4, 6, 5, 4, 2, 2, 0, 1, false),
         c(
             rng.range(1, 3),
             rng.range(1, 6),
@@ -343,7 +369,12 @@ pub(crate) fn check_shape(gpu: &Gpu, rng: &mut Rng, name: &str, s: &Conv2d, path
     let (xr, wr, br) = (widen(&xs), widen(&ws), widen(&bs));
     let yr = forward_ref(s, &xr, &wr, s.bias.then_some(&br[..]));
     let gr = backward_ref(s, &xr, &wr, &widen(&dys));
-    let shape = format!("{}{}", s.describe(), if path == Path::Gemm { " [gemm]" } else { "" });
+    let tag = match path {
+        Path::Gemm => " [gemm]",
+        Path::Blocked => " [blocked]",
+        _ => "",
+    };
+    let shape = format!("{}{tag}", s.describe());
     let mut rows = vec![
         compare_f32(name, "forward", &shape, &y.to_vec(gpu), &yr, Tol::FORWARD),
         compare_f32(name, "backward input", &shape, &g.dx.to_vec(gpu), &gr.dx, Tol::BACKWARD),
@@ -359,6 +390,7 @@ fn gradcheck(gpu: &Gpu, rng: &mut Rng) -> Result<Vec<CheckRow>> {
     let mut rows = Vec::new();
     for s in shapes(rng) {
         rows.extend(check_shape(gpu, rng, "conv2d", &s, Path::Direct)?);
+        rows.extend(check_shape(gpu, rng, "conv2d", &s, Path::Blocked)?);
         if s.gemm_applies() {
             rows.extend(check_shape(gpu, rng, "conv2d", &s, Path::Gemm)?);
         }
@@ -416,9 +448,10 @@ fn bench(gpu: &Gpu, batch: usize) -> Result<Vec<BenchCase>> {
     cases.extend(bench_shape(gpu, "conv2d 1x1", Conv2d::new(batch, 128, (7, 7), 512, 1, 1, 0))?);
     // MiniNetwork's first two convolutions at 112x112 (the third exceeds a
     // 128 MiB binding at batch 32; the models issue splits the batch).
-    let mut mini = Conv2d::new(batch, 3, (112, 112), 32, 3, 1, 1);
-    mini.bias = true;
-    cases.extend(bench_shape(gpu, "conv2d", mini)?);
+    for (cin, cout) in [(3, 32), (32, 64)] {
+        let mini = Conv2d { bias: true, ..Conv2d::new(batch, cin, (112, 112), cout, 3, 1, 1) };
+        cases.extend(bench_shape(gpu, "conv2d", mini)?);
+    }
     Ok(cases)
 }
 
