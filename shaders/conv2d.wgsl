@@ -207,37 +207,41 @@ fn backward_input_blocked(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_wo
     dx[o + 3u * plane] = acc.w;
 }
 
-// dw[co, ci, 0..kh, 0..kw] for kernels of at most 3x3 (9 taps): one
-// invocation per (co, ci) owns all taps, so each dy it loads feeds up to 9
-// multiply-adds.
+// dw[co, ci, ky, 0..kw] for kernels at most 3 wide: one invocation per
+// (co, ci, ky) row owns its taps in three scalar accumulators, so each dy it
+// loads feeds up to 3 multiply-adds. (A private array<f32, 9> indexed by the
+// tap gave wrong sums on lavapipe beyond a few thousand iterations.)
 @compute @workgroup_size(WG)
 fn backward_weight_blocked(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                            @builtin(local_invocation_index) lid: u32) {
     let cin_g = p.cin / p.groups;
     let i = flat_thread(wid, nwg, lid);
-    if (i >= p.cout * cin_g) { return; }
-    let ci = i % cin_g;
-    let co = i / cin_g;
+    if (i >= p.cout * cin_g * p.kh) { return; }
+    let ky = i % p.kh;
+    let ci = (i / p.kh) % cin_g;
+    let co = i / (p.kh * cin_g);
     let c = (co / (p.cout / p.groups)) * cin_g + ci;
-    var acc: array<f32, 9>;
-    for (var t = 0u; t < 9u; t++) { acc[t] = 0.0; }
+    var a0 = 0.0;
+    var a1 = 0.0;
+    var a2 = 0.0;
     for (var n = 0u; n < p.n; n++) {
         let xbase = (n * p.cin + c) * p.h * p.w;
         let dybase = (n * p.cout + co) * p.ho * p.wo;
         for (var oy = 0u; oy < p.ho; oy++) {
+            let iy = i32(oy * p.stride + ky) - i32(p.pad);
+            if (iy < 0 || iy >= i32(p.h)) { continue; }
+            let row = xbase + u32(iy) * p.w;
             for (var ox = 0u; ox < p.wo; ox++) {
                 let d = dy[dybase + oy * p.wo + ox];
-                for (var ky = 0u; ky < p.kh; ky++) {
-                    let iy = i32(oy * p.stride + ky) - i32(p.pad);
-                    if (iy < 0 || iy >= i32(p.h)) { continue; }
-                    for (var kx = 0u; kx < p.kw; kx++) {
-                        let ix = i32(ox * p.stride + kx) - i32(p.pad);
-                        if (ix < 0 || ix >= i32(p.w)) { continue; }
-                        acc[ky * p.kw + kx] += d * x[xbase + u32(iy) * p.w + u32(ix)];
-                    }
-                }
+                let ix = i32(ox * p.stride) - i32(p.pad);
+                if (ix >= 0 && ix < i32(p.w)) { a0 += d * x[row + u32(ix)]; }
+                if (p.kw > 1u && ix + 1 >= 0 && ix + 1 < i32(p.w)) { a1 += d * x[row + u32(ix + 1)]; }
+                if (p.kw > 2u && ix + 2 >= 0 && ix + 2 < i32(p.w)) { a2 += d * x[row + u32(ix + 2)]; }
             }
         }
     }
-    for (var t = 0u; t < p.kh * p.kw; t++) { dw[i * p.kh * p.kw + t] = acc[t]; }
+    let o = i * p.kw;
+    dw[o] = a0;
+    if (p.kw > 1u) { dw[o + 1u] = a1; }
+    if (p.kw > 2u) { dw[o + 2u] = a2; }
 }

@@ -30,6 +30,7 @@ fn gradcheck(gpu: &Gpu, rng: &mut Rng) -> Result<Vec<CheckRow>> {
     let mut rows = Vec::new();
     for s in shapes(rng) {
         rows.extend(conv2d::check_shape(gpu, rng, "depthwise", &s, Path::Direct)?);
+        rows.extend(conv2d::check_shape(gpu, rng, "depthwise", &s, Path::Blocked)?);
     }
     Ok(rows)
 }
