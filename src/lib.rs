@@ -8,6 +8,9 @@
 pub mod bench;
 pub mod check;
 pub mod checkpoint;
+pub mod data;
+pub mod demo;
+pub mod evaluate;
 pub mod gpu;
 pub mod gradcheck;
 pub mod infer;
@@ -15,4 +18,7 @@ pub mod kernels;
 pub mod models;
 pub mod nn;
 pub mod preprocess;
+pub mod report;
+pub mod sweep;
 pub mod tensorfile;
+pub mod train;

@@ -4,8 +4,9 @@ use anyhow::Result;
 use arcface::gpu::{Gpu, GpuOptions};
 use arcface::infer::{FileResult, Session};
 use arcface::models::{Arch, Head, ModelSpec, DEFAULT_ARCFACE};
+use arcface::train::{self, TrainConfig};
 use arcface::{bench, gradcheck};
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use serde::Serialize;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -80,11 +81,125 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Train a model on a folder with one sub-folder of photos per person
+    Train {
+        #[command(flatten)]
+        opts: TrainArgs,
+        /// Learning rate
+        #[arg(long, default_value_t = 0.1)]
+        lr: f32,
+        /// SGD momentum
+        #[arg(long, default_value_t = 0.9)]
+        momentum: f32,
+        /// Run folder: checkpoints, metrics, curves, the split
+        #[arg(long)]
+        out: PathBuf,
+        /// Continue the run in --out from its last completed epoch
+        #[arg(long)]
+        resume: bool,
+    },
+    /// Train every (learning rate, momentum) pair; keep the lowest validation loss
+    Sweep {
+        #[command(flatten)]
+        opts: TrainArgs,
+        #[arg(long, value_delimiter = ',', default_value = "1e-5,1e-4,1e-3,1e-2")]
+        lrs: Vec<f32>,
+        #[arg(long, value_delimiter = ',', default_value = "0.9,0.95,0.99")]
+        momentums: Vec<f32>,
+        /// Folder for one run per pair, the table and the best model
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Evaluate a checkpoint on the test split saved with its run
+    Eval {
+        #[arg(long)]
+        checkpoint: PathBuf,
+        /// Look the test images up in this folder (person/file) instead
+        #[arg(long)]
+        data: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// The whole pipeline on the bundled ORL faces: split, train, evaluate
+    Demo {
+        /// Run folder
+        #[arg(long, default_value = "runs/demo")]
+        out: PathBuf,
+    },
     /// Benchmarks
     Bench {
         #[command(subcommand)]
         what: BenchWhat,
     },
+}
+
+#[derive(Args, Clone)]
+struct TrainArgs {
+    /// Dataset folder: one sub-folder of images per person
+    #[arg(long)]
+    data: PathBuf,
+    #[arg(long, value_enum, default_value_t = ModelArg::Mobilefacenet)]
+    model: ModelArg,
+    /// MobileFaceNet's head
+    #[arg(long, value_enum, default_value_t = HeadArg::Arcface)]
+    head: HeadArg,
+    /// ArcFace scale
+    #[arg(long, default_value_t = 32.0)]
+    s: f64,
+    /// ArcFace additive angular margin (radians)
+    #[arg(long, default_value_t = 0.5)]
+    m: f64,
+    /// Input size (MiniNetwork; MobileFaceNet takes 112)
+    #[arg(long, default_value_t = 112)]
+    input: usize,
+    #[arg(long, default_value_t = 10)]
+    epochs: usize,
+    #[arg(long, default_value_t = 16)]
+    batch_size: usize,
+    #[arg(long, default_value_t = 5e-4)]
+    weight_decay: f32,
+    /// Halve (see --lr-gamma) the learning rate every N epochs
+    #[arg(long, default_value_t = 3)]
+    lr_step: usize,
+    #[arg(long, default_value_t = 0.5)]
+    lr_gamma: f32,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Only the first N people (in name order); 0 = all
+    #[arg(long, default_value_t = 0)]
+    people: usize,
+    /// No progress bar
+    #[arg(long)]
+    quiet: bool,
+}
+
+impl TrainArgs {
+    fn config(&self, lr: f32, momentum: f32) -> TrainConfig {
+        let model = match self.model {
+            ModelArg::Mobilefacenet => ModelSpec {
+                arch: Arch::MobileFaceNet,
+                input: 112,
+                classes: 0,
+                head: match self.head {
+                    HeadArg::Arcface => Head::ArcFace { s: self.s, m: self.m },
+                    HeadArg::Softmax => Head::Softmax,
+                },
+            },
+            ModelArg::Mininet => ModelSpec { arch: Arch::MiniNet, input: self.input, classes: 0, head: Head::Softmax },
+        };
+        TrainConfig {
+            model,
+            epochs: self.epochs,
+            batch_size: self.batch_size,
+            lr,
+            momentum,
+            weight_decay: self.weight_decay,
+            lr_step: self.lr_step,
+            lr_gamma: self.lr_gamma,
+            seed: self.seed,
+            max_people: self.people,
+        }
+    }
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -159,6 +274,38 @@ fn run(cli: &Cli) -> Result<bool> {
             report(&results, *json, |p| {
                 p.iter().map(|p| format!("{} {:.3}", p.person, p.probability)).collect::<Vec<_>>().join(", ")
             })
+        }
+        Command::Train { opts, lr, momentum, out, resume } => {
+            let gpu = gpu(cli)?;
+            let o = train::run(&gpu, &opts.data, out, opts.config(*lr, *momentum), *resume, opts.quiet)?;
+            println!(
+                "best epoch {} (validation loss {:.4}); checkpoints, metrics.csv and curves.png in {}",
+                o.best_epoch,
+                o.best_val_loss,
+                o.out.display()
+            );
+            Ok(o.diverged.is_none())
+        }
+        Command::Sweep { opts, lrs, momentums, out } => {
+            let gpu = gpu(cli)?;
+            let rows = arcface::sweep::run(&gpu, &opts.data, out, &opts.config(0.0, 0.0), lrs, momentums, opts.quiet)?;
+            arcface::sweep::print(&rows);
+            Ok(rows.iter().any(|r| !r.diverged))
+        }
+        Command::Eval { checkpoint, data, json } => {
+            let gpu = gpu(cli)?;
+            let r = arcface::evaluate::run(&gpu, checkpoint, data.as_deref())?;
+            if *json {
+                println!("{}", serde_json::to_string_pretty(&r)?);
+            } else {
+                arcface::evaluate::print(&r);
+            }
+            Ok(true)
+        }
+        Command::Demo { out } => {
+            let gpu = gpu(cli)?;
+            arcface::demo::run(&gpu, out)?;
+            Ok(true)
         }
         Command::Info { json, .. } => {
             let r = gpu(cli)?.report();

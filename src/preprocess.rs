@@ -5,7 +5,6 @@
 
 use crate::checkpoint::Normalization;
 use anyhow::{Context, Result};
-use image::imageops::FilterType;
 use std::path::Path;
 
 /// Decodes an image file; the error names the file and why it is unreadable.
@@ -19,17 +18,9 @@ pub fn open_rgb(path: &Path) -> Result<image::RgbImage> {
     Ok(img.to_rgb8())
 }
 
-/// (3, size, size) normalised values of an RGB image.
+/// (3, size, size) normalised values of an RGB image (resize + normalise).
 pub fn to_input(img: &image::RgbImage, size: usize, norm: &Normalization) -> Vec<f32> {
-    let resized = image::imageops::resize(img, size as u32, size as u32, FilterType::Triangle);
-    let mut out = vec![0.0f32; 3 * size * size];
-    for (x, y, px) in resized.enumerate_pixels() {
-        for c in 0..3 {
-            let v = px[c] as f32 / 255.0;
-            out[(c * size + y as usize) * size + x as usize] = (v - norm.mean[c]) / norm.std[c];
-        }
-    }
-    out
+    crate::data::augment::evaluate(img, size, norm)
 }
 
 pub fn load_input(path: &Path, size: usize, norm: &Normalization) -> Result<Vec<f32>> {

@@ -1,0 +1,65 @@
+//! `arcface demo`: the whole pipeline on the bundled ORL faces (data/orl),
+//! sized to finish in under ten minutes on a 2-core machine with lavapipe:
+//! see DEMO below and BENCHMARKS.md for the measured time and accuracy.
+
+use crate::gpu::Gpu;
+use crate::models::{Arch, Head, ModelSpec};
+use crate::train::{self, TrainConfig, BEST};
+use anyhow::{bail, Result};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+/// MiniNetwork at 32x32 on the first 10 ORL people: on lavapipe a
+/// MobileFaceNet epoch over ORL takes minutes, MiniNetwork at 112x112 more.
+pub fn config() -> TrainConfig {
+    TrainConfig {
+        model: ModelSpec { arch: Arch::MiniNet, input: 32, classes: 0, head: Head::Softmax },
+        epochs: 10,
+        batch_size: 16,
+        lr: 1e-3,
+        momentum: 0.9,
+        weight_decay: 0.0,
+        lr_step: 3,
+        lr_gamma: 0.5,
+        seed: 0,
+        max_people: 10,
+    }
+}
+
+/// The bundled data, found next to the binary's sources or the working folder.
+fn data_dir() -> Result<PathBuf> {
+    for root in [Path::new(env!("CARGO_MANIFEST_DIR")), Path::new(".")] {
+        let d = root.join("data/orl");
+        if d.is_dir() {
+            return Ok(d);
+        }
+    }
+    bail!("the bundled faces (data/orl) were not found; run the demo from the repository")
+}
+
+pub fn run(gpu: &Gpu, out: &Path) -> Result<()> {
+    let started = Instant::now();
+    let data = data_dir()?;
+    let cfg = config();
+    println!(
+        "demo: {:?} at {}x{} on the first {} people of {} (ORL faces, credit Olivetti Research Laboratory), {} epochs",
+        cfg.model.arch,
+        cfg.model.input,
+        cfg.model.input,
+        cfg.max_people,
+        data.display(),
+        cfg.epochs
+    );
+    let o = train::run(gpu, &data, out, cfg, false, false)?;
+    let r = crate::evaluate::run(gpu, &out.join(BEST), None)?;
+    crate::evaluate::print(&r);
+    println!("\ntest accuracy {:.3} on {} images, in {:.0} s", r.accuracy, r.images, started.elapsed().as_secs_f64());
+    println!("best checkpoint  {}", out.join(BEST).display());
+    println!("metrics          {} and metrics.json", out.join("metrics.csv").display());
+    println!("learning curves  {}", out.join("curves.png").display());
+    println!("labels and split {}", out.join(train::SPLIT).display());
+    if let Some(why) = o.diverged {
+        bail!("training stopped early: {why}");
+    }
+    Ok(())
+}
