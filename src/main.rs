@@ -216,6 +216,23 @@ enum HeadArg {
 
 #[derive(Subcommand)]
 enum BenchWhat {
+    /// Training throughput (images/s) of a model: whole SGD steps on random data
+    Train {
+        #[arg(long, value_enum, default_value_t = ModelArg::Mobilefacenet)]
+        model: ModelArg,
+        /// Input size for MiniNetwork
+        #[arg(long, default_value_t = 112)]
+        input: usize,
+        #[arg(long, default_value_t = 32)]
+        batch: usize,
+        #[arg(long, default_value_t = 10)]
+        classes: usize,
+        /// Timed steps after one warm-up step
+        #[arg(long, default_value_t = 2)]
+        steps: usize,
+        #[arg(long)]
+        json: bool,
+    },
     /// Median GPU time, GFLOP/s and GB/s of each kernel at MobileFaceNet / MiniNetwork shapes
     Kernels {
         /// Batch size of the shapes
@@ -349,6 +366,27 @@ fn run(cli: &Cli) -> Result<bool> {
                 gradcheck::print_table(&rows);
             }
             Ok(rows.iter().all(|r| r.pass))
+        }
+        Command::Bench { what: BenchWhat::Train { model, input, batch, classes, steps, json } } => {
+            let spec = match model {
+                ModelArg::Mobilefacenet => {
+                    ModelSpec { arch: Arch::MobileFaceNet, input: 112, classes: *classes, head: DEFAULT_ARCFACE }
+                }
+                ModelArg::Mininet => {
+                    ModelSpec { arch: Arch::MiniNet, input: *input, classes: *classes, head: Head::Softmax }
+                }
+            };
+            let gpu = gpu(cli)?;
+            let r = bench::train_throughput(&gpu, spec, *batch, *steps)?;
+            if *json {
+                println!("{}", serde_json::to_string_pretty(&r)?);
+            } else {
+                println!(
+                    "{:?} {}x{} batch {}: {:.2} s per step, {:.2} images/s (median of {} steps, {})",
+                    spec.arch, spec.input, spec.input, batch, r.seconds_per_step, r.images_per_second, steps, r.adapter
+                );
+            }
+            Ok(true)
         }
         Command::Bench { what: BenchWhat::Kernels { batch, repeats, kernel, json } } => {
             let families = gradcheck::select(kernel.as_deref())?;

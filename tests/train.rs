@@ -1,0 +1,90 @@
+//! Training runs: an interrupted run resumed ends with the same weights as an
+//! uninterrupted one; a diverging run stops with a clear message and keeps
+//! its best checkpoint; eval reads the saved split.
+
+mod common;
+use arcface::models::{Arch, Head, ModelSpec};
+use arcface::tensorfile::TensorFile;
+use arcface::train::{self, TrainConfig};
+use std::path::{Path, PathBuf};
+
+fn orl() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("data/orl")
+}
+
+fn run_dir(tag: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("arcface-train-{}-{tag}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    d
+}
+
+/// Small and quick: MiniNetwork at 12x12 on 3 ORL people.
+fn config(epochs: usize, lr: f32) -> TrainConfig {
+    TrainConfig {
+        model: ModelSpec { arch: Arch::MiniNet, input: 12, classes: 0, head: Head::Softmax },
+        epochs,
+        batch_size: 8,
+        lr,
+        momentum: 0.9,
+        weight_decay: 5e-4,
+        lr_step: 1,
+        lr_gamma: 0.5,
+        seed: 3,
+        max_people: 3,
+    }
+}
+
+fn weights(path: &Path) -> Vec<(String, Vec<f32>)> {
+    let f = TensorFile::read(path).unwrap();
+    let mut v: Vec<_> = f.tensors.into_iter().map(|(k, t)| (k, t.values)).collect();
+    v.sort_by(|a, b| a.0.cmp(&b.0));
+    v
+}
+
+#[test]
+fn resumed_run_ends_with_the_same_weights() {
+    let gpu = common::gpu();
+    let whole = run_dir("whole");
+    let o = train::run(&gpu, &orl(), &whole, config(3, 0.01), false, true).unwrap();
+    assert_eq!(o.metrics.len(), 3);
+    let parted = run_dir("parted");
+    // "Interrupted" after 2 epochs, then resumed to 3.
+    train::run(&gpu, &orl(), &parted, config(2, 0.01), false, true).unwrap();
+    let o2 = train::run(&gpu, &orl(), &parted, config(3, 0.01), true, true).unwrap();
+    assert_eq!(o2.metrics.len(), 3, "metrics continue from the saved ones");
+    assert_eq!(weights(&whole.join(train::LAST)), weights(&parted.join(train::LAST)));
+    for f in ["metrics.csv", "metrics.json", "curves.png", "split.csv", "best.safetensors"] {
+        assert!(whole.join(f).is_file(), "{f} missing");
+    }
+    // Options other than --epochs may not change on resume.
+    let err = train::run(&gpu, &orl(), &parted, config(4, 0.02), true, true).err().unwrap();
+    assert!(format!("{err}").contains("--resume"), "{err}");
+}
+
+#[test]
+fn divergence_stops_with_a_message_and_keeps_the_best() {
+    let gpu = common::gpu();
+    let dir = run_dir("nan");
+    // An absurd learning rate blows MiniNetwork up within a few steps.
+    let o = train::run(&gpu, &orl(), &dir, TrainConfig { lr_step: 100, ..config(6, 1e4) }, false, true).unwrap();
+    let why = o.diverged.expect("divergence detected");
+    assert!(why.contains("loss became"), "{why}");
+    assert!(o.metrics.len() < 6);
+    if o.best_epoch > 0 {
+        assert!(dir.join(train::BEST).is_file());
+    }
+}
+
+#[test]
+fn eval_uses_the_saved_test_split() {
+    let gpu = common::gpu();
+    let dir = run_dir("eval");
+    train::run(&gpu, &orl(), &dir, config(1, 0.01), false, true).unwrap();
+    let r = arcface::evaluate::run(&gpu, &dir.join(train::BEST), None).unwrap();
+    assert_eq!(r.images, 3, "10% of 10 images for each of 3 people");
+    assert_eq!(r.per_person.len(), 3);
+    assert_eq!(r.confusion.iter().flatten().sum::<usize>(), 3);
+    assert!(Path::new(&r.confusion_png).is_file());
+    let moved = arcface::evaluate::run(&gpu, &dir.join(train::BEST), Some(&orl())).unwrap();
+    assert_eq!(moved.accuracy, r.accuracy);
+}
