@@ -105,7 +105,7 @@ fn binding_over_the_limit_is_a_clear_error() {
     let n = (limit / 4 + 1024) as usize;
     let x = Tensor::zeros(&gpu, &[n]).unwrap();
     let mut rec = Recorder::new(&gpu);
-    let err = activation::forward(&mut rec, activation::Act::Relu, &x).err().expect("refused");
+    let err = activation::forward(&mut rec, activation::Act::Relu, &x).expect_err("refused");
     let msg = format!("{err}");
     assert!(msg.contains("relu_forward") && msg.contains("max storage binding"), "{msg}");
 }
@@ -114,7 +114,7 @@ fn binding_over_the_limit_is_a_clear_error() {
 fn buffer_over_the_limit_is_refused_before_allocation() {
     let gpu = common::gpu();
     let too_many = (gpu.limits.max_buffer_size / 4 + 1) as usize;
-    let err = Tensor::zeros(&gpu, &[too_many]).err().expect("refused");
+    let err = Tensor::zeros(&gpu, &[too_many]).expect_err("refused");
     assert!(format!("{err}").contains("max buffer size"), "{err}");
 }
 

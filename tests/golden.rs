@@ -50,8 +50,10 @@ fn norm(v: &[f32]) -> f64 {
     v.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt()
 }
 
-/// The gradients of one step on any backend, by parameter name.
-fn step_grads<B: Backend>(b: &mut B, file: &TensorFile, spec: ModelSpec) -> Vec<(String, Vec<f32>)> {
+/// Loads the file's parameters into a network on `b` and runs one step's
+/// forward and backward passes; returns the network (gradients inside),
+/// the loss and the logits.
+fn run_step<B: Backend>(b: &mut B, file: &TensorFile, spec: ModelSpec) -> (Net<B>, B::T, B::T) {
     let mut net = Net::from_values(b, spec, |name| {
         file.tensors.get(&format!("param.{name}")).map(|t| (t.shape.clone(), t.values.clone()))
     })
@@ -61,9 +63,15 @@ fn step_grads<B: Backend>(b: &mut B, file: &TensorFile, spec: ModelSpec) -> Vec<
     let labels: Vec<u32> = file.get("labels").unwrap().values.iter().map(|&v| v as u32).collect();
     let l = b.labels(&labels).unwrap();
     let logits = net.forward_train(b, &x, &l).unwrap();
-    let (_, probs) = b.cross_entropy(&logits, &l).unwrap();
+    let (loss, probs) = b.cross_entropy(&logits, &l).unwrap();
     let dlogits = b.cross_entropy_backward(&probs, &l).unwrap();
     net.backward(b, &dlogits).unwrap();
+    (net, loss, logits)
+}
+
+/// The gradients of one step on any backend, by parameter name.
+fn step_grads<B: Backend>(b: &mut B, file: &TensorFile, spec: ModelSpec) -> Vec<(String, Vec<f32>)> {
+    let (net, _, _) = run_step(b, file, spec);
     let names: Vec<String> = net.params.params.iter().filter(|p| p.trainable).map(|p| p.name.clone()).collect();
     names.into_iter().map(|n| (n.clone(), b.download(&net.params.grad(&n).unwrap().clone()))).collect()
 }
@@ -73,19 +81,7 @@ fn step_grads<B: Backend>(b: &mut B, file: &TensorFile, spec: ModelSpec) -> Vec<
 fn check_step(file: &TensorFile, spec: ModelSpec, exact: Option<&[(String, Vec<f32>)]>) -> Vec<String> {
     let gpu = common::gpu();
     let mut b = GpuBackend::new(&gpu).unwrap();
-    let mut net = Net::from_values(&mut b, spec, |name| {
-        file.tensors.get(&format!("param.{name}")).map(|t| (t.shape.clone(), t.values.clone()))
-    })
-    .unwrap();
-    let input = file.get("input").unwrap();
-    let x = b.upload(&input.values, &input.shape).unwrap();
-    let labels: Vec<u32> = file.get("labels").unwrap().values.iter().map(|&v| v as u32).collect();
-    let l = b.labels(&labels).unwrap();
-
-    let logits = net.forward_train(&mut b, &x, &l).unwrap();
-    let (loss, probs) = b.cross_entropy(&logits, &l).unwrap();
-    let dlogits = b.cross_entropy_backward(&probs, &l).unwrap();
-    net.backward(&mut b, &dlogits).unwrap();
+    let (net, loss, logits) = run_step(&mut b, file, spec);
 
     let mut failures = Vec::new();
     let mut check = |what: &str, err: f64, tol: f64| {

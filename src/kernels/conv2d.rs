@@ -52,7 +52,11 @@ impl Conv2d {
     }
 
     pub fn validate(&self) -> Result<()> {
-        if self.stride == 0 || self.groups == 0 || self.cin % self.groups != 0 || self.cout % self.groups != 0 {
+        if self.stride == 0
+            || self.groups == 0
+            || !self.cin.is_multiple_of(self.groups)
+            || !self.cout.is_multiple_of(self.groups)
+        {
             bail!("conv2d {}: channels must divide into groups and stride must be >= 1", self.describe());
         }
         if self.h + 2 * self.pad < self.kh || self.w + 2 * self.pad < self.kw {
@@ -118,37 +122,45 @@ impl Conv2d {
 
 // ---------------------------------------------------------------- reference
 
-pub fn forward_ref(s: &Conv2d, x: &[f64], w: &[f64], b: Option<&[f64]>) -> Vec<f64> {
+/// Visits every multiply of the convolution once, in the plain loop order:
+/// `f(y_index, x_index, w_index)`. Taps in the padding are
+/// skipped. Forward and backward references are both written on it.
+fn for_each_tap(s: &Conv2d, mut f: impl FnMut(usize, usize, usize)) {
     let (ho, wo) = s.out_hw();
     let (cin_g, cout_g) = (s.cin / s.groups, s.cout / s.groups);
-    let mut y = vec![0.0; s.n * s.cout * ho * wo];
     for n in 0..s.n {
         for co in 0..s.cout {
             let g = co / cout_g;
             for oy in 0..ho {
                 for ox in 0..wo {
-                    let mut acc = b.map_or(0.0, |b| b[co]);
+                    let yi = ((n * s.cout + co) * ho + oy) * wo + ox;
                     for ci in 0..cin_g {
                         let c = g * cin_g + ci;
                         for ky in 0..s.kh {
+                            let iy = (oy * s.stride + ky) as isize - s.pad as isize;
+                            if iy < 0 || iy >= s.h as isize {
+                                continue;
+                            }
                             for kx in 0..s.kw {
-                                let (iy, ix) = (
-                                    (oy * s.stride + ky) as isize - s.pad as isize,
-                                    (ox * s.stride + kx) as isize - s.pad as isize,
-                                );
-                                if iy < 0 || ix < 0 || iy >= s.h as isize || ix >= s.w as isize {
+                                let ix = (ox * s.stride + kx) as isize - s.pad as isize;
+                                if ix < 0 || ix >= s.w as isize {
                                     continue;
                                 }
-                                acc += x[((n * s.cin + c) * s.h + iy as usize) * s.w + ix as usize]
-                                    * w[((co * cin_g + ci) * s.kh + ky) * s.kw + kx];
+                                let xi = ((n * s.cin + c) * s.h + iy as usize) * s.w + ix as usize;
+                                f(yi, xi, ((co * cin_g + ci) * s.kh + ky) * s.kw + kx);
                             }
                         }
                     }
-                    y[((n * s.cout + co) * ho + oy) * wo + ox] = acc;
                 }
             }
         }
     }
+}
+
+pub fn forward_ref(s: &Conv2d, x: &[f64], w: &[f64], b: Option<&[f64]>) -> Vec<f64> {
+    let [n, c, ho, wo] = s.output_shape();
+    let mut y: Vec<f64> = (0..n * c * ho * wo).map(|i| b.map_or(0.0, |b| b[(i / (ho * wo)) % c])).collect();
+    for_each_tap(s, |yi, xi, wi| y[yi] += x[xi] * w[wi]);
     y
 }
 
@@ -158,43 +170,17 @@ pub struct Grads<T = Tensor> {
     pub db: Option<T>,
 }
 
-/// Scatter form (the transpose of `forward_ref`'s loops): an independent
+/// Scatter form (the transpose of the forward loops): an independent
 /// formulation from the GPU's gather kernels.
 pub fn backward_ref(s: &Conv2d, x: &[f64], w: &[f64], dy: &[f64]) -> Grads<Vec<f64>> {
-    let (ho, wo) = s.out_hw();
-    let (cin_g, cout_g) = (s.cin / s.groups, s.cout / s.groups);
-    let mut dx = vec![0.0; x.len()];
-    let mut dw = vec![0.0; w.len()];
-    let mut db = vec![0.0; s.cout];
-    for n in 0..s.n {
-        for co in 0..s.cout {
-            let g = co / cout_g;
-            for oy in 0..ho {
-                for ox in 0..wo {
-                    let d = dy[((n * s.cout + co) * ho + oy) * wo + ox];
-                    db[co] += d;
-                    for ci in 0..cin_g {
-                        let c = g * cin_g + ci;
-                        for ky in 0..s.kh {
-                            for kx in 0..s.kw {
-                                let (iy, ix) = (
-                                    (oy * s.stride + ky) as isize - s.pad as isize,
-                                    (ox * s.stride + kx) as isize - s.pad as isize,
-                                );
-                                if iy < 0 || ix < 0 || iy >= s.h as isize || ix >= s.w as isize {
-                                    continue;
-                                }
-                                let xi = ((n * s.cin + c) * s.h + iy as usize) * s.w + ix as usize;
-                                let wi = ((co * cin_g + ci) * s.kh + ky) * s.kw + kx;
-                                dx[xi] += d * w[wi];
-                                dw[wi] += d * x[xi];
-                            }
-                        }
-                    }
-                }
-            }
-        }
-    }
+    let (mut dx, mut dw) = (vec![0.0; x.len()], vec![0.0; w.len()]);
+    for_each_tap(s, |yi, xi, wi| {
+        dx[xi] += dy[yi] * w[wi];
+        dw[wi] += dy[yi] * x[xi];
+    });
+    let [n, c, ho, wo] = s.output_shape();
+    let db =
+        (0..c).map(|co| (0..n).map(|b| dy[(b * c + co) * ho * wo..][..ho * wo].iter().sum::<f64>()).sum()).collect();
     Grads { dx, dw, db: s.bias.then_some(db) }
 }
 
@@ -255,7 +241,7 @@ pub fn forward(
         Path::Gemm => pointwise_forward(s).run(rec, w, x, b, &y)?,
         p => {
             let args = [(1, Some(x)), (2, Some(w)), (3, b), (4, Some(&y))];
-            if p == Path::Blocked && (s.cout / s.groups) % 4 == 0 {
+            if p == Path::Blocked && (s.cout / s.groups).is_multiple_of(4) {
                 rec.dispatch(FORWARD_BLOCKED, &s.params(), &args, groups(y.numel() / 4, FORWARD_BLOCKED.wg))?
             } else {
                 rec.dispatch(FORWARD, &s.params(), &args, groups(y.numel(), FORWARD.wg))?
@@ -292,7 +278,7 @@ pub fn backward(
                 rec.dispatch(BACKWARD_WEIGHT, &s.params(), &args, groups(dw.numel(), BACKWARD_WEIGHT.wg))?;
             }
             let args = [(2, Some(w)), (5, Some(dy)), (6, Some(&dx))];
-            if blocked && (s.cin / s.groups) % 4 == 0 {
+            if blocked && (s.cin / s.groups).is_multiple_of(4) {
                 let k = BACKWARD_INPUT_BLOCKED;
                 rec.dispatch(k, &s.params(), &args, groups(dx.numel() / 4, k.wg))?;
             } else {

@@ -1,3 +1,6 @@
+// Each test crate uses a subset of these helpers.
+#![allow(dead_code)]
+
 //! Shared by the integration tests: a real GPU device or a loud failure.
 //! GPU tests never skip: with no adapter they fail with the install hint.
 
