@@ -88,3 +88,18 @@ fn eval_uses_the_saved_test_split() {
     let moved = arcface::evaluate::run(&gpu, &dir.join(train::BEST), Some(&orl())).unwrap();
     assert_eq!(moved.accuracy, r.accuracy);
 }
+
+#[test]
+fn sweep_records_divergence_and_keeps_the_best() {
+    let gpu = common::gpu();
+    let dir = run_dir("sweep");
+    let base = TrainConfig { lr_step: 100, ..config(2, 0.0) };
+    let rows = arcface::sweep::run(&gpu, &orl(), &dir, &base, &[1e-3, 1e4], &[0.9], true).unwrap();
+    assert_eq!(rows.len(), 2);
+    assert!(!rows[0].diverged && rows[0].best_val_loss.is_finite());
+    assert!(rows[1].diverged, "lr 1e4 must diverge: {rows:?}");
+    assert!(dir.join(train::BEST).is_file() && dir.join("sweep.json").is_file());
+    let kept = TensorFile::read(&dir.join(train::BEST)).unwrap();
+    let first = TensorFile::read(&Path::new(&rows[0].run).join(train::BEST)).unwrap();
+    assert_eq!(kept.tensors["fc.bias"].values, first.tensors["fc.bias"].values, "the lowest validation loss is kept");
+}
