@@ -231,6 +231,22 @@ impl<B: Backend> Net<B> {
         Ok(s[0])
     }
 
+    /// MiniNetwork over the batch in chunks that fit one binding; logits
+    /// joined, and each chunk's saved state.
+    fn mininet_forward(&self, b: &mut B, x: &B::T, n: usize) -> Result<(B::T, Vec<mininet::ChunkCache<B::T>>)> {
+        let chunk = mininet::chunk_size(self.spec.input, b.max_binding_bytes());
+        let (mut logits, mut chunks) = (Vec::new(), Vec::new());
+        for start in (0..n).step_by(chunk) {
+            let len = chunk.min(n - start);
+            let xc = if len == n { x.clone() } else { b.slice_batch(x, start, len)? };
+            let (l, c) = mininet::forward_chunk(b, &self.params, &xc, self.spec.classes)?;
+            logits.push(l);
+            chunks.push(c);
+        }
+        let logits = if logits.len() == 1 { logits.pop().expect("one chunk") } else { b.concat_batch(&logits)? };
+        Ok((logits, chunks))
+    }
+
     /// Training-mode forward pass: logits with the ArcFace margin on the true
     /// class. Saves what `backward` needs.
     pub fn forward_train(&mut self, b: &mut B, x: &B::T, labels: &B::T) -> Result<B::T> {
@@ -251,21 +267,9 @@ impl<B: Backend> Net<B> {
                 Ok(logits)
             }
             Arch::MiniNet => {
-                let chunk = mininet::chunk_size(self.spec.input, b.max_binding_bytes());
-                let (mut logits, mut chunks) = (Vec::new(), Vec::new());
-                for start in (0..n).step_by(chunk) {
-                    let len = chunk.min(n - start);
-                    let xc = if len == n { x.clone() } else { b.slice_batch(x, start, len)? };
-                    let (l, c) = mininet::forward_chunk(b, &self.params, &xc, self.spec.classes)?;
-                    logits.push(l);
-                    chunks.push(c);
-                }
+                let (logits, chunks) = self.mininet_forward(b, x, n)?;
                 self.cache = Some(Cache::MiniNet { chunks });
-                if logits.len() == 1 {
-                    Ok(logits.pop().unwrap())
-                } else {
-                    b.concat_batch(&logits)
-                }
+                Ok(logits)
             }
         }
     }
@@ -321,20 +325,7 @@ impl<B: Backend> Net<B> {
                     Head::Softmax => Ok(emb),
                 }
             }
-            Arch::MiniNet => {
-                let chunk = mininet::chunk_size(self.spec.input, b.max_binding_bytes());
-                let mut parts = Vec::new();
-                for start in (0..n).step_by(chunk) {
-                    let len = chunk.min(n - start);
-                    let xc = if len == n { x.clone() } else { b.slice_batch(x, start, len)? };
-                    parts.push(mininet::forward_chunk(b, &self.params, &xc, self.spec.classes)?.0);
-                }
-                if parts.len() == 1 {
-                    Ok(parts.pop().unwrap())
-                } else {
-                    b.concat_batch(&parts)
-                }
-            }
+            Arch::MiniNet => Ok(self.mininet_forward(b, x, n)?.0),
         }
     }
 
@@ -365,7 +356,7 @@ impl<B: Backend> Net<B> {
             }
             let p = &self.params.params[i];
             let g = p.grad.as_ref().ok_or_else(|| anyhow::anyhow!("no gradient for `{}`", p.name))?;
-            b.sgd(h, &p.value, g, p.velocity.as_ref().unwrap())?;
+            b.sgd(h, &p.value, g, p.velocity.as_ref().expect("velocity set above"))?;
         }
         Ok((loss, logits))
     }
