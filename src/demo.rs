@@ -53,7 +53,7 @@ pub fn run(gpu: &Gpu, out: &Path) -> Result<()> {
         cfg.epochs
     );
     let o = train::run(gpu, &data, out, cfg, false, false)?;
-    let r = crate::evaluate::run(gpu, &out.join(BEST), None)?;
+    let r = crate::evaluate::run(gpu, &out.join(BEST), None, false)?;
     crate::evaluate::print(&r);
     println!("\ntest accuracy {:.3} on {} images, in {:.0} s", r.accuracy, r.images, started.elapsed().as_secs_f64());
     println!("best checkpoint  {}", out.join(BEST).display());

@@ -33,7 +33,9 @@ pub struct EvalReport {
 
 /// Evaluates on the run's test split. With `data`, the images are looked up
 /// under that folder (person/file) instead of where training found them.
-pub fn run(gpu: &Gpu, ckpt: &Path, data: Option<&Path>) -> Result<EvalReport> {
+/// With `batch_stats`, batch norm uses the test batch's statistics instead
+/// of the running ones (a diagnostic; the whole test set is one batch).
+pub fn run(gpu: &Gpu, ckpt: &Path, data: Option<&Path>, batch_stats: bool) -> Result<EvalReport> {
     let run_dir = ckpt.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     let split_path = run_dir.join(SPLIT);
     let (split, _) = Split::read_csv(&split_path)
@@ -48,7 +50,8 @@ pub fn run(gpu: &Gpu, ckpt: &Path, data: Option<&Path>) -> Result<EvalReport> {
         }
     }
     let c = meta.classes.len();
-    let logits = eval_logits(&mut b, &mut net, &test, &meta.normalization, 16)?;
+    let batch = if batch_stats { test.len() } else { 16 };
+    let logits = eval_logits(&mut b, &mut net, &test, &meta.normalization, batch, batch_stats)?;
     let labels: Vec<usize> = test.iter().map(|s| s.label).collect();
     let (loss, correct) = score(&logits, &labels, c);
     let mut confusion = vec![vec![0usize; c]; c];

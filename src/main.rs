@@ -117,6 +117,10 @@ enum Command {
         /// Look the test images up in this folder (person/file) instead
         #[arg(long)]
         data: Option<PathBuf>,
+        /// Diagnostic: batch norm with the test set's own statistics instead
+        /// of the running ones (tells lagging running statistics from a bad model)
+        #[arg(long)]
+        batch_stats: bool,
         #[arg(long)]
         json: bool,
     },
@@ -309,9 +313,9 @@ fn run(cli: &Cli) -> Result<bool> {
             arcface::sweep::print(&rows);
             Ok(rows.iter().any(|r| !r.diverged))
         }
-        Command::Eval { checkpoint, data, json } => {
+        Command::Eval { checkpoint, data, batch_stats, json } => {
             let gpu = gpu(cli)?;
-            let r = arcface::evaluate::run(&gpu, checkpoint, data.as_deref())?;
+            let r = arcface::evaluate::run(&gpu, checkpoint, data.as_deref(), *batch_stats)?;
             if *json {
                 println!("{}", serde_json::to_string_pretty(&r)?);
             } else {

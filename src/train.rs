@@ -126,6 +126,7 @@ pub fn eval_logits<'g>(
     samples: &[Sample],
     norm: &Normalization,
     batch: usize,
+    batch_stats: bool,
 ) -> Result<Vec<f32>> {
     let size = net.spec.input;
     let mut out = Vec::new();
@@ -135,7 +136,7 @@ pub fn eval_logits<'g>(
             x.extend(crate::preprocess::load_input(&s.path, size, norm)?);
         }
         let xt = b.upload(&x, &[chunk.len(), 3, size, size])?;
-        let logits = net.logits(b, &xt)?;
+        let logits = net.logits_with(b, &xt, batch_stats)?;
         out.extend(b.download(&logits));
     }
     Ok(out)
@@ -296,7 +297,7 @@ pub fn run(
         }
         let secs = started.elapsed().as_secs_f64();
         let val_labels: Vec<usize> = split.val.iter().map(|s| s.label).collect();
-        let val_logits = eval_logits(&mut b, &mut net, &split.val, &norm, cfg.batch_size)?;
+        let val_logits = eval_logits(&mut b, &mut net, &split.val, &norm, cfg.batch_size, false)?;
         let (val_loss, val_correct) = score(&val_logits, &val_labels, cfg.model.classes);
         let m = EpochMetrics {
             epoch: epoch + 1,

@@ -80,13 +80,16 @@ fn eval_uses_the_saved_test_split() {
     let gpu = common::gpu();
     let dir = run_dir("eval");
     train::run(&gpu, &orl(), &dir, config(1, 0.01), false, true).unwrap();
-    let r = arcface::evaluate::run(&gpu, &dir.join(train::BEST), None).unwrap();
+    let r = arcface::evaluate::run(&gpu, &dir.join(train::BEST), None, false).unwrap();
     assert_eq!(r.images, 3, "10% of 10 images for each of 3 people");
     assert_eq!(r.per_person.len(), 3);
     assert_eq!(r.confusion.iter().flatten().sum::<usize>(), 3);
     assert!(Path::new(&r.confusion_png).is_file());
-    let moved = arcface::evaluate::run(&gpu, &dir.join(train::BEST), Some(&orl())).unwrap();
+    let moved = arcface::evaluate::run(&gpu, &dir.join(train::BEST), Some(&orl()), false).unwrap();
     assert_eq!(moved.accuracy, r.accuracy);
+    let batch = arcface::evaluate::run(&gpu, &dir.join(train::BEST), None, true).unwrap();
+    assert_eq!(batch.images, 3);
+    assert!(batch.loss.is_finite());
 }
 
 #[test]

@@ -312,10 +312,17 @@ impl<B: Backend> Net<B> {
 
     /// Eval-mode logits: ArcFace without the margin (s * cos), running BN statistics.
     pub fn logits(&mut self, b: &mut B, x: &B::T) -> Result<B::T> {
+        self.logits_with(b, x, false)
+    }
+
+    /// Logits as `logits`, but with `batch_stats` batch norm normalises with
+    /// the statistics of this batch (a diagnostic for lagging running
+    /// statistics; the running statistics are updated as in training).
+    pub fn logits_with(&mut self, b: &mut B, x: &B::T, batch_stats: bool) -> Result<B::T> {
         let n = self.check_input(b, x)?;
         match self.spec.arch {
             Arch::MobileFaceNet => {
-                let (emb, _) = self.backbone(b, x, false)?;
+                let (emb, _) = self.backbone(b, x, batch_stats)?;
                 match self.spec.head {
                     Head::ArcFace { s, .. } => {
                         let a = ArcFace { b: n, d: EMBEDDING, c: self.spec.classes, margin: Margin { s, m: 0.0 } };
