@@ -8,7 +8,7 @@ use arcface::models::{Arch, Head, ModelSpec, Net};
 use arcface::nn::{Backend, GpuBackend};
 use arcface::tensorfile::{write_atomic, TensorFile};
 use std::collections::{BTreeMap, HashMap};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 fn tmp(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("arcface-test-{}-{name}", std::process::id()));
@@ -60,21 +60,26 @@ fn truncated_file_is_refused_with_its_name() {
     assert!(checkpoint::load(&path, &mut b).is_err());
 }
 
+/// Saves a fresh MiniNetwork (8x8, 2 people) at `path`, then rewrites the
+/// file with the same tensors and metadata describing `claimed` instead.
+fn save_with_false_metadata(b: &mut GpuBackend, path: &Path, claimed: ModelSpec) {
+    let mini = ModelSpec { arch: Arch::MiniNet, input: 8, classes: 2, head: Head::Softmax };
+    let net = Net::init(b, mini, 1).unwrap();
+    checkpoint::save(path, b, &net, &CheckpointMeta::new(mini, names(2))).unwrap();
+    let file = TensorFile::read(path).unwrap();
+    let meta = CheckpointMeta::new(claimed, names(claimed.classes));
+    let meta = HashMap::from([("arcface".to_string(), serde_json::to_string(&meta).unwrap())]);
+    let tensors: BTreeMap<_, _> = file.tensors.into_iter().collect();
+    write_atomic(path, &tensors, meta).unwrap();
+}
+
 #[test]
 fn file_of_another_architecture_is_refused() {
     let gpu = common::gpu();
     let mut b = GpuBackend::new(&gpu).unwrap();
-    let mini = ModelSpec { arch: Arch::MiniNet, input: 8, classes: 2, head: Head::Softmax };
-    let net = Net::init(&mut b, mini, 1).unwrap();
     let path = tmp("foreign");
-    checkpoint::save(&path, &mut b, &net, &CheckpointMeta::new(mini, names(2))).unwrap();
-    // Same tensors, metadata claiming a MobileFaceNet.
-    let file = TensorFile::read(&path).unwrap();
     let mfn = ModelSpec { arch: Arch::MobileFaceNet, input: 112, classes: 2, head: Head::ArcFace { s: 32.0, m: 0.5 } };
-    let meta =
-        HashMap::from([("arcface".to_string(), serde_json::to_string(&CheckpointMeta::new(mfn, names(2))).unwrap())]);
-    let tensors: BTreeMap<_, _> = file.tensors.into_iter().collect();
-    write_atomic(&path, &tensors, meta).unwrap();
+    save_with_false_metadata(&mut b, &path, mfn);
     let err = format!("{:#}", checkpoint::load(&path, &mut b).err().expect("refused"));
     assert!(err.contains(&path.display().to_string()) && err.contains("does not belong to a MobileFaceNet"), "{err}");
     // A safetensors file that is not a checkpoint at all (a golden file).
@@ -87,15 +92,9 @@ fn file_of_another_architecture_is_refused() {
 fn shape_mismatch_names_the_parameter() {
     let gpu = common::gpu();
     let mut b = GpuBackend::new(&gpu).unwrap();
-    let spec = ModelSpec { arch: Arch::MiniNet, input: 8, classes: 2, head: Head::Softmax };
-    let net = Net::init(&mut b, spec, 1).unwrap();
     let path = tmp("shape");
-    checkpoint::save(&path, &mut b, &net, &CheckpointMeta::new(spec, names(2))).unwrap();
-    let file = TensorFile::read(&path).unwrap();
-    let three = ModelSpec { classes: 3, ..spec };
-    let meta =
-        HashMap::from([("arcface".to_string(), serde_json::to_string(&CheckpointMeta::new(three, names(3))).unwrap())]);
-    write_atomic(&path, &file.tensors.into_iter().collect(), meta).unwrap();
+    let three = ModelSpec { arch: Arch::MiniNet, input: 8, classes: 3, head: Head::Softmax };
+    save_with_false_metadata(&mut b, &path, three);
     let err = format!("{:#}", checkpoint::load(&path, &mut b).err().expect("refused"));
     assert!(err.contains("fc.weight") && err.contains("[2, 8192]"), "{err}");
 }
