@@ -25,6 +25,7 @@ pub fn config() -> TrainConfig {
         lr_gamma: 0.5,
         seed: 0,
         max_people: 10,
+        recalibrate_bn: false,
     }
 }
 

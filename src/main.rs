@@ -172,6 +172,11 @@ struct TrainArgs {
     /// Only the first N people (in name order); 0 = all
     #[arg(long, default_value_t = 0)]
     people: usize,
+    /// After each epoch, re-estimate the batch-norm running statistics over
+    /// the training images with the epoch's weights ("precise BN"; costs
+    /// about 50 forward batches per epoch); for runs of few steps per epoch
+    #[arg(long)]
+    recalibrate_bn: bool,
     /// No progress bar
     #[arg(long)]
     quiet: bool,
@@ -202,6 +207,7 @@ impl TrainArgs {
             lr_gamma: self.lr_gamma,
             seed: self.seed,
             max_people: self.people,
+            recalibrate_bn: self.recalibrate_bn,
         }
     }
 }

@@ -39,6 +39,10 @@ pub struct TrainConfig {
     /// Only the first N people of the dataset (sorted by name); 0 = all.
     #[serde(default)]
     pub max_people: usize,
+    /// Re-estimate the batch-norm running statistics with the epoch's final
+    /// weights before validating (see `recalibrate_bn`).
+    #[serde(default)]
+    pub recalibrate_bn: bool,
 }
 
 impl TrainConfig {
@@ -140,6 +144,46 @@ pub fn eval_logits<'g>(
         out.extend(b.download(&logits));
     }
     Ok(out)
+}
+
+/// Batches of train-mode forward passes after each epoch with
+/// `--recalibrate-bn`: with momentum 0.1, 0.9^50 = 0.5% of the statistics
+/// from before remain.
+pub const RECALIBRATION_BATCHES: usize = 50;
+
+/// "Precise BN": with few optimiser steps per epoch the running statistics
+/// (an average over steps whose weights kept changing) lag the network, and
+/// eval mode collapses while training accuracy is high. This runs the fixed,
+/// final weights in train mode over the training images (resize + normalise,
+/// no augmentation) for at least one pass and `min_batches` batches, so the running statistics describe these weights. Weights and
+/// momentum buffers are untouched, so training itself is unchanged.
+pub fn recalibrate_bn<'g>(
+    b: &mut GpuBackend<'g>,
+    net: &mut Net<GpuBackend<'g>>,
+    samples: &[Sample],
+    norm: &Normalization,
+    batch: usize,
+    min_batches: usize,
+) -> Result<()> {
+    let size = net.spec.input;
+    let chunks: Vec<&[Sample]> = samples.chunks(batch.max(2)).filter(|c| c.len() > 1).collect();
+    if chunks.is_empty() {
+        return Ok(());
+    }
+    let mut inputs = Vec::with_capacity(chunks.len());
+    for c in &chunks {
+        let mut x = Vec::new();
+        for s in c.iter() {
+            x.extend(crate::preprocess::load_input(&s.path, size, norm)?);
+        }
+        inputs.push((x, c.len()));
+    }
+    let rounds = min_batches.max(inputs.len());
+    for (x, n) in inputs.iter().cycle().take(rounds) {
+        let xt = b.upload(x, &[*n, 3, size, size])?;
+        net.logits_with(b, &xt, true)?;
+    }
+    Ok(())
 }
 
 fn save_state<'g>(
@@ -296,6 +340,9 @@ pub fn run(
             break;
         }
         let secs = started.elapsed().as_secs_f64();
+        if cfg.recalibrate_bn {
+            recalibrate_bn(&mut b, &mut net, &split.train, &norm, cfg.batch_size, RECALIBRATION_BATCHES)?;
+        }
         let val_labels: Vec<usize> = split.val.iter().map(|s| s.label).collect();
         let val_logits = eval_logits(&mut b, &mut net, &split.val, &norm, cfg.batch_size, false)?;
         let (val_loss, val_correct) = score(&val_logits, &val_labels, cfg.model.classes);

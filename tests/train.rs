@@ -31,6 +31,7 @@ fn config(epochs: usize, lr: f32) -> TrainConfig {
         lr_gamma: 0.5,
         seed: 3,
         max_people: 3,
+        recalibrate_bn: false,
     }
 }
 
@@ -105,4 +106,51 @@ fn sweep_records_divergence_and_keeps_the_best() {
     let kept = TensorFile::read(&dir.join(train::BEST)).unwrap();
     let first = TensorFile::read(&Path::new(&rows[0].run).join(train::BEST)).unwrap();
     assert_eq!(kept.tensors["fc.bias"].values, first.tensors["fc.bias"].values, "the lowest validation loss is kept");
+}
+
+/// Precise BN: with fixed weights and the same batch every round, each BN
+/// layer sees the same batch statistics (mu, var), so its running mean after
+/// k rounds is 0.9^k rm0 + (1 - 0.9^k) mu. One round gives mu; two more must
+/// land on 0.81 rm1 + 0.19 mu. The learned weights must not move.
+#[test]
+fn bn_recalibration_moves_only_the_running_statistics() {
+    use arcface::data::dataset::{Dataset, Sample};
+    use arcface::models::Net;
+    use arcface::nn::{Backend, GpuBackend};
+    use arcface::checkpoint::Normalization;
+    let gpu = common::gpu();
+    let mut b = GpuBackend::new(&gpu).unwrap();
+    let spec = ModelSpec { arch: Arch::MobileFaceNet, input: 112, classes: 2, head: Head::Softmax };
+    let mut net = Net::init(&mut b, spec, 5).unwrap();
+    let data = Dataset::scan(&orl(), true).unwrap().first_people(2);
+    let samples: Vec<Sample> = vec![data.samples[0].clone(), data.samples[data.samples.len() - 1].clone()];
+    let snapshot = |b: &mut GpuBackend, net: &Net<GpuBackend>| -> Vec<(String, bool, Vec<f32>)> {
+        net.params.params.iter().map(|p| (p.name.clone(), p.trainable, b.download(&p.value))).collect::<Vec<_>>()
+    };
+    let before = snapshot(&mut b, &net);
+    let norm = Normalization::default();
+    train::recalibrate_bn(&mut b, &mut net, &samples, &norm, 2, 1).unwrap();
+    let one = snapshot(&mut b, &net);
+    train::recalibrate_bn(&mut b, &mut net, &samples, &norm, 2, 2).unwrap();
+    let three = snapshot(&mut b, &net);
+    let mut stats = 0;
+    for ((p0, p1), p3) in before.iter().zip(&one).zip(&three) {
+        let (name, trainable, v0) = p0;
+        if *trainable {
+            assert_eq!(v0, &p1.2, "{name} changed");
+            assert_eq!(v0, &p3.2, "{name} changed");
+            continue;
+        }
+        if !name.ends_with("running_mean") && !name.ends_with("running_var") {
+            continue;
+        }
+        stats += 1;
+        assert_ne!(v0, &p1.2, "{name} did not move");
+        for ((&r0, &r1), &r3) in v0.iter().zip(&p1.2).zip(&p3.2) {
+            let mu = (r1 as f64 - 0.9 * r0 as f64) / 0.1;
+            let want = 0.81 * r1 as f64 + 0.19 * mu;
+            assert!((r3 as f64 - want).abs() <= 1e-4 + 1e-3 * want.abs(), "{name}: {r3} != {want}");
+        }
+    }
+    assert!(stats > 0, "no running statistics found");
 }
