@@ -34,23 +34,35 @@ mini() { # name people
     --momentum 0.9 --weight-decay 0 --seed 0 --quiet --out "$OUT/$1" >"$OUT/$1.log" 2>&1
 }
 
-step "training runs (parallel)"
+# One function per run; RUNS picks some (default: all), in parallel.
+mfn_orl40() { mfn mfn_orl40 0; }
+mfn_orl40_recal() { mfn mfn_orl40_recal 0 --recalibrate-bn; }
+mfn_orl10() { mfn mfn_orl10 10; }
+mfn_orl10_recal() { mfn mfn_orl10_recal 10 --recalibrate-bn; }
+mini_orl10() { mini mini_orl10 10; }
+mini_orl40() { mini mini_orl40 0; }
+sweep_mini_orl10() {
+  "$A" sweep --data $DATA --model mininet --input 112 --people 10 --epochs 10 --batch-size 16 \
+    --weight-decay 0 --seed 0 --quiet --out "$OUT/sweep_mini_orl10" >"$OUT/sweep_mini_orl10.log" 2>&1
+}
+RUNS=${RUNS:-mfn_orl40 mfn_orl40_recal mfn_orl10 mfn_orl10_recal mini_orl10 mini_orl40 sweep_mini_orl10}
+
+step "training runs (parallel): $RUNS"
 export A OUT DATA
-export -f mfn mini
+export -f mfn mini $RUNS
 T=${RUN_TIMEOUT:-300}
 pids=()
-timeout "$T" bash -c 'mfn mfn_orl40 0' & pids+=($!)
-timeout "$T" bash -c 'mfn mfn_orl40_recal 0 --recalibrate-bn' & pids+=($!)
-timeout "$T" bash -c 'mfn mfn_orl10 10' & pids+=($!)
-timeout "$T" bash -c 'mini mini_orl10 10' & pids+=($!)
-timeout "$T" bash -c 'mini mini_orl40 0' & pids+=($!)
-timeout "$T" "$A" sweep --data $DATA --model mininet --input 112 --people 10 --epochs 10 --batch-size 16 \
-  --weight-decay 0 --seed 0 --quiet --out "$OUT/sweep_mini_orl10" >"$OUT/sweep_mini_orl10.log" 2>&1 & pids+=($!)
+for r in $RUNS; do
+  timeout "$T" bash -c "$r" &
+  pids+=($!)
+done
 # (not a bare `wait`: it would also wait for the tee above)
 wait "${pids[@]}"
-for r in mfn_orl40 mfn_orl40_recal mfn_orl10 mini_orl10 mini_orl40; do
-  step "eval $r"
-  tail -n 3 "$OUT/$r.log"
+for r in $RUNS; do
+  [ -d "$OUT/$r" ] || continue
+  step "result $r"
+  tail -n 20 "$OUT/$r.log"
+  [ -f "$OUT/$r/best.safetensors" ] || continue
   "$A" eval --checkpoint "$OUT/$r/best.safetensors" --json >"$OUT/$r/eval.json" && head -c 300 "$OUT/$r/eval.json"
   echo
   case $r in mfn*)
@@ -59,8 +71,8 @@ for r in mfn_orl40 mfn_orl40_recal mfn_orl10 mini_orl10 mini_orl40; do
     echo ;;
   esac
 done
-tail -n 20 "$OUT/sweep_mini_orl10.log"
 
+[ -n "${SKIP_BENCH:-}" ] && { step done; exit 0; }
 step "training throughput, batch 32"
 timeout 120 "$A" bench train --model mobilefacenet --batch 32 --steps 5 --json | tee "$OUT/bench_train_mfn.json"
 timeout 120 "$A" bench train --model mininet --input 112 --batch 32 --steps 5 --json | tee "$OUT/bench_train_mini.json"
