@@ -168,3 +168,46 @@ pub fn train_throughput(
     let t = times[times.len() / 2];
     Ok(TrainThroughput { adapter: gpu.info.name.clone(), seconds_per_step: t, images_per_second: batch as f64 / t })
 }
+
+#[derive(Debug, Serialize)]
+pub struct DetectTime {
+    pub adapter: String,
+    pub width: u32,
+    pub height: u32,
+    pub faces: usize,
+    /// Median wall time of one `detect` call (pyramid, three networks, NMS).
+    pub seconds: f64,
+}
+
+/// Wall time of MTCNN on a London photo at its size (300x300) and scaled up
+/// to each of `sizes`, default settings; median over `repeats` after a warm-up.
+pub fn detect_times(gpu: &Gpu, sizes: &[u32], repeats: usize) -> Result<Vec<DetectTime>> {
+    let photo = crate::preprocess::open_rgb(&crate::data::bundled("london/001/neutral.jpg")?)?;
+    let mut d = crate::detect::Detector::open(gpu, None, crate::detect::Options::default())?;
+    let mut out = Vec::new();
+    for &s in sizes {
+        let img = if s == photo.width() {
+            photo.clone()
+        } else {
+            image::imageops::resize(&photo, s, s, image::imageops::FilterType::Triangle)
+        };
+        let mut times = Vec::new();
+        let mut faces = 0;
+        for i in 0..=repeats.max(1) {
+            let start = Instant::now();
+            faces = d.detect(&img)?.len();
+            if i > 0 {
+                times.push(start.elapsed().as_secs_f64());
+            }
+        }
+        times.sort_by(f64::total_cmp);
+        out.push(DetectTime {
+            adapter: gpu.info.name.clone(),
+            width: s,
+            height: s,
+            faces,
+            seconds: times[times.len() / 2],
+        });
+    }
+    Ok(out)
+}

@@ -6,7 +6,7 @@ use crate::gpu::Gpu;
 use crate::models::{Arch, Head, ModelSpec};
 use crate::train::{self, TrainConfig, BEST};
 use anyhow::{bail, Result};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Instant;
 
 /// MiniNetwork at 16x16 on the first 10 ORL people. On lavapipe one epoch of
@@ -26,23 +26,13 @@ pub fn config() -> TrainConfig {
         seed: 0,
         max_people: 10,
         recalibrate_bn: false,
+        align: false,
     }
-}
-
-/// The bundled data, found next to the binary's sources or the working folder.
-fn data_dir() -> Result<PathBuf> {
-    for root in [Path::new(env!("CARGO_MANIFEST_DIR")), Path::new(".")] {
-        let d = root.join("data/orl");
-        if d.is_dir() {
-            return Ok(d);
-        }
-    }
-    bail!("the bundled faces (data/orl) were not found; run the demo from the repository")
 }
 
 pub fn run(gpu: &Gpu, out: &Path) -> Result<()> {
     let started = Instant::now();
-    let data = data_dir()?;
+    let data = crate::data::bundled("orl")?;
     let cfg = config();
     println!(
         "demo: {:?} at {}x{} on the first {} people of {} (ORL faces, credit Olivetti Research Laboratory), {} epochs",

@@ -1,12 +1,14 @@
 //! Inference on image files with a checkpoint: embeddings and predictions.
 //! A file that cannot be read gets its own error; the others still run.
 
+use crate::align;
 use crate::checkpoint::{self, CheckpointMeta};
+use crate::detect::Detector;
 use crate::gpu::Gpu;
 use crate::models::Net;
 use crate::nn::{Backend, GpuBackend};
 use crate::preprocess;
-use anyhow::Result;
+use anyhow::{anyhow, Context, Result};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
 
@@ -32,13 +34,34 @@ pub struct Session<'g> {
     pub b: GpuBackend<'g>,
     pub net: Net<GpuBackend<'g>>,
     pub meta: CheckpointMeta,
+    /// Detect and align the face of each photo first (the largest face).
+    pub align: Option<Detector<'g>>,
 }
 
 impl<'g> Session<'g> {
     pub fn open(gpu: &'g Gpu, checkpoint: &Path) -> Result<Session<'g>> {
         let mut b = GpuBackend::new(gpu)?;
         let (net, meta) = checkpoint::load(checkpoint, &mut b)?;
-        Ok(Session { b, net, meta })
+        Ok(Session { b, net, meta, align: None })
+    }
+
+    /// Whether the checkpoint's training run used `--align`.
+    pub fn trained_on_aligned_faces(&self) -> bool {
+        self.meta.training.get("align").and_then(|v| v.as_bool()).unwrap_or(false)
+    }
+
+    /// The model input for a photo: the aligned face when aligning (an error
+    /// when there is none), else the whole photo resized.
+    pub fn input(&mut self, img: &image::RgbImage) -> Result<Vec<f32>> {
+        let size = self.meta.model.input;
+        match &mut self.align {
+            Some(d) => {
+                let faces = d.detect(img)?;
+                let face = faces.first().ok_or_else(|| anyhow!("no face found"))?;
+                Ok(preprocess::to_input(&align::align(img, face), size, &self.meta.normalization))
+            }
+            None => Ok(preprocess::to_input(img, size, &self.meta.normalization)),
+        }
     }
 
     /// Runs `f` on batches of the readable files; unreadable ones keep their error.
@@ -47,13 +70,14 @@ impl<'g> Session<'g> {
         files: &[PathBuf],
         mut f: impl FnMut(&mut Self, &[Vec<f32>]) -> Result<Vec<T>>,
     ) -> Result<Vec<FileResult<T>>> {
-        let size = self.meta.model.input;
         let mut out: Vec<FileResult<T>> = Vec::new();
         for chunk in files.chunks(BATCH) {
             let mut inputs = Vec::new();
             let mut slots = Vec::new();
             for path in chunk {
-                match preprocess::load_input(path, size, &self.meta.normalization) {
+                let input = preprocess::open_rgb(path)
+                    .and_then(|img| self.input(&img).with_context(|| format!("{}", path.display())));
+                match input {
                     Ok(v) => {
                         slots.push(out.len());
                         inputs.push(v);

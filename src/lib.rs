@@ -5,11 +5,13 @@
 //! Data flows one way: `gpu` (device, tensors, dispatch) <- `kernels` (one
 //! module per op family) <- `gradcheck` / `bench` / the CLI.
 
+pub mod align;
 pub mod bench;
 pub mod check;
 pub mod checkpoint;
 pub mod data;
 pub mod demo;
+pub mod detect;
 pub mod evaluate;
 pub mod gpu;
 pub mod gradcheck;
@@ -17,6 +19,7 @@ pub mod infer;
 pub mod kernels;
 pub mod models;
 pub mod nn;
+pub mod prepare;
 pub mod preprocess;
 pub mod report;
 pub mod sweep;

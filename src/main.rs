@@ -54,6 +54,8 @@ enum Command {
         checkpoint: PathBuf,
         #[arg(required = true)]
         images: Vec<PathBuf>,
+        #[command(flatten)]
+        align: AlignArgs,
         #[arg(long)]
         json: bool,
     },
@@ -66,6 +68,33 @@ enum Command {
         /// How many people to list per image
         #[arg(long, default_value_t = 5)]
         top: usize,
+        #[command(flatten)]
+        align: AlignArgs,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Whole photos in per-person folders to aligned 112x112 face crops
+    /// (MTCNN + alignment), in the same folders, with labels.csv and a report
+    Prepare {
+        /// Folder of per-person folders of photos
+        raw: PathBuf,
+        /// Where the crops go
+        out: PathBuf,
+        #[command(flatten)]
+        det: DetectArgs,
+        /// No progress bar
+        #[arg(long)]
+        quiet: bool,
+    },
+    /// Faces in photos (MTCNN): boxes, probabilities and five landmarks
+    Detect {
+        #[arg(required = true)]
+        images: Vec<PathBuf>,
+        #[command(flatten)]
+        det: DetectArgs,
+        /// Write each photo with its boxes and landmarks drawn into this folder
+        #[arg(long)]
+        draw: Option<PathBuf>,
         #[arg(long)]
         json: bool,
     },
@@ -177,6 +206,12 @@ struct TrainArgs {
     /// about 50 forward batches per epoch); for runs of few steps per epoch
     #[arg(long)]
     recalibrate_bn: bool,
+    /// The photos are whole photos: detect and align the faces first (as
+    /// `arcface prepare`, into RUN/aligned), then train on the crops
+    #[arg(long)]
+    align: bool,
+    #[command(flatten)]
+    det: DetectArgs,
     /// No progress bar
     #[arg(long)]
     quiet: bool,
@@ -208,7 +243,43 @@ impl TrainArgs {
             seed: self.seed,
             max_people: self.people,
             recalibrate_bn: self.recalibrate_bn,
+            align: self.align,
         }
+    }
+}
+
+/// Detection and alignment of whole photos before a model sees them.
+#[derive(Args, Clone)]
+struct AlignArgs {
+    /// Detect the face (MTCNN; the largest if several) and align it to the
+    /// 112x112 template first; on by default for checkpoints trained with --align
+    #[arg(long)]
+    align: bool,
+    #[command(flatten)]
+    det: DetectArgs,
+}
+
+/// MTCNN settings, shared by detect, prepare and --align.
+#[derive(Args, Clone)]
+struct DetectArgs {
+    /// Smallest face to find, in pixels
+    #[arg(long, default_value_t = 20.0)]
+    min_face: f64,
+    /// Scale factor between pyramid levels
+    #[arg(long, default_value_t = 0.709)]
+    factor: f64,
+    /// Face-probability thresholds of P-Net, R-Net and O-Net
+    #[arg(long, value_delimiter = ',', num_args = 3, default_values_t = [0.6, 0.7, 0.7])]
+    thresholds: Vec<f32>,
+    /// MTCNN weights (default: data/mtcnn/mtcnn.safetensors or $ARCFACE_MTCNN)
+    #[arg(long)]
+    mtcnn: Option<PathBuf>,
+}
+
+impl DetectArgs {
+    fn options(&self) -> arcface::detect::Options {
+        let t = &self.thresholds;
+        arcface::detect::Options { min_face: self.min_face, factor: self.factor, thresholds: [t[0], t[1], t[2]] }
     }
 }
 
@@ -226,6 +297,17 @@ enum HeadArg {
 
 #[derive(Subcommand)]
 enum BenchWhat {
+    /// Wall time of face detection (MTCNN) on a photo at several sizes
+    Detect {
+        /// Square photo sizes (a bundled 300x300 photo, scaled)
+        #[arg(long, value_delimiter = ',', default_values_t = [300, 1350])]
+        sizes: Vec<u32>,
+        /// Timed runs after one warm-up
+        #[arg(long, default_value_t = 3)]
+        repeats: usize,
+        #[arg(long)]
+        json: bool,
+    },
     /// Training throughput (images/s) of a model: whole SGD steps on random data
     Train {
         #[arg(long, value_enum, default_value_t = ModelArg::Mobilefacenet)]
@@ -267,6 +349,31 @@ fn gpu(cli: &Cli) -> Result<Gpu> {
     })
 }
 
+/// An inference session, aligning faces first when asked or when the
+/// checkpoint was trained on aligned crops.
+fn session<'g>(gpu: &'g Gpu, checkpoint: &std::path::Path, a: &AlignArgs) -> Result<Session<'g>> {
+    let mut s = Session::open(gpu, checkpoint)?;
+    if a.align || s.trained_on_aligned_faces() {
+        s.align = Some(arcface::detect::Detector::open(gpu, a.det.mtcnn.as_deref(), a.det.options())?);
+    }
+    Ok(s)
+}
+
+/// `train --align`: the photos detected and aligned into RUN/aligned (kept
+/// on --resume, so the photos are not detected again).
+fn aligned_data(gpu: &Gpu, opts: &TrainArgs, out: &std::path::Path, resume: bool) -> Result<PathBuf> {
+    let aligned = out.join("aligned");
+    if !(resume && aligned.join("labels.csv").is_file()) {
+        let mut d = arcface::detect::Detector::open(gpu, opts.det.mtcnn.as_deref(), opts.det.options())?;
+        let r = arcface::prepare::run(&mut d, &opts.data, &aligned, opts.quiet)?;
+        for p in &r.no_face {
+            eprintln!("no face found, skipped: {}", p.display());
+        }
+        eprintln!("{} of {} photos aligned into {}", r.written, r.photos, aligned.display());
+    }
+    Ok(aligned)
+}
+
 fn run(cli: &Cli) -> Result<bool> {
     match &cli.command {
         Command::Info { json, model: Some(m), classes, input, head } => {
@@ -288,23 +395,72 @@ fn run(cli: &Cli) -> Result<bool> {
             print_model(&spec, *json)?;
             Ok(true)
         }
-        Command::Embed { checkpoint, images, json } => {
+        Command::Prepare { raw, out, det, quiet } => {
             let gpu = gpu(cli)?;
-            let results = Session::open(&gpu, checkpoint)?.embed(images)?;
+            let mut d = arcface::detect::Detector::open(&gpu, det.mtcnn.as_deref(), det.options())?;
+            let r = arcface::prepare::run(&mut d, raw, out, *quiet)?;
+            for (p, why) in &r.unreadable {
+                eprintln!("skipped {}: {why}", p.display());
+            }
+            for p in &r.no_face {
+                eprintln!("no face found, skipped: {}", p.display());
+            }
+            for (p, n) in &r.several_faces {
+                eprintln!("{n} faces, the largest kept: {}", p.display());
+            }
+            println!(
+                "{} of {} photos aligned into {} ({} without a face, {} with several) in {:.1} s; labels.csv and prepare_report.json there",
+                r.written,
+                r.photos,
+                out.display(),
+                r.no_face.len(),
+                r.several_faces.len(),
+                r.seconds
+            );
+            Ok(true)
+        }
+        Command::Embed { checkpoint, images, align, json } => {
+            let gpu = gpu(cli)?;
+            let results = session(&gpu, checkpoint, align)?.embed(images)?;
             report(&results, *json, |e| {
                 format!("[{}]", e.iter().map(|v| format!("{v:.6}")).collect::<Vec<_>>().join(", "))
             })
         }
-        Command::Predict { checkpoint, images, top, json } => {
+        Command::Detect { images, det, draw, json } => {
             let gpu = gpu(cli)?;
-            let results = Session::open(&gpu, checkpoint)?.predict(images, *top)?;
+            let mut d = arcface::detect::Detector::open(&gpu, det.mtcnn.as_deref(), det.options())?;
+            let results = d.detect_files(images, draw.as_deref())?;
+            report(&results, *json, |faces| {
+                let mut s = format!("{} face(s)", faces.len());
+                for f in faces {
+                    let b = f.bbox;
+                    s += &format!(
+                        "\n  box [{:.1}, {:.1}, {:.1}, {:.1}] p {:.4} eyes ({:.1}, {:.1}) ({:.1}, {:.1})",
+                        b[0],
+                        b[1],
+                        b[2],
+                        b[3],
+                        f.prob,
+                        f.landmarks[0][0],
+                        f.landmarks[0][1],
+                        f.landmarks[1][0],
+                        f.landmarks[1][1]
+                    );
+                }
+                s
+            })
+        }
+        Command::Predict { checkpoint, images, top, align, json } => {
+            let gpu = gpu(cli)?;
+            let results = session(&gpu, checkpoint, align)?.predict(images, *top)?;
             report(&results, *json, |p| {
                 p.iter().map(|p| format!("{} {:.3}", p.person, p.probability)).collect::<Vec<_>>().join(", ")
             })
         }
         Command::Train { opts, lr, momentum, out, resume } => {
             let gpu = gpu(cli)?;
-            let o = train::run(&gpu, &opts.data, out, opts.config(*lr, *momentum), *resume, opts.quiet)?;
+            let data = if opts.align { aligned_data(&gpu, opts, out, *resume)? } else { opts.data.clone() };
+            let o = train::run(&gpu, &data, out, opts.config(*lr, *momentum), *resume, opts.quiet)?;
             println!(
                 "best epoch {} (validation loss {:.4}); checkpoints, metrics.csv and curves.png in {}",
                 o.best_epoch,
@@ -376,6 +532,21 @@ fn run(cli: &Cli) -> Result<bool> {
                 gradcheck::print_table(&rows);
             }
             Ok(rows.iter().all(|r| r.pass))
+        }
+        Command::Bench { what: BenchWhat::Detect { sizes, repeats, json } } => {
+            let gpu = gpu(cli)?;
+            let rows = bench::detect_times(&gpu, sizes, *repeats)?;
+            if *json {
+                println!("{}", serde_json::to_string_pretty(&rows)?);
+            } else {
+                for r in &rows {
+                    println!(
+                        "{}x{}: {:.3} s per photo, {} face(s) (median of {repeats}, {})",
+                        r.width, r.height, r.seconds, r.faces, r.adapter
+                    );
+                }
+            }
+            Ok(true)
         }
         Command::Bench { what: BenchWhat::Train { model, input, batch, classes, steps, json } } => {
             let spec = match model {

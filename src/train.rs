@@ -43,6 +43,10 @@ pub struct TrainConfig {
     /// weights before validating (see `recalibrate_bn`).
     #[serde(default)]
     pub recalibrate_bn: bool,
+    /// Trained on detected and aligned crops (`--align`): inference on whole
+    /// photos must align them the same way.
+    #[serde(default)]
+    pub align: bool,
 }
 
 impl TrainConfig {

@@ -52,24 +52,13 @@ fn bench_kernels_runs_a_small_case() {
 
 mod infer {
     use super::arcface;
-    use ::arcface::checkpoint::{self, CheckpointMeta};
-    use ::arcface::gpu::Gpu;
-    use ::arcface::models::{Arch, Head, ModelSpec, Net};
-    use ::arcface::nn::GpuBackend;
     use std::path::PathBuf;
 
     /// A fresh (untrained) MobileFaceNet checkpoint with two people.
     fn checkpoint(tag: &str) -> (PathBuf, PathBuf) {
         let dir = std::env::temp_dir().join(format!("arcface-cli-{}-{tag}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        let gpu = Gpu::new().unwrap();
-        let mut b = GpuBackend::new(&gpu).unwrap();
-        let spec =
-            ModelSpec { arch: Arch::MobileFaceNet, input: 112, classes: 2, head: Head::ArcFace { s: 32.0, m: 0.5 } };
-        let net = Net::init(&mut b, spec, 1).unwrap();
-        let path = dir.join("m.safetensors");
-        checkpoint::save(&path, &mut b, &net, &CheckpointMeta::new(spec, vec!["alice".into(), "bob".into()])).unwrap();
-        (path, dir)
+        (super::infer_checkpoint(&dir), dir)
     }
 
     fn face(name: &str) -> String {
@@ -136,4 +125,121 @@ mod infer {
         let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
         assert_eq!(r["parameters"], 32 * 27 + 32 + 64 * 288 + 64 + 128 * 576 + 128 + 10 * 32768 + 10);
     }
+}
+
+mod detection {
+    use super::arcface;
+    use std::path::{Path, PathBuf};
+
+    fn london(rel: &str) -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("data/london").join(rel)
+    }
+
+    fn tmp(tag: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("arcface-cli-det-{}-{tag}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    #[test]
+    fn detect_prints_json_and_draws() {
+        let d = tmp("detect");
+        let blank = d.join("blank.png");
+        image::RgbImage::from_pixel(120, 90, image::Rgb([200, 200, 200])).save(&blank).unwrap();
+        let draw = d.join("drawn");
+        let photo = london("003/neutral.jpg");
+        let out = arcface(&[
+            "detect",
+            photo.to_str().unwrap(),
+            blank.to_str().unwrap(),
+            "--json",
+            "--draw",
+            draw.to_str().unwrap(),
+        ]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let faces = rows[0]["result"].as_array().unwrap();
+        assert_eq!(faces.len(), 1);
+        assert_eq!(faces[0]["box"].as_array().unwrap().len(), 4);
+        assert_eq!(faces[0]["landmarks"].as_array().unwrap().len(), 5);
+        assert!(faces[0]["prob"].as_f64().unwrap() > 0.9);
+        assert_eq!(rows[1]["result"].as_array().unwrap().len(), 0, "a blank image has no face");
+        let drawn: Vec<_> = std::fs::read_dir(&draw).unwrap().collect();
+        assert_eq!(drawn.len(), 2, "one drawing per photo");
+        // Green box pixels where the face was found.
+        let first = image::open(draw.join("0000_neutral.png")).unwrap().to_rgb8();
+        let b: Vec<f64> = faces[0]["box"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+        assert_eq!(first.get_pixel(((b[0] + b[2]) / 2.0) as u32, b[1].round() as u32).0, [0, 255, 0]);
+    }
+
+    #[test]
+    fn prepare_aligns_reports_and_predict_aligns_on_the_fly() {
+        let d = tmp("prepare");
+        let raw = d.join("raw");
+        for (person, photo) in [("ann", "001/neutral.jpg"), ("ann", "001/smiling.jpg"), ("bob", "002/neutral.jpg")] {
+            std::fs::create_dir_all(raw.join(person)).unwrap();
+            std::fs::copy(london(photo), raw.join(person).join(photo.replace('/', "_"))).unwrap();
+        }
+        // No face, two faces side by side, and not an image.
+        image::RgbImage::from_pixel(100, 100, image::Rgb([30, 30, 30])).save(raw.join("bob/wall.png")).unwrap();
+        let a = image::open(london("003/neutral.jpg")).unwrap().to_rgb8();
+        let b = image::imageops::resize(
+            &image::open(london("004/neutral.jpg")).unwrap().to_rgb8(),
+            200,
+            200,
+            image::imageops::FilterType::Triangle,
+        );
+        let mut pair = image::RgbImage::from_pixel(520, 300, image::Rgb([128, 128, 128]));
+        image::imageops::overlay(&mut pair, &a, 0, 0);
+        image::imageops::overlay(&mut pair, &b, 310, 50);
+        pair.save(raw.join("bob/pair.png")).unwrap();
+        std::fs::write(raw.join("bob/notes.jpg"), "text").unwrap();
+        let out_dir = d.join("aligned");
+        let out = arcface(&["prepare", raw.to_str().unwrap(), out_dir.to_str().unwrap(), "--quiet"]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("no face found, skipped") && err.contains("wall.png"), "{err}");
+        assert!(err.contains("2 faces, the largest kept") && err.contains("pair.png"), "{err}");
+        assert!(err.contains("notes.jpg"), "{err}");
+        let labels = std::fs::read_to_string(out_dir.join("labels.csv")).unwrap();
+        assert_eq!(labels.lines().count(), 1 + 4, "{labels}");
+        assert!(labels.contains("ann/001_smiling.png,ann,0") && labels.contains("bob/pair.png,bob,1"), "{labels}");
+        let crop = image::open(out_dir.join("ann/001_neutral.png")).unwrap();
+        assert_eq!((crop.width(), crop.height()), (112, 112));
+        let report: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(out_dir.join("prepare_report.json")).unwrap()).unwrap();
+        assert_eq!(report["written"], 4);
+
+        // predict --align on whole photos: a photo without a face is an error for that file only.
+        let ckpt = super::infer_checkpoint(&d);
+        let wall = raw.join("bob/wall.png");
+        let photo = london("005/neutral.jpg");
+        let out = arcface(&[
+            "predict",
+            "--checkpoint",
+            ckpt.to_str().unwrap(),
+            "--align",
+            photo.to_str().unwrap(),
+            wall.to_str().unwrap(),
+            "--json",
+        ]);
+        assert_eq!(out.status.code(), Some(1));
+        let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(rows[0]["result"].as_array().unwrap().len(), 2);
+        assert!(rows[1]["error"].as_str().unwrap().contains("wall.png: no face found"), "{rows}");
+    }
+}
+
+/// A fresh two-person MobileFaceNet checkpoint in `dir`.
+fn infer_checkpoint(dir: &std::path::Path) -> std::path::PathBuf {
+    use ::arcface::checkpoint::{self, CheckpointMeta};
+    use ::arcface::models::{Arch, Head, ModelSpec, Net};
+    let gpu = ::arcface::gpu::Gpu::new().unwrap();
+    let mut b = ::arcface::nn::GpuBackend::new(&gpu).unwrap();
+    let spec = ModelSpec { arch: Arch::MobileFaceNet, input: 112, classes: 2, head: Head::ArcFace { s: 32.0, m: 0.5 } };
+    let net = Net::init(&mut b, spec, 1).unwrap();
+    let path = dir.join("m.safetensors");
+    checkpoint::save(&path, &mut b, &net, &CheckpointMeta::new(spec, vec!["alice".into(), "bob".into()])).unwrap();
+    path
 }

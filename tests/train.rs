@@ -32,6 +32,7 @@ fn config(epochs: usize, lr: f32) -> TrainConfig {
         seed: 3,
         max_people: 3,
         recalibrate_bn: false,
+        align: false,
     }
 }
 
@@ -114,10 +115,10 @@ fn sweep_records_divergence_and_keeps_the_best() {
 /// land on 0.81 rm1 + 0.19 mu. The learned weights must not move.
 #[test]
 fn bn_recalibration_moves_only_the_running_statistics() {
+    use arcface::checkpoint::Normalization;
     use arcface::data::dataset::{Dataset, Sample};
     use arcface::models::Net;
     use arcface::nn::{Backend, GpuBackend};
-    use arcface::checkpoint::Normalization;
     let gpu = common::gpu();
     let mut b = GpuBackend::new(&gpu).unwrap();
     let spec = ModelSpec { arch: Arch::MobileFaceNet, input: 112, classes: 2, head: Head::Softmax };

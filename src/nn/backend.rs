@@ -9,6 +9,7 @@ use crate::kernels::arcface::ArcFace;
 use crate::kernels::batchnorm::{BatchNorm, BnParams, BnSaved};
 use crate::kernels::conv2d::{Conv2d, Grads};
 use crate::kernels::linear::{Linear, LinearGrads};
+use crate::kernels::maxpool::MaxPool;
 use crate::kernels::sgd::Sgd;
 use anyhow::Result;
 
@@ -51,6 +52,8 @@ pub trait Backend {
         dy: &Self::T,
     ) -> Result<(Self::T, Self::T, Self::T)>;
     fn prelu(&mut self, x: &Self::T, slope: &Self::T) -> Result<Self::T>;
+    /// Forward only (MTCNN's detectors are not trained here).
+    fn maxpool(&mut self, s: &MaxPool, x: &Self::T) -> Result<Self::T>;
     /// (dx, dslope)
     fn prelu_backward(&mut self, x: &Self::T, slope: &Self::T, dy: &Self::T) -> Result<(Self::T, Self::T)>;
     fn act(&mut self, a: Act, x: &Self::T) -> Result<Self::T>;

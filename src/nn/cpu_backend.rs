@@ -7,6 +7,7 @@ use crate::kernels::arcface::{self, ArcFace};
 use crate::kernels::batchnorm::{self, BatchNorm, BnParams, BnSaved};
 use crate::kernels::conv2d::{self, Conv2d, Grads};
 use crate::kernels::linear::{self, Linear, LinearGrads};
+use crate::kernels::maxpool::{self, MaxPool};
 use crate::kernels::sgd::{self, Sgd};
 use crate::kernels::{l2norm, residual, softmax_xent};
 use anyhow::{bail, Result};
@@ -135,6 +136,10 @@ impl Backend for CpuBackend {
             saved.train,
         );
         Ok((new(dx, &x.shape)?, new(dg, &[s.c])?, new(db, &[s.c])?))
+    }
+    fn maxpool(&mut self, s: &MaxPool, x: &CpuTensor) -> Result<CpuTensor> {
+        let (ho, wo) = s.out_hw();
+        new(maxpool::forward_ref(s, &x.values()).0, &[s.n, s.c, ho, wo])
     }
     fn prelu(&mut self, x: &CpuTensor, slope: &CpuTensor) -> Result<CpuTensor> {
         let (_, c, m) = bn_layout(x);

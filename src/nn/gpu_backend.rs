@@ -9,6 +9,7 @@ use crate::kernels::arcface::{self, ArcFace, ArcSaved};
 use crate::kernels::batchnorm::{self, BatchNorm, BnParams, BnSaved};
 use crate::kernels::conv2d::{self, Conv2d, Grads, Path};
 use crate::kernels::linear::{self, Linear, LinearGrads};
+use crate::kernels::maxpool::{self, MaxPool};
 use crate::kernels::sgd::{self, Sgd};
 use crate::kernels::{l2norm, residual, softmax_xent};
 use anyhow::{bail, Result};
@@ -98,6 +99,9 @@ impl<'g> Backend for GpuBackend<'g> {
         dy: &Tensor,
     ) -> Result<(Tensor, Tensor, Tensor)> {
         batchnorm::backward(&mut self.rec, s, p, x, saved, dy)
+    }
+    fn maxpool(&mut self, s: &MaxPool, x: &Tensor) -> Result<Tensor> {
+        maxpool::forward(&mut self.rec, s, x)
     }
     fn prelu(&mut self, x: &Tensor, slope: &Tensor) -> Result<Tensor> {
         activation::prelu_forward(&mut self.rec, x, slope)

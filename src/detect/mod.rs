@@ -1,0 +1,158 @@
+//! MTCNN face detection (Zhang et al. 2016): an image pyramid through P-Net,
+//! candidate boxes refined by R-Net and O-Net, which also places five
+//! landmarks. The networks run on the engine (`nets`); the box arithmetic is
+//! on the CPU (`boxes`). The cascade follows facenet-pytorch 2.6's
+//! `detect_face`, whose outputs are the reference this is tested against.
+
+pub mod boxes;
+pub mod detector;
+pub mod draw;
+pub mod nets;
+pub mod resample;
+
+use crate::nn::Backend;
+use anyhow::Result;
+use boxes::{crop_region, nms, regress, regress_first, square, Candidate, Overlap};
+pub use detector::Detector;
+pub use nets::Nets;
+use resample::Planar;
+use serde::Serialize;
+
+/// Detection settings (the usual MTCNN ones by default).
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// Smallest face side in pixels: the pyramid's first scale is 12 / min_face.
+    pub min_face: f64,
+    /// Ratio between pyramid levels.
+    pub factor: f64,
+    /// Face-probability thresholds of P-, R- and O-Net.
+    pub thresholds: [f32; 3],
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options { min_face: 20.0, factor: 0.709, thresholds: [0.6, 0.7, 0.7] }
+    }
+}
+
+impl Options {
+    pub fn validate(&self) -> Result<()> {
+        if !(self.min_face >= 12.0) {
+            anyhow::bail!("--min-face must be >= 12 pixels (P-Net's window), got {}", self.min_face);
+        }
+        if !(self.factor > 0.1 && self.factor < 1.0) {
+            anyhow::bail!("--factor must be in (0.1, 1), got {}", self.factor);
+        }
+        if self.thresholds.iter().any(|t| !(0.0..=1.0).contains(t)) {
+            anyhow::bail!("thresholds must be in [0, 1], got {:?}", self.thresholds);
+        }
+        Ok(())
+    }
+}
+
+/// One detected face: box [x1, y1, x2, y2] in pixels, O-Net's probability,
+/// and the landmarks left eye, right eye, nose, left and right mouth corner
+/// (left and right as seen in the image).
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct Face {
+    #[serde(rename = "box")]
+    pub bbox: [f32; 4],
+    pub prob: f32,
+    pub landmarks: [[f32; 2]; 5],
+}
+
+impl Face {
+    pub fn area(&self) -> f32 {
+        (self.bbox[2] - self.bbox[0]) * (self.bbox[3] - self.bbox[1])
+    }
+}
+
+/// The pyramid's scales for an image whose shorter side is `min_side`.
+pub fn scales(min_side: usize, opt: &Options) -> Vec<f64> {
+    let m = 12.0 / opt.min_face;
+    let mut minl = min_side as f64 * m;
+    let mut s = m;
+    let mut out = Vec::new();
+    while minl >= 12.0 {
+        out.push(s);
+        s *= opt.factor;
+        minl *= opt.factor;
+    }
+    out
+}
+
+/// Normalised `size` x `size` crops of the image under each box (clipped to
+/// the image, as the reference does), for R-Net or O-Net; boxes with nothing
+/// inside the image are dropped from `boxes`.
+fn crops(img: &Planar, boxes: &mut Vec<Candidate>, size: usize) -> Vec<f32> {
+    let mut out = Vec::with_capacity(boxes.len() * 3 * size * size);
+    boxes.retain(|c| {
+        let Some((y0, y1, x0, x1)) = crop_region(&c.b, img.w, img.h) else { return false };
+        out.extend(img.crop(y0, y1, x0, x1).resize_area(size, size).normalised());
+        true
+    });
+    out
+}
+
+/// All faces in an RGB image, largest box first.
+pub fn detect<B: Backend>(b: &mut B, nets: &Nets<B>, rgb: &image::RgbImage, opt: &Options) -> Result<Vec<Face>> {
+    opt.validate()?;
+    let img = Planar::from_rgb(rgb);
+    let (h, w) = (img.h, img.w);
+
+    // Stage 1: P-Net over the pyramid, NMS 0.5 per scale, 0.7 across scales.
+    let mut cands: Vec<Candidate> = Vec::new();
+    for scale in scales(h.min(w), opt) {
+        let (sh, sw) = ((h as f64 * scale + 1.0) as usize, (w as f64 * scale + 1.0) as usize);
+        if sh < 12 || sw < 12 {
+            continue;
+        }
+        let level = img.resize_area(sh, sw);
+        let maps = nets.pnet(b, &level.normalised(), sh, sw)?;
+        let found = boxes::generate(&maps.prob, &maps.reg, maps.h, maps.w, scale as f32, opt.thresholds[0]);
+        cands.extend(nms(&found, 0.5, Overlap::Union).into_iter().map(|i| found[i]));
+    }
+    let keep = nms(&cands, 0.7, Overlap::Union);
+    let mut cands: Vec<Candidate> =
+        keep.into_iter().map(|i| Candidate { b: square(&regress_first(&cands[i])), ..cands[i] }).collect();
+    if cands.is_empty() {
+        return Ok(Vec::new());
+    }
+
+    // Stage 2: R-Net on 24x24 crops, threshold, NMS 0.7, regression, square.
+    let x = crops(&img, &mut cands, 24);
+    let r = nets.rnet(b, &x)?;
+    let passed: Vec<Candidate> = cands
+        .iter()
+        .zip(r.prob.iter().zip(&r.reg))
+        .filter(|(_, (&p, _))| p > opt.thresholds[1])
+        .map(|(c, (&p, &reg))| Candidate { b: c.b, score: p, reg })
+        .collect();
+    let mut cands: Vec<Candidate> = nms(&passed, 0.7, Overlap::Union)
+        .into_iter()
+        .map(|i| Candidate { b: square(&regress(&passed[i].b, &passed[i].reg)), ..passed[i] })
+        .collect();
+    if cands.is_empty() {
+        return Ok(Vec::new());
+    }
+
+    // Stage 3: O-Net on 48x48 crops: threshold, landmarks, regression, "Min" NMS.
+    let x = crops(&img, &mut cands, 48);
+    let o = nets.onet(b, &x)?;
+    let mut faces = Vec::new();
+    let mut finals = Vec::new();
+    for (i, c) in cands.iter().enumerate() {
+        if o.prob[i] <= opt.thresholds[2] {
+            continue;
+        }
+        let (bw, bh) = (c.b[2] - c.b[0] + 1.0, c.b[3] - c.b[1] + 1.0);
+        let p = &o.landmarks[i];
+        let landmarks = std::array::from_fn(|k| [bw * p[k] + c.b[0] - 1.0, bh * p[k + 5] + c.b[1] - 1.0]);
+        let bbox = regress(&c.b, &o.reg[i]);
+        faces.push(Face { bbox, prob: o.prob[i], landmarks });
+        finals.push(Candidate { b: bbox, score: o.prob[i], reg: [0.0; 4] });
+    }
+    let mut faces: Vec<Face> = nms(&finals, 0.7, Overlap::Min).into_iter().map(|i| faces[i].clone()).collect();
+    faces.sort_by(|a, b| b.area().total_cmp(&a.area()));
+    Ok(faces)
+}

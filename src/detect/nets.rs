@@ -1,0 +1,279 @@
+//! MTCNN's three networks on the engine's kernels (conv2d with bias, PReLU,
+//! max pooling in ceil mode, linear), written once over `Backend`, so the GPU
+//! networks can be checked against the same networks on the CPU references.
+//! Layer tables: data/mtcnn/README.md.
+//!
+//! Two changes of form, not of values, happen at load: the two or three heads
+//! of each network become one layer (one dispatch; the heads only differ in
+//! their output rows), and the first dense layer of R-Net and O-Net gets its
+//! columns permuted from the (W, H, C) flatten order the weights were trained
+//! with to our (C, H, W) order, so no activation is ever transposed.
+
+use crate::kernels::conv2d::Conv2d;
+use crate::kernels::linear::Linear;
+use crate::kernels::maxpool::MaxPool;
+use crate::nn::Backend;
+use crate::tensorfile::TensorFile;
+use anyhow::{bail, Context, Result};
+use std::collections::HashMap;
+use std::path::Path;
+
+/// The weights of P-, R- and O-Net on a backend.
+pub struct Nets<B: Backend> {
+    w: HashMap<String, B::T>,
+}
+
+/// P-Net's outputs for one image: face probability (h, w) and box offsets (4, h, w).
+pub struct PnetMaps {
+    pub h: usize,
+    pub w: usize,
+    pub prob: Vec<f32>,
+    pub reg: Vec<f32>,
+}
+
+/// R-Net (24x24 crops) or O-Net (48x48) outputs, one row per crop.
+pub struct CropOutputs {
+    pub prob: Vec<f32>,
+    pub reg: Vec<[f32; 4]>,
+    /// O-Net only: 5 x's then 5 y's, relative to the box.
+    pub landmarks: Vec<[f32; 10]>,
+}
+
+/// Two-class softmax, the face class: 1 / (1 + e^(a0 - a1)).
+fn face_probability(a0: f32, a1: f32) -> f32 {
+    1.0 / (1.0 + (a0 - a1).exp())
+}
+
+fn concat_rows(parts: &[&crate::tensorfile::Loaded]) -> (Vec<f32>, usize) {
+    let mut v = Vec::new();
+    let mut rows = 0;
+    for p in parts {
+        v.extend_from_slice(&p.values);
+        rows += p.shape[0];
+    }
+    (v, rows)
+}
+
+/// Columns of a dense weight [out, c*h*w] from (W, H, C) order to (C, H, W).
+fn whc_to_chw(w: &[f32], out: usize, c: usize, h: usize, wd: usize) -> Vec<f32> {
+    let k = c * h * wd;
+    let mut r = vec![0.0; w.len()];
+    for o in 0..out {
+        for ci in 0..c {
+            for y in 0..h {
+                for x in 0..wd {
+                    r[o * k + (ci * h + y) * wd + x] = w[o * k + (x * h + y) * c + ci];
+                }
+            }
+        }
+    }
+    r
+}
+
+impl<B: Backend> Nets<B> {
+    /// Reads `mtcnn.safetensors` (names `pnet.*`, `rnet.*`, `onet.*`).
+    pub fn load(b: &mut B, path: &Path) -> Result<Nets<B>> {
+        let f = TensorFile::read(path).with_context(|| format!("{}: cannot read the MTCNN weights", path.display()))?;
+        Nets::from_file(b, &f).with_context(|| format!("{}: not MTCNN weights", path.display()))
+    }
+
+    pub fn from_file(b: &mut B, f: &TensorFile) -> Result<Nets<B>> {
+        let mut w = HashMap::new();
+        for (name, t) in &f.tensors {
+            if name.contains("conv4_") || name.contains("dense5_") || name.contains("dense6_") {
+                continue; // heads, joined below
+            }
+            let v = match name.as_str() {
+                "rnet.dense4.weight" => whc_to_chw(&t.values, 128, 64, 3, 3),
+                "onet.dense5.weight" => whc_to_chw(&t.values, 256, 128, 3, 3),
+                _ => t.values.clone(),
+            };
+            w.insert(name.clone(), b.upload(&v, &t.shape)?);
+        }
+        let heads: [(&str, &[&str], bool); 3] = [
+            ("pnet.head", &["pnet.conv4_1", "pnet.conv4_2"], true),
+            ("rnet.head", &["rnet.dense5_1", "rnet.dense5_2"], false),
+            ("onet.head", &["onet.dense6_1", "onet.dense6_2", "onet.dense6_3"], false),
+        ];
+        for (joined, parts, conv) in heads {
+            let ws: Vec<_> = parts.iter().map(|p| f.get(&format!("{p}.weight"))).collect::<Result<_>>()?;
+            let bs: Vec<_> = parts.iter().map(|p| f.get(&format!("{p}.bias"))).collect::<Result<_>>()?;
+            let (wv, rows) = concat_rows(&ws);
+            let (bv, _) = concat_rows(&bs);
+            let inp = ws[0].shape[1];
+            let shape = if conv { vec![rows, inp, 1, 1] } else { vec![rows, inp] };
+            w.insert(format!("{joined}.weight"), b.upload(&wv, &shape)?);
+            w.insert(format!("{joined}.bias"), b.upload(&bv, &[rows])?);
+        }
+        for need in ["pnet.conv1.weight", "rnet.dense4.weight", "onet.dense5.weight", "onet.prelu5.weight"] {
+            if !w.contains_key(need) {
+                bail!("no tensor `{need}`");
+            }
+        }
+        Ok(Nets { w })
+    }
+
+    fn t(&self, name: &str) -> &B::T {
+        &self.w[name]
+    }
+
+    /// conv (stride 1, no padding, bias) then PReLU.
+    fn conv_prelu(&self, b: &mut B, net: &str, i: usize, x: &B::T) -> Result<B::T> {
+        let y = self.conv(b, &format!("{net}.conv{i}"), x)?;
+        b.prelu(&y, self.t(&format!("{net}.prelu{i}.weight")))
+    }
+
+    fn conv(&self, b: &mut B, name: &str, x: &B::T) -> Result<B::T> {
+        let w = self.t(&format!("{name}.weight"));
+        let (ws, xs) = (b.shape(w).to_vec(), b.shape(x).to_vec());
+        let s = Conv2d {
+            n: xs[0],
+            cin: xs[1],
+            h: xs[2],
+            w: xs[3],
+            cout: ws[0],
+            kh: ws[2],
+            kw: ws[3],
+            stride: 1,
+            pad: 0,
+            groups: 1,
+            bias: true,
+        };
+        b.conv2d(&s, x, w, Some(self.t(&format!("{name}.bias"))))
+    }
+
+    fn pool(&self, b: &mut B, x: &B::T, k: usize) -> Result<B::T> {
+        let s = b.shape(x).to_vec();
+        b.maxpool(&MaxPool { n: s[0], c: s[1], h: s[2], w: s[3], k, stride: 2, pad: 0, ceil: true }, x)
+    }
+
+    fn dense(&self, b: &mut B, name: &str, x: &B::T) -> Result<B::T> {
+        let w = self.t(&format!("{name}.weight"));
+        let ws = b.shape(w).to_vec();
+        let n = b.shape(x)[0];
+        let x = b.reshape(x, &[n, ws[1]])?;
+        b.linear(&Linear { n, inp: ws[1], out: ws[0], bias: true }, &x, w, Some(self.t(&format!("{name}.bias"))))
+    }
+
+    /// P-Net on one normalised image (3, h, w), h and w >= 12.
+    pub fn pnet(&self, b: &mut B, x: &[f32], h: usize, w: usize) -> Result<PnetMaps> {
+        if h < 12 || w < 12 {
+            bail!("P-Net needs at least 12x12 pixels, got {w}x{h}");
+        }
+        // Bands of input rows so that no activation outgrows one binding: the
+        // largest is conv1's output, 10 channels at about the input size.
+        // Output row y sees input rows 2y..2y+11; a band starting at an even
+        // row keeps the 2x2 pooling windows aligned with the whole image's.
+        let out_h = crate::kernels::maxpool::out_len(h - 2, 2, 2, 0, true) - 4;
+        let budget = (b.max_binding_bytes() / 2) as usize;
+        let band_out = ((budget / (10 * 4 * w)).saturating_sub(12) / 2).max(1);
+        let mut prob = Vec::new();
+        let mut reg = vec![Vec::new(); 4];
+        let mut ow = 0;
+        let mut y0 = 0;
+        while y0 < out_h {
+            let y1 = (y0 + band_out).min(out_h);
+            let (r0, r1) = (2 * y0, (2 * y1 + 10).min(h));
+            let band: Vec<f32> = (0..3).flat_map(|c| &x[c * h * w + r0 * w..c * h * w + r1 * w]).copied().collect();
+            let t = b.upload(&band, &[1, 3, r1 - r0, w])?;
+            let a = self.conv_prelu(b, "pnet", 1, &t)?;
+            let a = self.pool(b, &a, 2)?;
+            let a = self.conv_prelu(b, "pnet", 2, &a)?;
+            let a = self.conv_prelu(b, "pnet", 3, &a)?;
+            let head = self.conv(b, "pnet.head", &a)?;
+            let s = b.shape(&head).to_vec();
+            let (bh, bw) = (s[2], s[3]);
+            ow = bw;
+            let v = b.download(&head);
+            let rows = y1 - y0; // the band may compute a partial extra row: ignored
+            let plane = |c: usize| &v[c * bh * bw..c * bh * bw + rows * bw];
+            prob.extend(plane(0).iter().zip(plane(1)).map(|(&a0, &a1)| face_probability(a0, a1)));
+            for (c, r) in reg.iter_mut().enumerate() {
+                r.extend_from_slice(plane(2 + c));
+            }
+            y0 = y1;
+        }
+        Ok(PnetMaps { h: out_h, w: ow, prob, reg: reg.concat() })
+    }
+
+    /// R-Net on normalised 24x24 crops, (n, 3, 24, 24) flat.
+    pub fn rnet(&self, b: &mut B, crops: &[f32]) -> Result<CropOutputs> {
+        self.crops(b, crops, 24, |s, b, x| {
+            let a = s.conv_prelu(b, "rnet", 1, x)?;
+            let a = s.pool(b, &a, 3)?;
+            let a = s.conv_prelu(b, "rnet", 2, &a)?;
+            let a = s.pool(b, &a, 3)?;
+            let a = s.conv_prelu(b, "rnet", 3, &a)?;
+            let a = s.dense(b, "rnet.dense4", &a)?;
+            let a = b.prelu(&a, s.t("rnet.prelu4.weight"))?;
+            s.dense(b, "rnet.head", &a)
+        })
+    }
+
+    /// O-Net on normalised 48x48 crops, (n, 3, 48, 48) flat.
+    pub fn onet(&self, b: &mut B, crops: &[f32]) -> Result<CropOutputs> {
+        self.crops(b, crops, 48, |s, b, x| {
+            let a = s.conv_prelu(b, "onet", 1, x)?;
+            let a = s.pool(b, &a, 3)?;
+            let a = s.conv_prelu(b, "onet", 2, &a)?;
+            let a = s.pool(b, &a, 3)?;
+            let a = s.conv_prelu(b, "onet", 3, &a)?;
+            let a = s.pool(b, &a, 2)?;
+            let a = s.conv_prelu(b, "onet", 4, &a)?;
+            let a = s.dense(b, "onet.dense5", &a)?;
+            let a = b.prelu(&a, s.t("onet.prelu5.weight"))?;
+            s.dense(b, "onet.head", &a)
+        })
+    }
+
+    /// All crops in as few batches as the binding limit allows (the largest
+    /// activation is conv1's: 32 channels at (size - 2)^2 per crop).
+    fn crops(
+        &self,
+        b: &mut B,
+        crops: &[f32],
+        size: usize,
+        net: impl Fn(&Self, &mut B, &B::T) -> Result<B::T>,
+    ) -> Result<CropOutputs> {
+        let per = 3 * size * size;
+        let n = crops.len() / per;
+        let mut out = CropOutputs { prob: Vec::new(), reg: Vec::new(), landmarks: Vec::new() };
+        let per_crop_bytes = 32 * (size - 2) * (size - 2) * 4;
+        let chunk = ((b.max_binding_bytes() as usize / 2) / per_crop_bytes).max(1);
+        for start in (0..n).step_by(chunk) {
+            let m = chunk.min(n - start);
+            let x = b.upload(&crops[start * per..(start + m) * per], &[m, 3, size, size])?;
+            let y = net(self, b, &x)?;
+            let cols = b.shape(&y)[1];
+            for row in b.download(&y).chunks(cols) {
+                out.prob.push(face_probability(row[0], row[1]));
+                out.reg.push([row[2], row[3], row[4], row[5]]);
+                if cols == 16 {
+                    out.landmarks.push(row[6..16].try_into().unwrap());
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn whc_flatten_maps_to_chw() {
+        // One output, c=2, h=1, w=3: (W,H,C) column (x*1 + 0)*2 + c.
+        let w: Vec<f32> = (0..6).map(|v| v as f32).collect();
+        // chw index c*3 + x  <- whc index x*2 + c
+        assert_eq!(whc_to_chw(&w, 1, 2, 1, 3), vec![0., 2., 4., 1., 3., 5.]);
+    }
+
+    #[test]
+    fn face_probability_is_the_softmax_of_two() {
+        assert!((face_probability(0.0, 0.0) - 0.5).abs() < 1e-7);
+        let (a0, a1) = (0.3f32, 1.7f32);
+        let want = a1.exp() / (a0.exp() + a1.exp());
+        assert!((face_probability(a0, a1) - want).abs() < 1e-6);
+    }
+}
