@@ -1,14 +1,17 @@
-//! Inference on image files with a checkpoint: embeddings and predictions.
-//! A file that cannot be read gets its own error; the others still run.
+//! Inference on image files with a checkpoint (trained here or imported):
+//! embeddings and predictions. A file that cannot be read gets its own
+//! error; the others still run.
 
 use crate::align;
-use crate::checkpoint::{self, CheckpointMeta};
+use crate::checkpoint::{self, CheckpointMeta, Normalization};
 use crate::detect::Detector;
 use crate::gpu::Gpu;
+use crate::graph::{self, GraphNet};
 use crate::models::Net;
+use crate::tensorfile::TensorFile;
 use crate::nn::{Backend, GpuBackend};
 use crate::preprocess;
-use anyhow::{anyhow, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
 
@@ -30,37 +33,85 @@ pub struct FileResult<T> {
     pub error: Option<String>,
 }
 
+/// A network trained here (classifier, and embeddings for MobileFaceNet) or
+/// an imported embedding network.
+pub enum Model<'g> {
+    Trained(Net<GpuBackend<'g>>, CheckpointMeta),
+    Imported(GraphNet<GpuBackend<'g>>),
+}
+
 pub struct Session<'g> {
     pub b: GpuBackend<'g>,
-    pub net: Net<GpuBackend<'g>>,
-    pub meta: CheckpointMeta,
+    pub model: Model<'g>,
     /// Detect and align the face of each photo first (the largest face).
     pub align: Option<Detector<'g>>,
+    /// Embeddings add the horizontally flipped image's (then normalise).
+    pub flip: bool,
+}
+
+/// A (3, s, s) input mirrored left-right.
+fn flipped(x: &[f32], size: usize) -> Vec<f32> {
+    let mut out = x.to_vec();
+    for row in out.chunks_mut(size) {
+        row.reverse();
+    }
+    out
 }
 
 impl<'g> Session<'g> {
-    pub fn open(gpu: &'g Gpu, checkpoint: &Path) -> Result<Session<'g>> {
+    pub fn open(gpu: &'g Gpu, path: &Path) -> Result<Session<'g>> {
         let mut b = GpuBackend::new(gpu)?;
-        let (net, meta) = checkpoint::load(checkpoint, &mut b)?;
-        Ok(Session { b, net, meta, align: None })
+        let file = TensorFile::read(path)?;
+        let model = if graph::is_graph(&file) {
+            Model::Imported(GraphNet::load(&mut b, path, &file)?)
+        } else {
+            let (net, meta) = checkpoint::load(path, &mut b)?;
+            Model::Trained(net, meta)
+        };
+        Ok(Session { b, model, align: None, flip: true })
+    }
+
+    fn input_size(&self) -> usize {
+        match &self.model {
+            Model::Trained(n, _) => n.spec.input,
+            Model::Imported(g) => g.def.input_size,
+        }
+    }
+
+    fn normalization(&self) -> Normalization {
+        match &self.model {
+            Model::Trained(_, m) => m.normalization.clone(),
+            Model::Imported(g) => g.def.normalization.clone(),
+        }
+    }
+
+    /// The people a classifier knows (none for an imported network).
+    pub fn classes(&self) -> &[String] {
+        match &self.model {
+            Model::Trained(_, m) => &m.classes,
+            Model::Imported(_) => &[],
+        }
     }
 
     /// Whether the checkpoint's training run used `--align`.
     pub fn trained_on_aligned_faces(&self) -> bool {
-        self.meta.training.get("align").and_then(|v| v.as_bool()).unwrap_or(false)
+        match &self.model {
+            Model::Trained(_, m) => m.training.get("align").and_then(|v| v.as_bool()).unwrap_or(false),
+            Model::Imported(_) => false,
+        }
     }
 
     /// The model input for a photo: the aligned face when aligning (an error
     /// when there is none), else the whole photo resized.
     pub fn input(&mut self, img: &image::RgbImage) -> Result<Vec<f32>> {
-        let size = self.meta.model.input;
+        let (size, norm) = (self.input_size(), self.normalization());
         match &mut self.align {
             Some(d) => {
                 let faces = d.detect(img)?;
                 let face = faces.first().ok_or_else(|| anyhow!("no face found"))?;
-                Ok(preprocess::to_input(&align::align(img, face), size, &self.meta.normalization))
+                Ok(preprocess::to_input(&align::align(img, face), size, &norm))
             }
-            None => Ok(preprocess::to_input(img, size, &self.meta.normalization)),
+            None => Ok(preprocess::to_input(img, size, &norm)),
         }
     }
 
@@ -96,29 +147,56 @@ impl<'g> Session<'g> {
         Ok(out)
     }
 
-    fn upload(&mut self, inputs: &[Vec<f32>]) -> Result<<GpuBackend<'g> as Backend>::T> {
-        let size = self.meta.model.input;
-        let flat: Vec<f32> = inputs.concat();
-        self.b.upload(&flat, &[inputs.len(), 3, size, size])
+    /// L2-normalised embeddings of model inputs; with `flip`, of the sum of
+    /// the image's and its mirror image's embeddings.
+    pub fn embed_inputs(&mut self, inputs: &[Vec<f32>]) -> Result<Vec<Vec<f32>>> {
+        let size = self.input_size();
+        let mut batch: Vec<f32> = inputs.concat();
+        if self.flip {
+            for x in inputs {
+                batch.extend(flipped(x, size));
+            }
+        }
+        let n = batch.len() / (3 * size * size);
+        let x = self.b.upload(&batch, &[n, 3, size, size])?;
+        let raw = match &mut self.model {
+            Model::Trained(net, _) => net.embed_raw(&mut self.b, &x)?,
+            Model::Imported(g) => g.forward(&mut self.b, &x)?,
+        };
+        let d = self.b.shape(&raw)[1];
+        let v = self.b.download(&raw);
+        let rows: Vec<&[f32]> = v.chunks(d).collect();
+        Ok((0..inputs.len())
+            .map(|i| {
+                let mut e = rows[i].to_vec();
+                if self.flip {
+                    for (a, b) in e.iter_mut().zip(rows[i + inputs.len()]) {
+                        *a += b;
+                    }
+                }
+                let norm = e.iter().map(|v| (*v as f64).powi(2)).sum::<f64>().sqrt().max(1e-12);
+                e.iter().map(|v| (*v as f64 / norm) as f32).collect()
+            })
+            .collect())
     }
 
-    /// L2-normalised embeddings.
+    /// L2-normalised embeddings of image files.
     pub fn embed(&mut self, files: &[PathBuf]) -> Result<Vec<FileResult<Vec<f32>>>> {
-        self.run(files, |s, inputs| {
-            let x = s.upload(inputs)?;
-            let e = s.net.embed(&mut s.b, &x)?;
-            let d = s.b.shape(&e)[1];
-            Ok(s.b.download(&e).chunks(d).map(<[f32]>::to_vec).collect())
-        })
+        self.run(files, |s, inputs| s.embed_inputs(inputs))
     }
 
     /// The `top` most probable people per image.
     pub fn predict(&mut self, files: &[PathBuf], top: usize) -> Result<Vec<FileResult<Vec<Prediction>>>> {
+        if matches!(self.model, Model::Imported(_)) {
+            bail!("an imported network gives embeddings, not people: use embed, verify or identify (or train --init)");
+        }
         self.run(files, |s, inputs| {
-            let x = s.upload(inputs)?;
-            let logits = s.net.logits(&mut s.b, &x)?;
+            let size = s.input_size();
+            let x = s.b.upload(&inputs.concat(), &[inputs.len(), 3, size, size])?;
+            let Model::Trained(net, meta) = &mut s.model else { unreachable!("checked above") };
+            let logits = net.logits(&mut s.b, &x)?;
             let probs = s.b.softmax(&logits)?;
-            let c = s.meta.classes.len();
+            let c = meta.classes.len();
             Ok(s.b
                 .download(&probs)
                 .chunks(c)
@@ -127,7 +205,7 @@ impl<'g> Session<'g> {
                     idx.sort_by(|&a, &b| row[b].total_cmp(&row[a]));
                     idx.iter()
                         .take(top.max(1))
-                        .map(|&i| Prediction { person: s.meta.classes[i].clone(), probability: row[i] })
+                        .map(|&i| Prediction { person: meta.classes[i].clone(), probability: row[i] })
                         .collect()
                 })
                 .collect())

@@ -55,7 +55,7 @@ enum Command {
         #[arg(required = true)]
         images: Vec<PathBuf>,
         #[command(flatten)]
-        align: AlignArgs,
+        emb: EmbedArgs,
         #[arg(long)]
         json: bool,
     },
@@ -85,6 +85,71 @@ enum Command {
         /// No progress bar
         #[arg(long)]
         quiet: bool,
+    },
+    /// Import an ONNX face-embedding network (a MobileFaceNet-family model) as a checkpoint
+    Import {
+        model: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+        /// Input height = width the network takes
+        #[arg(long, default_value_t = 112)]
+        input: usize,
+    },
+    /// Are two photos the same person? Cosine similarity of their embeddings
+    Verify {
+        a: PathBuf,
+        b: PathBuf,
+        #[arg(long)]
+        checkpoint: PathBuf,
+        /// Same person at or above this similarity
+        #[arg(long, default_value_t = 0.5)]
+        threshold: f64,
+        #[command(flatten)]
+        emb: EmbedArgs,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Verification accuracy (10-fold), ROC AUC, EER and TAR at FAR 1e-2 / 1e-3 on pairs
+    EvalPairs {
+        #[arg(long)]
+        checkpoint: PathBuf,
+        /// CSV of `a,b,same` (paths relative to the CSV)
+        #[arg(long, conflicts_with = "data", required_unless_present = "data")]
+        pairs: Option<PathBuf>,
+        /// Or every pair of photos of a per-person folder
+        #[arg(long)]
+        data: Option<PathBuf>,
+        /// Where to write the ROC curve
+        #[arg(long, default_value = "roc.png")]
+        roc: PathBuf,
+        #[command(flatten)]
+        emb: EmbedArgs,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Store each person's mean embedding (photos in one folder per person) in a gallery
+    Enroll {
+        gallery_dir: PathBuf,
+        #[arg(long)]
+        checkpoint: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+        #[command(flatten)]
+        emb: EmbedArgs,
+    },
+    /// Who is in each photo, among the gallery's people, or "unknown"
+    Identify {
+        #[arg(required = true)]
+        photos: Vec<PathBuf>,
+        #[arg(long)]
+        gallery: PathBuf,
+        #[arg(long)]
+        checkpoint: PathBuf,
+        /// How many people to list per photo
+        #[arg(long, default_value_t = 3)]
+        top: usize,
+        #[arg(long)]
+        json: bool,
     },
     /// Faces in photos (MTCNN): boxes, probabilities and five landmarks
     Detect {
@@ -248,6 +313,16 @@ impl TrainArgs {
     }
 }
 
+/// How photos become embeddings.
+#[derive(Args, Clone)]
+struct EmbedArgs {
+    #[command(flatten)]
+    align: AlignArgs,
+    /// Do not add the mirrored image's embedding
+    #[arg(long)]
+    no_flip: bool,
+}
+
 /// Detection and alignment of whole photos before a model sees them.
 #[derive(Args, Clone)]
 struct AlignArgs {
@@ -359,6 +434,13 @@ fn session<'g>(gpu: &'g Gpu, checkpoint: &std::path::Path, a: &AlignArgs) -> Res
     Ok(s)
 }
 
+/// A session for embeddings: alignment and flip as asked.
+fn embed_session<'g>(gpu: &'g Gpu, checkpoint: &std::path::Path, e: &EmbedArgs) -> Result<Session<'g>> {
+    let mut s = session(gpu, checkpoint, &e.align)?;
+    s.flip = !e.no_flip;
+    Ok(s)
+}
+
 /// `train --align`: the photos detected and aligned into RUN/aligned (kept
 /// on --resume, so the photos are not detected again).
 fn aligned_data(gpu: &Gpu, opts: &TrainArgs, out: &std::path::Path, resume: bool) -> Result<PathBuf> {
@@ -395,6 +477,91 @@ fn run(cli: &Cli) -> Result<bool> {
             print_model(&spec, *json)?;
             Ok(true)
         }
+        Command::Import { model, out, input } => {
+            let (def, weights) = arcface::graph::from_onnx(model, *input)?;
+            arcface::graph::save(out, &def, &weights)?;
+            let params: usize = weights.values().map(|t| t.values.len()).sum();
+            println!("{} layers, {params} parameters from {} -> {}", def.ops.len(), model.display(), out.display());
+            Ok(true)
+        }
+        Command::Verify { a, b, checkpoint, threshold, emb, json } => {
+            let gpu = gpu(cli)?;
+            let mut s = embed_session(&gpu, checkpoint, emb)?;
+            let r = s.embed(&[a.clone(), b.clone()])?;
+            for x in &r {
+                if let Some(e) = &x.error {
+                    anyhow::bail!("{e}");
+                }
+            }
+            let sim = arcface::gallery::dot(r[0].result.as_ref().unwrap(), r[1].result.as_ref().unwrap());
+            let same = sim >= *threshold;
+            if *json {
+                println!("{}", serde_json::json!({"similarity": sim, "threshold": threshold, "same": same}));
+            } else {
+                println!("similarity {sim:.4}: {} (threshold {threshold})", if same { "same person" } else { "different people" });
+            }
+            Ok(true)
+        }
+        Command::EvalPairs { checkpoint, pairs, data, roc, emb, json } => {
+            let gpu = gpu(cli)?;
+            let mut s = embed_session(&gpu, checkpoint, emb)?;
+            let list = match (pairs, data) {
+                (Some(p), _) => arcface::verify::read_pairs(p)?,
+                (None, Some(d)) => arcface::verify::all_pairs(&arcface::data::dataset::Dataset::scan(d, false)?),
+                (None, None) => unreachable!("clap requires one"),
+            };
+            let (scored, failed) = arcface::verify::score_pairs(&mut s, &list)?;
+            for (p, e) in &failed {
+                eprintln!("left out (pairs with {}): {e}", p.display());
+            }
+            let m = arcface::verify::metrics(&scored);
+            arcface::verify::roc_png(&scored).save(roc)?;
+            if *json {
+                println!("{}", serde_json::to_string_pretty(&m)?);
+            } else {
+                println!(
+                    "{} pairs ({} same, {} different)\naccuracy {:.4} +- {:.4} ({} folds)\nROC AUC {:.4}\nEER {:.4} (threshold {:.4})\nTAR at FAR 1e-2: {:.4}\nTAR at FAR 1e-3: {:.4}\nROC curve: {}",
+                    m.pairs, m.same, m.different, m.accuracy, m.accuracy_std, m.folds, m.auc, m.eer, m.eer_threshold,
+                    m.tar_at_far_1e2, m.tar_at_far_1e3, roc.display()
+                );
+            }
+            Ok(failed.is_empty())
+        }
+        Command::Enroll { gallery_dir, checkpoint, out, emb } => {
+            let gpu = gpu(cli)?;
+            let mut s = embed_session(&gpu, checkpoint, emb)?;
+            let (g, failed) = arcface::gallery::Gallery::enroll(&mut s, gallery_dir, checkpoint)?;
+            for (p, e) in &failed {
+                eprintln!("not enrolled: {} ({e})", p.display());
+            }
+            g.save(out)?;
+            println!(
+                "{} people ({} photos) enrolled in {}; identify threshold {:.4}",
+                g.meta.people.len(),
+                g.meta.counts.iter().sum::<usize>(),
+                out.display(),
+                g.meta.threshold
+            );
+            Ok(true)
+        }
+        Command::Identify { photos, gallery, checkpoint, top, json } => {
+            let gpu = gpu(cli)?;
+            let g = arcface::gallery::Gallery::load(gallery)?;
+            let mut s = Session::open(&gpu, checkpoint)?;
+            s.flip = g.meta.flip;
+            if g.meta.align {
+                s.align = Some(arcface::detect::Detector::open(&gpu, None, arcface::detect::Options::default())?);
+            }
+            let results: Vec<FileResult<arcface::gallery::Identity>> = s
+                .embed(photos)?
+                .into_iter()
+                .map(|r| FileResult { path: r.path, result: r.result.map(|e| g.identify(&e, *top)), error: r.error })
+                .collect();
+            report(&results, *json, |id| {
+                let list: Vec<String> = id.top.iter().map(|m| format!("{} {:.3}", m.person, m.score)).collect();
+                format!("{} ({})", id.answer, list.join(", "))
+            })
+        }
         Command::Prepare { raw, out, det, quiet } => {
             let gpu = gpu(cli)?;
             let mut d = arcface::detect::Detector::open(&gpu, det.mtcnn.as_deref(), det.options())?;
@@ -419,9 +586,9 @@ fn run(cli: &Cli) -> Result<bool> {
             );
             Ok(true)
         }
-        Command::Embed { checkpoint, images, align, json } => {
+        Command::Embed { checkpoint, images, emb, json } => {
             let gpu = gpu(cli)?;
-            let results = session(&gpu, checkpoint, align)?.embed(images)?;
+            let results = embed_session(&gpu, checkpoint, emb)?.embed(images)?;
             report(&results, *json, |e| {
                 format!("[{}]", e.iter().map(|v| format!("{v:.6}")).collect::<Vec<_>>().join(", "))
             })

@@ -338,12 +338,17 @@ impl<B: Backend> Net<B> {
 
     /// L2-normalised embeddings (eval mode).
     pub fn embed(&mut self, b: &mut B, x: &B::T) -> Result<B::T> {
+        let emb = self.embed_raw(b, x)?;
+        b.l2norm(&emb)
+    }
+
+    /// The backbone's output (eval mode), before normalisation.
+    pub fn embed_raw(&mut self, b: &mut B, x: &B::T) -> Result<B::T> {
         self.check_input(b, x)?;
         if self.spec.arch == Arch::MiniNet {
             bail!("MiniNetwork is a classifier without an embedding layer; use predict");
         }
-        let (emb, _) = self.backbone(b, x, false)?;
-        b.l2norm(&emb)
+        Ok(self.backbone(b, x, false)?.0)
     }
 
     /// One SGD step on a batch: forward, mean cross-entropy, backward, update.

@@ -1,0 +1,166 @@
+//! ONNX import: the imported MobileFaceNet against ONNX Runtime's embeddings
+//! (tests/fixtures/mobilefacenet_onnx_embeddings.safetensors), on the GPU and
+//! on the CPU references; unsupported operators are named.
+
+mod common;
+use arcface::graph::{self, GraphNet};
+use arcface::nn::{Backend, CpuBackend, GpuBackend};
+use arcface::onnx::{GraphProto, ModelProto, NodeProto, TensorProto, ValueInfoProto};
+use arcface::tensorfile::TensorFile;
+use prost::Message;
+use std::path::{Path, PathBuf};
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+}
+
+fn imported(tag: &str) -> (PathBuf, TensorFile) {
+    let (def, weights) = graph::from_onnx(&fixtures().join("mobilefacenet/mobilefacenet-relu6-112.onnx"), 112).unwrap();
+    let path = std::env::temp_dir().join(format!("arcface-import-{}-{tag}.safetensors", std::process::id()));
+    graph::save(&path, &def, &weights).unwrap();
+    let file = TensorFile::read(&path).unwrap();
+    (path, file)
+}
+
+/// Per image: cosine >= 0.9999 and max abs error <= 1e-4 * max|ref| (the bounds).
+fn check(got: &[f32], want: &[f32], what: &str) {
+    let scale = want.iter().fold(0f32, |m, v| m.max(v.abs())) as f64;
+    let (mut worst_cos, mut worst_err) = (1.0f64, 0.0f64);
+    for (i, (g, w)) in got.chunks(128).zip(want.chunks(128)).enumerate() {
+        let dot: f64 = g.iter().zip(w).map(|(a, b)| *a as f64 * *b as f64).sum();
+        let ng: f64 = g.iter().map(|a| (*a as f64).powi(2)).sum::<f64>().sqrt();
+        let nw: f64 = w.iter().map(|a| (*a as f64).powi(2)).sum::<f64>().sqrt();
+        let cos = dot / (ng * nw);
+        let max_err = g.iter().zip(w).map(|(a, b)| (*a as f64 - *b as f64).abs()).fold(0.0, f64::max);
+        (worst_cos, worst_err) = (worst_cos.min(cos), worst_err.max(max_err));
+        assert!(cos >= 0.9999, "{what} image {i}: cosine {cos}");
+        assert!(max_err <= 1e-4 * scale, "{what} image {i}: max abs error {max_err:.3e} (max |ref| {scale:.3})");
+    }
+    eprintln!("{what}: worst cosine {worst_cos:.8}, max abs error {worst_err:.3e} = {:.2e} max|ref|", worst_err / scale);
+}
+
+#[test]
+fn imported_mobilefacenet_matches_onnx_runtime() {
+    let (path, file) = imported("ort");
+    let reference = TensorFile::read(&fixtures().join("mobilefacenet_onnx_embeddings.safetensors")).unwrap();
+    let (x, want) = (reference.get("input").unwrap(), reference.get("embedding").unwrap());
+    assert_eq!(want.shape, vec![10, 128]);
+    let gpu = common::gpu();
+    let mut g = GpuBackend::new(&gpu).unwrap();
+    let net = GraphNet::load(&mut g, &path, &file).unwrap();
+    let xt = g.upload(&x.values, &x.shape).unwrap();
+    let y = net.forward(&mut g, &xt).unwrap();
+    assert_eq!(g.shape(&y), &[10, 128]);
+    check(&g.download(&y), &want.values, "GPU");
+    // The same graph on the CPU references (two images: f64 convolutions are slow).
+    let mut c = CpuBackend;
+    let cnet = GraphNet::load(&mut c, &path, &file).unwrap();
+    let two = 2 * 3 * 112 * 112;
+    let xc = c.upload(&x.values[..two], &[2, 3, 112, 112]).unwrap();
+    let yc = cnet.forward(&mut c, &xc).unwrap();
+    check(&c.download(&yc), &want.values[..256], "CPU reference");
+    std::fs::remove_file(path).unwrap();
+}
+
+fn tensor(name: &str, dims: &[i64], v: &[f32]) -> TensorProto {
+    TensorProto {
+        dims: dims.to_vec(),
+        data_type: 1,
+        float_data: v.to_vec(),
+        name: name.into(),
+        ..Default::default()
+    }
+}
+
+fn node(op: &str, name: &str, inputs: &[&str], output: &str) -> NodeProto {
+    NodeProto {
+        input: inputs.iter().map(|s| s.to_string()).collect(),
+        output: vec![output.into()],
+        name: name.into(),
+        op_type: op.into(),
+        ..Default::default()
+    }
+}
+
+fn write_model(nodes: Vec<NodeProto>, inits: Vec<TensorProto>, tag: &str) -> PathBuf {
+    let m = ModelProto {
+        ir_version: 8,
+        graph: Some(GraphProto {
+            node: nodes,
+            initializer: inits,
+            input: vec![ValueInfoProto { name: "x".into() }],
+            output: vec![ValueInfoProto { name: "y".into() }],
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let path = std::env::temp_dir().join(format!("arcface-import-{}-{tag}.onnx", std::process::id()));
+    std::fs::write(&path, m.encode_to_vec()).unwrap();
+    path
+}
+
+#[test]
+fn unsupported_operators_and_attributes_are_named() {
+    let softmax = write_model(vec![node("Softmax", "head/probs", &["x"], "y")], vec![], "softmax");
+    let e = format!("{:#}", graph::from_onnx(&softmax, 112).err().unwrap());
+    assert!(e.contains("head/probs") && e.contains("Softmax"), "{e}");
+
+    let w = tensor("w", &[1, 1, 3, 3], &[0.0; 9]);
+    let mut conv = node("Conv", "stem/conv", &["x", "w"], "y");
+    conv.attribute.push(arcface::onnx::AttributeProto { name: "dilations".into(), ints: vec![2, 2], ..Default::default() });
+    let dilated = write_model(vec![conv], vec![w], "dilated");
+    let e = format!("{:#}", graph::from_onnx(&dilated, 112).err().unwrap());
+    assert!(e.contains("stem/conv") && e.contains("dilation"), "{e}");
+
+    let not_onnx = std::env::temp_dir().join(format!("arcface-import-{}-junk.onnx", std::process::id()));
+    std::fs::write(&not_onnx, b"\xff\xff\xff not protobuf").unwrap();
+    let e = format!("{:#}", graph::from_onnx(&not_onnx, 112).err().unwrap());
+    assert!(e.contains("junk.onnx") && e.contains("not an ONNX model"), "{e}");
+}
+
+/// A small graph with every other supported operator (Gemm, BatchNorm,
+/// PRelu, GlobalAveragePool, Relu, Flatten) against hand-computed values.
+#[test]
+fn small_graph_of_each_operator_computes_what_onnx_defines() {
+    // x (1,2,2,2) -> BN (scale 2, bias 1, mean 0.5, var 1) -> PRelu(0.1) -> GAP -> Flatten -> Gemm(transB) -> Relu
+    let mut gemm = node("Gemm", "fc", &["f", "gw", "gb"], "g");
+    gemm.attribute.push(arcface::onnx::AttributeProto { name: "transB".into(), i: 1, ..Default::default() });
+    let nodes = vec![
+        node("BatchNormalization", "bn", &["x", "s", "b", "m", "v"], "n"),
+        node("PRelu", "act", &["n", "slope"], "p"),
+        node("GlobalAveragePool", "gap", &["p"], "a"),
+        node("Flatten", "flat", &["a"], "f"),
+        gemm,
+        node("Relu", "out", &["g"], "y"),
+    ];
+    let inits = vec![
+        tensor("s", &[2], &[2.0, 2.0]),
+        tensor("b", &[2], &[1.0, 1.0]),
+        tensor("m", &[2], &[0.5, 0.5]),
+        tensor("v", &[2], &[1.0, 1.0]),
+        tensor("slope", &[2], &[0.1, 0.1]),
+        tensor("gw", &[2, 2], &[1.0, 0.0, -1.0, -1.0]),
+        tensor("gb", &[2], &[0.0, 0.5]),
+    ];
+    let path = write_model(nodes, inits, "ops");
+    let (def, weights) = graph::from_onnx(&path, 2).unwrap();
+    let saved = std::env::temp_dir().join(format!("arcface-import-{}-ops.safetensors", std::process::id()));
+    graph::save(&saved, &def, &weights).unwrap();
+    let file = TensorFile::read(&saved).unwrap();
+    let gpu = common::gpu();
+    let mut g = GpuBackend::new(&gpu).unwrap();
+    let net = GraphNet::load(&mut g, &saved, &file).unwrap();
+    let x = [0.0, 1.0, 2.0, -3.0, 0.5, 0.5, 0.5, 0.5];
+    let xt = g.upload(&x, &[1, 2, 2, 2]).unwrap();
+    let yt = net.forward(&mut g, &xt).unwrap();
+    let y = g.download(&yt);
+    // BN: 2 (x - 0.5) / sqrt(1 + 1e-5) + 1; PRelu; mean per channel.
+    let bn = |v: f64| 2.0 * (v - 0.5) / (1.0f64 + 1e-5).sqrt() + 1.0;
+    let pr = |v: f64| if v > 0.0 { v } else { 0.1 * v };
+    let c0 = [0.0, 1.0, 2.0, -3.0].iter().map(|&v| pr(bn(v))).sum::<f64>() / 4.0;
+    let c1 = pr(bn(0.5));
+    let want = [(c0).max(0.0), (-c0 - c1 + 0.5).max(0.0)];
+    for (a, b) in y.iter().zip(want) {
+        assert!((*a as f64 - b).abs() < 1e-5, "{y:?} vs {want:?}");
+    }
+}
