@@ -42,6 +42,9 @@ pub struct CheckpointMeta {
     pub training: serde_json::Value,
     #[serde(default)]
     pub metrics: serde_json::Value,
+    /// `Arch::Imported`: the backbone's layers (its weights are `backbone.*`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub graph: Option<crate::graph::GraphDef>,
 }
 
 impl CheckpointMeta {
@@ -53,6 +56,7 @@ impl CheckpointMeta {
             classes,
             training: serde_json::Value::Null,
             metrics: serde_json::Value::Null,
+            graph: None,
         }
     }
 }
@@ -92,6 +96,20 @@ pub fn read_meta(path: &Path) -> Result<(CheckpointMeta, TensorFile)> {
 
 pub fn load<B: Backend>(path: &Path, b: &mut B) -> Result<(Net<B>, CheckpointMeta)> {
     let (meta, file) = read_meta(path)?;
+    if let Some(graph) = &meta.graph {
+        let mut net = Net::pretrained(b, meta.model, graph.clone(), [], 0)?;
+        for (name, t) in &file.tensors {
+            let v = b.upload(&t.values, &t.shape)?;
+            if name.starts_with(crate::models::BACKBONE) {
+                net.params.add(name, v, true);
+            } else if net.params.contains(name) {
+                net.params.set(name, v);
+            } else {
+                bail!("{}: tensor `{name}` does not belong to a fine-tuned imported model", path.display());
+            }
+        }
+        return Ok((net, meta));
+    }
     let expected: Vec<String> = meta.model.param_specs().into_iter().map(|p| p.name).collect();
     if let Some(extra) = file.tensors.keys().find(|k| !expected.contains(k)) {
         bail!("{}: tensor `{extra}` does not belong to a {:?} model", path.display(), meta.model.arch);

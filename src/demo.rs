@@ -27,6 +27,8 @@ pub fn config() -> TrainConfig {
         max_people: 10,
         recalibrate_bn: false,
         align: false,
+        init: None,
+        freeze_backbone_epochs: 0,
     }
 }
 

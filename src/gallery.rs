@@ -137,7 +137,9 @@ impl Gallery {
     pub fn load(path: &Path) -> Result<Gallery> {
         let f = TensorFile::read(path)?;
         let meta: GalleryMeta = serde_json::from_str(
-            f.metadata.get(KEY).with_context(|| format!("{}: not a gallery (made by `arcface enroll`)", path.display()))?,
+            f.metadata
+                .get(KEY)
+                .with_context(|| format!("{}: not a gallery (made by `arcface enroll`)", path.display()))?,
         )?;
         let t = f.get("means")?;
         let means: Vec<Vec<f32>> = t.values.chunks(t.shape[1].max(1)).map(<[f32]>::to_vec).collect();

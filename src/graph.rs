@@ -37,16 +37,54 @@ pub enum Activation {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum Op {
-    Conv { x: String, w: String, b: Option<String>, stride: usize, pad: usize, groups: usize, y: String },
-    BatchNorm { x: String, scale: String, bias: String, mean: String, var: String, y: String },
-    Prelu { x: String, slope: String, y: String },
-    Act { x: String, act: Activation, y: String },
-    Add { a: String, b: String, y: String },
+    Conv {
+        x: String,
+        w: String,
+        b: Option<String>,
+        stride: usize,
+        pad: usize,
+        groups: usize,
+        y: String,
+    },
+    BatchNorm {
+        x: String,
+        scale: String,
+        bias: String,
+        mean: String,
+        var: String,
+        y: String,
+    },
+    Prelu {
+        x: String,
+        slope: String,
+        y: String,
+    },
+    Act {
+        x: String,
+        act: Activation,
+        y: String,
+    },
+    Add {
+        a: String,
+        b: String,
+        y: String,
+    },
     /// (N, ...) to (N, rest).
-    Flatten { x: String, y: String },
+    Flatten {
+        x: String,
+        y: String,
+    },
     /// y = x W^T + b, W stored [out, in].
-    Linear { x: String, w: String, b: Option<String>, y: String },
-    GlobalAvgPool { x: String, y: String },
+    Linear {
+        x: String,
+        w: String,
+        b: Option<String>,
+        y: String,
+    },
+    GlobalAvgPool {
+        x: String,
+        y: String,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -85,7 +123,8 @@ pub fn from_onnx(path: &Path, input_size: usize) -> Result<(GraphDef, BTreeMap<S
         name: &str,
         node: &NodeProto,
     ) -> Result<String> {
-        let t = consts.get(name).ok_or_else(|| unsupported(node, &format!("input `{name}` must be a constant weight")))?;
+        let t =
+            consts.get(name).ok_or_else(|| unsupported(node, &format!("input `{name}` must be a constant weight")))?;
         weights.insert(name.to_string(), Loaded { shape: t.shape(), values: t.floats()? });
         Ok(name.to_string())
     }
@@ -101,7 +140,10 @@ pub fn from_onnx(path: &Path, input_size: usize) -> Result<(GraphDef, BTreeMap<S
         let y = node.output.first().cloned().unwrap_or_default();
         match node.op_type.as_str() {
             "Constant" => {
-                let t = node.attr("value").and_then(|a| a.t.clone()).ok_or_else(|| unsupported(node, "only `value` tensors"))?;
+                let t = node
+                    .attr("value")
+                    .and_then(|a| a.t.clone())
+                    .ok_or_else(|| unsupported(node, "only `value` tensors"))?;
                 consts.insert(y, TensorProto { name: node.output[0].clone(), ..t });
             }
             "Identity" => {
@@ -132,8 +174,7 @@ pub fn from_onnx(path: &Path, input_size: usize) -> Result<(GraphDef, BTreeMap<S
                 if (eps - crate::kernels::batchnorm::EPS).abs() > 1e-9 {
                     return Err(unsupported(node, &format!("epsilon {eps} (the kernel uses 1e-5)")));
                 }
-                let [scale, bias, mean, var] =
-                    [1, 2, 3, 4].map(|i| node.input.get(i).cloned().unwrap_or_default());
+                let [scale, bias, mean, var] = [1, 2, 3, 4].map(|i| node.input.get(i).cloned().unwrap_or_default());
                 ops.push(Op::BatchNorm {
                     x,
                     scale: use_weight(&mut weights, &consts, &scale, node)?,
@@ -158,7 +199,9 @@ pub fn from_onnx(path: &Path, input_size: usize) -> Result<(GraphDef, BTreeMap<S
                 let act = match (bound(1)?, bound(2)?) {
                     (Some(lo), Some(hi)) if lo == 0.0 && hi == 6.0 => Activation::Relu6,
                     (Some(lo), None) if lo == 0.0 => Activation::Relu,
-                    (lo, hi) => return Err(unsupported(node, &format!("Clip to [{lo:?}, {hi:?}]: only ReLU and ReLU6"))),
+                    (lo, hi) => {
+                        return Err(unsupported(node, &format!("Clip to [{lo:?}, {hi:?}]: only ReLU and ReLU6")))
+                    }
                 };
                 ops.push(Op::Act { x, act, y });
             }
@@ -236,6 +279,212 @@ pub fn is_graph(file: &TensorFile) -> bool {
     file.metadata.contains_key(KEY)
 }
 
+/// What a training forward pass keeps for the backward pass: every value.
+pub struct Saved<T> {
+    values: HashMap<String, T>,
+}
+
+impl<T> Saved<T> {
+    /// Nothing saved (an eval-mode pass).
+    pub fn empty() -> Saved<T> {
+        Saved { values: HashMap::new() }
+    }
+}
+
+/// Runs the graph on a batch (N, 3, size, size); `w` looks weights up by
+/// their graph name. The output is flattened to (N, D). With `save`, every
+/// value is kept for `backward`.
+pub fn run<B: Backend>(
+    def: &GraphDef,
+    b: &mut B,
+    w: &dyn Fn(&str) -> Result<B::T>,
+    x: &B::T,
+    save: bool,
+) -> Result<(B::T, Option<Saved<B::T>>)> {
+    let mut v: HashMap<String, B::T> = HashMap::from([(def.input.clone(), x.clone())]);
+    let get = |v: &HashMap<String, B::T>, n: &str| -> Result<B::T> {
+        v.get(n).cloned().with_context(|| format!("value `{n}` is used before it is computed"))
+    };
+    for op in &def.ops {
+        let (y, out) = match op {
+            Op::Conv { x, w: wn, b: bias, .. } => {
+                let (xt, wt) = (get(&v, x)?, w(wn)?);
+                let s = conv_shape(b, op, &xt, &wt)?;
+                let bt = bias.as_deref().map(w).transpose()?;
+                (op_output(op), b.conv2d(&s, &xt, &wt, bt.as_ref())?)
+            }
+            Op::BatchNorm { x, scale, bias, mean, var, .. } => {
+                let xt = get(&v, x)?;
+                let s = b.shape(&xt).to_vec();
+                let bn = BatchNorm { n: s[0], c: s[1], m: s[2..].iter().product() };
+                let p = BnParams { gamma: w(scale)?, beta: w(bias)?, running_mean: w(mean)?, running_var: w(var)? };
+                (op_output(op), b.batchnorm(&bn, &p, &xt, false)?.0)
+            }
+            Op::Prelu { x, slope, .. } => (op_output(op), b.prelu(&get(&v, x)?, &w(slope)?)?),
+            Op::Act { x, act, .. } => (op_output(op), b.act(kernel_act(*act), &get(&v, x)?)?),
+            Op::Add { a, b: c, .. } => (op_output(op), b.add(&get(&v, a)?, &get(&v, c)?)?),
+            Op::Flatten { x, .. } => {
+                let xt = get(&v, x)?;
+                let s = b.shape(&xt).to_vec();
+                (op_output(op), b.reshape(&xt, &[s[0], s[1..].iter().product()])?)
+            }
+            Op::Linear { x, w: wn, b: bias, .. } => {
+                let (xt, wt) = (get(&v, x)?, w(wn)?);
+                let (n, ws) = (b.shape(&xt)[0], b.shape(&wt).to_vec());
+                let xt = b.reshape(&xt, &[n, ws[1]])?;
+                let bt = bias.as_deref().map(w).transpose()?;
+                let s = Linear { n, inp: ws[1], out: ws[0], bias: bias.is_some() };
+                (op_output(op), b.linear(&s, &xt, &wt, bt.as_ref())?)
+            }
+            Op::GlobalAvgPool { x, .. } => {
+                let xt = get(&v, x)?;
+                let (s, ones) = pool_as_conv(b, &xt)?;
+                (op_output(op), b.conv2d(&s, &xt, &ones, None)?)
+            }
+        };
+        v.insert(y, out);
+    }
+    let out = get(&v, &def.output)?;
+    let s = b.shape(&out).to_vec();
+    let flat = b.reshape(&out, &[s[0], s[1..].iter().product()])?;
+    Ok((flat, save.then_some(Saved { values: v })))
+}
+
+/// Gradients of the graph's weights (by graph name, passed to `grad`) given
+/// d output; the input's gradient is not needed and not computed past the
+/// first layer.
+pub fn backward<B: Backend>(
+    def: &GraphDef,
+    b: &mut B,
+    w: &dyn Fn(&str) -> Result<B::T>,
+    saved: &Saved<B::T>,
+    dout: &B::T,
+    grad: &mut dyn FnMut(&mut B, &str, B::T) -> Result<()>,
+) -> Result<()> {
+    let val = |n: &str| saved.values.get(n).cloned().with_context(|| format!("value `{n}` was not saved"));
+    let out_shape = b.shape(&val(&def.output)?).to_vec();
+    let mut d: HashMap<String, B::T> = HashMap::from([(def.output.clone(), b.reshape(dout, &out_shape)?)]);
+    fn flow<B: Backend>(b: &mut B, d: &mut HashMap<String, B::T>, name: &str, g: B::T) -> Result<()> {
+        match d.remove(name) {
+            Some(prev) => {
+                let sum = b.add(&prev, &g)?;
+                d.insert(name.to_string(), sum);
+            }
+            None => {
+                d.insert(name.to_string(), g);
+            }
+        }
+        Ok(())
+    }
+    for op in def.ops.iter().rev() {
+        let Some(dy) = d.remove(&op_output(op)) else { continue };
+        match op {
+            Op::Conv { x, w: wn, b: bias, .. } => {
+                let (xt, wt) = (val(x)?, w(wn)?);
+                let s = conv_shape(b, op, &xt, &wt)?;
+                let g = b.conv2d_backward(&s, &xt, &wt, &dy)?;
+                grad(b, wn, g.dw)?;
+                if let (Some(bn), Some(db)) = (bias, g.db) {
+                    grad(b, bn, db)?;
+                }
+                if *x != def.input {
+                    flow(b, &mut d, x, g.dx)?;
+                }
+            }
+            Op::Act { x, act, .. } => {
+                let dx = b.act_backward(kernel_act(*act), &val(x)?, &dy)?;
+                flow(b, &mut d, x, dx)?;
+            }
+            Op::Prelu { x, slope, .. } => {
+                let (dx, ds) = b.prelu_backward(&val(x)?, &w(slope)?, &dy)?;
+                grad(b, slope, ds)?;
+                flow(b, &mut d, x, dx)?;
+            }
+            Op::Add { a, b: c, .. } => {
+                flow(b, &mut d, a, dy.clone())?;
+                flow(b, &mut d, c, dy)?;
+            }
+            Op::Flatten { x, .. } => {
+                let s = b.shape(&val(x)?).to_vec();
+                let dx = b.reshape(&dy, &s)?;
+                flow(b, &mut d, x, dx)?;
+            }
+            Op::Linear { x, w: wn, b: bias, .. } => {
+                let (xt, wt) = (val(x)?, w(wn)?);
+                let xs = b.shape(&xt).to_vec();
+                let ws = b.shape(&wt).to_vec();
+                let x2 = b.reshape(&xt, &[xs[0], ws[1]])?;
+                let s = Linear { n: xs[0], inp: ws[1], out: ws[0], bias: bias.is_some() };
+                let g = b.linear_backward(&s, &x2, &wt, &dy)?;
+                grad(b, wn, g.dw)?;
+                if let (Some(bn), Some(db)) = (bias, g.db) {
+                    grad(b, bn, db)?;
+                }
+                let dx = b.reshape(&g.dx, &xs)?;
+                flow(b, &mut d, x, dx)?;
+            }
+            Op::GlobalAvgPool { x, .. } => {
+                let xt = val(x)?;
+                let (s, ones) = pool_as_conv(b, &xt)?;
+                let g = b.conv2d_backward(&s, &xt, &ones, &dy)?;
+                flow(b, &mut d, x, g.dx)?;
+            }
+            Op::BatchNorm { .. } => {
+                bail!("fine-tuning through an imported BatchNormalization is not supported (fold it into the conv)")
+            }
+        }
+    }
+    Ok(())
+}
+
+fn op_output(op: &Op) -> String {
+    match op {
+        Op::Conv { y, .. }
+        | Op::BatchNorm { y, .. }
+        | Op::Prelu { y, .. }
+        | Op::Act { y, .. }
+        | Op::Add { y, .. }
+        | Op::Flatten { y, .. }
+        | Op::Linear { y, .. }
+        | Op::GlobalAvgPool { y, .. } => y.clone(),
+    }
+}
+
+fn kernel_act(a: Activation) -> Act {
+    match a {
+        Activation::Relu => Act::Relu,
+        Activation::Relu6 => Act::Relu6,
+    }
+}
+
+fn conv_shape<B: Backend>(b: &B, op: &Op, x: &B::T, w: &B::T) -> Result<Conv2d> {
+    let Op::Conv { b: bias, stride, pad, groups, .. } = op else { bail!("not a convolution") };
+    let (xs, ws) = (b.shape(x), b.shape(w));
+    let s = Conv2d {
+        n: xs[0],
+        cin: xs[1],
+        h: xs[2],
+        w: xs[3],
+        cout: ws[0],
+        kh: ws[2],
+        kw: ws[3],
+        stride: *stride,
+        pad: *pad,
+        groups: *groups,
+        bias: bias.is_some(),
+    };
+    s.validate()?;
+    Ok(s)
+}
+
+/// Global average pooling as a depthwise convolution with 1/(h*w) weights.
+fn pool_as_conv<B: Backend>(b: &mut B, x: &B::T) -> Result<(Conv2d, B::T)> {
+    let s = b.shape(x).to_vec();
+    let (c, h, w) = (s[1], s[2], s[3]);
+    let ones = b.upload(&vec![1.0 / (h * w) as f32; c * h * w], &[c, 1, h, w])?;
+    Ok((Conv2d { n: s[0], cin: c, h, w, cout: c, kh: h, kw: w, stride: 1, pad: 0, groups: c, bias: false }, ones))
+}
+
 /// A graph on a backend, weights uploaded.
 pub struct GraphNet<B: Backend> {
     pub def: GraphDef,
@@ -244,8 +493,7 @@ pub struct GraphNet<B: Backend> {
 
 impl<B: Backend> GraphNet<B> {
     pub fn load(b: &mut B, path: &Path, file: &TensorFile) -> Result<GraphNet<B>> {
-        let def: GraphDef = serde_json::from_str(&file.metadata[KEY])
-            .with_context(|| format!("{}: unreadable graph description", path.display()))?;
+        let def = read_def(path, file)?;
         let mut w = HashMap::new();
         for (name, t) in &file.tensors {
             w.insert(name.clone(), b.upload(&t.values, &t.shape)?);
@@ -253,91 +501,16 @@ impl<B: Backend> GraphNet<B> {
         Ok(GraphNet { def, w })
     }
 
-    fn weight(&self, name: &str) -> Result<&B::T> {
-        self.w.get(name).with_context(|| format!("the checkpoint has no weight `{name}`"))
-    }
-
     /// The graph's output for a batch (N, 3, size, size), flattened to (N, D).
     pub fn forward(&self, b: &mut B, x: &B::T) -> Result<B::T> {
-        let mut v: HashMap<&str, B::T> = HashMap::from([(self.def.input.as_str(), x.clone())]);
-        let get = |v: &HashMap<&str, B::T>, n: &str| -> Result<B::T> {
-            v.get(n).cloned().with_context(|| format!("value `{n}` is used before it is computed"))
-        };
-        for op in &self.def.ops {
-            let (y, out) = match op {
-                Op::Conv { x, w, b: bias, stride, pad, groups, y } => {
-                    let (xt, wt) = (get(&v, x)?, self.weight(w)?);
-                    let (xs, ws) = (b.shape(&xt).to_vec(), b.shape(wt).to_vec());
-                    let s = Conv2d {
-                        n: xs[0],
-                        cin: xs[1],
-                        h: xs[2],
-                        w: xs[3],
-                        cout: ws[0],
-                        kh: ws[2],
-                        kw: ws[3],
-                        stride: *stride,
-                        pad: *pad,
-                        groups: *groups,
-                        bias: bias.is_some(),
-                    };
-                    s.validate()?;
-                    let bt = match bias {
-                        Some(n) => Some(self.weight(n)?),
-                        None => None,
-                    };
-                    (y, b.conv2d(&s, &xt, wt, bt)?)
-                }
-                Op::BatchNorm { x, scale, bias, mean, var, y } => {
-                    let xt = get(&v, x)?;
-                    let s = b.shape(&xt).to_vec();
-                    let bn = BatchNorm { n: s[0], c: s[1], m: s[2..].iter().product() };
-                    let p = BnParams {
-                        gamma: self.weight(scale)?.clone(),
-                        beta: self.weight(bias)?.clone(),
-                        running_mean: self.weight(mean)?.clone(),
-                        running_var: self.weight(var)?.clone(),
-                    };
-                    (y, b.batchnorm(&bn, &p, &xt, false)?.0)
-                }
-                Op::Prelu { x, slope, y } => (y, b.prelu(&get(&v, x)?, self.weight(slope)?)?),
-                Op::Act { x, act, y } => {
-                    let a = match act {
-                        Activation::Relu => Act::Relu,
-                        Activation::Relu6 => Act::Relu6,
-                    };
-                    (y, b.act(a, &get(&v, x)?)?)
-                }
-                Op::Add { a, b: c, y } => (y, b.add(&get(&v, a)?, &get(&v, c)?)?),
-                Op::Flatten { x, y } => {
-                    let xt = get(&v, x)?;
-                    let s = b.shape(&xt).to_vec();
-                    (y, b.reshape(&xt, &[s[0], s[1..].iter().product()])?)
-                }
-                Op::Linear { x, w, b: bias, y } => {
-                    let xt = get(&v, x)?;
-                    let wt = self.weight(w)?;
-                    let (n, ws) = (b.shape(&xt)[0], b.shape(wt).to_vec());
-                    let xt = b.reshape(&xt, &[n, ws[1]])?;
-                    let bt = match bias {
-                        Some(n) => Some(self.weight(n)?),
-                        None => None,
-                    };
-                    (y, b.linear(&Linear { n, inp: ws[1], out: ws[0], bias: bias.is_some() }, &xt, wt, bt)?)
-                }
-                Op::GlobalAvgPool { x, y } => {
-                    let xt = get(&v, x)?;
-                    let s = b.shape(&xt).to_vec();
-                    let (c, h, w) = (s[1], s[2], s[3]);
-                    let ones = b.upload(&vec![1.0 / (h * w) as f32; c * h * w], &[c, 1, h, w])?;
-                    let conv = Conv2d { n: s[0], cin: c, h, w, cout: c, kh: h, kw: w, stride: 1, pad: 0, groups: c, bias: false };
-                    (y, b.conv2d(&conv, &xt, &ones, None)?)
-                }
-            };
-            v.insert(y.as_str(), out);
-        }
-        let out = get(&v, &self.def.output)?;
-        let s = b.shape(&out).to_vec();
-        b.reshape(&out, &[s[0], s[1..].iter().product()])
+        let w = |n: &str| self.w.get(n).cloned().with_context(|| format!("the checkpoint has no weight `{n}`"));
+        Ok(run(&self.def, b, &w, x, false)?.0)
     }
+}
+
+pub fn read_def(path: &Path, file: &TensorFile) -> Result<GraphDef> {
+    serde_json::from_str(
+        file.metadata.get(KEY).with_context(|| format!("{}: not an imported network", path.display()))?,
+    )
+    .with_context(|| format!("{}: unreadable graph description", path.display()))
 }

@@ -271,6 +271,13 @@ struct TrainArgs {
     /// about 50 forward batches per epoch); for runs of few steps per epoch
     #[arg(long)]
     recalibrate_bn: bool,
+    /// Start from this checkpoint's backbone (`arcface import`ed, or a
+    /// MobileFaceNet trained here) with a fresh ArcFace head for the people
+    #[arg(long)]
+    init: Option<PathBuf>,
+    /// With --init: train only the new head for the first N epochs
+    #[arg(long, default_value_t = 0)]
+    freeze_backbone_epochs: usize,
     /// The photos are whole photos: detect and align the faces first (as
     /// `arcface prepare`, into RUN/aligned), then train on the crops
     #[arg(long)]
@@ -309,6 +316,8 @@ impl TrainArgs {
             max_people: self.people,
             recalibrate_bn: self.recalibrate_bn,
             align: self.align,
+            init: self.init.clone(),
+            freeze_backbone_epochs: self.freeze_backbone_epochs,
         }
     }
 }
@@ -498,7 +507,10 @@ fn run(cli: &Cli) -> Result<bool> {
             if *json {
                 println!("{}", serde_json::json!({"similarity": sim, "threshold": threshold, "same": same}));
             } else {
-                println!("similarity {sim:.4}: {} (threshold {threshold})", if same { "same person" } else { "different people" });
+                println!(
+                    "similarity {sim:.4}: {} (threshold {threshold})",
+                    if same { "same person" } else { "different people" }
+                );
             }
             Ok(true)
         }

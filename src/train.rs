@@ -11,7 +11,7 @@ use crate::data::dataset::{Dataset, Sample};
 use crate::data::split::{self, Split};
 use crate::gpu::Gpu;
 use crate::kernels::sgd::Sgd;
-use crate::models::{ModelSpec, Net};
+use crate::models::{Arch, Head, ModelSpec, Net};
 use crate::nn::{Backend, GpuBackend};
 use crate::report;
 use crate::tensorfile::{write_atomic, Loaded, TensorFile};
@@ -47,6 +47,13 @@ pub struct TrainConfig {
     /// photos must align them the same way.
     #[serde(default)]
     pub align: bool,
+    /// Start from this checkpoint's backbone (imported or trained here) with
+    /// a fresh head for the dataset's people.
+    #[serde(default)]
+    pub init: Option<PathBuf>,
+    /// Train only the head for the first N epochs.
+    #[serde(default)]
+    pub freeze_backbone_epochs: usize,
 }
 
 impl TrainConfig {
@@ -150,6 +157,52 @@ pub fn eval_logits<'g>(
     Ok(out)
 }
 
+/// The model a run from `--init` trains: the checkpoint's backbone (an
+/// imported network, or MobileFaceNet) with an ArcFace head for `want`'s
+/// classes.
+fn pretrained_spec(init: &Path, want: &ModelSpec) -> Result<ModelSpec> {
+    let file = TensorFile::read(init)?;
+    let head = match want.head {
+        Head::ArcFace { .. } => want.head,
+        Head::Softmax => bail!("--init: fine-tuning uses an ArcFace head (--head arcface)"),
+    };
+    if crate::graph::is_graph(&file) {
+        let def = crate::graph::read_def(init, &file)?;
+        return Ok(ModelSpec { arch: Arch::Imported, input: def.input_size, classes: want.classes, head });
+    }
+    let (meta, _) = checkpoint::read_meta(init)?;
+    match meta.model.arch {
+        Arch::MiniNet => bail!("--init {}: MiniNetwork has no backbone to fine-tune", init.display()),
+        arch => Ok(ModelSpec { arch, input: meta.model.input, classes: want.classes, head }),
+    }
+}
+
+/// The network of `pretrained_spec`, its head freshly initialised (seeded).
+fn pretrained<'g>(b: &mut GpuBackend<'g>, init: &Path, spec: ModelSpec, seed: u64) -> Result<Net<GpuBackend<'g>>> {
+    let file = TensorFile::read(init)?;
+    if crate::graph::is_graph(&file) {
+        let def = crate::graph::read_def(init, &file)?;
+        let weights = file.tensors.into_iter().map(|(n, t)| (n, t.shape, t.values));
+        return Net::pretrained(b, spec, def, weights, seed);
+    }
+    let (from, meta) = checkpoint::load(init, b)?;
+    let mut net = match &meta.graph {
+        Some(def) => Net::pretrained(b, spec, def.clone(), [], seed)?,
+        None => Net::init(b, spec, seed)?,
+    };
+    for p in &from.params.params {
+        if p.name.starts_with("head.") {
+            continue;
+        }
+        if net.params.contains(&p.name) {
+            net.params.set(&p.name, p.value.clone());
+        } else {
+            net.params.add(&p.name, p.value.clone(), p.trainable);
+        }
+    }
+    Ok(net)
+}
+
 /// Batches of train-mode forward passes after each epoch with
 /// `--recalibrate-bn`: with momentum 0.1, 0.9^50 = 0.5% of the statistics
 /// from before remain.
@@ -248,6 +301,9 @@ pub fn run(
         }
     }
     cfg.model.classes = data.people.len();
+    if let Some(init) = &cfg.init {
+        cfg.model = pretrained_spec(init, &cfg.model)?;
+    }
     cfg.model.validate()?;
 
     let (split, mut metrics, start_epoch, mut best) = if resume {
@@ -282,11 +338,14 @@ pub fn run(
             }
         }
         net
+    } else if let Some(init) = &cfg.init {
+        pretrained(&mut b, init, cfg.model, cfg.seed)?
     } else {
         Net::init(&mut b, cfg.model, cfg.seed)?
     };
     let norm = Normalization::default();
     let mut meta = CheckpointMeta::new(cfg.model, data.people.clone());
+    meta.graph = net.graph.as_deref().cloned();
     meta.training = serde_json::to_value(&cfg)?;
     let train_refs: Vec<&Sample> = split.train.iter().collect();
     let images = Images::load(&train_refs)?;
@@ -294,6 +353,7 @@ pub fn run(
     let mut diverged = None;
 
     for epoch in start_epoch..cfg.epochs {
+        net.freeze_backbone = epoch < cfg.freeze_backbone_epochs;
         let lr = cfg.lr_at(epoch);
         let h = Sgd { lr, momentum: cfg.momentum, weight_decay: cfg.weight_decay };
         let mut order: Vec<usize> = (0..split.train.len()).collect();

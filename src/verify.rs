@@ -300,9 +300,7 @@ pub fn score_pairs(
     }
     let scored = pairs
         .iter()
-        .filter_map(|(a, b, same)| {
-            Some(Pair { score: crate::gallery::dot(emb.get(a)?, emb.get(b)?), same: *same })
-        })
+        .filter_map(|(a, b, same)| Some(Pair { score: crate::gallery::dot(emb.get(a)?, emb.get(b)?), same: *same }))
         .collect();
     Ok((scored, failed))
 }

@@ -36,7 +36,10 @@ fn check(got: &[f32], want: &[f32], what: &str) {
         assert!(cos >= 0.9999, "{what} image {i}: cosine {cos}");
         assert!(max_err <= 1e-4 * scale, "{what} image {i}: max abs error {max_err:.3e} (max |ref| {scale:.3})");
     }
-    eprintln!("{what}: worst cosine {worst_cos:.8}, max abs error {worst_err:.3e} = {:.2e} max|ref|", worst_err / scale);
+    eprintln!(
+        "{what}: worst cosine {worst_cos:.8}, max abs error {worst_err:.3e} = {:.2e} max|ref|",
+        worst_err / scale
+    );
 }
 
 #[test]
@@ -63,13 +66,7 @@ fn imported_mobilefacenet_matches_onnx_runtime() {
 }
 
 fn tensor(name: &str, dims: &[i64], v: &[f32]) -> TensorProto {
-    TensorProto {
-        dims: dims.to_vec(),
-        data_type: 1,
-        float_data: v.to_vec(),
-        name: name.into(),
-        ..Default::default()
-    }
+    TensorProto { dims: dims.to_vec(), data_type: 1, float_data: v.to_vec(), name: name.into(), ..Default::default() }
 }
 
 fn node(op: &str, name: &str, inputs: &[&str], output: &str) -> NodeProto {
@@ -107,7 +104,11 @@ fn unsupported_operators_and_attributes_are_named() {
 
     let w = tensor("w", &[1, 1, 3, 3], &[0.0; 9]);
     let mut conv = node("Conv", "stem/conv", &["x", "w"], "y");
-    conv.attribute.push(arcface::onnx::AttributeProto { name: "dilations".into(), ints: vec![2, 2], ..Default::default() });
+    conv.attribute.push(arcface::onnx::AttributeProto {
+        name: "dilations".into(),
+        ints: vec![2, 2],
+        ..Default::default()
+    });
     let dilated = write_model(vec![conv], vec![w], "dilated");
     let e = format!("{:#}", graph::from_onnx(&dilated, 112).err().unwrap());
     assert!(e.contains("stem/conv") && e.contains("dilation"), "{e}");

@@ -33,6 +33,8 @@ fn config(epochs: usize, lr: f32) -> TrainConfig {
         max_people: 3,
         recalibrate_bn: false,
         align: false,
+        init: None,
+        freeze_backbone_epochs: 0,
     }
 }
 

@@ -4,18 +4,26 @@
 pub mod mininet;
 pub mod mobilefacenet;
 
+use crate::graph::{self, GraphDef};
 use crate::kernels::arcface::{ArcFace, Margin};
 use crate::kernels::sgd::Sgd;
 use crate::nn::{Backend, Block, ConvBnCache, Init, ParamSpec, ParamStore};
 use anyhow::{bail, Result};
 use rand::{rngs::StdRng, Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+
+/// Name prefix of an imported backbone's weights.
+pub const BACKBONE: &str = "backbone.";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Arch {
     MobileFaceNet,
     MiniNet,
+    /// An imported embedding network (`arcface import`) with an ArcFace head;
+    /// the layers are in the checkpoint's graph description.
+    Imported,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
@@ -50,6 +58,9 @@ impl ModelSpec {
             Arch::MobileFaceNet if self.input != 112 => bail!("MobileFaceNet takes 112x112 inputs, not {}", self.input),
             Arch::MiniNet if !matches!(self.head, Head::Softmax) => bail!("MiniNetwork has no ArcFace head"),
             Arch::MiniNet if self.input == 0 => bail!("input size must be positive"),
+            Arch::Imported if !matches!(self.head, Head::ArcFace { .. }) => {
+                bail!("an imported network is fine-tuned with an ArcFace head")
+            }
             _ => Ok(()),
         }
     }
@@ -64,13 +75,14 @@ impl ModelSpec {
     fn blocks(&self) -> Vec<Block> {
         match self.arch {
             Arch::MobileFaceNet => mobilefacenet::blocks(self.embedding()),
-            Arch::MiniNet => Vec::new(),
+            Arch::MiniNet | Arch::Imported => Vec::new(),
         }
     }
 
     pub fn param_specs(&self) -> Vec<ParamSpec> {
         match self.arch {
-            Arch::MobileFaceNet => {
+            // The head only: the backbone's weights come with its graph.
+            Arch::MobileFaceNet | Arch::Imported => {
                 let mut v: Vec<ParamSpec> =
                     self.blocks().iter().flat_map(|b| b.layers.iter().flat_map(|l| l.param_specs())).collect();
                 if let Head::ArcFace { .. } = self.head {
@@ -97,7 +109,7 @@ impl ModelSpec {
     pub fn layer_table(&self) -> Vec<(String, [usize; 3], usize)> {
         let mut rows = Vec::new();
         match self.arch {
-            Arch::MobileFaceNet => {
+            Arch::MobileFaceNet | Arch::Imported => {
                 let mut hw = self.input;
                 for b in self.blocks() {
                     for l in &b.layers {
@@ -160,8 +172,14 @@ pub fn init_values(spec: &ModelSpec, seed: u64) -> Vec<(ParamSpec, Vec<f32>)> {
         .collect()
 }
 
+/// What a backbone's training forward pass saved.
+enum Backbone<T> {
+    Blocks(Vec<Vec<ConvBnCache<T>>>),
+    Graph(graph::Saved<T>),
+}
+
 enum Cache<B: Backend> {
-    MobileFaceNet { blocks: Vec<Vec<ConvBnCache<B::T>>>, head: Option<(ArcFace, B::ArcCache, B::T)> },
+    MobileFaceNet { blocks: Backbone<B::T>, head: Option<(ArcFace, B::ArcCache, B::T)> },
     MiniNet { chunks: Vec<mininet::ChunkCache<B::T>> },
 }
 
@@ -173,6 +191,10 @@ pub struct Net<B: Backend> {
     cache: Option<Cache<B>>,
     /// MobileFaceNet: the backbone output of the last training forward pass.
     pub last_embedding: Option<B::T>,
+    /// `Arch::Imported`: the backbone's layers (weights are `backbone.<name>`).
+    pub graph: Option<Arc<GraphDef>>,
+    /// Train the head only: no backbone gradients, no backbone updates.
+    pub freeze_backbone: bool,
 }
 
 impl<B: Backend> Net<B> {
@@ -184,7 +206,7 @@ impl<B: Backend> Net<B> {
             let t = b.upload(&v, &p.shape)?;
             params.add(&p.name, t, p.trainable);
         }
-        Ok(Net { spec, params, cache: None, last_embedding: None })
+        Ok(Net { spec, params, cache: None, last_embedding: None, graph: None, freeze_backbone: false })
     }
 
     /// A network from named values (a checkpoint or a golden file). Every
@@ -204,10 +226,43 @@ impl<B: Backend> Net<B> {
             let t = b.upload(&v, &shape)?;
             params.add(&p.name, t, p.trainable);
         }
-        Ok(Net { spec, params, cache: None, last_embedding: None })
+        Ok(Net { spec, params, cache: None, last_embedding: None, graph: None, freeze_backbone: false })
     }
 
-    fn backbone(&mut self, b: &mut B, x: &B::T, train: bool) -> Result<(B::T, Vec<Vec<ConvBnCache<B::T>>>)> {
+    /// An imported backbone (`graph` and its weights, by graph name) with a
+    /// fresh, seeded ArcFace head for `spec.classes` people.
+    pub fn pretrained(
+        b: &mut B,
+        spec: ModelSpec,
+        graph: GraphDef,
+        weights: impl IntoIterator<Item = (String, Vec<usize>, Vec<f32>)>,
+        seed: u64,
+    ) -> Result<Net<B>> {
+        if spec.arch != Arch::Imported {
+            bail!("Net::pretrained builds imported networks");
+        }
+        let mut net = Net::init(b, spec, seed)?;
+        for (name, shape, v) in weights {
+            let t = b.upload(&v, &shape)?;
+            net.params.add(&format!("{BACKBONE}{name}"), t, true);
+        }
+        net.graph = Some(Arc::new(graph));
+        Ok(net)
+    }
+
+    fn backbone(&mut self, b: &mut B, x: &B::T, train: bool) -> Result<(B::T, Backbone<B::T>)> {
+        if let Some(g) = self.graph.clone() {
+            let params = &self.params;
+            let w = |n: &str| -> Result<B::T> {
+                let key = format!("{BACKBONE}{n}");
+                if !params.contains(&key) {
+                    bail!("no backbone weight `{n}`");
+                }
+                Ok(params.get(&key).clone())
+            };
+            let (emb, saved) = graph::run(&g, b, &w, x, train)?;
+            return Ok((emb, Backbone::Graph(saved.unwrap_or_else(graph::Saved::empty))));
+        }
         let mut h = x.clone();
         let mut caches = Vec::new();
         for block in self.spec.blocks() {
@@ -219,7 +274,7 @@ impl<B: Backend> Net<B> {
         }
         let n = b.shape(x)[0];
         let emb = b.reshape(&h, &[n, self.spec.embedding()])?;
-        Ok((emb, caches))
+        Ok((emb, Backbone::Blocks(caches)))
     }
 
     fn check_input(&self, b: &B, x: &B::T) -> Result<usize> {
@@ -252,7 +307,7 @@ impl<B: Backend> Net<B> {
     pub fn forward_train(&mut self, b: &mut B, x: &B::T, labels: &B::T) -> Result<B::T> {
         let n = self.check_input(b, x)?;
         match self.spec.arch {
-            Arch::MobileFaceNet => {
+            Arch::MobileFaceNet | Arch::Imported => {
                 let (emb, blocks) = self.backbone(b, x, true)?;
                 self.last_embedding = Some(emb.clone());
                 let (logits, head) = match self.spec.head {
@@ -288,12 +343,32 @@ impl<B: Backend> Net<B> {
                     }
                     None => dlogits.clone(),
                 };
-                let specs = self.spec.blocks();
-                let last = specs.last().and_then(|bl| bl.layers.last()).map_or(1, |l| l.cout);
-                let n = b.shape(&demb)[0];
-                let mut d = b.reshape(&demb, &[n, last, 1, 1])?;
-                for (block, c) in specs.iter().zip(&blocks).rev() {
-                    d = block.backward(b, &mut self.params, c, &d)?;
+                if self.freeze_backbone {
+                    return Ok(());
+                }
+                match blocks {
+                    Backbone::Blocks(blocks) => {
+                        let specs = self.spec.blocks();
+                        let last = specs.last().and_then(|bl| bl.layers.last()).map_or(1, |l| l.cout);
+                        let n = b.shape(&demb)[0];
+                        let mut d = b.reshape(&demb, &[n, last, 1, 1])?;
+                        for (block, c) in specs.iter().zip(&blocks).rev() {
+                            d = block.backward(b, &mut self.params, c, &d)?;
+                        }
+                    }
+                    Backbone::Graph(saved) => {
+                        let g = self.graph.clone().expect("a graph backbone has its graph");
+                        let values: std::collections::HashMap<String, B::T> = self
+                            .params
+                            .params
+                            .iter()
+                            .filter_map(|p| p.name.strip_prefix(BACKBONE).map(|n| (n.to_string(), p.value.clone())))
+                            .collect();
+                        let w = |n: &str| values.get(n).cloned().ok_or_else(|| anyhow::anyhow!("no weight `{n}`"));
+                        let params = &mut self.params;
+                        let mut grad = |b: &mut B, n: &str, g: B::T| params.add_grad(b, &format!("{BACKBONE}{n}"), g);
+                        graph::backward(&g, b, &w, &saved, &demb, &mut grad)?;
+                    }
                 }
             }
             Cache::MiniNet { chunks } => {
@@ -321,7 +396,7 @@ impl<B: Backend> Net<B> {
     pub fn logits_with(&mut self, b: &mut B, x: &B::T, batch_stats: bool) -> Result<B::T> {
         let n = self.check_input(b, x)?;
         match self.spec.arch {
-            Arch::MobileFaceNet => {
+            Arch::MobileFaceNet | Arch::Imported => {
                 let (emb, _) = self.backbone(b, x, batch_stats)?;
                 match self.spec.head {
                     Head::ArcFace { s, .. } => {
@@ -359,7 +434,9 @@ impl<B: Backend> Net<B> {
         let dlogits = b.cross_entropy_backward(&probs, labels)?;
         self.backward(b, &dlogits)?;
         for i in 0..self.params.params.len() {
-            if !self.params.params[i].trainable {
+            if !self.params.params[i].trainable
+                || (self.freeze_backbone && self.params.params[i].name.starts_with(BACKBONE))
+            {
                 continue;
             }
             if self.params.params[i].velocity.is_none() {

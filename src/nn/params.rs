@@ -38,6 +38,12 @@ impl<T: Clone> ParamStore<T> {
         }
     }
 
+    /// Replaces a value (same name), keeping whether it is trainable.
+    pub fn set(&mut self, name: &str, value: T) {
+        let i = self.index[name];
+        self.params[i].value = value;
+    }
+
     pub fn contains(&self, name: &str) -> bool {
         self.index.contains_key(name)
     }
