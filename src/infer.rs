@@ -190,25 +190,36 @@ impl<'g> Session<'g> {
         if matches!(self.model, Model::Imported(_)) {
             bail!("an imported network gives embeddings, not people: use embed, verify or identify (or train --init)");
         }
-        self.run(files, |s, inputs| {
-            let size = s.input_size();
-            let x = s.b.upload(&inputs.concat(), &[inputs.len(), 3, size, size])?;
-            let Model::Trained(net, meta) = &mut s.model else { unreachable!("checked above") };
-            let logits = net.logits(&mut s.b, &x)?;
-            let probs = s.b.softmax(&logits)?;
-            let c = meta.classes.len();
-            Ok(s.b
-                .download(&probs)
-                .chunks(c)
-                .map(|row| {
-                    let mut idx: Vec<usize> = (0..c).collect();
-                    idx.sort_by(|&a, &b| row[b].total_cmp(&row[a]));
-                    idx.iter()
-                        .take(top.max(1))
-                        .map(|&i| Prediction { person: meta.classes[i].clone(), probability: row[i] })
-                        .collect()
-                })
-                .collect())
-        })
+        self.run(files, |s, inputs| s.predict_inputs(inputs, top))
+    }
+
+    /// The `top` most probable people for each model input.
+    pub fn predict_inputs(&mut self, inputs: &[Vec<f32>], top: usize) -> Result<Vec<Vec<Prediction>>> {
+        let size = self.input_size();
+        let x = self.b.upload(&inputs.concat(), &[inputs.len(), 3, size, size])?;
+        let Model::Trained(net, meta) = &mut self.model else {
+            bail!("an imported network gives embeddings, not people");
+        };
+        let logits = net.logits(&mut self.b, &x)?;
+        let probs = self.b.softmax(&logits)?;
+        let c = meta.classes.len();
+        Ok(self
+            .b
+            .download(&probs)
+            .chunks(c)
+            .map(|row| {
+                let mut idx: Vec<usize> = (0..c).collect();
+                idx.sort_by(|&a, &b| row[b].total_cmp(&row[a]));
+                idx.iter()
+                    .take(top.max(1))
+                    .map(|&i| Prediction { person: meta.classes[i].clone(), probability: row[i] })
+                    .collect()
+            })
+            .collect())
+    }
+
+    /// A photo (already a face crop) as model input: resized and normalised.
+    pub fn to_input(&self, img: &image::RgbImage) -> Vec<f32> {
+        preprocess::to_input(img, self.input_size(), &self.normalization())
     }
 }

@@ -25,6 +25,7 @@ pub mod onnx;
 pub mod prepare;
 pub mod preprocess;
 pub mod report;
+pub mod serve;
 pub mod sweep;
 pub mod tensorfile;
 pub mod train;

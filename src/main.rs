@@ -151,6 +151,26 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// The web page and JSON API: upload a photo, pick a model, see who it is
+    Serve {
+        /// A model to offer, as NAME=CHECKPOINT (repeat for several)
+        #[arg(long = "model", required = true, value_parser = parse_model)]
+        models: Vec<(String, PathBuf)>,
+        /// Gallery (from `arcface enroll`) for models that give embeddings only
+        #[arg(long)]
+        gallery: Option<PathBuf>,
+        #[arg(long, default_value = "127.0.0.1:7860")]
+        bind: String,
+        /// Largest upload, in MB
+        #[arg(long, default_value_t = 10.0)]
+        max_upload_mb: f64,
+        /// Use the whole photo instead of detecting and aligning the face
+        #[arg(long)]
+        no_detect: bool,
+        /// Compare tab: same person at or above this similarity
+        #[arg(long, default_value_t = 0.5)]
+        verify_threshold: f64,
+    },
     /// Faces in photos (MTCNN): boxes, probabilities and five landmarks
     Detect {
         #[arg(required = true)]
@@ -425,6 +445,13 @@ enum BenchWhat {
     },
 }
 
+fn parse_model(s: &str) -> std::result::Result<(String, PathBuf), String> {
+    match s.split_once('=') {
+        Some((name, path)) if !name.is_empty() && !path.is_empty() => Ok((name.to_string(), PathBuf::from(path))),
+        _ => Err(format!("`{s}`: expected NAME=CHECKPOINT")),
+    }
+}
+
 fn gpu(cli: &Cli) -> Result<Gpu> {
     let env = GpuOptions::from_env();
     Gpu::with_options(&GpuOptions {
@@ -484,6 +511,30 @@ fn run(cli: &Cli) -> Result<bool> {
             };
             spec.validate()?;
             print_model(&spec, *json)?;
+            Ok(true)
+        }
+        Command::Serve { models, gallery, bind, max_upload_mb, no_detect, verify_threshold } => {
+            let env = GpuOptions::from_env();
+            let opt = arcface::serve::Options {
+                bind: bind.clone(),
+                max_upload: (*max_upload_mb * 1e6) as usize,
+                worker: arcface::serve::worker::Config {
+                    models: models.clone(),
+                    gallery: gallery.clone(),
+                    detect: !*no_detect,
+                    verify_threshold: *verify_threshold,
+                    gpu: GpuOptions {
+                        backend: cli.backend.clone().or(env.backend),
+                        adapter: cli.adapter.clone().or(env.adapter),
+                    },
+                },
+            };
+            let h = arcface::serve::start(opt)?;
+            for m in &h.models {
+                eprintln!("model {} ({}, {} people)", m.name, m.kind, m.people.len());
+            }
+            println!("serving on http://{}", h.addr);
+            h.wait();
             Ok(true)
         }
         Command::Import { model, out, input } => {

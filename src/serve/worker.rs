@@ -1,0 +1,250 @@
+//! The GPU side of the server: one thread owns the device, the models and
+//! the face detector, and answers jobs one at a time from a queue, so
+//! concurrent requests never share GPU state.
+
+use crate::align;
+use crate::detect::{Detector, Options};
+use crate::gallery::{dot, Gallery};
+use crate::gpu::{Gpu, GpuOptions};
+use crate::infer::{Prediction, Session};
+use anyhow::Result;
+use base64::Engine;
+use serde::Serialize;
+use std::path::PathBuf;
+use std::sync::mpsc::{channel, Receiver, Sender};
+use std::time::Instant;
+
+/// A request's failure: HTTP status and the message shown to the user.
+#[derive(Debug, Clone)]
+pub struct ApiError {
+    pub status: u16,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(status: u16, message: impl Into<String>) -> ApiError {
+        ApiError { status, message: message.into() }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ModelInfo {
+    pub name: String,
+    /// "classifier" (names its people) or "embedding" (with a gallery).
+    pub kind: String,
+    pub people: Vec<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct PredictAnswer {
+    pub model: String,
+    pub person: String,
+    pub top: Vec<Prediction>,
+    /// The aligned face that was used, as a PNG data URL (when detecting).
+    pub face: Option<String>,
+    #[serde(rename = "box")]
+    pub bbox: Option<[f32; 4]>,
+    pub ms: f64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct VerifyAnswer {
+    pub model: String,
+    pub similarity: f64,
+    pub same: bool,
+    pub threshold: f64,
+    pub faces: [Option<String>; 2],
+    pub ms: f64,
+}
+
+pub enum Job {
+    Predict { model: String, image: Vec<u8>, reply: Sender<Result<PredictAnswer, ApiError>> },
+    Verify { model: String, images: [Vec<u8>; 2], reply: Sender<Result<VerifyAnswer, ApiError>> },
+}
+
+pub struct Config {
+    pub models: Vec<(String, PathBuf)>,
+    pub gallery: Option<PathBuf>,
+    pub detect: bool,
+    pub verify_threshold: f64,
+    pub gpu: GpuOptions,
+}
+
+struct Loaded<'g> {
+    name: String,
+    session: Session<'g>,
+}
+
+fn png_data_url(img: &image::RgbImage) -> String {
+    let mut bytes = Vec::new();
+    let _ = img.write_to(&mut std::io::Cursor::new(&mut bytes), image::ImageFormat::Png);
+    format!("data:image/png;base64,{}", base64::engine::general_purpose::STANDARD.encode(bytes))
+}
+
+fn decode(bytes: &[u8]) -> Result<image::RgbImage, ApiError> {
+    if bytes.is_empty() {
+        return Err(ApiError::new(400, "the upload is empty"));
+    }
+    image::load_from_memory(bytes)
+        .map(|i| i.to_rgb8())
+        .map_err(|_| ApiError::new(400, "not an image (PNG, JPEG, BMP or PNM)"))
+}
+
+/// Starts the GPU thread; returns the job queue and the models it serves
+/// once they are loaded (or why they could not be).
+pub fn start(cfg: Config) -> Result<(Sender<Job>, Vec<ModelInfo>)> {
+    let (tx, rx) = channel::<Job>();
+    let (ready_tx, ready_rx) = channel::<Result<Vec<ModelInfo>, String>>();
+    std::thread::spawn(move || run(cfg, rx, ready_tx));
+    let models = ready_rx.recv()?.map_err(anyhow::Error::msg)?;
+    Ok((tx, models))
+}
+
+fn run(cfg: Config, rx: Receiver<Job>, ready: Sender<Result<Vec<ModelInfo>, String>>) {
+    let setup = || -> Result<(Gpu, Option<Gallery>)> {
+        Ok((Gpu::with_options(&cfg.gpu)?, cfg.gallery.as_deref().map(Gallery::load).transpose()?))
+    };
+    let (gpu, gallery) = match setup() {
+        Ok(v) => v,
+        Err(e) => {
+            let _ = ready.send(Err(format!("{e:#}")));
+            return;
+        }
+    };
+    let load = || -> Result<(Vec<Loaded>, Option<Detector>, Vec<ModelInfo>)> {
+        let mut loaded = Vec::new();
+        let mut info = Vec::new();
+        for (name, path) in &cfg.models {
+            let session = Session::open(&gpu, path).map_err(|e| e.context(format!("model {name}")))?;
+            let people = session.classes().to_vec();
+            let (kind, people) = match (&people.is_empty(), &gallery) {
+                (false, _) => ("classifier", people),
+                (true, Some(g)) => ("embedding", g.meta.people.clone()),
+                (true, None) => anyhow::bail!("model {name} names nobody: give --gallery (from `arcface enroll`)"),
+            };
+            info.push(ModelInfo { name: name.clone(), kind: kind.into(), people });
+            loaded.push(Loaded { name: name.clone(), session });
+        }
+        let det = if cfg.detect { Some(Detector::open(&gpu, None, Options::default())?) } else { None };
+        Ok((loaded, det, info))
+    };
+    let (mut models, mut det, info) = match load() {
+        Ok(v) => v,
+        Err(e) => {
+            let _ = ready.send(Err(format!("{e:#}")));
+            return;
+        }
+    };
+    let _ = ready.send(Ok(info));
+    for job in rx {
+        match job {
+            Job::Predict { model, image, reply } => {
+                let _ = reply.send(predict(&mut models, det.as_mut(), gallery.as_ref(), &model, &image));
+            }
+            Job::Verify { model, images, reply } => {
+                let _ = reply.send(verify(&mut models, det.as_mut(), &model, &images, cfg.verify_threshold));
+            }
+        }
+    }
+}
+
+fn internal(e: anyhow::Error) -> ApiError {
+    ApiError::new(500, format!("{e:#}"))
+}
+
+/// The face to use: the largest detected one, aligned (an error when there
+/// is none), or the whole photo without a detector.
+fn face(det: Option<&mut Detector>, img: &image::RgbImage) -> Result<(image::RgbImage, Option<[f32; 4]>), ApiError> {
+    match det {
+        None => Ok((img.clone(), None)),
+        Some(d) => {
+            let faces = d.detect(img).map_err(internal)?;
+            let f = faces.first().ok_or_else(|| ApiError::new(422, "no face found in the photo"))?;
+            Ok((align::align(img, f), Some(f.bbox)))
+        }
+    }
+}
+
+/// Models see what they were trained on: aligned crops for models trained
+/// with --align and imported ones (trained on aligned faces elsewhere),
+/// the whole photo otherwise (the detector still finds the face, so a photo
+/// without one is refused and the page shows which face it was).
+fn wants_aligned(s: &Session) -> bool {
+    s.trained_on_aligned_faces() || s.classes().is_empty()
+}
+
+fn find<'a, 'g>(models: &'a mut [Loaded<'g>], name: &str) -> Result<&'a mut Session<'g>, ApiError> {
+    let known: Vec<String> = models.iter().map(|m| m.name.clone()).collect();
+    models
+        .iter_mut()
+        .find(|m| m.name == name)
+        .map(|m| &mut m.session)
+        .ok_or_else(|| ApiError::new(404, format!("unknown model `{name}` (models: {})", known.join(", "))))
+}
+
+fn predict(
+    models: &mut [Loaded],
+    det: Option<&mut Detector>,
+    gallery: Option<&Gallery>,
+    model: &str,
+    bytes: &[u8],
+) -> Result<PredictAnswer, ApiError> {
+    let started = Instant::now();
+    let s = find(models, model)?;
+    let img = decode(bytes)?;
+    let detecting = det.is_some();
+    let (crop, bbox) = face(det, &img)?;
+    let input = s.to_input(if wants_aligned(s) { &crop } else { &img });
+    let top = if s.classes().is_empty() {
+        let g = gallery.ok_or_else(|| ApiError::new(500, "an embedding model without a gallery"))?;
+        let e = s.embed_inputs(&[input]).map_err(internal)?;
+        let id = g.identify(&e[0], 5);
+        let mut top: Vec<Prediction> =
+            id.top.iter().map(|m| Prediction { person: m.person.clone(), probability: m.score as f32 }).collect();
+        if id.answer == "unknown" {
+            top.insert(0, Prediction { person: "unknown".into(), probability: id.best.score as f32 });
+        }
+        top
+    } else {
+        s.predict_inputs(&[input], 5).map_err(internal)?.remove(0)
+    };
+    Ok(PredictAnswer {
+        model: model.to_string(),
+        person: top[0].person.clone(),
+        top,
+        face: detecting.then(|| png_data_url(&crop)),
+        bbox,
+        ms: started.elapsed().as_secs_f64() * 1e3,
+    })
+}
+
+fn verify(
+    models: &mut [Loaded],
+    mut det: Option<&mut Detector>,
+    model: &str,
+    images: &[Vec<u8>; 2],
+    threshold: f64,
+) -> Result<VerifyAnswer, ApiError> {
+    let started = Instant::now();
+    let s = find(models, model)?;
+    let mut inputs = Vec::new();
+    let mut faces = [None, None];
+    for (i, bytes) in images.iter().enumerate() {
+        let img = decode(bytes)?;
+        let (crop, bbox) = face(det.as_deref_mut(), &img)?;
+        if bbox.is_some() {
+            faces[i] = Some(png_data_url(&crop));
+        }
+        inputs.push(s.to_input(if wants_aligned(s) { &crop } else { &img }));
+    }
+    let e = s.embed_inputs(&inputs).map_err(|e| ApiError::new(400, format!("{e:#}")))?;
+    let similarity = dot(&e[0], &e[1]);
+    Ok(VerifyAnswer {
+        model: model.to_string(),
+        similarity,
+        same: similarity >= threshold,
+        threshold,
+        faces,
+        ms: started.elapsed().as_secs_f64() * 1e3,
+    })
+}
