@@ -76,8 +76,11 @@ fn json_header() -> Header {
     Header::from_bytes("Content-Type", "application/json").expect("valid header")
 }
 
+/// Sent with a Content-Length (tiny_http would switch to chunked encoding
+/// above 32 kB, which simple clients handle badly).
 fn reply_json(req: Request, status: u16, body: String) {
-    let _ = req.respond(Response::from_string(body).with_status_code(status).with_header(json_header()));
+    let r = Response::from_string(body).with_status_code(status).with_header(json_header());
+    let _ = req.respond(r.with_chunked_threshold(usize::MAX));
 }
 
 fn reply_error(req: Request, e: ApiError) {
@@ -89,7 +92,7 @@ fn handle(mut req: Request, jobs: &Sender<Job>, models_json: &str, max_upload: u
     match (req.method().clone(), path.as_str()) {
         (Method::Get, "/") | (Method::Get, "/index.html") => {
             let h = Header::from_bytes("Content-Type", "text/html; charset=utf-8").expect("valid header");
-            let _ = req.respond(Response::from_string(PAGE).with_header(h));
+            let _ = req.respond(Response::from_string(PAGE).with_header(h).with_chunked_threshold(usize::MAX));
         }
         (Method::Get, "/healthz") => reply_json(req, 200, r#"{"ok":true}"#.into()),
         (Method::Get, "/api/models") => reply_json(req, 200, models_json.to_string()),

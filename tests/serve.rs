@@ -1,0 +1,300 @@
+//! The web server's API: every bad input gets a 4xx with a JSON error, a
+//! real face gets its person's name, and 20 concurrent requests are all
+//! answered correctly. The served model is the bundled ORL-40
+//! MobileFaceNet; its photos here are from its test split
+//! (data/models/mobilefacenet_orl40.split.csv).
+
+mod common;
+use arcface::serve::{self, worker};
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+
+fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+pub fn start(max_upload: usize) -> serve::Handle {
+    common::gpu(); // fails loudly without an adapter
+    serve::start(serve::Options {
+        bind: "127.0.0.1:0".into(),
+        max_upload,
+        worker: worker::Config {
+            models: vec![("orl40".into(), root().join("data/models/mobilefacenet_orl40.safetensors"))],
+            gallery: None,
+            detect: true,
+            verify_threshold: 0.5,
+            gpu: Default::default(),
+        },
+    })
+    .unwrap()
+}
+
+/// (status, body) of one request.
+fn http(addr: SocketAddr, method: &str, path: &str, content_type: &str, body: &[u8]) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    s.write_all(head.as_bytes()).unwrap();
+    s.write_all(body).unwrap();
+    // Read the head, then exactly Content-Length bytes (chromedriver keeps
+    // the connection open despite `Connection: close`).
+    let mut out = Vec::new();
+    let mut buf = [0u8; 65536];
+    let head_end = loop {
+        if let Some(i) = out.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+        let n = s.read(&mut buf).unwrap();
+        assert!(n > 0, "connection closed before the response head");
+        out.extend_from_slice(&buf[..n]);
+    };
+    let head = String::from_utf8_lossy(&out[..head_end]).to_string();
+    let status = head.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let len = head.lines().find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        k.trim().eq_ignore_ascii_case("content-length").then(|| v.trim().parse::<usize>().ok()).flatten()
+    });
+    match len {
+        Some(len) => {
+            while out.len() < head_end + len {
+                let n = s.read(&mut buf).unwrap();
+                assert!(n > 0, "connection closed inside the body");
+                out.extend_from_slice(&buf[..n]);
+            }
+        }
+        None => {
+            s.read_to_end(&mut out).unwrap();
+        }
+    }
+    (status, String::from_utf8_lossy(&out[head_end..]).to_string())
+}
+
+fn form(fields: &[(&str, &[u8])]) -> (String, Vec<u8>) {
+    let b = "arcfaceTestBoundary7";
+    let mut body = Vec::new();
+    for (name, value) in fields {
+        body.extend_from_slice(
+            format!("--{b}\r\nContent-Disposition: form-data; name=\"{name}\"; filename=\"f\"\r\n\r\n").as_bytes(),
+        );
+        body.extend_from_slice(value);
+        body.extend_from_slice(b"\r\n");
+    }
+    body.extend_from_slice(format!("--{b}--\r\n").as_bytes());
+    (format!("multipart/form-data; boundary={b}"), body)
+}
+
+fn predict(addr: SocketAddr, image: &[u8], model: &str) -> (u16, serde_json::Value) {
+    let (ct, body) = form(&[("image", image), ("model", model.as_bytes())]);
+    let (status, text) = http(addr, "POST", "/api/predict", &ct, &body);
+    (status, serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON: {text}")))
+}
+
+/// (photo, person) of the ORL-40 model's test split.
+pub fn test_photos() -> Vec<(PathBuf, String)> {
+    let csv = std::fs::read_to_string(root().join("data/models/mobilefacenet_orl40.split.csv")).unwrap();
+    csv.lines()
+        .filter(|l| l.ends_with(",test"))
+        .map(|l| {
+            let f: Vec<&str> = l.split(',').collect();
+            (root().join(f[0]), f[1].to_string())
+        })
+        .collect()
+}
+
+#[test]
+fn api_names_a_face_and_refuses_bad_input() {
+    let h = start(200_000);
+    let addr = h.addr;
+    assert_eq!(http(addr, "GET", "/healthz", "text/plain", b""), (200, r#"{"ok":true}"#.to_string()));
+    let (status, page) = http(addr, "GET", "/", "text/plain", b"");
+    assert!(status == 200 && page.contains("Who is it?") && !page.contains("http://") && !page.contains("https://"));
+    let (_, models) = http(addr, "GET", "/api/models", "text/plain", b"");
+    let models: serde_json::Value = serde_json::from_str(&models).unwrap();
+    assert_eq!(models[0]["name"], "orl40");
+    assert_eq!(models[0]["people"].as_array().unwrap().len(), 40);
+
+    let (photo, person) = test_photos()[6].clone();
+    let (status, a) = predict(addr, &std::fs::read(&photo).unwrap(), "orl40");
+    assert_eq!(status, 200, "{a}");
+    assert_eq!(a["person"], person.as_str());
+    assert_eq!(a["top"].as_array().unwrap().len(), 5);
+    assert!(a["face"].as_str().unwrap().starts_with("data:image/png;base64,"));
+
+    let bad = |image: &[u8], model: &str, want: u16, says: &str| {
+        let (status, e) = predict(addr, image, model);
+        assert_eq!(status, want, "{e}");
+        let msg = e["error"].as_str().unwrap_or_default();
+        assert!(msg.contains(says), "`{msg}` should say `{says}`");
+    };
+    bad(b"just some text, not a photo", "orl40", 400, "not an image");
+    bad(b"", "orl40", 400, "empty");
+    bad(&std::fs::read(&photo).unwrap(), "nobody", 404, "unknown model");
+    let mut blank = Vec::new();
+    image::RgbImage::from_pixel(120, 120, image::Rgb([200, 200, 200]))
+        .write_to(&mut std::io::Cursor::new(&mut blank), image::ImageFormat::Png)
+        .unwrap();
+    bad(&blank, "orl40", 422, "no face");
+    bad(&vec![7u8; 300_000], "orl40", 413, "size limit");
+    let (status, e) = http(addr, "POST", "/api/predict", "application/json", b"{}");
+    assert_eq!(status, 400, "{e}");
+    let (status, _) = http(addr, "GET", "/nothing-here", "text/plain", b"");
+    assert_eq!(status, 404);
+
+    // Compare: two photos of one person and of two people.
+    let photos = test_photos();
+    let read = |i: usize| std::fs::read(&photos[i].0).unwrap();
+    let s1_other = std::fs::read(root().join("data/orl/s1/5.pgm")).unwrap();
+    let (ct, body) = form(&[("image_a", &read(0)), ("image_b", &s1_other), ("model", b"orl40")]);
+    let (status, v) = http(addr, "POST", "/api/verify", &ct, &body);
+    let v: serde_json::Value = serde_json::from_str(&v).unwrap();
+    assert_eq!(status, 200, "{v}");
+    let (ct, body) = form(&[("image_a", &read(0)), ("image_b", &read(20)), ("model", b"orl40")]);
+    let (_, w) = http(addr, "POST", "/api/verify", &ct, &body);
+    let w: serde_json::Value = serde_json::from_str(&w).unwrap();
+    assert!(v["similarity"].as_f64().unwrap() > w["similarity"].as_f64().unwrap(), "{v} vs {w}");
+    let (ct, body) = form(&[("image_a", &read(0)), ("model", b"orl40")]);
+    assert_eq!(http(addr, "POST", "/api/verify", &ct, &body).0, 400);
+    h.stop();
+}
+
+#[test]
+fn twenty_concurrent_predictions_are_all_right() {
+    let h = start(10_000_000);
+    let addr = h.addr;
+    let photos: Vec<(PathBuf, String)> = test_photos().into_iter().step_by(2).take(20).collect();
+    let threads: Vec<_> = photos
+        .into_iter()
+        .map(|(photo, person)| {
+            std::thread::spawn(move || {
+                let (status, a) = predict(addr, &std::fs::read(&photo).unwrap(), "orl40");
+                (status, a["person"].as_str().unwrap_or_default().to_string(), person)
+            })
+        })
+        .collect();
+    let answers: Vec<_> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+    assert_eq!(answers.len(), 20);
+    for (status, got, want) in &answers {
+        assert_eq!((*status, got.as_str()), (200, want.as_str()));
+    }
+    h.stop();
+}
+
+/// A W3C WebDriver session on chromedriver + headless Chromium (Debian's
+/// `chromium` and `chromium-driver`, installed by scripts/setup).
+struct Browser {
+    driver: std::process::Child,
+    addr: SocketAddr,
+    session: String,
+}
+
+const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
+
+impl Browser {
+    fn open() -> Browser {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let driver = std::process::Command::new("chromedriver")
+            .arg(format!("--port={port}"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("chromedriver (Debian: chromium-driver) is needed: {e}; run scripts/setup"));
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let started = std::time::Instant::now();
+        while TcpStream::connect(addr).is_err() {
+            assert!(started.elapsed().as_secs() < 20, "chromedriver did not start");
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        let caps = serde_json::json!({"capabilities": {"alwaysMatch": {
+            "browserName": "chrome",
+            "goog:chromeOptions": {"binary": "/usr/bin/chromium",
+                "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=900,1000"]}
+        }}});
+        let mut b = Browser { driver, addr, session: String::new() };
+        let r = b.call("POST", "/session", caps);
+        b.session = r["value"]["sessionId"].as_str().unwrap_or_else(|| panic!("no session: {r}")).to_string();
+        b
+    }
+
+    fn call(&self, method: &str, path: &str, body: serde_json::Value) -> serde_json::Value {
+        let (_, text) = http(self.addr, method, path, "application/json", body.to_string().as_bytes());
+        serde_json::from_str(&text).unwrap_or_else(|_| panic!("chromedriver: {text}"))
+    }
+
+    fn cmd(&self, method: &str, what: &str, body: serde_json::Value) -> serde_json::Value {
+        self.call(method, &format!("/session/{}{what}", self.session), body)["value"].clone()
+    }
+
+    fn element(&self, css: &str) -> String {
+        let v = self.cmd("POST", "/element", serde_json::json!({"using": "css selector", "value": css}));
+        v[ELEMENT].as_str().unwrap_or_else(|| panic!("no element {css}: {v}")).to_string()
+    }
+
+    fn js(&self, script: &str) -> serde_json::Value {
+        self.cmd("POST", "/execute/sync", serde_json::json!({"script": script, "args": []}))
+    }
+
+    /// Polls a script until it returns a non-empty string.
+    fn wait_for(&self, script: &str, secs: u64) -> String {
+        let started = std::time::Instant::now();
+        loop {
+            if let Some(s) = self.js(script).as_str().filter(|s| !s.is_empty()) {
+                return s.to_string();
+            }
+            assert!(started.elapsed().as_secs() < secs, "timed out waiting for `{script}`");
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+    }
+
+    fn upload_and_go(&self, file: &Path) {
+        let input = self.element("#file");
+        self.cmd("POST", &format!("/element/{input}/value"), serde_json::json!({"text": file.to_str().unwrap()}));
+        let go = self.element("#go");
+        self.cmd("POST", &format!("/element/{go}/click"), serde_json::json!({}));
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        if !self.session.is_empty() {
+            let _ = self.cmd("DELETE", "", serde_json::json!({}));
+        }
+        let _ = self.driver.kill();
+        let _ = self.driver.wait();
+    }
+}
+
+/// In a real headless browser: load the page, upload a face photo, pick the
+/// model, read the predicted name; then upload a text file and see the
+/// error. Leaves a screenshot of the result in target/serve-screenshot.png.
+#[test]
+fn the_page_names_a_face_in_a_headless_browser() {
+    let h = start(10_000_000);
+    let b = Browser::open();
+    b.cmd("POST", "/url", serde_json::json!({"url": format!("http://{}/", h.addr)}));
+    b.wait_for("return document.querySelectorAll('#model option').length > 0 ? 'ready' : ''", 30);
+    b.js(
+        "const s = document.getElementById('model'); s.value = 'orl40'; s.dispatchEvent(new Event('change')); return 1",
+    );
+    let (photo, person) = test_photos()[12].clone();
+    b.upload_and_go(&photo);
+    let got = b.wait_for("return document.getElementById('person').textContent", 120);
+    assert_eq!(got, person);
+    let bars = b.js("return document.querySelectorAll('#top li').length");
+    assert_eq!(bars, 5);
+    let shot = b.cmd("GET", "/screenshot", serde_json::json!({}));
+    use base64::Engine;
+    let png = base64::engine::general_purpose::STANDARD.decode(shot.as_str().unwrap()).unwrap();
+    std::fs::write(root().join("target/serve-screenshot.png"), png).unwrap();
+
+    let text = std::env::temp_dir().join(format!("arcface-browser-{}.txt", std::process::id()));
+    std::fs::write(&text, "not a photo").unwrap();
+    b.upload_and_go(&text);
+    let err = b.wait_for("return document.getElementById('error').textContent", 60);
+    assert!(err.contains("not an image"), "{err}");
+    std::fs::remove_file(text).unwrap();
+    drop(b);
+    h.stop();
+}
