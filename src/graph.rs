@@ -214,6 +214,8 @@ pub fn from_onnx(path: &Path, input_size: usize) -> Result<(GraphDef, BTreeMap<S
             }
             "Reshape" => {
                 // Only a flatten to one row per image: target shape (k, -1) with k = 0, 1 or -1.
+                // k = 1 is what exporters write for a batch-1 trace (this model's file has it);
+                // it is taken as the per-image flatten the exporter meant, for any batch.
                 let shape = consts
                     .get(&node.input[1])
                     .ok_or_else(|| unsupported(node, "the target shape must be a constant"))?
