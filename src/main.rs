@@ -582,11 +582,13 @@ fn run(cli: &Cli) -> Result<bool> {
             if *json {
                 println!("{}", serde_json::to_string_pretty(&m)?);
             } else {
-                println!(
-                    "{} pairs ({} same, {} different)\naccuracy {:.4} +- {:.4} ({} folds)\nROC AUC {:.4}\nEER {:.4} (threshold {:.4})\nTAR at FAR 1e-2: {:.4}\nTAR at FAR 1e-3: {:.4}\nROC curve: {}",
-                    m.pairs, m.same, m.different, m.accuracy, m.accuracy_std, m.folds, m.auc, m.eer, m.eer_threshold,
-                    m.tar_at_far_1e2, m.tar_at_far_1e3, roc.display()
-                );
+                println!("{} pairs ({} same, {} different)", m.pairs, m.same, m.different);
+                println!("accuracy {:.4} +- {:.4} ({} folds)", m.accuracy, m.accuracy_std, m.folds);
+                println!("ROC AUC {:.4}", m.auc);
+                println!("EER {:.4} (threshold {:.4})", m.eer, m.eer_threshold);
+                println!("TAR at FAR 1e-2: {:.4}", m.tar_at_far_1e2);
+                println!("TAR at FAR 1e-3: {:.4}", m.tar_at_far_1e3);
+                println!("ROC curve: {}", roc.display());
             }
             Ok(failed.is_empty())
         }
@@ -639,7 +641,8 @@ fn run(cli: &Cli) -> Result<bool> {
                 eprintln!("{n} faces, the largest kept: {}", p.display());
             }
             println!(
-                "{} of {} photos aligned into {} ({} without a face, {} with several) in {:.1} s; labels.csv and prepare_report.json there",
+                "{} of {} photos aligned into {} ({} without a face, {} with several) in {:.1} s; \
+                 labels.csv and prepare_report.json there",
                 r.written,
                 r.photos,
                 out.display(),

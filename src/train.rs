@@ -212,8 +212,9 @@ pub const RECALIBRATION_BATCHES: usize = 50;
 /// (an average over steps whose weights kept changing) lag the network, and
 /// eval mode collapses while training accuracy is high. This runs the fixed,
 /// final weights in train mode over the training images (resize + normalise,
-/// no augmentation) for at least one pass and `min_batches` batches, so the running statistics describe these weights. Weights and
-/// momentum buffers are untouched, so training itself is unchanged.
+/// no augmentation) for at least one pass and `min_batches` batches, so the
+/// running statistics describe these weights. Weights and momentum buffers
+/// are untouched, so training itself is unchanged.
 pub fn recalibrate_bn<'g>(
     b: &mut GpuBackend<'g>,
     net: &mut Net<GpuBackend<'g>>,
