@@ -461,20 +461,7 @@ fn kernel_act(a: Activation) -> Act {
 
 fn conv_shape<B: Backend>(b: &B, op: &Op, x: &B::T, w: &B::T) -> Result<Conv2d> {
     let Op::Conv { b: bias, stride, pad, groups, .. } = op else { bail!("not a convolution") };
-    let (xs, ws) = (b.shape(x), b.shape(w));
-    let s = Conv2d {
-        n: xs[0],
-        cin: xs[1],
-        h: xs[2],
-        w: xs[3],
-        cout: ws[0],
-        kh: ws[2],
-        kw: ws[3],
-        stride: *stride,
-        pad: *pad,
-        groups: *groups,
-        bias: bias.is_some(),
-    };
+    let s = Conv2d::from_shapes(b.shape(x), b.shape(w), *stride, *pad, *groups, bias.is_some());
     s.validate()?;
     Ok(s)
 }
@@ -484,7 +471,7 @@ fn pool_as_conv<B: Backend>(b: &mut B, x: &B::T) -> Result<(Conv2d, B::T)> {
     let s = b.shape(x).to_vec();
     let (c, h, w) = (s[1], s[2], s[3]);
     let ones = b.upload(&vec![1.0 / (h * w) as f32; c * h * w], &[c, 1, h, w])?;
-    Ok((Conv2d { n: s[0], cin: c, h, w, cout: c, kh: h, kw: w, stride: 1, pad: 0, groups: c, bias: false }, ones))
+    Ok((Conv2d::from_shapes(&s, &[c, 1, h, w], 1, 0, c, false), ones))
 }
 
 /// A graph on a backend, weights uploaded.

@@ -33,6 +33,9 @@ pub struct FileResult<T> {
     pub error: Option<String>,
 }
 
+const NAMES_NOBODY: &str =
+    "an imported network gives embeddings, not people: use embed, verify or identify (or train --init)";
+
 /// A network trained here (classifier, and embeddings for MobileFaceNet) or
 /// an imported embedding network.
 pub enum Model<'g> {
@@ -188,7 +191,7 @@ impl<'g> Session<'g> {
     /// The `top` most probable people per image.
     pub fn predict(&mut self, files: &[PathBuf], top: usize) -> Result<Vec<FileResult<Vec<Prediction>>>> {
         if matches!(self.model, Model::Imported(_)) {
-            bail!("an imported network gives embeddings, not people: use embed, verify or identify (or train --init)");
+            bail!(NAMES_NOBODY);
         }
         self.run(files, |s, inputs| s.predict_inputs(inputs, top))
     }
@@ -198,7 +201,7 @@ impl<'g> Session<'g> {
         let size = self.input_size();
         let x = self.b.upload(&inputs.concat(), &[inputs.len(), 3, size, size])?;
         let Model::Trained(net, meta) = &mut self.model else {
-            bail!("an imported network gives embeddings, not people");
+            bail!(NAMES_NOBODY);
         };
         let logits = net.logits(&mut self.b, &x)?;
         let probs = self.b.softmax(&logits)?;

@@ -146,11 +146,7 @@ pub fn eval_logits<'g>(
     let size = net.spec.input;
     let mut out = Vec::new();
     for chunk in samples.chunks(batch.max(1)) {
-        let mut x = Vec::new();
-        for s in chunk {
-            x.extend(crate::preprocess::load_input(&s.path, size, norm)?);
-        }
-        let xt = b.upload(&x, &[chunk.len(), 3, size, size])?;
+        let xt = b.upload(&inputs(chunk, size, norm)?, &[chunk.len(), 3, size, size])?;
         let logits = net.logits_with(b, &xt, batch_stats)?;
         out.extend(b.download(&logits));
     }
@@ -228,20 +224,22 @@ pub fn recalibrate_bn<'g>(
     if chunks.is_empty() {
         return Ok(());
     }
-    let mut inputs = Vec::with_capacity(chunks.len());
-    for c in &chunks {
-        let mut x = Vec::new();
-        for s in c.iter() {
-            x.extend(crate::preprocess::load_input(&s.path, size, norm)?);
-        }
-        inputs.push((x, c.len()));
-    }
-    let rounds = min_batches.max(inputs.len());
-    for (x, n) in inputs.iter().cycle().take(rounds) {
-        let xt = b.upload(x, &[*n, 3, size, size])?;
-        net.logits_with(b, &xt, true)?;
+    // Uploaded once; the passes only read them.
+    let batches: Vec<_> =
+        chunks.iter().map(|c| b.upload(&inputs(c, size, norm)?, &[c.len(), 3, size, size])).collect::<Result<_>>()?;
+    for xt in batches.iter().cycle().take(min_batches.max(batches.len())) {
+        net.logits_with(b, xt, true)?;
     }
     Ok(())
+}
+
+/// Evaluation inputs (resize + normalise) of samples, one batch, flat.
+fn inputs(samples: &[Sample], size: usize, norm: &Normalization) -> Result<Vec<f32>> {
+    let mut x = Vec::with_capacity(samples.len() * 3 * size * size);
+    for s in samples {
+        x.extend(crate::preprocess::load_input(&s.path, size, norm)?);
+    }
+    Ok(x)
 }
 
 fn save_state<'g>(

@@ -125,20 +125,7 @@ impl<B: Backend> Nets<B> {
 
     fn conv(&self, b: &mut B, name: &str, x: &B::T) -> Result<B::T> {
         let w = self.t(&format!("{name}.weight"));
-        let (ws, xs) = (b.shape(w).to_vec(), b.shape(x).to_vec());
-        let s = Conv2d {
-            n: xs[0],
-            cin: xs[1],
-            h: xs[2],
-            w: xs[3],
-            cout: ws[0],
-            kh: ws[2],
-            kw: ws[3],
-            stride: 1,
-            pad: 0,
-            groups: 1,
-            bias: true,
-        };
+        let s = Conv2d::from_shapes(b.shape(x), b.shape(w), 1, 0, 1, true);
         b.conv2d(&s, x, w, Some(self.t(&format!("{name}.bias"))))
     }
 

@@ -47,6 +47,12 @@ impl Conv2d {
         Conv2d { n, cin, h: hw.0, w: hw.1, cout, kh: k, kw: k, stride, pad, groups: 1, bias: false }
     }
 
+    /// The convolution of an (N, C, H, W) input `x` by an (O, C/groups, KH, KW)
+    /// weight `w`, from their shapes.
+    pub fn from_shapes(x: &[usize], w: &[usize], stride: usize, pad: usize, groups: usize, bias: bool) -> Conv2d {
+        Conv2d { n: x[0], cin: x[1], h: x[2], w: x[3], cout: w[0], kh: w[2], kw: w[3], stride, pad, groups, bias }
+    }
+
     pub fn out_hw(&self) -> (usize, usize) {
         ((self.h + 2 * self.pad - self.kh) / self.stride + 1, (self.w + 2 * self.pad - self.kw) / self.stride + 1)
     }
