@@ -13,7 +13,8 @@ use rand::{rngs::StdRng, Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
-/// Name prefix of an imported backbone's weights.
+/// Name prefix of backbone weights: MobileFaceNet's (PyTorch names) and an
+/// imported network's (`backbone.<graph name>`); `freeze_backbone` skips them.
 pub const BACKBONE: &str = "backbone.";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
