@@ -1,7 +1,7 @@
 //! The checks themselves must be able to fail: a comparison that passed
 //! everything would make every kernel test meaningless.
 
-use arcface::check::{compare, finite_diff, Rng, Tol};
+use arcface::kernels::check::{compare, finite_diff, Rng, Tol};
 
 #[test]
 fn compare_flags_an_error_just_over_tolerance() {

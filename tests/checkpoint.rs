@@ -2,11 +2,11 @@
 //! mismatched files are refused with errors that name the file and the problem.
 
 mod common;
-use arcface::check::Rng;
-use arcface::checkpoint::{self, CheckpointMeta};
+use arcface::io::checkpoint::{self, CheckpointMeta};
+use arcface::io::tensorfile::{write_atomic, TensorFile};
+use arcface::kernels::check::Rng;
 use arcface::models::{Arch, Head, ModelSpec, Net};
 use arcface::nn::{Backend, GpuBackend};
-use arcface::tensorfile::{write_atomic, TensorFile};
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 

@@ -233,7 +233,7 @@ mod detection {
 
 /// A fresh two-person MobileFaceNet checkpoint in `dir`.
 fn infer_checkpoint(dir: &std::path::Path) -> std::path::PathBuf {
-    use ::arcface::checkpoint::{self, CheckpointMeta};
+    use ::arcface::io::checkpoint::{self, CheckpointMeta};
     use ::arcface::models::{Arch, Head, ModelSpec, Net};
     let gpu = ::arcface::gpu::Gpu::new().unwrap();
     let mut b = ::arcface::nn::GpuBackend::new(&gpu).unwrap();

@@ -1,8 +1,9 @@
 //! Dataset scanning, the stratified split and augmentation.
 
-use arcface::checkpoint::Normalization;
-use arcface::data::augment::{flip_horizontal, rotate, to_unit_chw};
+use arcface::data::augment::rotate;
 use arcface::data::dataset::Dataset;
+use arcface::data::input::Normalization;
+use arcface::data::input::{flip_horizontal, to_unit_chw};
 use arcface::data::split::{stratified, Split};
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -99,7 +100,7 @@ fn bad_inputs_are_listed_and_skipped() {
     for name in ["empty.jpg", "text.png", "corrupt.jpg", "notes.txt", "nobody"] {
         assert!(skipped.iter().any(|s| s.contains(name)), "{name} not reported in {skipped:?}");
     }
-    let deep = arcface::preprocess::open_rgb(&good.join("deep.png")).unwrap();
+    let deep = arcface::data::input::open_rgb(&good.join("deep.png")).unwrap();
     assert_eq!(deep.get_pixel(0, 0).0, [156, 156, 156], "16-bit grey 40000 -> round(155.6) in 8 bits");
     assert!(Dataset::scan(&root.join("missing"), true).is_err());
 }
@@ -134,6 +135,6 @@ fn flip_and_rotation_do_what_they_claim() {
     assert_eq!(rotate(&v, n, 0.0), v);
     assert_eq!(rotate(&v, n, 45.0)[0], 0.0);
     let norm = Normalization::default();
-    let e = arcface::data::augment::evaluate(&img, n, &norm);
+    let e = arcface::data::input::to_input(&img, n, &norm);
     assert!((e[0] - (0.0 - 0.485) / 0.229).abs() < 1e-6);
 }

@@ -11,9 +11,9 @@
 //! the pupil test goes through our own decoder, the path users get.
 
 mod common;
-use arcface::align::{self, TEMPLATE};
-use arcface::check::{compare_f32, Rng, Tol};
+use arcface::detect::align::{self, TEMPLATE};
 use arcface::detect::{Detector, Face, Nets, Options};
+use arcface::kernels::check::{compare_f32, Rng, Tol};
 use arcface::nn::{CpuBackend, GpuBackend};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -118,7 +118,7 @@ fn eyes_land_on_the_hand_placed_pupils() {
         let v: Vec<f64> = f[2..6].iter().map(|s| s.parse().unwrap()).collect();
         let (p1, p2) = ([v[0], v[1]], [v[2], v[3]]);
         let path = london().join(f[0]).join(f[1]);
-        let img = arcface::preprocess::open_rgb(&path).unwrap();
+        let img = arcface::data::input::open_rgb(&path).unwrap();
         let faces = d.detect(&img).unwrap();
         assert_eq!(faces.len(), 1, "{}: {} faces", path.display(), faces.len());
         let ipd = (p1[0] - p2[0]).hypot(p1[1] - p2[1]);
@@ -165,7 +165,7 @@ fn aligned_crops_put_the_eyes_on_the_template() {
     let mut d = Detector::open(&gpu, None, Options::default()).unwrap();
     let pupils = [[125.6, 140.4], [172.9, 138.7]]; // pupils.csv, 001 neutral
     for photo in ["neutral.jpg", "smiling.jpg"] {
-        let img = arcface::preprocess::open_rgb(&london().join("001").join(photo)).unwrap();
+        let img = arcface::data::input::open_rgb(&london().join("001").join(photo)).unwrap();
         let faces = d.detect(&img).unwrap();
         let t = align::to_template(&faces[0]);
         let crop = align::align(&img, &faces[0]);
@@ -213,7 +213,7 @@ fn photos_without_faces_tiny_and_huge_ones_do_not_crash() {
     assert!(detect_with(&image::RgbImage::new(1, 1), Options::default()).is_empty());
     // 4000x3000 with a face scaled up in the middle; min face 600 keeps the
     // pyramid affordable on lavapipe (the default 20 would start at 2400x1800).
-    let face = arcface::preprocess::open_rgb(&london().join("001/neutral.jpg")).unwrap();
+    let face = arcface::data::input::open_rgb(&london().join("001/neutral.jpg")).unwrap();
     let big_face = image::imageops::resize(&face, 2400, 2400, image::imageops::FilterType::Triangle);
     let mut big = image::RgbImage::from_pixel(4000, 3000, image::Rgb([90, 90, 90]));
     image::imageops::overlay(&mut big, &big_face, 800, 300);

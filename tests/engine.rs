@@ -3,8 +3,8 @@
 //! submission for many dispatches.
 
 mod common;
-use arcface::check::Rng;
 use arcface::gpu::{dispatch::grid, Gpu, GpuOptions, Recorder, Tensor};
+use arcface::kernels::check::Rng;
 use arcface::kernels::{activation, family, residual};
 
 #[test]

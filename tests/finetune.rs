@@ -3,13 +3,15 @@
 //! frozen-backbone epochs, and `train --init` end to end.
 
 mod common;
-use arcface::check::Rng;
-use arcface::checkpoint::Normalization;
-use arcface::graph::{self, Activation, GraphDef, Op};
+use arcface::data::input::Normalization;
+use arcface::io::model_file;
+use arcface::io::tensorfile::Loaded;
+use arcface::kernels::activation::Act;
+use arcface::kernels::check::Rng;
 use arcface::kernels::sgd::Sgd;
+use arcface::models::graph::{GraphDef, Op};
 use arcface::models::{Arch, Head, ModelSpec, Net, BACKBONE};
 use arcface::nn::{Backend, CpuBackend, GpuBackend};
-use arcface::tensorfile::Loaded;
 use std::collections::BTreeMap;
 
 const SIZE: usize = 9;
@@ -21,10 +23,10 @@ fn small_graph(seed: u64) -> (GraphDef, Vec<(String, Vec<usize>, Vec<f32>)>) {
     let s = |x: &str| x.to_string();
     let ops = vec![
         Op::Conv { x: s("in"), w: s("c1.w"), b: Some(s("c1.b")), stride: 2, pad: 1, groups: 1, y: s("a") },
-        Op::Act { x: s("a"), act: Activation::Relu6, y: s("b") },
+        Op::Act { x: s("a"), act: Act::Relu6, y: s("b") },
         Op::Conv { x: s("b"), w: s("dw.w"), b: None, stride: 1, pad: 1, groups: 4, y: s("c") },
         Op::Add { a: s("b"), b: s("c"), y: s("d") },
-        Op::Act { x: s("d"), act: Activation::Relu, y: s("e") },
+        Op::Act { x: s("d"), act: Act::Relu, y: s("e") },
         Op::GlobalAvgPool { x: s("e"), y: s("f") },
         Op::Flatten { x: s("f"), y: s("g") },
         Op::Linear { x: s("g"), w: s("fc.w"), b: Some(s("fc.b")), y: s("out") },
@@ -147,7 +149,7 @@ fn gpu_step_equals_the_reference_step_and_freezing_keeps_the_backbone() {
 
 #[test]
 fn train_init_fine_tunes_an_imported_network() {
-    use arcface::train::{self, TrainConfig};
+    use arcface::pipeline::train::{self, TrainConfig};
     let dir = std::env::temp_dir().join(format!("arcface-finetune-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
@@ -155,7 +157,7 @@ fn train_init_fine_tunes_an_imported_network() {
     let weights: BTreeMap<String, Loaded> =
         w.iter().map(|(n, s, v)| (n.clone(), Loaded { shape: s.clone(), values: v.clone() })).collect();
     let init = dir.join("imported.safetensors");
-    graph::save(&init, &def, &weights).unwrap();
+    model_file::save_graph(&init, &def, &weights).unwrap();
     let cfg = |epochs| TrainConfig {
         model: ModelSpec { arch: Arch::MobileFaceNet, input: 112, classes: 0, head: Head::ArcFace { s: 8.0, m: 0.3 } },
         epochs,
@@ -176,17 +178,17 @@ fn train_init_fine_tunes_an_imported_network() {
     let gpu = common::gpu();
     let run = dir.join("run");
     train::run(&gpu, &orl, &run, cfg(1), false, true).unwrap();
-    let after1 = arcface::tensorfile::TensorFile::read(&run.join(train::LAST)).unwrap();
+    let after1 = arcface::io::tensorfile::TensorFile::read(&run.join(train::LAST)).unwrap();
     for (name, _, v) in &w {
         assert_eq!(&after1.get(&format!("{BACKBONE}{name}")).unwrap().values, v, "{name} moved in the frozen epoch");
     }
     // Resume for a second, unfrozen epoch: the backbone moves.
     let o = train::run(&gpu, &orl, &run, cfg(2), true, true).unwrap();
     assert_eq!(o.metrics.len(), 2);
-    let after2 = arcface::tensorfile::TensorFile::read(&run.join(train::LAST)).unwrap();
+    let after2 = arcface::io::tensorfile::TensorFile::read(&run.join(train::LAST)).unwrap();
     assert_ne!(&after2.get(&format!("{BACKBONE}c1.w")).unwrap().values, &w[0].2);
     // The fine-tuned checkpoint is an ordinary one: it loads and predicts.
-    let mut s = arcface::infer::Session::open(&gpu, &run.join(train::LAST)).unwrap();
+    let mut s = arcface::recognize::session::Session::open(&gpu, &run.join(train::LAST)).unwrap();
     let face = orl.join("s1/1.pgm");
     let p = s.predict(&[face], 3).unwrap();
     assert_eq!(p[0].result.as_ref().unwrap().len(), 3);

@@ -13,10 +13,10 @@
 //! are rounding noise there, and ours must simply be tiny.
 
 mod common;
+use arcface::io::tensorfile::TensorFile;
 use arcface::kernels::arcface::Margin;
 use arcface::models::{Arch, Head, ModelSpec, Net};
 use arcface::nn::{Backend, CpuBackend, GpuBackend};
-use arcface::tensorfile::TensorFile;
 use std::path::Path;
 
 /// Loss and logits: relative error.

@@ -3,10 +3,12 @@
 //! on the CPU references; unsupported operators are named.
 
 mod common;
-use arcface::graph::{self, GraphNet};
+use arcface::io::model_file::{self, Model};
+use arcface::io::onnx::{GraphProto, ModelProto, NodeProto, TensorProto, ValueInfoProto};
+use arcface::io::onnx_import::from_onnx;
+use arcface::io::tensorfile::TensorFile;
+use arcface::models::graph::GraphNet;
 use arcface::nn::{Backend, CpuBackend, GpuBackend};
-use arcface::onnx::{GraphProto, ModelProto, NodeProto, TensorProto, ValueInfoProto};
-use arcface::tensorfile::TensorFile;
 use prost::Message;
 use std::path::{Path, PathBuf};
 
@@ -14,12 +16,11 @@ fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
 }
 
-fn imported(tag: &str) -> (PathBuf, TensorFile) {
-    let (def, weights) = graph::from_onnx(&fixtures().join("mobilefacenet/mobilefacenet-relu6-112.onnx"), 112).unwrap();
+fn imported(tag: &str) -> PathBuf {
+    let (def, weights) = from_onnx(&fixtures().join("mobilefacenet/mobilefacenet-relu6-112.onnx"), 112).unwrap();
     let path = std::env::temp_dir().join(format!("arcface-import-{}-{tag}.safetensors", std::process::id()));
-    graph::save(&path, &def, &weights).unwrap();
-    let file = TensorFile::read(&path).unwrap();
-    (path, file)
+    model_file::save_graph(&path, &def, &weights).unwrap();
+    path
 }
 
 /// Per image: cosine >= 0.9999 and max abs error <= 1e-4 * max|ref| (the bounds).
@@ -44,20 +45,20 @@ fn check(got: &[f32], want: &[f32], what: &str) {
 
 #[test]
 fn imported_mobilefacenet_matches_onnx_runtime() {
-    let (path, file) = imported("ort");
+    let path = imported("ort");
     let reference = TensorFile::read(&fixtures().join("mobilefacenet_onnx_embeddings.safetensors")).unwrap();
     let (x, want) = (reference.get("input").unwrap(), reference.get("embedding").unwrap());
     assert_eq!(want.shape, vec![10, 128]);
     let gpu = common::gpu();
     let mut g = GpuBackend::new(&gpu).unwrap();
-    let net = GraphNet::load(&mut g, &path, &file).unwrap();
+    let net = open_graph(&mut g, &path);
     let xt = g.upload(&x.values, &x.shape).unwrap();
     let y = net.forward(&mut g, &xt).unwrap();
     assert_eq!(g.shape(&y), &[10, 128]);
     check(&g.download(&y), &want.values, "GPU");
     // The same graph on the CPU references (two images: f64 convolutions are slow).
     let mut c = CpuBackend;
-    let cnet = GraphNet::load(&mut c, &path, &file).unwrap();
+    let cnet = open_graph(&mut c, &path);
     let two = 2 * 3 * 112 * 112;
     let xc = c.upload(&x.values[..two], &[2, 3, 112, 112]).unwrap();
     let yc = cnet.forward(&mut c, &xc).unwrap();
@@ -99,23 +100,23 @@ fn write_model(nodes: Vec<NodeProto>, inits: Vec<TensorProto>, tag: &str) -> Pat
 #[test]
 fn unsupported_operators_and_attributes_are_named() {
     let softmax = write_model(vec![node("Softmax", "head/probs", &["x"], "y")], vec![], "softmax");
-    let e = format!("{:#}", graph::from_onnx(&softmax, 112).err().unwrap());
+    let e = format!("{:#}", from_onnx(&softmax, 112).err().unwrap());
     assert!(e.contains("head/probs") && e.contains("Softmax"), "{e}");
 
     let w = tensor("w", &[1, 1, 3, 3], &[0.0; 9]);
     let mut conv = node("Conv", "stem/conv", &["x", "w"], "y");
-    conv.attribute.push(arcface::onnx::AttributeProto {
+    conv.attribute.push(arcface::io::onnx::AttributeProto {
         name: "dilations".into(),
         ints: vec![2, 2],
         ..Default::default()
     });
     let dilated = write_model(vec![conv], vec![w], "dilated");
-    let e = format!("{:#}", graph::from_onnx(&dilated, 112).err().unwrap());
+    let e = format!("{:#}", from_onnx(&dilated, 112).err().unwrap());
     assert!(e.contains("stem/conv") && e.contains("dilation"), "{e}");
 
     let not_onnx = std::env::temp_dir().join(format!("arcface-import-{}-junk.onnx", std::process::id()));
     std::fs::write(&not_onnx, b"\xff\xff\xff not protobuf").unwrap();
-    let e = format!("{:#}", graph::from_onnx(&not_onnx, 112).err().unwrap());
+    let e = format!("{:#}", from_onnx(&not_onnx, 112).err().unwrap());
     assert!(e.contains("junk.onnx") && e.contains("not an ONNX model"), "{e}");
 }
 
@@ -125,7 +126,7 @@ fn unsupported_operators_and_attributes_are_named() {
 fn small_graph_of_each_operator_computes_what_onnx_defines() {
     // x (1,2,2,2) -> BN (scale 2, bias 1, mean 0.5, var 1) -> PRelu(0.1) -> GAP -> Flatten -> Gemm(transB) -> Relu
     let mut gemm = node("Gemm", "fc", &["f", "gw", "gb"], "g");
-    gemm.attribute.push(arcface::onnx::AttributeProto { name: "transB".into(), i: 1, ..Default::default() });
+    gemm.attribute.push(arcface::io::onnx::AttributeProto { name: "transB".into(), i: 1, ..Default::default() });
     let nodes = vec![
         node("BatchNormalization", "bn", &["x", "s", "b", "m", "v"], "n"),
         node("PRelu", "act", &["n", "slope"], "p"),
@@ -144,13 +145,12 @@ fn small_graph_of_each_operator_computes_what_onnx_defines() {
         tensor("gb", &[2], &[0.0, 0.5]),
     ];
     let path = write_model(nodes, inits, "ops");
-    let (def, weights) = graph::from_onnx(&path, 2).unwrap();
+    let (def, weights) = from_onnx(&path, 2).unwrap();
     let saved = std::env::temp_dir().join(format!("arcface-import-{}-ops.safetensors", std::process::id()));
-    graph::save(&saved, &def, &weights).unwrap();
-    let file = TensorFile::read(&saved).unwrap();
+    model_file::save_graph(&saved, &def, &weights).unwrap();
     let gpu = common::gpu();
     let mut g = GpuBackend::new(&gpu).unwrap();
-    let net = GraphNet::load(&mut g, &saved, &file).unwrap();
+    let net = open_graph(&mut g, &saved);
     let x = [0.0, 1.0, 2.0, -3.0, 0.5, 0.5, 0.5, 0.5];
     let xt = g.upload(&x, &[1, 2, 2, 2]).unwrap();
     let yt = net.forward(&mut g, &xt).unwrap();
@@ -163,5 +163,13 @@ fn small_graph_of_each_operator_computes_what_onnx_defines() {
     let want = [(c0).max(0.0), (-c0 - c1 + 0.5).max(0.0)];
     for (a, b) in y.iter().zip(want) {
         assert!((*a as f64 - b).abs() < 1e-5, "{y:?} vs {want:?}");
+    }
+}
+
+/// An imported graph opened the way every command opens a model file.
+fn open_graph<B: Backend>(b: &mut B, path: &Path) -> GraphNet<B> {
+    match model_file::open(path, b).unwrap() {
+        Model::Imported(g) => g,
+        Model::Trained(..) => panic!("{} is not an imported graph", path.display()),
     }
 }

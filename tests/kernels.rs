@@ -2,7 +2,7 @@
 //! reference (f64), at fixed odd/prime shapes plus shapes drawn from two seeds.
 
 mod common;
-use arcface::check::Rng;
+use arcface::kernels::check::Rng;
 use arcface::kernels::family;
 use std::collections::BTreeSet;
 

@@ -2,7 +2,7 @@
 //! exceed a 128 MiB storage binding, so the model runs the batch in chunks.
 
 mod common;
-use arcface::check::Rng;
+use arcface::kernels::check::Rng;
 use arcface::kernels::sgd::Sgd;
 use arcface::models::{mininet, Arch, Head, ModelSpec, Net};
 use arcface::nn::{Backend, GpuBackend};

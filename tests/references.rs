@@ -1,6 +1,6 @@
 //! Each CPU reference's backward against central finite differences in f64.
 
-use arcface::check::Rng;
+use arcface::kernels::check::Rng;
 use arcface::kernels::FAMILIES;
 
 #[test]

@@ -1,7 +1,8 @@
 //! Every shader, as compiled (common.wgsl prepended), parses and validates
 //! with naga, independently of any driver.
 
-use arcface::gpu::Shader;
+use arcface::gpu::params::layout;
+use arcface::gpu::{Params, Shader, Word};
 
 #[test]
 fn every_shader_parses_and_validates() {
@@ -25,5 +26,52 @@ fn every_shader_file_is_registered() {
         if name != "common.wgsl" {
             assert!(registered.contains(&name.as_str()), "shaders/{name} is not in Shader::ALL");
         }
+    }
+}
+
+#[test]
+fn every_kernel_module_has_its_shader_and_every_shader_its_module() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    // Kernel modules: files and folders of src/kernels but for the shared ones.
+    let mut modules = Vec::new();
+    for entry in std::fs::read_dir(root.join("src/kernels")).unwrap() {
+        let name = entry.unwrap().file_name().into_string().unwrap();
+        let stem = name.trim_end_matches(".rs").to_string();
+        if !["mod", "check", "gradcheck"].contains(&stem.as_str()) {
+            modules.push(stem);
+        }
+    }
+    for m in &modules {
+        assert!(root.join(format!("shaders/{m}.wgsl")).is_file(), "kernel module `{m}` has no shaders/{m}.wgsl");
+    }
+    for s in Shader::ALL {
+        let stem = s.name().trim_end_matches(".wgsl");
+        assert!(modules.iter().any(|m| m == stem), "shaders/{} belongs to no kernel module", s.name());
+    }
+}
+
+#[test]
+fn every_shader_has_a_params_struct_of_u32_and_f32_words() {
+    for s in Shader::ALL {
+        let fields = layout(s).unwrap_or_else(|e| panic!("{e:#}"));
+        assert!(!fields.is_empty(), "{}: empty Params", s.name());
+    }
+    assert_eq!(
+        layout(Shader::Sgd).unwrap(),
+        [("n", Word::U32), ("lr", Word::F32), ("momentum", Word::F32), ("weight_decay", Word::F32)]
+            .map(|(n, w)| (n.to_string(), w))
+    );
+}
+
+#[test]
+fn parameters_that_differ_from_the_wgsl_struct_are_refused() {
+    let good = Params::new().u("n", 4).f("lr", 0.1).f("momentum", 0.9).f("weight_decay", 0.0);
+    good.check(Shader::Sgd, "step").unwrap();
+    let swapped = Params::new().u("n", 4).f("momentum", 0.9).f("lr", 0.1).f("weight_decay", 0.0);
+    let missing = Params::new().u("n", 4).f("lr", 0.1).f("momentum", 0.9);
+    let wrong_type = Params::new().f("n", 4.0).f("lr", 0.1).f("momentum", 0.9).f("weight_decay", 0.0);
+    for (what, p) in [("swapped", swapped), ("missing", missing), ("wrong type", wrong_type)] {
+        let e = format!("{:#}", p.check(Shader::Sgd, "step").err().unwrap_or_else(|| panic!("{what}: accepted")));
+        assert!(e.contains("sgd.wgsl::step") && e.contains("weight_decay: f32"), "{what}: {e}");
     }
 }

@@ -9,7 +9,7 @@
 //! in any f32 implementation, and a comparison would test nothing.
 
 mod common;
-use arcface::check::{compare_f32, Rng, Tol};
+use arcface::kernels::check::{compare_f32, Rng, Tol};
 use arcface::kernels::sgd::Sgd;
 use arcface::models::{Arch, Head, ModelSpec, Net};
 use arcface::nn::{Backend, CpuBackend, GpuBackend};

@@ -3,9 +3,9 @@
 //! its best checkpoint; eval reads the saved split.
 
 mod common;
+use arcface::io::tensorfile::TensorFile;
 use arcface::models::{Arch, Head, ModelSpec};
-use arcface::tensorfile::TensorFile;
-use arcface::train::{self, TrainConfig};
+use arcface::pipeline::train::{self, TrainConfig};
 use std::path::{Path, PathBuf};
 
 fn orl() -> PathBuf {
@@ -84,14 +84,14 @@ fn eval_uses_the_saved_test_split() {
     let gpu = common::gpu();
     let dir = run_dir("eval");
     train::run(&gpu, &orl(), &dir, config(1, 0.01), false, true).unwrap();
-    let r = arcface::evaluate::run(&gpu, &dir.join(train::BEST), None, false).unwrap();
+    let r = arcface::pipeline::evaluate::run(&gpu, &dir.join(train::BEST), None, false).unwrap();
     assert_eq!(r.images, 3, "10% of 10 images for each of 3 people");
     assert_eq!(r.per_person.len(), 3);
     assert_eq!(r.confusion.iter().flatten().sum::<usize>(), 3);
     assert!(Path::new(&r.confusion_png).is_file());
-    let moved = arcface::evaluate::run(&gpu, &dir.join(train::BEST), Some(&orl()), false).unwrap();
+    let moved = arcface::pipeline::evaluate::run(&gpu, &dir.join(train::BEST), Some(&orl()), false).unwrap();
     assert_eq!(moved.accuracy, r.accuracy);
-    let batch = arcface::evaluate::run(&gpu, &dir.join(train::BEST), None, true).unwrap();
+    let batch = arcface::pipeline::evaluate::run(&gpu, &dir.join(train::BEST), None, true).unwrap();
     assert_eq!(batch.images, 3);
     assert!(batch.loss.is_finite());
 }
@@ -101,7 +101,7 @@ fn sweep_records_divergence_and_keeps_the_best() {
     let gpu = common::gpu();
     let dir = run_dir("sweep");
     let base = TrainConfig { lr_step: 100, ..config(2, 0.0) };
-    let rows = arcface::sweep::run(&gpu, &orl(), &dir, &base, &[1e-3, 1e4], &[0.9], true).unwrap();
+    let rows = arcface::pipeline::sweep::run(&gpu, &orl(), &dir, &base, &[1e-3, 1e4], &[0.9], true).unwrap();
     assert_eq!(rows.len(), 2);
     assert!(!rows[0].diverged && rows[0].best_val_loss.is_finite());
     assert!(rows[1].diverged, "lr 1e4 must diverge: {rows:?}");
@@ -117,8 +117,8 @@ fn sweep_records_divergence_and_keeps_the_best() {
 /// land on 0.81 rm1 + 0.19 mu. The learned weights must not move.
 #[test]
 fn bn_recalibration_moves_only_the_running_statistics() {
-    use arcface::checkpoint::Normalization;
     use arcface::data::dataset::{Dataset, Sample};
+    use arcface::data::input::Normalization;
     use arcface::models::Net;
     use arcface::nn::{Backend, GpuBackend};
     let gpu = common::gpu();

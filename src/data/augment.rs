@@ -2,39 +2,13 @@
 //! input, horizontal flip with p = 0.5, rotation by a uniform angle in
 //! [-10, 10] degrees (counter-clockwise positive, black fill, bilinear, as
 //! torchvision's RandomRotation), then ImageNet normalisation. Evaluation
-//! only resizes and normalises (`preprocess::to_input`).
+//! only resizes and normalises (`image::to_input`).
 
-use crate::checkpoint::Normalization;
-use image::imageops::FilterType;
+use super::input::{flip_horizontal, normalize, to_unit_chw, Normalization};
 use rand::Rng;
 
 pub const MAX_ROTATION_DEGREES: f32 = 10.0;
 pub const FLIP_PROBABILITY: f64 = 0.5;
-
-/// (3, size, size) values in [0, 1], resized bilinearly.
-pub fn to_unit_chw(img: &image::RgbImage, size: usize) -> Vec<f32> {
-    let resized = image::imageops::resize(img, size as u32, size as u32, FilterType::Triangle);
-    let mut out = vec![0.0f32; 3 * size * size];
-    for (x, y, px) in resized.enumerate_pixels() {
-        for c in 0..3 {
-            out[(c * size + y as usize) * size + x as usize] = px[c] as f32 / 255.0;
-        }
-    }
-    out
-}
-
-/// Mirror left-right.
-pub fn flip_horizontal(chw: &[f32], size: usize) -> Vec<f32> {
-    let mut out = vec![0.0; chw.len()];
-    for c in 0..3 {
-        for y in 0..size {
-            for x in 0..size {
-                out[(c * size + y) * size + x] = chw[(c * size + y) * size + (size - 1 - x)];
-            }
-        }
-    }
-    out
-}
 
 /// Rotates counter-clockwise by `degrees` about the centre; pixels that come
 /// from outside the image are black.
@@ -69,13 +43,6 @@ pub fn rotate(chw: &[f32], size: usize, degrees: f32) -> Vec<f32> {
     out
 }
 
-pub fn normalize(chw: &mut [f32], size: usize, norm: &Normalization) {
-    for (i, v) in chw.iter_mut().enumerate() {
-        let c = i / (size * size);
-        *v = (*v - norm.mean[c]) / norm.std[c];
-    }
-}
-
 /// One augmented training input.
 pub fn augment(img: &image::RgbImage, size: usize, norm: &Normalization, rng: &mut impl Rng) -> Vec<f32> {
     let mut x = to_unit_chw(img, size);
@@ -84,13 +51,6 @@ pub fn augment(img: &image::RgbImage, size: usize, norm: &Normalization, rng: &m
     }
     let angle = rng.random_range(-MAX_ROTATION_DEGREES..=MAX_ROTATION_DEGREES);
     x = rotate(&x, size, angle);
-    normalize(&mut x, size, norm);
-    x
-}
-
-/// The evaluation input: resize and normalise only.
-pub fn evaluate(img: &image::RgbImage, size: usize, norm: &Normalization) -> Vec<f32> {
-    let mut x = to_unit_chw(img, size);
     normalize(&mut x, size, norm);
     x
 }

@@ -2,7 +2,7 @@
 //! that cannot be decoded are listed with the reason and skipped, never a
 //! crash; people are labelled in name order, numbers by value (s2 < s10).
 
-use crate::preprocess;
+use super::input;
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
@@ -88,7 +88,7 @@ impl Dataset {
                     continue;
                 }
                 if decode {
-                    if let Err(e) = preprocess::open_rgb(&f) {
+                    if let Err(e) = input::open_rgb(&f) {
                         skipped.push(Skipped { path: f, reason: format!("{:#}", e.root_cause()) });
                         continue;
                     }

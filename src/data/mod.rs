@@ -1,8 +1,16 @@
-//! Data: dataset folders, the stratified split, augmentation.
+//! Data: image files to normalised inputs, dataset folders, the stratified
+//! split, augmentation, batches, and per-file results. Knows nothing of the
+//! GPU or the networks.
 
 pub mod augment;
+pub mod batch;
 pub mod dataset;
+pub mod file_result;
+pub mod input;
 pub mod split;
+
+pub use batch::Batch;
+pub use file_result::FileResult;
 
 use anyhow::{bail, Result};
 use std::path::{Path, PathBuf};

@@ -2,10 +2,10 @@
 //! faces out. Used by `detect`, `prepare` and `--align`.
 
 use super::{detect, Face, Nets, Options};
+use crate::data::input::open_rgb;
+use crate::data::FileResult;
 use crate::gpu::Gpu;
-use crate::infer::FileResult;
 use crate::nn::GpuBackend;
-use crate::preprocess::open_rgb;
 use anyhow::Result;
 use std::path::{Path, PathBuf};
 
@@ -50,7 +50,7 @@ impl<'g> Detector<'g> {
             let img = match open_rgb(path) {
                 Ok(img) => img,
                 Err(e) => {
-                    out.push(FileResult { path: path.clone(), result: None, error: Some(format!("{e:#}")) });
+                    out.push(FileResult::failed(path.clone(), &e));
                     continue;
                 }
             };
@@ -60,7 +60,7 @@ impl<'g> Detector<'g> {
                 let name = d.join(format!("{i:04}_{stem}.png"));
                 super::draw::draw(&img, &faces).save(&name)?;
             }
-            out.push(FileResult { path: path.clone(), result: Some(faces), error: None });
+            out.push(FileResult::ok(path.clone(), faces));
         }
         Ok(out)
     }

@@ -3,11 +3,16 @@
 //! landmarks. The networks run on the engine (`nets`); the box arithmetic is
 //! on the CPU (`boxes`). The cascade follows facenet-pytorch 2.6's
 //! `detect_face`, whose outputs are the reference this is tested against.
+//! `align` warps a detected face onto the 112x112 template and `prepare`
+//! turns a folder of photos into aligned crops.
 
+pub mod align;
+pub mod bench;
 pub mod boxes;
 pub mod detector;
 pub mod draw;
 pub mod nets;
+pub mod prepare;
 pub mod resample;
 
 use crate::nn::Backend;

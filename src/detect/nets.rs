@@ -9,11 +9,11 @@
 //! columns permuted from the (W, H, C) flatten order the weights were trained
 //! with to our (C, H, W) order, so no activation is ever transposed.
 
+use crate::io::tensorfile::TensorFile;
 use crate::kernels::conv2d::Conv2d;
 use crate::kernels::linear::Linear;
 use crate::kernels::maxpool::MaxPool;
 use crate::nn::Backend;
-use crate::tensorfile::TensorFile;
 use anyhow::{bail, Context, Result};
 use std::collections::HashMap;
 use std::path::Path;
@@ -44,7 +44,7 @@ fn face_probability(a0: f32, a1: f32) -> f32 {
     1.0 / (1.0 + (a0 - a1).exp())
 }
 
-fn concat_rows(parts: &[&crate::tensorfile::Loaded]) -> (Vec<f32>, usize) {
+fn concat_rows(parts: &[&crate::io::tensorfile::Loaded]) -> (Vec<f32>, usize) {
     let mut v = Vec::new();
     let mut rows = 0;
     for p in parts {

@@ -2,11 +2,11 @@
 //! pipeline, bind-group and pass APIs, so kernels never repeat that plumbing.
 //!
 //! Binding convention for every shader: `@binding(0)` is a uniform `Params`
-//! struct of 32-bit words; storage buffers follow at the numbers each entry
+//! struct of 32-bit words (see `params`); storage buffers follow at the numbers each entry
 //! point declares. A `Recorder` puts many dispatches into one command encoder
 //! and submits once, so a training step never round-trips to the CPU.
 
-use super::{shaders::Shader, Gpu, Tensor};
+use super::{shaders::Shader, Gpu, Params, Tensor};
 use anyhow::{bail, Result};
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -53,31 +53,6 @@ impl PipelineCache {
                 })
             })
             .clone()
-    }
-}
-
-/// The uniform words of a dispatch, written in the order of the shader's
-/// `Params` struct.
-#[derive(Default, Clone, Debug)]
-pub struct Params(Vec<u32>);
-
-impl Params {
-    pub fn new() -> Params {
-        Params(Vec::new())
-    }
-    pub fn u(mut self, v: usize) -> Params {
-        self.0.push(u32::try_from(v).expect("kernel parameter over u32"));
-        self
-    }
-    pub fn f(mut self, v: f32) -> Params {
-        self.0.push(v.to_bits());
-        self
-    }
-    /// Uniform structs are sized in multiples of 16 bytes.
-    fn padded(&self) -> Vec<u32> {
-        let mut w = self.0.clone();
-        w.resize(w.len().div_ceil(4).max(1) * 4, 0);
-        w
     }
 }
 
@@ -145,6 +120,7 @@ impl<'g> Recorder<'g> {
                 }
             }
         }
+        params.check(kernel.shader, kernel.entry)?;
         let (gx, gy) = grid(workgroups, gpu.grid_limit)?;
         let pipeline = gpu.pipelines.get(gpu, kernel);
         let uniform = gpu.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {

@@ -1,11 +1,16 @@
-//! GPU plumbing: adapter and device, tensors, pipelines and command recording.
+//! GPU plumbing: adapter and device, tensors, pipelines and command
+//! recording, kernel parameters, and the timing of recorded work.
 
 mod context;
 pub mod dispatch;
+pub mod params;
 pub mod shaders;
 mod tensor;
+pub mod timing;
 
 pub use context::{AdapterReport, Gpu, GpuOptions, NO_ADAPTER_HELP};
-pub use dispatch::{groups, Arg, Kernel, Params, Recorder};
+pub use dispatch::{groups, Arg, Kernel, Recorder};
+pub use params::{Params, Word};
 pub use shaders::Shader;
 pub use tensor::{numel, Tensor};
+pub use timing::{BenchCase, BenchRow};

@@ -1,14 +1,15 @@
-//! The one list of every WGSL file. Each is compiled with `common.wgsl`
-//! prepended; tests parse and validate all of them with naga.
+//! The one list of every WGSL file: `shaders/<module>.wgsl` for each kernel
+//! module that owns a shader. Each is compiled with `common.wgsl` prepended;
+//! tests parse and validate all of them with naga.
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Shader {
-    Elementwise,
-    Prelu,
+    Activation,
+    Residual,
     Reduce,
     BatchNorm,
     Conv2d,
-    Matmul,
+    Linear,
     MaxPool,
     L2Norm,
     ArcFace,
@@ -20,12 +21,12 @@ const COMMON: &str = include_str!("../../shaders/common.wgsl");
 
 impl Shader {
     pub const ALL: [Shader; 11] = [
-        Shader::Elementwise,
-        Shader::Prelu,
+        Shader::Activation,
+        Shader::Residual,
         Shader::Reduce,
         Shader::BatchNorm,
         Shader::Conv2d,
-        Shader::Matmul,
+        Shader::Linear,
         Shader::MaxPool,
         Shader::L2Norm,
         Shader::ArcFace,
@@ -39,12 +40,12 @@ impl Shader {
 
     fn file(self) -> (&'static str, &'static str) {
         match self {
-            Shader::Elementwise => ("elementwise.wgsl", include_str!("../../shaders/elementwise.wgsl")),
-            Shader::Prelu => ("prelu.wgsl", include_str!("../../shaders/prelu.wgsl")),
+            Shader::Activation => ("activation.wgsl", include_str!("../../shaders/activation.wgsl")),
+            Shader::Residual => ("residual.wgsl", include_str!("../../shaders/residual.wgsl")),
             Shader::Reduce => ("reduce.wgsl", include_str!("../../shaders/reduce.wgsl")),
             Shader::BatchNorm => ("batchnorm.wgsl", include_str!("../../shaders/batchnorm.wgsl")),
             Shader::Conv2d => ("conv2d.wgsl", include_str!("../../shaders/conv2d.wgsl")),
-            Shader::Matmul => ("matmul.wgsl", include_str!("../../shaders/matmul.wgsl")),
+            Shader::Linear => ("linear.wgsl", include_str!("../../shaders/linear.wgsl")),
             Shader::MaxPool => ("maxpool.wgsl", include_str!("../../shaders/maxpool.wgsl")),
             Shader::L2Norm => ("l2norm.wgsl", include_str!("../../shaders/l2norm.wgsl")),
             Shader::ArcFace => ("arcface.wgsl", include_str!("../../shaders/arcface.wgsl")),

@@ -1,13 +1,15 @@
 //! Activations: PReLU (one slope per channel; gradients for input and slope),
-//! ReLU and ReLU6. `shaders/prelu.wgsl` and `shaders/elementwise.wgsl`.
+//! ReLU and ReLU6. `shaders/activation.wgsl`.
 
 use super::{upload, Family};
-use crate::bench::BenchCase;
-use crate::check::{compare_f32, finite_diff, widen, CheckRow, Rng, Tol};
+use crate::gpu::BenchCase;
 use crate::gpu::{groups, Gpu, Kernel, Params, Recorder, Shader, Tensor};
+use crate::kernels::check::{compare_f32, finite_diff, widen, CheckRow, Rng, Tol};
 use anyhow::Result;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// The parameter-free activations (also how imported graphs name them).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Act {
     Relu,
     Relu6,
@@ -49,46 +51,51 @@ pub fn prelu_backward_ref(x: &[f64], slope: &[f64], dy: &[f64], c: usize, m: usi
 
 // ---------------------------------------------------------------------- GPU
 
-const RELU_FORWARD: Kernel = Kernel::new(Shader::Elementwise, "relu_forward", 64);
-const RELU_BACKWARD: Kernel = Kernel::new(Shader::Elementwise, "relu_backward", 64);
-const RELU6_FORWARD: Kernel = Kernel::new(Shader::Elementwise, "relu6_forward", 64);
-const RELU6_BACKWARD: Kernel = Kernel::new(Shader::Elementwise, "relu6_backward", 64);
-const PRELU_FORWARD: Kernel = Kernel::new(Shader::Prelu, "forward", 64);
-const PRELU_BACKWARD_INPUT: Kernel = Kernel::new(Shader::Prelu, "backward_input", 64);
-const PRELU_BACKWARD_SLOPE: Kernel = Kernel::new(Shader::Prelu, "backward_slope", 256);
+const RELU_FORWARD: Kernel = Kernel::new(Shader::Activation, "relu_forward", 64);
+const RELU_BACKWARD: Kernel = Kernel::new(Shader::Activation, "relu_backward", 64);
+const RELU6_FORWARD: Kernel = Kernel::new(Shader::Activation, "relu6_forward", 64);
+const RELU6_BACKWARD: Kernel = Kernel::new(Shader::Activation, "relu6_backward", 64);
+const PRELU_FORWARD: Kernel = Kernel::new(Shader::Activation, "prelu_forward", 64);
+const PRELU_BACKWARD_INPUT: Kernel = Kernel::new(Shader::Activation, "prelu_backward_input", 64);
+const PRELU_BACKWARD_SLOPE: Kernel = Kernel::new(Shader::Activation, "prelu_backward_slope", 256);
 
 pub fn forward(rec: &mut Recorder, act: Act, x: &Tensor) -> Result<Tensor> {
     let y = Tensor::zeros(rec.gpu(), &x.shape)?;
     let k = if act == Act::Relu { RELU_FORWARD } else { RELU6_FORWARD };
-    rec.dispatch(k, &Params::new().u(x.numel()), &[(1, Some(x)), (3, Some(&y))], groups(x.numel(), k.wg))?;
+    rec.dispatch(k, &elementwise(x), &[(1, Some(x)), (3, Some(&y))], groups(x.numel(), k.wg))?;
     Ok(y)
 }
 
 pub fn backward(rec: &mut Recorder, act: Act, x: &Tensor, dy: &Tensor) -> Result<Tensor> {
     let dx = Tensor::zeros(rec.gpu(), &x.shape)?;
     let k = if act == Act::Relu { RELU_BACKWARD } else { RELU6_BACKWARD };
-    let args = [(1, Some(x)), (2, Some(dy)), (3, Some(&dx))];
-    rec.dispatch(k, &Params::new().u(x.numel()), &args, groups(x.numel(), k.wg))?;
+    let args = [(1, Some(x)), (4, Some(dy)), (5, Some(&dx))];
+    rec.dispatch(k, &elementwise(x), &args, groups(x.numel(), k.wg))?;
     Ok(dx)
 }
 
-/// Channel count and per-channel size (H*W, or 1) of an NC[HW] tensor.
-fn channels(x: &Tensor) -> (usize, usize, usize) {
-    (x.shape[0], x.shape[1], x.shape[2..].iter().product())
+/// ReLU and ReLU6 see every element alike: one "channel" of all of them.
+fn elementwise(x: &Tensor) -> Params {
+    Params::new().u("n", x.numel()).u("c", 1).u("m", 1)
+}
+
+/// PReLU's view of an NC[HW] tensor: batch, channels and per-channel size (H*W, or 1).
+fn channels(x: &Tensor) -> Params {
+    let (n, c, m) = (x.shape[0], x.shape[1], x.shape[2..].iter().product());
+    Params::new().u("n", n).u("c", c).u("m", m)
 }
 
 pub fn prelu_forward(rec: &mut Recorder, x: &Tensor, slope: &Tensor) -> Result<Tensor> {
-    let (n, c, m) = channels(x);
     let y = Tensor::zeros(rec.gpu(), &x.shape)?;
     let args = [(1, Some(x)), (2, Some(slope)), (3, Some(&y))];
-    rec.dispatch(PRELU_FORWARD, &Params::new().u(n).u(c).u(m), &args, groups(x.numel(), PRELU_FORWARD.wg))?;
+    rec.dispatch(PRELU_FORWARD, &channels(x), &args, groups(x.numel(), PRELU_FORWARD.wg))?;
     Ok(y)
 }
 
 /// (dx, dslope)
 pub fn prelu_backward(rec: &mut Recorder, x: &Tensor, slope: &Tensor, dy: &Tensor) -> Result<(Tensor, Tensor)> {
-    let (n, c, m) = channels(x);
-    let p = Params::new().u(n).u(c).u(m);
+    let c = x.shape[1];
+    let p = channels(x);
     let dx = Tensor::zeros(rec.gpu(), &x.shape)?;
     let ds = Tensor::zeros(rec.gpu(), &[c])?;
     let args = [(1, Some(x)), (2, Some(slope)), (4, Some(dy)), (5, Some(&dx))];

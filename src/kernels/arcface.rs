@@ -7,9 +7,9 @@
 //! `shaders/arcface.wgsl`; the reference below is the whole op in f64.
 
 use super::{l2norm, linear::Gemm, upload, Family};
-use crate::bench::BenchCase;
-use crate::check::{compare_f32, finite_diff, widen, CheckRow, Rng, Tol};
+use crate::gpu::BenchCase;
 use crate::gpu::{groups, Gpu, Kernel, Params, Recorder, Shader, Tensor};
+use crate::kernels::check::{compare_f32, finite_diff, widen, CheckRow, Rng, Tol};
 use anyhow::{bail, Result};
 use std::f64::consts::PI;
 
@@ -34,11 +34,14 @@ impl Margin {
     }
     fn params(&self, b: usize, c: usize) -> Params {
         let m = self.m;
-        Params::new().u(b).u(c).f(self.s as f32).f(m.cos() as f32).f(m.sin() as f32).f((PI - m).cos() as f32).f(((PI
-            - m)
-            .sin()
-            * m)
-            as f32)
+        Params::new()
+            .u("b", b)
+            .u("c", c)
+            .f("s", self.s as f32)
+            .f("cos_m", m.cos() as f32)
+            .f("sin_m", m.sin() as f32)
+            .f("th", (PI - m).cos() as f32)
+            .f("mm", ((PI - m).sin() * m) as f32)
     }
 }
 

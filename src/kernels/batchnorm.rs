@@ -3,9 +3,9 @@
 //! statistics update, PyTorch conventions) and eval mode (running statistics).
 
 use super::{upload, Family};
-use crate::bench::BenchCase;
-use crate::check::{compare_f32, finite_diff, widen, CheckRow, Rng, Tol};
+use crate::gpu::BenchCase;
 use crate::gpu::{groups, Gpu, Kernel, Params, Recorder, Shader, Tensor};
+use crate::kernels::check::{compare_f32, finite_diff, widen, CheckRow, Rng, Tol};
 use anyhow::Result;
 
 pub const EPS: f32 = 1e-5;
@@ -24,7 +24,14 @@ impl BatchNorm {
         format!("n{} c{} hw{}", self.n, self.c, self.m)
     }
     fn params(&self, update_running: bool, train: bool) -> Params {
-        Params::new().u(self.n).u(self.c).u(self.m).f(MOMENTUM).f(EPS).u(update_running as usize).u(train as usize)
+        Params::new()
+            .u("n", self.n)
+            .u("c", self.c)
+            .u("m", self.m)
+            .f("momentum", MOMENTUM)
+            .f("eps", EPS)
+            .u("update_running", update_running as usize)
+            .u("train", train as usize)
     }
     fn numel(&self) -> usize {
         self.n * self.c * self.m

@@ -2,9 +2,9 @@
 //! embeddings and ArcFace class weights.
 
 use super::{upload, Family};
-use crate::bench::BenchCase;
-use crate::check::{compare_f32, finite_diff, widen, CheckRow, Rng, Tol};
+use crate::gpu::BenchCase;
 use crate::gpu::{Gpu, Kernel, Params, Recorder, Shader, Tensor};
+use crate::kernels::check::{compare_f32, finite_diff, widen, CheckRow, Rng, Tol};
 use anyhow::Result;
 
 pub const EPS: f32 = 1e-12;
@@ -47,7 +47,7 @@ pub fn forward(rec: &mut Recorder, x: &Tensor) -> Result<L2Saved> {
     let (rows, d) = (x.shape[0], x.numel() / x.shape[0]);
     let y = Tensor::zeros(rec.gpu(), &x.shape)?;
     let norms = Tensor::zeros(rec.gpu(), &[rows])?;
-    let p = Params::new().u(rows).u(d).f(EPS);
+    let p = Params::new().u("rows", rows).u("d", d).f("eps", EPS);
     rec.dispatch(FORWARD, &p, &[(1, Some(x)), (2, Some(&y)), (3, Some(&norms))], rows as u64)?;
     Ok(L2Saved { y, norms })
 }
@@ -55,7 +55,7 @@ pub fn forward(rec: &mut Recorder, x: &Tensor) -> Result<L2Saved> {
 pub fn backward(rec: &mut Recorder, saved: &L2Saved, dy: &Tensor) -> Result<Tensor> {
     let (rows, d) = (dy.shape[0], dy.numel() / dy.shape[0]);
     let dx = Tensor::zeros(rec.gpu(), &dy.shape)?;
-    let p = Params::new().u(rows).u(d).f(EPS);
+    let p = Params::new().u("rows", rows).u("d", d).f("eps", EPS);
     let args = [(4, Some(dy)), (5, Some(&dx)), (6, Some(&saved.y)), (7, Some(&saved.norms))];
     rec.dispatch(BACKWARD, &p, &args, rows as u64)?;
     Ok(dx)

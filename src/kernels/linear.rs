@@ -2,12 +2,12 @@
 //! (`shaders/matmul.wgsl`) they and the pointwise convolutions run on.
 
 use super::{reduce, upload, Family};
-use crate::bench::BenchCase;
-use crate::check::{compare_f32, finite_diff, widen, CheckRow, Rng, Tol};
+use crate::gpu::BenchCase;
 use crate::gpu::{groups, Gpu, Kernel, Params, Recorder, Shader, Tensor};
+use crate::kernels::check::{compare_f32, finite_diff, widen, CheckRow, Rng, Tol};
 use anyhow::{bail, Result};
 
-const MATMUL: Kernel = Kernel::new(Shader::Matmul, "matmul", 64);
+const MATMUL: Kernel = Kernel::new(Shader::Linear, "matmul", 64);
 
 /// C[b, m, n] (+)= sum_k A[b, m, k] B[b, k, n] (+ bias), every operand
 /// addressed by (batch, row, col) strides in elements.
@@ -82,22 +82,22 @@ impl Gemm {
             bail!("matmul: bias given without a bias mode, or the reverse");
         }
         let p = Params::new()
-            .u(self.m)
-            .u(self.n)
-            .u(self.k)
-            .u(self.batch)
-            .u(self.a[0])
-            .u(self.a[1])
-            .u(self.a[2])
-            .u(self.b[0])
-            .u(self.b[1])
-            .u(self.b[2])
-            .u(self.c[0])
-            .u(self.c[1])
-            .u(self.c[2])
-            .u(self.bias_mode)
-            .u(self.accumulate as usize)
-            .u(self.reduce_batch as usize);
+            .u("m", self.m)
+            .u("n", self.n)
+            .u("k", self.k)
+            .u("batch", self.batch)
+            .u("a_bs", self.a[0])
+            .u("a_ms", self.a[1])
+            .u("a_ks", self.a[2])
+            .u("b_bs", self.b[0])
+            .u("b_ks", self.b[1])
+            .u("b_ns", self.b[2])
+            .u("c_bs", self.c[0])
+            .u("c_ms", self.c[1])
+            .u("c_ns", self.c[2])
+            .u("bias_mode", self.bias_mode)
+            .u("accumulate", self.accumulate as usize)
+            .u("reduce_batch", self.reduce_batch as usize);
         let out_batch = if self.reduce_batch { 1 } else { self.batch };
         let threads = self.m.div_ceil(4) * self.n.div_ceil(4) * out_batch;
         let args = [(1, Some(a)), (2, Some(b)), (3, bias), (4, Some(c))];

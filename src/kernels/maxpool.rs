@@ -2,9 +2,9 @@
 //! it: forward, and the backward pass that recomputes each window's argmax.
 
 use super::{upload, Family};
-use crate::bench::BenchCase;
-use crate::check::{compare_f32, finite_diff, widen, CheckRow, Rng, Tol};
+use crate::gpu::BenchCase;
 use crate::gpu::{groups, Gpu, Kernel, Params, Recorder, Shader, Tensor};
+use crate::kernels::check::{compare_f32, finite_diff, widen, CheckRow, Rng, Tol};
 use anyhow::{bail, Result};
 
 #[derive(Clone, Copy, Debug)]
@@ -59,7 +59,16 @@ impl MaxPool {
     }
     fn params(&self) -> Params {
         let (ho, wo) = self.out_hw();
-        Params::new().u(self.n).u(self.c).u(self.h).u(self.w).u(ho).u(wo).u(self.k).u(self.stride).u(self.pad)
+        Params::new()
+            .u("n", self.n)
+            .u("c", self.c)
+            .u("h", self.h)
+            .u("w", self.w)
+            .u("ho", ho)
+            .u("wo", wo)
+            .u("k", self.k)
+            .u("stride", self.stride)
+            .u("pad", self.pad)
     }
 }
 

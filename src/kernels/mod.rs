@@ -1,12 +1,15 @@
 //! Kernel families. Each module keeps together the shape logic, the CPU
 //! reference (f64), the GPU dispatch, the checks and the benchmark cases of
-//! one op; its shader is `shaders/<family>.wgsl`.
+//! one op; its shader is `shaders/<module>.wgsl`. Depthwise convolution is
+//! its own family but runs on the convolution kernels (`conv2d::depthwise`).
+//! `check` compares results and `gradcheck` runs every family's checks.
 
 pub mod activation;
 pub mod arcface;
 pub mod batchnorm;
+pub mod check;
 pub mod conv2d;
-pub mod depthwise;
+pub mod gradcheck;
 pub mod l2norm;
 pub mod linear;
 pub mod maxpool;
@@ -15,10 +18,10 @@ pub mod residual;
 pub mod sgd;
 pub mod softmax_xent;
 
-use crate::bench::BenchCase;
-use crate::check::{CheckRow, Rng};
+use crate::gpu::BenchCase;
 use crate::gpu::{Gpu, Tensor};
 use anyhow::Result;
+use check::{CheckRow, Rng};
 
 /// What every family provides to `gradcheck`, `bench kernels` and the tests.
 pub struct Family {
@@ -33,7 +36,7 @@ pub struct Family {
 
 pub const FAMILIES: &[Family] = &[
     conv2d::FAMILY,
-    depthwise::FAMILY,
+    conv2d::depthwise::FAMILY,
     batchnorm::FAMILY,
     activation::FAMILY,
     maxpool::FAMILY,

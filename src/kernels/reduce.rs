@@ -9,7 +9,7 @@ const CHANNEL_SUM: Kernel = Kernel::new(Shader::Reduce, "channel_sum", 256);
 /// out[c] = sum over n and m of x viewed as (n, c, m).
 pub fn channel_sum(rec: &mut Recorder, x: &Tensor, n: usize, c: usize, m: usize) -> Result<Tensor> {
     let out = Tensor::zeros(rec.gpu(), &[c])?;
-    let params = Params::new().u(n).u(c).u(m);
+    let params = Params::new().u("n", n).u("c", c).u("m", m);
     rec.dispatch(CHANNEL_SUM, &params, &[(1, Some(x)), (2, Some(&out))], c as u64)?;
     Ok(out)
 }

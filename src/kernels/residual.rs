@@ -3,13 +3,13 @@
 //! (`accumulate`). Flatten and reshape are views (`Tensor::reshape`), no kernel.
 
 use super::{upload, Family};
-use crate::bench::BenchCase;
-use crate::check::{compare_f32, finite_diff, widen, CheckRow, Rng, Tol};
+use crate::gpu::BenchCase;
 use crate::gpu::{groups, Gpu, Kernel, Params, Recorder, Shader, Tensor};
+use crate::kernels::check::{compare_f32, finite_diff, widen, CheckRow, Rng, Tol};
 use anyhow::{bail, Result};
 
-const ADD: Kernel = Kernel::new(Shader::Elementwise, "add", 64);
-const ACCUMULATE: Kernel = Kernel::new(Shader::Elementwise, "accumulate", 64);
+const ADD: Kernel = Kernel::new(Shader::Residual, "add", 64);
+const ACCUMULATE: Kernel = Kernel::new(Shader::Residual, "accumulate", 64);
 
 pub fn add_ref(a: &[f64], b: &[f64]) -> Vec<f64> {
     a.iter().zip(b).map(|(x, y)| x + y).collect()
@@ -26,7 +26,7 @@ pub fn add(rec: &mut Recorder, a: &Tensor, b: &Tensor) -> Result<Tensor> {
     }
     let out = Tensor::zeros(rec.gpu(), &a.shape)?;
     let args = [(1, Some(a)), (2, Some(b)), (3, Some(&out))];
-    rec.dispatch(ADD, &Params::new().u(a.numel()), &args, groups(a.numel(), ADD.wg))?;
+    rec.dispatch(ADD, &Params::new().u("n", a.numel()), &args, groups(a.numel(), ADD.wg))?;
     Ok(out)
 }
 
@@ -36,7 +36,7 @@ pub fn accumulate(rec: &mut Recorder, acc: &Tensor, g: &Tensor) -> Result<()> {
         bail!("gradient accumulate: shapes {:?} and {:?} differ", acc.shape, g.shape);
     }
     let args = [(1, Some(g)), (4, Some(acc))];
-    rec.dispatch(ACCUMULATE, &Params::new().u(g.numel()), &args, groups(g.numel(), ACCUMULATE.wg))
+    rec.dispatch(ACCUMULATE, &Params::new().u("n", g.numel()), &args, groups(g.numel(), ACCUMULATE.wg))
 }
 
 fn sizes(rng: &mut Rng) -> Vec<usize> {

@@ -2,9 +2,9 @@
 //! v = mu * v + g + wd * p; p -= lr * v (dampening 0, no Nesterov).
 
 use super::{upload, Family};
-use crate::bench::BenchCase;
-use crate::check::{compare, compare_f32, widen, CheckRow, Rng, Tol};
+use crate::gpu::BenchCase;
 use crate::gpu::{groups, Gpu, Kernel, Params, Recorder, Shader, Tensor};
+use crate::kernels::check::{compare, compare_f32, widen, CheckRow, Rng, Tol};
 use anyhow::{bail, Result};
 
 #[derive(Clone, Copy, Debug)]
@@ -34,7 +34,8 @@ pub fn step(rec: &mut Recorder, h: &Sgd, param: &Tensor, grad: &Tensor, velocity
             velocity.shape
         );
     }
-    let p = Params::new().u(param.numel()).f(h.lr).f(h.momentum).f(h.weight_decay);
+    let p =
+        Params::new().u("n", param.numel()).f("lr", h.lr).f("momentum", h.momentum).f("weight_decay", h.weight_decay);
     rec.dispatch(STEP, &p, &[(1, Some(param)), (2, Some(grad)), (3, Some(velocity))], groups(param.numel(), STEP.wg))
 }
 

@@ -2,9 +2,9 @@
 //! (numerically stable: log-sum-exp around the row maximum).
 
 use super::{upload, Family};
-use crate::bench::BenchCase;
-use crate::check::{compare_f32, finite_diff, widen, CheckRow, Rng, Tol};
+use crate::gpu::BenchCase;
 use crate::gpu::{groups, Gpu, Kernel, Params, Recorder, Shader, Tensor};
+use crate::kernels::check::{compare_f32, finite_diff, widen, CheckRow, Rng, Tol};
 use anyhow::{bail, Result};
 
 // ---------------------------------------------------------------- reference
@@ -60,7 +60,7 @@ pub fn softmax(rec: &mut Recorder, logits: &Tensor) -> Result<Tensor> {
     let (b, c) = dims(logits)?;
     let probs = Tensor::zeros(rec.gpu(), &[b, c])?;
     let args = [(1, Some(logits)), (2, None), (3, Some(&probs)), (4, None)];
-    rec.dispatch(SOFTMAX, &Params::new().u(b).u(c).u(0), &args, b as u64)?;
+    rec.dispatch(SOFTMAX, &Params::new().u("b", b).u("c", c).u("has_labels", 0), &args, b as u64)?;
     Ok(probs)
 }
 
@@ -69,7 +69,7 @@ pub fn forward(rec: &mut Recorder, logits: &Tensor, labels: &Tensor) -> Result<(
     let (b, c) = dims(logits)?;
     let gpu = rec.gpu();
     let (probs, rows, loss) = (Tensor::zeros(gpu, &[b, c])?, Tensor::zeros(gpu, &[b])?, Tensor::zeros(gpu, &[1])?);
-    let p = Params::new().u(b).u(c).u(1);
+    let p = Params::new().u("b", b).u("c", c).u("has_labels", 1);
     rec.dispatch(SOFTMAX, &p, &[(1, Some(logits)), (2, Some(labels)), (3, Some(&probs)), (4, Some(&rows))], b as u64)?;
     rec.dispatch(MEAN_LOSS, &p, &[(5, Some(&loss)), (9, Some(&rows))], 1)?;
     Ok((loss, probs))
@@ -80,7 +80,7 @@ pub fn backward(rec: &mut Recorder, probs: &Tensor, labels: &Tensor, dloss: &Ten
     let (b, c) = dims(probs)?;
     let dlogits = Tensor::zeros(rec.gpu(), &[b, c])?;
     let args = [(2, Some(labels)), (6, Some(dloss)), (7, Some(&dlogits)), (8, Some(probs))];
-    rec.dispatch(BACKWARD, &Params::new().u(b).u(c).u(1), &args, groups(b * c, BACKWARD.wg))?;
+    rec.dispatch(BACKWARD, &Params::new().u("b", b).u("c", c).u("has_labels", 1), &args, groups(b * c, BACKWARD.wg))?;
     Ok(dlogits)
 }
 

@@ -2,11 +2,11 @@
 //! the face detector, and answers jobs one at a time from a queue, so
 //! concurrent requests never share GPU state.
 
-use crate::align;
-use crate::detect::{Detector, Options};
-use crate::gallery::{dot, Gallery};
+use crate::detect::{align, Detector, Options};
 use crate::gpu::{Gpu, GpuOptions};
-use crate::infer::{Prediction, Session};
+use crate::recognize::embedding::dot;
+use crate::recognize::gallery::Gallery;
+use crate::recognize::session::{Prediction, Session};
 use anyhow::Result;
 use base64::Engine;
 use serde::Serialize;

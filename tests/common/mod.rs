@@ -13,7 +13,7 @@ pub fn gpu() -> Gpu {
 }
 
 /// Fails listing every failing row, so a red test says what went wrong.
-pub fn assert_all_pass(rows: &[arcface::check::CheckRow]) {
+pub fn assert_all_pass(rows: &[arcface::kernels::check::CheckRow]) {
     assert!(!rows.is_empty(), "no checks ran");
     let failed: Vec<String> = rows
         .iter()

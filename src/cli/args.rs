@@ -1,0 +1,125 @@
+//! Flag groups shared by several commands (`#[command(flatten)]`), each
+//! turned into the engine's options in one place.
+
+use crate::gpu::{Gpu, GpuOptions};
+use crate::models::{Arch, Head, ModelSpec};
+use clap::{Args, ValueEnum};
+use std::path::PathBuf;
+
+/// Which GPU: flags first, then the environment.
+#[derive(Args, Clone, Debug)]
+pub struct GpuArgs {
+    /// GPU backend: vulkan, metal or dx12 (default: all; env ARCFACE_BACKEND)
+    #[arg(long, global = true)]
+    pub backend: Option<String>,
+    /// Use the adapter whose name contains this text (env ARCFACE_ADAPTER)
+    #[arg(long, global = true)]
+    pub adapter: Option<String>,
+}
+
+impl GpuArgs {
+    pub fn options(&self) -> GpuOptions {
+        let env = GpuOptions::from_env();
+        GpuOptions { backend: self.backend.clone().or(env.backend), adapter: self.adapter.clone().or(env.adapter) }
+    }
+
+    pub fn open(&self) -> anyhow::Result<Gpu> {
+        Gpu::with_options(&self.options())
+    }
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum ModelArg {
+    Mobilefacenet,
+    Mininet,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum HeadArg {
+    Arcface,
+    Softmax,
+}
+
+/// A network's shape, but for the architecture and the number of classes
+/// (which each command takes its own way).
+#[derive(Args, Clone, Debug)]
+pub struct ModelArgs {
+    /// MobileFaceNet's head
+    #[arg(long, value_enum, default_value_t = HeadArg::Arcface)]
+    pub head: HeadArg,
+    /// ArcFace scale
+    #[arg(long, default_value_t = 32.0)]
+    pub s: f64,
+    /// ArcFace additive angular margin (radians)
+    #[arg(long, default_value_t = 0.5)]
+    pub m: f64,
+    /// Input size (MiniNetwork; MobileFaceNet takes 112)
+    #[arg(long, default_value_t = 112)]
+    pub input: usize,
+}
+
+impl ModelArgs {
+    pub fn spec(&self, model: ModelArg, classes: usize) -> ModelSpec {
+        match model {
+            ModelArg::Mobilefacenet => ModelSpec {
+                arch: Arch::MobileFaceNet,
+                input: 112,
+                classes,
+                head: match self.head {
+                    HeadArg::Arcface => Head::ArcFace { s: self.s, m: self.m },
+                    HeadArg::Softmax => Head::Softmax,
+                },
+            },
+            ModelArg::Mininet => ModelSpec { arch: Arch::MiniNet, input: self.input, classes, head: Head::Softmax },
+        }
+    }
+}
+
+/// MTCNN settings, shared by detect, prepare and --align.
+#[derive(Args, Clone, Debug)]
+pub struct DetectArgs {
+    /// Smallest face to find, in pixels
+    #[arg(long, default_value_t = 20.0)]
+    pub min_face: f64,
+    /// Scale factor between pyramid levels
+    #[arg(long, default_value_t = 0.709)]
+    pub factor: f64,
+    /// Face-probability thresholds of P-Net, R-Net and O-Net
+    #[arg(long, value_delimiter = ',', num_args = 3, default_values_t = [0.6, 0.7, 0.7])]
+    pub thresholds: Vec<f32>,
+    /// MTCNN weights (default: data/mtcnn/mtcnn.safetensors or $ARCFACE_MTCNN)
+    #[arg(long)]
+    pub mtcnn: Option<PathBuf>,
+}
+
+impl DetectArgs {
+    pub fn options(&self) -> crate::detect::Options {
+        let t = &self.thresholds;
+        crate::detect::Options { min_face: self.min_face, factor: self.factor, thresholds: [t[0], t[1], t[2]] }
+    }
+
+    pub fn detector<'g>(&self, gpu: &'g Gpu) -> anyhow::Result<crate::detect::Detector<'g>> {
+        crate::detect::Detector::open(gpu, self.mtcnn.as_deref(), self.options())
+    }
+}
+
+/// Detection and alignment of whole photos before a model sees them.
+#[derive(Args, Clone, Debug)]
+pub struct AlignArgs {
+    /// Detect the face (MTCNN; the largest if several) and align it to the
+    /// 112x112 template first; on by default for checkpoints trained with --align
+    #[arg(long)]
+    pub align: bool,
+    #[command(flatten)]
+    pub det: DetectArgs,
+}
+
+/// How photos become embeddings.
+#[derive(Args, Clone, Debug)]
+pub struct EmbedArgs {
+    #[command(flatten)]
+    pub align: AlignArgs,
+    /// Do not add the mirrored image's embedding
+    #[arg(long)]
+    pub no_flip: bool,
+}

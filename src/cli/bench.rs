@@ -1,0 +1,140 @@
+//! `arcface bench kernels|train|detect` (also behind `cargo bench`).
+
+use super::args::{GpuArgs, ModelArg, ModelArgs};
+use super::output::json;
+use crate::detect::bench::detect_times;
+use crate::gpu::timing;
+use crate::kernels::gradcheck;
+use crate::pipeline::bench::train_throughput;
+use anyhow::Result;
+use clap::{Args, Subcommand};
+
+#[derive(Subcommand, Debug)]
+pub enum BenchCmd {
+    /// Wall time of face detection (MTCNN) on a photo at several sizes
+    Detect(DetectBench),
+    /// Training throughput (images/s) of a model: whole SGD steps on random data
+    Train(TrainBench),
+    /// Median GPU time, GFLOP/s and GB/s of each kernel at MobileFaceNet / MiniNetwork shapes
+    Kernels(KernelBench),
+}
+
+impl BenchCmd {
+    pub fn run(&self, gpu: &GpuArgs) -> Result<bool> {
+        match self {
+            BenchCmd::Detect(b) => b.run(gpu),
+            BenchCmd::Train(b) => b.run(gpu),
+            BenchCmd::Kernels(b) => b.run(gpu),
+        }
+    }
+}
+
+#[derive(Args, Debug)]
+pub struct DetectBench {
+    /// Square photo sizes (a bundled 300x300 photo, scaled)
+    #[arg(long, value_delimiter = ',', default_values_t = [300, 1350])]
+    sizes: Vec<u32>,
+    /// Timed runs after one warm-up
+    #[arg(long, default_value_t = 3)]
+    repeats: usize,
+    #[arg(long)]
+    json: bool,
+}
+
+impl DetectBench {
+    fn run(&self, gpu: &GpuArgs) -> Result<bool> {
+        let rows = detect_times(&gpu.open()?, &self.sizes, self.repeats)?;
+        if self.json {
+            json(&rows)?;
+        } else {
+            for r in &rows {
+                println!(
+                    "{}x{}: {:.3} s per photo, {} face(s) (median of {}, {})",
+                    r.width, r.height, r.seconds, r.faces, self.repeats, r.adapter
+                );
+            }
+        }
+        Ok(true)
+    }
+}
+
+#[derive(Args, Debug)]
+pub struct TrainBench {
+    #[arg(long, value_enum, default_value_t = ModelArg::Mobilefacenet)]
+    model: ModelArg,
+    #[command(flatten)]
+    shape: ModelArgs,
+    #[arg(long, default_value_t = 32)]
+    batch: usize,
+    #[arg(long, default_value_t = 10)]
+    classes: usize,
+    /// Timed steps after one warm-up step
+    #[arg(long, default_value_t = 2)]
+    steps: usize,
+    #[arg(long)]
+    json: bool,
+}
+
+impl TrainBench {
+    fn run(&self, gpu: &GpuArgs) -> Result<bool> {
+        let spec = self.shape.spec(self.model, self.classes);
+        let r = train_throughput(&gpu.open()?, spec, self.batch, self.steps)?;
+        if self.json {
+            json(&r)?;
+        } else {
+            println!(
+                "{:?} {}x{} batch {}: {:.2} s per step, {:.2} images/s (median of {} steps, {})",
+                spec.arch,
+                spec.input,
+                spec.input,
+                self.batch,
+                r.seconds_per_step,
+                r.images_per_second,
+                self.steps,
+                r.adapter
+            );
+        }
+        Ok(true)
+    }
+}
+
+#[derive(Args, Debug)]
+pub struct KernelBench {
+    /// Batch size of the shapes
+    #[arg(long, default_value_t = 32)]
+    batch: usize,
+    /// Timed repeats after one warm-up run
+    #[arg(long, default_value_t = 5)]
+    repeats: usize,
+    /// Only this kernel family
+    #[arg(long)]
+    kernel: Option<String>,
+    #[arg(long)]
+    json: bool,
+}
+
+impl KernelBench {
+    fn run(&self, gpu: &GpuArgs) -> Result<bool> {
+        let families = gradcheck::select(self.kernel.as_deref())?;
+        let gpu = gpu.open()?;
+        let mut rows = Vec::new();
+        for f in families {
+            let cases = (f.bench)(&gpu, self.batch)?;
+            let got = timing::run(&gpu, &cases, self.repeats)?;
+            if !self.json {
+                for r in &got {
+                    println!(
+                        "{:<24} {:<18} {:<36} {:>10.3} ms {:>8.2} GFLOP/s {:>8.2} GB/s",
+                        r.kernel, r.direction, r.shape, r.median_ms, r.gflops, r.gbps
+                    );
+                }
+            }
+            rows.extend(got);
+        }
+        if self.json {
+            let out = serde_json::json!({ "adapter": gpu.report(), "batch": self.batch, "repeats": self.repeats, "rows": rows });
+            json(&out)?;
+        }
+        Ok(true)
+    }
+}

@@ -1,0 +1,125 @@
+//! The `arcface` command line: one module per command group, each owning
+//! its flags and its printing; `args` holds the flag groups they share.
+//! Exit status: 0 success, 1 when something checked failed (a gradcheck
+//! row, a file, a diverged run), 2 on an error.
+
+pub mod args;
+mod bench;
+mod detect;
+mod gradcheck;
+mod info;
+mod output;
+mod recognize;
+mod serve;
+mod training;
+
+use args::GpuArgs;
+use clap::{Parser, Subcommand};
+use std::ffi::OsString;
+use std::process::ExitCode;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "arcface",
+    version,
+    about = "Train and run face-recognition networks on any Vulkan, Metal or DX12 GPU"
+)]
+struct Cli {
+    #[command(flatten)]
+    gpu: GpuArgs,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Show the GPU adapter that was chosen, its backend, driver and limits;
+    /// with --model, a model's layer table, parameter count and multiply-adds
+    Info(info::InfoCmd),
+    /// L2-normalised face embeddings of images, with a checkpoint
+    Embed(recognize::EmbedCmd),
+    /// Who is in each image: the most probable people, with a checkpoint
+    Predict(recognize::PredictCmd),
+    /// Whole photos in per-person folders to aligned 112x112 face crops
+    /// (MTCNN + alignment), in the same folders, with labels.csv and a report
+    Prepare(detect::PrepareCmd),
+    /// Import an ONNX face-embedding network (a MobileFaceNet-family model) as a checkpoint
+    Import(serve::ImportCmd),
+    /// Are two photos the same person? Cosine similarity of their embeddings
+    Verify(recognize::VerifyCmd),
+    /// Verification accuracy (10-fold), ROC AUC, EER and TAR at FAR 1e-2 / 1e-3 on pairs
+    EvalPairs(recognize::EvalPairsCmd),
+    /// Store each person's mean embedding (photos in one folder per person) in a gallery
+    Enroll(recognize::EnrollCmd),
+    /// Who is in each photo, among the gallery's people, or "unknown"
+    Identify(recognize::IdentifyCmd),
+    /// The web page and JSON API: upload a photo, pick a model, see who it is
+    Serve(serve::ServeCmd),
+    /// Faces in photos (MTCNN): boxes, probabilities and five landmarks
+    Detect(detect::DetectCmd),
+    /// Check every kernel, forward and backward, on the GPU against its CPU reference
+    Gradcheck(gradcheck::GradcheckCmd),
+    /// Train a model on a folder with one sub-folder of photos per person
+    Train(training::TrainCmd),
+    /// Train every (learning rate, momentum) pair; keep the lowest validation loss
+    Sweep(training::SweepCmd),
+    /// Evaluate a checkpoint on the test split saved with its run
+    Eval(training::EvalCmd),
+    /// The whole pipeline on the bundled ORL faces: split, train, evaluate
+    Demo(training::DemoCmd),
+    /// Benchmarks
+    Bench {
+        #[command(subcommand)]
+        what: bench::BenchCmd,
+    },
+}
+
+impl Command {
+    fn run(&self, gpu: &GpuArgs) -> anyhow::Result<bool> {
+        match self {
+            Command::Info(c) => c.run(gpu),
+            Command::Embed(c) => c.run(gpu),
+            Command::Predict(c) => c.run(gpu),
+            Command::Prepare(c) => c.run(gpu),
+            Command::Import(c) => c.run(),
+            Command::Verify(c) => c.run(gpu),
+            Command::EvalPairs(c) => c.run(gpu),
+            Command::Enroll(c) => c.run(gpu),
+            Command::Identify(c) => c.run(gpu),
+            Command::Serve(c) => c.run(gpu),
+            Command::Detect(c) => c.run(gpu),
+            Command::Gradcheck(c) => c.run(gpu),
+            Command::Train(c) => c.run(gpu),
+            Command::Sweep(c) => c.run(gpu),
+            Command::Eval(c) => c.run(gpu),
+            Command::Demo(c) => c.run(gpu),
+            Command::Bench { what } => what.run(gpu),
+        }
+    }
+}
+
+/// Parses `args` (the program name first) and runs the command.
+pub fn main_with<I, T>(args: I) -> ExitCode
+where
+    I: IntoIterator<Item = T>,
+    T: Into<OsString> + Clone,
+{
+    let cli = Cli::parse_from(args);
+    match cli.command.run(&cli.gpu) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// `cargo bench --bench WHAT -- FLAGS` runs `arcface bench WHAT FLAGS`.
+/// Cargo passes `--bench` to benchmark targets without a harness; it is
+/// not a flag of ours and is dropped.
+pub fn bench_main(what: &str) -> ExitCode {
+    let flags = std::env::args_os().skip(1).filter(|a| a.as_os_str() != "--bench");
+    let head = ["arcface", "bench", what].map(OsString::from);
+    main_with(head.into_iter().chain(flags))
+}

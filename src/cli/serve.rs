@@ -1,0 +1,84 @@
+//! `arcface serve` and `arcface import`.
+
+use super::args::GpuArgs;
+use crate::io::{model_file, onnx_import};
+use crate::serve;
+use anyhow::Result;
+use clap::Args;
+use std::path::PathBuf;
+
+#[derive(Args, Debug)]
+pub struct ServeCmd {
+    /// A model to offer, as NAME=CHECKPOINT (repeat for several)
+    #[arg(long = "model", required = true, value_parser = parse_model)]
+    models: Vec<(String, PathBuf)>,
+    /// Gallery (from `arcface enroll`) for models that give embeddings only
+    #[arg(long)]
+    gallery: Option<PathBuf>,
+    #[arg(long, default_value = "127.0.0.1:7860")]
+    bind: String,
+    /// Largest upload, in MB
+    #[arg(long, default_value_t = 10.0)]
+    max_upload_mb: f64,
+    /// Use the whole photo instead of detecting and aligning the face
+    #[arg(long)]
+    no_detect: bool,
+    /// Compare tab: same person at or above this similarity
+    #[arg(long, default_value_t = 0.5)]
+    verify_threshold: f64,
+}
+
+fn parse_model(s: &str) -> std::result::Result<(String, PathBuf), String> {
+    match s.split_once('=') {
+        Some((name, path)) if !name.is_empty() && !path.is_empty() => Ok((name.to_string(), PathBuf::from(path))),
+        _ => Err(format!("`{s}`: expected NAME=CHECKPOINT")),
+    }
+}
+
+impl ServeCmd {
+    pub fn run(&self, gpu: &GpuArgs) -> Result<bool> {
+        let opt = serve::Options {
+            bind: self.bind.clone(),
+            max_upload: (self.max_upload_mb * 1e6) as usize,
+            worker: serve::worker::Config {
+                models: self.models.clone(),
+                gallery: self.gallery.clone(),
+                detect: !self.no_detect,
+                verify_threshold: self.verify_threshold,
+                gpu: gpu.options(),
+            },
+        };
+        let h = serve::start(opt)?;
+        for m in &h.models {
+            eprintln!("model {} ({}, {} people)", m.name, m.kind, m.people.len());
+        }
+        println!("serving on http://{}", h.addr);
+        h.wait();
+        Ok(true)
+    }
+}
+
+#[derive(Args, Debug)]
+pub struct ImportCmd {
+    model: PathBuf,
+    #[arg(long)]
+    out: PathBuf,
+    /// Input height = width the network takes
+    #[arg(long, default_value_t = 112)]
+    input: usize,
+}
+
+impl ImportCmd {
+    pub fn run(&self) -> Result<bool> {
+        let (def, weights) = onnx_import::from_onnx(&self.model, self.input)?;
+        model_file::save_graph(&self.out, &def, &weights)?;
+        let params: usize = weights.values().map(|t| t.values.len()).sum();
+        println!(
+            "{} layers, {params} parameters from {} -> {}",
+            def.ops.len(),
+            self.model.display(),
+            self.out.display()
+        );
+        Ok(true)
+    }
+}

@@ -1,0 +1,82 @@
+//! Images to model inputs: decode (any format the `image` crate reads, grey,
+//! RGBA and 16-bit converted to 8-bit RGB), resize to the model's input with
+//! bilinear filtering, scale to [0, 1] and normalise per channel, CHW order.
+//! Training, evaluation, `embed` and `predict` all go through here.
+
+use anyhow::{Context, Result};
+use image::imageops::FilterType;
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+
+/// ImageNet statistics, as the training recipe normalises with.
+pub const MEAN: [f32; 3] = [0.485, 0.456, 0.406];
+pub const STD: [f32; 3] = [0.229, 0.224, 0.225];
+
+/// Per-channel input normalisation: (value - mean) / std, values in [0, 1].
+/// Stored with every checkpoint and imported graph.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Normalization {
+    pub mean: [f32; 3],
+    pub std: [f32; 3],
+}
+
+impl Default for Normalization {
+    fn default() -> Self {
+        Normalization { mean: MEAN, std: STD }
+    }
+}
+
+/// Decodes an image file; the error names the file and why it is unreadable.
+pub fn open_rgb(path: &Path) -> Result<image::RgbImage> {
+    let img = image::ImageReader::open(path)
+        .with_context(|| format!("{}: cannot open", path.display()))?
+        .with_guessed_format()
+        .with_context(|| format!("{}: cannot read", path.display()))?
+        .decode()
+        .with_context(|| format!("{}: not a readable image", path.display()))?;
+    Ok(img.to_rgb8())
+}
+
+/// (3, size, size) values in [0, 1], resized bilinearly.
+pub fn to_unit_chw(img: &image::RgbImage, size: usize) -> Vec<f32> {
+    let resized = image::imageops::resize(img, size as u32, size as u32, FilterType::Triangle);
+    let mut out = vec![0.0f32; 3 * size * size];
+    for (x, y, px) in resized.enumerate_pixels() {
+        for c in 0..3 {
+            out[(c * size + y as usize) * size + x as usize] = px[c] as f32 / 255.0;
+        }
+    }
+    out
+}
+
+/// Mirror left-right.
+pub fn flip_horizontal(chw: &[f32], size: usize) -> Vec<f32> {
+    let mut out = vec![0.0; chw.len()];
+    for c in 0..3 {
+        for y in 0..size {
+            for x in 0..size {
+                out[(c * size + y) * size + x] = chw[(c * size + y) * size + (size - 1 - x)];
+            }
+        }
+    }
+    out
+}
+
+pub fn normalize(chw: &mut [f32], size: usize, norm: &Normalization) {
+    for (i, v) in chw.iter_mut().enumerate() {
+        let c = i / (size * size);
+        *v = (*v - norm.mean[c]) / norm.std[c];
+    }
+}
+
+/// (3, size, size) normalised values of an RGB image (resize + normalise):
+/// the evaluation and inference input.
+pub fn to_input(img: &image::RgbImage, size: usize, norm: &Normalization) -> Vec<f32> {
+    let mut x = to_unit_chw(img, size);
+    normalize(&mut x, size, norm);
+    x
+}
+
+pub fn load_input(path: &Path, size: usize, norm: &Normalization) -> Result<Vec<f32>> {
+    Ok(to_input(&open_rgb(path)?, size, norm))
+}

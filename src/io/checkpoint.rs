@@ -1,0 +1,114 @@
+//! Checkpoints: every parameter (running statistics included) in a
+//! safetensors file, with metadata that makes the file self-describing: the
+//! architecture and head, input size, normalisation, class names in label
+//! order, the training configuration and metrics. Written atomically; loading
+//! checks everything and names the file and the mismatch.
+
+use super::tensorfile::{write_atomic, Loaded, TensorFile};
+use crate::data::input::Normalization;
+use crate::models::{ModelSpec, Net, BACKBONE};
+use crate::nn::Backend;
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+
+const KEY: &str = "arcface";
+const FORMAT: u32 = 1;
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CheckpointMeta {
+    pub format: u32,
+    pub model: ModelSpec,
+    pub normalization: Normalization,
+    /// Person names; index = label.
+    pub classes: Vec<String>,
+    #[serde(default)]
+    pub training: serde_json::Value,
+    #[serde(default)]
+    pub metrics: serde_json::Value,
+    /// `Arch::Imported`: the backbone's layers (its weights are `backbone.*`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub graph: Option<crate::models::graph::GraphDef>,
+}
+
+impl CheckpointMeta {
+    pub fn new(model: ModelSpec, classes: Vec<String>) -> CheckpointMeta {
+        CheckpointMeta {
+            format: FORMAT,
+            model,
+            normalization: Normalization::default(),
+            classes,
+            training: serde_json::Value::Null,
+            metrics: serde_json::Value::Null,
+            graph: None,
+        }
+    }
+}
+
+pub fn save<B: Backend>(path: &Path, b: &mut B, net: &Net<B>, meta: &CheckpointMeta) -> Result<()> {
+    if meta.model != net.spec {
+        bail!("checkpoint metadata describes {:?}, the network is {:?}", meta.model, net.spec);
+    }
+    if meta.classes.len() != net.spec.classes {
+        bail!("{} class names for a model with {} classes", meta.classes.len(), net.spec.classes);
+    }
+    let mut tensors = BTreeMap::new();
+    for p in &net.params.params {
+        let shape = b.shape(&p.value).to_vec();
+        tensors.insert(p.name.clone(), Loaded { shape, values: b.download(&p.value) });
+    }
+    let metadata = HashMap::from([(KEY.to_string(), serde_json::to_string(meta)?)]);
+    write_atomic(path, &tensors, metadata).with_context(|| format!("saving checkpoint {}", path.display()))
+}
+
+/// Reads only the metadata (for listing models, checking before loading).
+pub fn read_meta(path: &Path) -> Result<(CheckpointMeta, TensorFile)> {
+    let file = TensorFile::read(path)?;
+    Ok((meta_of(path, &file)?, file))
+}
+
+/// The checked metadata of a file read from `path`.
+pub fn meta_of(path: &Path, file: &TensorFile) -> Result<CheckpointMeta> {
+    let meta_json = file.metadata.get(KEY).with_context(|| {
+        format!("{}: not an arcface checkpoint (no `{KEY}` metadata; import other models first)", path.display())
+    })?;
+    let meta: CheckpointMeta = serde_json::from_str(meta_json)
+        .with_context(|| format!("{}: unreadable checkpoint metadata", path.display()))?;
+    if meta.format != FORMAT {
+        bail!("{}: checkpoint format {} (this build reads {FORMAT})", path.display(), meta.format);
+    }
+    if meta.classes.len() != meta.model.classes {
+        bail!("{}: {} class names for {} classes", path.display(), meta.classes.len(), meta.model.classes);
+    }
+    Ok(meta)
+}
+
+pub fn load<B: Backend>(path: &Path, b: &mut B) -> Result<(Net<B>, CheckpointMeta)> {
+    let (meta, file) = read_meta(path)?;
+    Ok((net_of(path, &meta, &file, b)?, meta))
+}
+
+/// The network a checkpoint file (read from `path`, metadata checked) holds.
+pub fn net_of<B: Backend>(path: &Path, meta: &CheckpointMeta, file: &TensorFile, b: &mut B) -> Result<Net<B>> {
+    if let Some(graph) = &meta.graph {
+        let mut net = Net::pretrained(b, meta.model, graph.clone(), [], 0)?;
+        for (name, t) in &file.tensors {
+            let v = b.upload(&t.values, &t.shape)?;
+            if name.starts_with(BACKBONE) {
+                net.params.add(name, v, true);
+            } else if net.params.contains(name) {
+                net.params.set(name, v);
+            } else {
+                bail!("{}: tensor `{name}` does not belong to a fine-tuned imported model", path.display());
+            }
+        }
+        return Ok(net);
+    }
+    let expected: Vec<String> = meta.model.param_specs().into_iter().map(|p| p.name).collect();
+    if let Some(extra) = file.tensors.keys().find(|k| !expected.contains(k)) {
+        bail!("{}: tensor `{extra}` does not belong to a {:?} model", path.display(), meta.model.arch);
+    }
+    Net::from_values(b, meta.model, |name| file.tensors.get(name).map(|t| (t.shape.clone(), t.values.clone())))
+        .with_context(|| format!("{}: does not match its own metadata ({:?})", path.display(), meta.model))
+}

@@ -1,0 +1,71 @@
+//! Model files: a checkpoint of a network trained here (`checkpoint`), or an
+//! imported network (`arcface import`): its weights by graph name and its
+//! graph as JSON metadata under `arcface_graph`. `read` is the one place
+//! that tells the two apart.
+
+use super::checkpoint::{self, CheckpointMeta};
+use super::tensorfile::{write_atomic, Loaded, TensorFile};
+use crate::models::graph::{GraphDef, GraphNet};
+use crate::models::Net;
+use crate::nn::Backend;
+use anyhow::{Context, Result};
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+
+const GRAPH_KEY: &str = "arcface_graph";
+
+/// Saves an imported graph and its weights (by graph name), atomically.
+pub fn save_graph(path: &Path, def: &GraphDef, weights: &BTreeMap<String, Loaded>) -> Result<()> {
+    let meta = HashMap::from([(GRAPH_KEY.to_string(), serde_json::to_string(def)?)]);
+    write_atomic(path, weights, meta).with_context(|| format!("saving {}", path.display()))
+}
+
+/// A model file as read from disk; nothing is uploaded yet.
+pub enum ModelFile {
+    /// An imported network: its graph and its weights by graph name.
+    Graph { def: GraphDef, file: TensorFile },
+    /// A checkpoint of a network trained here, its metadata checked.
+    Checkpoint { meta: CheckpointMeta, file: TensorFile },
+}
+
+/// A model on a backend. (One per session: boxing the larger variant
+/// would save nothing worth an indirection.)
+#[allow(clippy::large_enum_variant)]
+pub enum Model<B: Backend> {
+    /// Trained here: a classifier, and embeddings for MobileFaceNet.
+    Trained(Net<B>, CheckpointMeta),
+    /// An imported embedding network.
+    Imported(GraphNet<B>),
+}
+
+/// Reads a checkpoint or an imported graph; the error names the file.
+pub fn read(path: &Path) -> Result<ModelFile> {
+    let file = TensorFile::read(path)?;
+    match file.metadata.get(GRAPH_KEY) {
+        Some(json) => {
+            let def = serde_json::from_str(json)
+                .with_context(|| format!("{}: unreadable graph description", path.display()))?;
+            Ok(ModelFile::Graph { def, file })
+        }
+        None => {
+            let meta = checkpoint::meta_of(path, &file)?;
+            Ok(ModelFile::Checkpoint { meta, file })
+        }
+    }
+}
+
+/// Opens either kind of model file on a backend.
+pub fn open<B: Backend>(path: &Path, b: &mut B) -> Result<Model<B>> {
+    match read(path)? {
+        ModelFile::Graph { def, file } => Ok(Model::Imported(GraphNet::new(b, def, weights(file))?)),
+        ModelFile::Checkpoint { meta, file } => {
+            let net = checkpoint::net_of(path, &meta, &file, b)?;
+            Ok(Model::Trained(net, meta))
+        }
+    }
+}
+
+/// A file's tensors as (name, shape, values).
+pub fn weights(file: TensorFile) -> impl Iterator<Item = (String, Vec<usize>, Vec<f32>)> {
+    file.tensors.into_iter().map(|(n, t)| (n, t.shape, t.values))
+}

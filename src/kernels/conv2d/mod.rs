@@ -1,0 +1,253 @@
+//! 2-D convolution (NCHW, grouped, optional bias): forward and the gradients
+//! for input, weight and bias.
+//!
+//! Three GPU paths, all checked against the same reference:
+//! - `Path::Direct`: `shaders/conv2d.wgsl`, one output per invocation, any
+//!   kernel size, stride, padding and groups: the slow-but-obvious kernel;
+//! - `Path::Blocked`: the same loops producing 4 channels per invocation
+//!   where a group's channels come in fours (and a whole row of taps of a
+//!   weight gradient at most 3 wide per invocation), the direct kernel elsewhere;
+//! - `Path::Gemm`: 1x1, stride 1, no padding, one group, which is a batched
+//!   matrix multiply (`shaders/linear.wgsl`). MobileFaceNet spends most of
+//!   its multiply-adds in these pointwise convolutions.
+
+//!
+//! The reference is in `reference`, the checks and benchmark cases in
+//! `checks`; depthwise convolution (`depthwise`) runs on the same kernels.
+
+mod checks;
+pub mod depthwise;
+mod reference;
+
+pub(crate) use checks::{bench_shape, check_shape, refcheck_shape};
+pub use reference::{backward_ref, forward_ref};
+
+use super::{linear::Gemm, reduce, Family};
+use crate::gpu::{groups, Kernel, Params, Recorder, Shader, Tensor};
+use anyhow::{bail, Result};
+
+/// The gradients of a convolution for its input, weight and bias.
+pub struct Grads<T = Tensor> {
+    pub dx: T,
+    pub dw: T,
+    pub db: Option<T>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Conv2d {
+    pub n: usize,
+    pub cin: usize,
+    pub h: usize,
+    pub w: usize,
+    pub cout: usize,
+    pub kh: usize,
+    pub kw: usize,
+    pub stride: usize,
+    pub pad: usize,
+    pub groups: usize,
+    pub bias: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Path {
+    /// Gemm where it applies, Blocked elsewhere.
+    Auto,
+    Direct,
+    Blocked,
+    Gemm,
+}
+
+impl Conv2d {
+    /// A square-kernel convolution without bias, one group.
+    pub fn new(n: usize, cin: usize, hw: (usize, usize), cout: usize, k: usize, stride: usize, pad: usize) -> Conv2d {
+        Conv2d { n, cin, h: hw.0, w: hw.1, cout, kh: k, kw: k, stride, pad, groups: 1, bias: false }
+    }
+
+    /// The convolution of an (N, C, H, W) input `x` by an (O, C/groups, KH, KW)
+    /// weight `w`, from their shapes.
+    pub fn from_shapes(x: &[usize], w: &[usize], stride: usize, pad: usize, groups: usize, bias: bool) -> Conv2d {
+        Conv2d { n: x[0], cin: x[1], h: x[2], w: x[3], cout: w[0], kh: w[2], kw: w[3], stride, pad, groups, bias }
+    }
+
+    pub fn out_hw(&self) -> (usize, usize) {
+        ((self.h + 2 * self.pad - self.kh) / self.stride + 1, (self.w + 2 * self.pad - self.kw) / self.stride + 1)
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        if self.stride == 0
+            || self.groups == 0
+            || !self.cin.is_multiple_of(self.groups)
+            || !self.cout.is_multiple_of(self.groups)
+        {
+            bail!("conv2d {}: channels must divide into groups and stride must be >= 1", self.describe());
+        }
+        if self.h + 2 * self.pad < self.kh || self.w + 2 * self.pad < self.kw {
+            bail!("conv2d {}: kernel larger than the padded input", self.describe());
+        }
+        Ok(())
+    }
+
+    pub fn describe(&self) -> String {
+        format!(
+            "n{} {}->{} {}x{} k{}x{} s{} p{}{}{}",
+            self.n,
+            self.cin,
+            self.cout,
+            self.h,
+            self.w,
+            self.kh,
+            self.kw,
+            self.stride,
+            self.pad,
+            if self.groups > 1 { format!(" g{}", self.groups) } else { String::new() },
+            if self.bias { " +bias" } else { "" }
+        )
+    }
+
+    pub fn weight_shape(&self) -> [usize; 4] {
+        [self.cout, self.cin / self.groups, self.kh, self.kw]
+    }
+
+    pub fn output_shape(&self) -> [usize; 4] {
+        let (ho, wo) = self.out_hw();
+        [self.n, self.cout, ho, wo]
+    }
+
+    fn gemm_applies(&self) -> bool {
+        self.kh == 1 && self.kw == 1 && self.stride == 1 && self.pad == 0 && self.groups == 1
+    }
+
+    /// Multiply-adds of the forward pass (each backward direction costs the same).
+    pub fn macs(&self) -> f64 {
+        let (ho, wo) = self.out_hw();
+        (self.n * self.cout * ho * wo * (self.cin / self.groups) * self.kh * self.kw) as f64
+    }
+
+    fn params(&self) -> Params {
+        let (ho, wo) = self.out_hw();
+        Params::new()
+            .u("n", self.n)
+            .u("cin", self.cin)
+            .u("h", self.h)
+            .u("w", self.w)
+            .u("cout", self.cout)
+            .u("ho", ho)
+            .u("wo", wo)
+            .u("kh", self.kh)
+            .u("kw", self.kw)
+            .u("stride", self.stride)
+            .u("pad", self.pad)
+            .u("groups", self.groups)
+            .u("has_bias", self.bias as usize)
+    }
+}
+
+// ---------------------------------------------------------------------- GPU
+
+const FORWARD: Kernel = Kernel::new(Shader::Conv2d, "forward", 64);
+const BACKWARD_INPUT: Kernel = Kernel::new(Shader::Conv2d, "backward_input", 64);
+const BACKWARD_WEIGHT: Kernel = Kernel::new(Shader::Conv2d, "backward_weight", 64);
+const FORWARD_BLOCKED: Kernel = Kernel::new(Shader::Conv2d, "forward_blocked", 64);
+const BACKWARD_INPUT_BLOCKED: Kernel = Kernel::new(Shader::Conv2d, "backward_input_blocked", 64);
+const BACKWARD_WEIGHT_BLOCKED: Kernel = Kernel::new(Shader::Conv2d, "backward_weight_blocked", 64);
+
+fn path_for(s: &Conv2d, path: Path) -> Result<Path> {
+    Ok(match path {
+        Path::Auto if s.gemm_applies() => Path::Gemm,
+        Path::Auto => Path::Blocked,
+        Path::Gemm if !s.gemm_applies() => {
+            bail!("conv2d {}: the gemm path needs 1x1, stride 1, no padding, one group", s.describe())
+        }
+        p => p,
+    })
+}
+
+/// The three matrix products of a pointwise convolution, per image:
+/// y = W x, dx = W^T dy, dW = sum over images of dy x^T.
+fn pointwise_forward(s: &Conv2d) -> Gemm {
+    let hw = s.h * s.w;
+    let g = Gemm::plain(s.cout, hw, s.cin, s.n).a(0, s.cin, 1).b(s.cin * hw, hw, 1).c(s.cout * hw, hw, 1);
+    if s.bias {
+        g.bias_per_row()
+    } else {
+        g
+    }
+}
+fn pointwise_backward_input(s: &Conv2d) -> Gemm {
+    let hw = s.h * s.w;
+    Gemm::plain(s.cin, hw, s.cout, s.n).a(0, 1, s.cin).b(s.cout * hw, hw, 1).c(s.cin * hw, hw, 1)
+}
+fn pointwise_backward_weight(s: &Conv2d) -> Gemm {
+    let hw = s.h * s.w;
+    Gemm::plain(s.cout, s.cin, hw, s.n).a(s.cout * hw, hw, 1).b(s.cin * hw, 1, hw).c(0, s.cin, 1).sum_batch()
+}
+
+pub fn forward(
+    rec: &mut Recorder,
+    s: &Conv2d,
+    path: Path,
+    x: &Tensor,
+    w: &Tensor,
+    b: Option<&Tensor>,
+) -> Result<Tensor> {
+    s.validate()?;
+    if s.bias != b.is_some() {
+        bail!("conv2d {}: a bias tensor must be given exactly when the layer has a bias", s.describe());
+    }
+    let y = Tensor::zeros(rec.gpu(), &s.output_shape())?;
+    match path_for(s, path)? {
+        Path::Gemm => pointwise_forward(s).run(rec, w, x, b, &y)?,
+        p => {
+            let args = [(1, Some(x)), (2, Some(w)), (3, b), (4, Some(&y))];
+            if p == Path::Blocked && (s.cout / s.groups).is_multiple_of(4) {
+                rec.dispatch(FORWARD_BLOCKED, &s.params(), &args, groups(y.numel() / 4, FORWARD_BLOCKED.wg))?
+            } else {
+                rec.dispatch(FORWARD, &s.params(), &args, groups(y.numel(), FORWARD.wg))?
+            }
+        }
+    }
+    Ok(y)
+}
+
+pub fn backward(
+    rec: &mut Recorder,
+    s: &Conv2d,
+    path: Path,
+    x: &Tensor,
+    w: &Tensor,
+    dy: &Tensor,
+) -> Result<Grads<Tensor>> {
+    s.validate()?;
+    let gpu = rec.gpu();
+    let dx = Tensor::zeros(gpu, &x.shape)?;
+    let dw = Tensor::zeros(gpu, &s.weight_shape())?;
+    match path_for(s, path)? {
+        Path::Gemm => {
+            pointwise_backward_input(s).run(rec, w, dy, None, &dx)?;
+            pointwise_backward_weight(s).run(rec, dy, x, None, &dw)?;
+        }
+        p => {
+            let blocked = p == Path::Blocked;
+            let args = [(1, Some(x)), (5, Some(dy)), (7, Some(&dw))];
+            if blocked && s.kw <= 3 {
+                let k = BACKWARD_WEIGHT_BLOCKED;
+                rec.dispatch(k, &s.params(), &args, groups(s.cout * s.cin / s.groups * s.kh, k.wg))?;
+            } else {
+                rec.dispatch(BACKWARD_WEIGHT, &s.params(), &args, groups(dw.numel(), BACKWARD_WEIGHT.wg))?;
+            }
+            let args = [(2, Some(w)), (5, Some(dy)), (6, Some(&dx))];
+            if blocked && (s.cin / s.groups).is_multiple_of(4) {
+                let k = BACKWARD_INPUT_BLOCKED;
+                rec.dispatch(k, &s.params(), &args, groups(dx.numel() / 4, k.wg))?;
+            } else {
+                rec.dispatch(BACKWARD_INPUT, &s.params(), &args, groups(dx.numel(), BACKWARD_INPUT.wg))?;
+            }
+        }
+    }
+    let (ho, wo) = s.out_hw();
+    let db = if s.bias { Some(reduce::channel_sum(rec, dy, s.n, s.cout, ho * wo)?) } else { None };
+    Ok(Grads { dx, dw, db })
+}
+
+pub const FAMILY: Family =
+    Family { name: "conv2d", gradcheck: checks::gradcheck, refcheck: checks::refcheck, bench: checks::bench };

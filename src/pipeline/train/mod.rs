@@ -1,0 +1,219 @@
+//! `arcface train`: epochs of SGD with momentum and step decay on the
+//! training split, validation after each epoch, metrics and curves, the
+//! best-validation-loss checkpoint and the last one. A stopped run resumes
+//! from its last completed epoch (`--resume`) and ends with the same weights
+//! as an uninterrupted run: every epoch's shuffle and augmentation are
+//! seeded by (seed, epoch), and the momentum buffers are saved.
+
+mod align;
+mod epoch;
+mod init;
+mod recalibrate;
+mod state;
+
+pub use align::aligned_data;
+pub use recalibrate::{recalibrate_bn, RECALIBRATION_BATCHES};
+
+use crate::data::dataset::{Dataset, Sample};
+use crate::data::input::Normalization;
+use crate::gpu::Gpu;
+use crate::io::checkpoint::{self, CheckpointMeta};
+use crate::models::{ModelSpec, Net};
+use crate::nn::GpuBackend;
+use crate::pipeline::report::{self, EpochMetrics};
+use crate::pipeline::scoring::{eval_logits, score};
+use anyhow::{bail, Context, Result};
+use epoch::{EpochTrain, Images};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TrainConfig {
+    pub model: ModelSpec,
+    pub epochs: usize,
+    pub batch_size: usize,
+    pub lr: f32,
+    pub momentum: f32,
+    pub weight_decay: f32,
+    /// Multiply the learning rate by `lr_gamma` every `lr_step` epochs.
+    pub lr_step: usize,
+    pub lr_gamma: f32,
+    pub seed: u64,
+    /// Only the first N people of the dataset (sorted by name); 0 = all.
+    #[serde(default)]
+    pub max_people: usize,
+    /// Re-estimate the batch-norm running statistics with the epoch's final
+    /// weights before validating (see `recalibrate_bn`).
+    #[serde(default)]
+    pub recalibrate_bn: bool,
+    /// Trained on detected and aligned crops (`--align`): inference on whole
+    /// photos must align them the same way.
+    #[serde(default)]
+    pub align: bool,
+    /// Start from this checkpoint's backbone (imported or trained here) with
+    /// a fresh head for the dataset's people.
+    #[serde(default)]
+    pub init: Option<PathBuf>,
+    /// Train only the head for the first N epochs.
+    #[serde(default)]
+    pub freeze_backbone_epochs: usize,
+}
+
+impl TrainConfig {
+    pub fn lr_at(&self, epoch: usize) -> f32 {
+        self.lr * self.lr_gamma.powi((epoch / self.lr_step.max(1)) as i32)
+    }
+    pub fn validate(&self) -> Result<()> {
+        if self.epochs == 0 || self.batch_size < 2 {
+            bail!("--epochs must be >= 1 and --batch-size >= 2 (batch norm needs two images)");
+        }
+        if !(self.lr > 0.0) || !(0.0..1.0).contains(&self.momentum) || self.weight_decay < 0.0 {
+            bail!("--lr must be > 0, --momentum in [0, 1), --weight-decay >= 0");
+        }
+        Ok(())
+    }
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct TrainOutcome {
+    pub out: PathBuf,
+    pub metrics: Vec<EpochMetrics>,
+    pub best_epoch: usize,
+    pub best_val_loss: f64,
+    /// Set when training stopped early on a non-finite loss.
+    pub diverged: Option<String>,
+}
+
+/// Run-folder file names.
+pub const BEST: &str = "best.safetensors";
+pub const LAST: &str = "last.safetensors";
+pub(crate) const STATE: &str = "state.safetensors";
+pub(crate) const CONFIG: &str = "config.json";
+pub const SPLIT: &str = "split.csv";
+
+/// Trains a model on `data_dir` into the run folder `out`.
+pub fn run(
+    gpu: &Gpu,
+    data_dir: &Path,
+    out: &Path,
+    mut cfg: TrainConfig,
+    resume: bool,
+    quiet: bool,
+) -> Result<TrainOutcome> {
+    cfg.validate()?;
+    std::fs::create_dir_all(out).with_context(|| format!("{}: cannot create the run folder", out.display()))?;
+    let data = dataset(data_dir, cfg.max_people)?;
+    cfg.model.classes = data.people.len();
+    if let Some(init) = &cfg.init {
+        cfg.model = init::pretrained_spec(init, &cfg.model)?;
+    }
+    cfg.model.validate()?;
+    let start = if resume { state::resume(out, &cfg)? } else { state::fresh(out, &cfg, &data)? };
+
+    let mut b = GpuBackend::new(gpu)?;
+    let mut net = if resume {
+        state::resumed_net(out, &mut b)?
+    } else if let Some(init) = &cfg.init {
+        init::pretrained(&mut b, init, cfg.model, cfg.seed)?
+    } else {
+        Net::init(&mut b, cfg.model, cfg.seed)?
+    };
+    let mut meta = CheckpointMeta::new(cfg.model, data.people.clone());
+    meta.graph = net.graph.as_deref().cloned();
+    meta.training = serde_json::to_value(&cfg)?;
+    let state::Start { split, mut metrics, epoch: first, mut best } = start;
+    let images = Images::load(&split.train)?;
+    let mut diverged = None;
+
+    for epoch in first..cfg.epochs {
+        let t = epoch::train_epoch(&mut b, &mut net, &cfg, &split.train, &images, epoch, quiet)?;
+        if t.diverged.is_some() {
+            diverged = t.diverged;
+            break;
+        }
+        if cfg.recalibrate_bn {
+            let norm = Normalization::default();
+            recalibrate_bn(&mut b, &mut net, &split.train, &norm, cfg.batch_size, RECALIBRATION_BATCHES)?;
+        }
+        let m = validate(&mut b, &mut net, &cfg, &split.val, epoch, &t)?;
+        if !quiet {
+            eprintln!(
+                "epoch {}: train loss {:.4} acc {:.3} | val loss {:.4} acc {:.3} | {:.1} img/s",
+                m.epoch, m.train_loss, m.train_accuracy, m.val_loss, m.val_accuracy, m.images_per_second
+            );
+        }
+        if !m.val_loss.is_finite() {
+            diverged = Some(format!("the validation loss became {} after epoch {}", m.val_loss, epoch + 1));
+            break;
+        }
+        metrics.push(m);
+        save_epoch(out, &mut b, &net, &mut meta, &metrics, &mut best)?;
+    }
+    if let Some(why) = &diverged {
+        eprintln!("stopped: {why}; the best checkpoint so far is kept");
+    }
+    Ok(TrainOutcome { out: out.to_path_buf(), metrics, best_epoch: best.0, best_val_loss: best.1, diverged })
+}
+
+/// The dataset (the first `max_people`, 0 = all), skipped files and thin
+/// classes reported.
+fn dataset(dir: &Path, max_people: usize) -> Result<Dataset> {
+    let mut data = Dataset::scan(dir, true)?;
+    if max_people > 0 {
+        data = data.first_people(max_people);
+    }
+    for s in &data.skipped {
+        eprintln!("skipped {}: {}", s.path.display(), s.reason);
+    }
+    for (label, name) in data.people.iter().enumerate() {
+        if data.count(label) < 3 {
+            eprintln!("warning: {name} has only {} image(s): not in every split part", data.count(label));
+        }
+    }
+    Ok(data)
+}
+
+/// The epoch's metrics: its training figures and the validation split's.
+fn validate<'g>(
+    b: &mut GpuBackend<'g>,
+    net: &mut Net<GpuBackend<'g>>,
+    cfg: &TrainConfig,
+    val: &[Sample],
+    epoch: usize,
+    t: &EpochTrain,
+) -> Result<EpochMetrics> {
+    let labels: Vec<usize> = val.iter().map(|s| s.label).collect();
+    let logits = eval_logits(b, net, val, &Normalization::default(), cfg.batch_size, false)?;
+    let (val_loss, val_correct) = score(&logits, &labels, cfg.model.classes);
+    Ok(EpochMetrics {
+        epoch: epoch + 1,
+        lr: cfg.lr_at(epoch),
+        train_loss: t.loss_sum / t.seen.max(1) as f64,
+        train_accuracy: t.correct as f64 / t.seen.max(1) as f64,
+        val_loss,
+        val_accuracy: val_correct as f64 / labels.len().max(1) as f64,
+        images_per_second: t.seen as f64 / t.seconds,
+    })
+}
+
+/// After a completed epoch: the best checkpoint when validation improved,
+/// the last checkpoint, the optimiser state and the metrics; a stop loses
+/// at most the epoch in progress.
+fn save_epoch<'g>(
+    out: &Path,
+    b: &mut GpuBackend<'g>,
+    net: &Net<GpuBackend<'g>>,
+    meta: &mut CheckpointMeta,
+    metrics: &[EpochMetrics],
+    best: &mut (usize, f64),
+) -> Result<()> {
+    let m = metrics.last().expect("an epoch's metrics");
+    meta.metrics = serde_json::to_value(m)?;
+    if m.val_loss < best.1 {
+        *best = (m.epoch, m.val_loss);
+        checkpoint::save(&out.join(BEST), b, net, meta)?;
+    }
+    checkpoint::save(&out.join(LAST), b, net, meta)?;
+    state::save(out, net, b, m.epoch, *best)?;
+    report::write_metrics(out, metrics)
+}

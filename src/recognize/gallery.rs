@@ -1,0 +1,195 @@
+//! Open-set identification: `enroll` stores each person's mean normalised
+//! embedding (and how many photos made it); `identify` names the closest
+//! person by cosine similarity, or answers "unknown" below the gallery's
+//! threshold. Adding a person is enrolling again; nothing is retrained.
+//!
+//! The threshold is calibrated at enrolment on impostor scores: every
+//! gallery photo against every other person's mean. It is the score that
+//! only 1% of those exceed (a false accept rate of about 1% per comparison),
+//! or with fewer than 100 such scores, their maximum.
+
+use super::embedding::{dot, normalise};
+use super::session::Session;
+use crate::data::dataset::Dataset;
+use crate::io::tensorfile::{write_atomic, Loaded, TensorFile};
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+
+const KEY: &str = "arcface_gallery";
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct GalleryMeta {
+    pub people: Vec<String>,
+    pub counts: Vec<usize>,
+    pub threshold: f64,
+    /// The checkpoint the embeddings came from; identify must use the same.
+    pub checkpoint: String,
+    pub align: bool,
+    pub flip: bool,
+}
+
+pub struct Gallery {
+    pub meta: GalleryMeta,
+    /// One unit vector per person.
+    pub means: Vec<Vec<f32>>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Match {
+    pub person: String,
+    pub score: f64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Identity {
+    /// The closest person, or "unknown" below the threshold.
+    pub answer: String,
+    pub best: Match,
+    pub top: Vec<Match>,
+}
+
+/// The score below which a fraction `far` of the impostor scores lie above.
+pub fn calibrate(mut impostor: Vec<f64>, far: f64) -> f64 {
+    if impostor.is_empty() {
+        return 0.5;
+    }
+    impostor.sort_by(f64::total_cmp);
+    let k = ((impostor.len() as f64) * (1.0 - far)).floor() as usize;
+    impostor[k.min(impostor.len() - 1)]
+}
+
+impl Gallery {
+    /// Embeds every photo of `dir` (one folder per person).
+    pub fn enroll(s: &mut Session, dir: &Path, checkpoint: &Path) -> Result<(Gallery, Vec<(PathBuf, String)>)> {
+        let data = Dataset::scan(dir, false)?;
+        let files: Vec<PathBuf> = data.samples.iter().map(|x| x.path.clone()).collect();
+        let results = s.embed(&files)?;
+        let mut sums = vec![vec![0f32; 0]; data.people.len()];
+        let mut counts = vec![0usize; data.people.len()];
+        let mut per_photo = Vec::new();
+        let mut failed = Vec::new();
+        for (sample, r) in data.samples.iter().zip(results) {
+            match (r.result, r.error) {
+                (Some(e), _) => {
+                    let acc = &mut sums[sample.label];
+                    if acc.is_empty() {
+                        acc.resize(e.len(), 0.0);
+                    }
+                    acc.iter_mut().zip(&e).for_each(|(a, b)| *a += b);
+                    counts[sample.label] += 1;
+                    per_photo.push((sample.label, e));
+                }
+                (None, err) => failed.push((sample.path.clone(), err.unwrap_or_default())),
+            }
+        }
+        let keep: Vec<usize> = (0..data.people.len()).filter(|&i| counts[i] > 0).collect();
+        if keep.is_empty() {
+            bail!("{}: no face could be embedded", dir.display());
+        }
+        let means: Vec<Vec<f32>> = keep
+            .iter()
+            .map(|&i| {
+                let mut m = sums[i].clone();
+                normalise(&mut m);
+                m
+            })
+            .collect();
+        let index: HashMap<usize, usize> = keep.iter().enumerate().map(|(j, &i)| (i, j)).collect();
+        let mut impostor = Vec::new();
+        for (label, e) in &per_photo {
+            for (j, m) in means.iter().enumerate() {
+                if index[label] != j {
+                    impostor.push(dot(e, m));
+                }
+            }
+        }
+        let meta = GalleryMeta {
+            people: keep.iter().map(|&i| data.people[i].clone()).collect(),
+            counts: keep.iter().map(|&i| counts[i]).collect(),
+            threshold: calibrate(impostor, 0.01),
+            checkpoint: checkpoint.display().to_string(),
+            align: s.align.is_some(),
+            flip: s.flip,
+        };
+        Ok((Gallery { meta, means }, failed))
+    }
+
+    pub fn save(&self, path: &Path) -> Result<()> {
+        let d = self.means.first().map_or(0, |m| m.len());
+        let tensors = BTreeMap::from([(
+            "means".to_string(),
+            Loaded { shape: vec![self.means.len(), d], values: self.means.concat() },
+        )]);
+        let meta = HashMap::from([(KEY.to_string(), serde_json::to_string(&self.meta)?)]);
+        write_atomic(path, &tensors, meta)
+    }
+
+    pub fn load(path: &Path) -> Result<Gallery> {
+        let f = TensorFile::read(path)?;
+        let meta: GalleryMeta = serde_json::from_str(
+            f.metadata
+                .get(KEY)
+                .with_context(|| format!("{}: not a gallery (made by `arcface enroll`)", path.display()))?,
+        )?;
+        let t = f.get("means")?;
+        let means: Vec<Vec<f32>> = t.values.chunks(t.shape[1].max(1)).map(<[f32]>::to_vec).collect();
+        if means.len() != meta.people.len() {
+            bail!("{}: {} embeddings for {} people", path.display(), means.len(), meta.people.len());
+        }
+        Ok(Gallery { meta, means })
+    }
+
+    pub fn identify(&self, e: &[f32], top: usize) -> Identity {
+        let mut scores: Vec<Match> = self
+            .meta
+            .people
+            .iter()
+            .zip(&self.means)
+            .map(|(p, m)| Match { person: p.clone(), score: dot(e, m) })
+            .collect();
+        scores.sort_by(|a, b| b.score.total_cmp(&a.score));
+        let best = Match { person: scores[0].person.clone(), score: scores[0].score };
+        let answer = if best.score >= self.meta.threshold { best.person.clone() } else { "unknown".into() };
+        scores.truncate(top.max(1));
+        Identity { answer, best, top: scores }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn calibration_takes_the_far_quantile() {
+        let scores: Vec<f64> = (0..200).map(|i| i as f64 / 200.0).collect();
+        // 1% of 200 = 2 scores above: sorted index 198.
+        assert_eq!(calibrate(scores, 0.01), 198.0 / 200.0);
+        assert_eq!(calibrate(vec![0.1, 0.4, 0.2], 0.01), 0.4, "few scores: the maximum");
+    }
+
+    #[test]
+    fn identify_finds_the_known_and_rejects_the_stranger() {
+        let mut a = vec![1.0, 0.1, 0.0];
+        let mut b = vec![0.0, 1.0, 0.2];
+        normalise(&mut a);
+        normalise(&mut b);
+        let g = Gallery {
+            meta: GalleryMeta {
+                people: vec!["ann".into(), "bob".into()],
+                counts: vec![2, 1],
+                threshold: 0.6,
+                checkpoint: String::new(),
+                align: false,
+                flip: true,
+            },
+            means: vec![a.clone(), b],
+        };
+        let known = g.identify(&a, 5);
+        assert_eq!((known.answer.as_str(), known.top.len()), ("ann", 2));
+        let stranger = g.identify(&[0.0, 0.0, 1.0], 1);
+        assert_eq!(stranger.answer, "unknown");
+        assert_eq!(stranger.best.person, "bob", "the closest is still reported");
+    }
+}

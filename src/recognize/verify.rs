@@ -1,0 +1,306 @@
+//! Face verification metrics from scored pairs (cosine similarity, "same"
+//! when score >= threshold): 10-fold accuracy with the threshold chosen on
+//! the other nine folds, ROC AUC, equal error rate, and the true accept rate
+//! at fixed false accept rates. Plus the ROC curve as a picture.
+
+use image::{Rgb, RgbImage};
+use serde::Serialize;
+
+#[derive(Clone, Copy, Debug)]
+pub struct Pair {
+    pub score: f64,
+    pub same: bool,
+}
+
+#[derive(Debug, Serialize, PartialEq)]
+pub struct Metrics {
+    pub pairs: usize,
+    pub same: usize,
+    pub different: usize,
+    /// Mean and standard deviation over the folds.
+    pub accuracy: f64,
+    pub accuracy_std: f64,
+    pub folds: usize,
+    pub auc: f64,
+    pub eer: f64,
+    /// Threshold at the equal error rate.
+    pub eer_threshold: f64,
+    pub tar_at_far_1e2: f64,
+    pub tar_at_far_1e3: f64,
+}
+
+/// Candidate thresholds: the lowest score (accept all), the midpoints
+/// between consecutive distinct scores (so a threshold chosen on some pairs
+/// sits between the classes, not on a score), and one above the largest
+/// (accept nothing).
+fn thresholds(pairs: &[Pair]) -> Vec<f64> {
+    let mut s: Vec<f64> = pairs.iter().map(|p| p.score).collect();
+    s.sort_by(f64::total_cmp);
+    s.dedup();
+    let mut t: Vec<f64> = s.first().copied().into_iter().collect();
+    t.extend(s.windows(2).map(|w| (w[0] + w[1]) / 2.0));
+    t.push(s.last().map_or(0.0, |m| m + 1e-6));
+    t
+}
+
+/// (true accept rate, false accept rate) at threshold t.
+fn rates(pairs: &[Pair], t: f64) -> (f64, f64) {
+    let (mut ta, mut fa, mut s, mut d) = (0usize, 0usize, 0usize, 0usize);
+    for p in pairs {
+        if p.same {
+            s += 1;
+            ta += (p.score >= t) as usize;
+        } else {
+            d += 1;
+            fa += (p.score >= t) as usize;
+        }
+    }
+    (ta as f64 / s.max(1) as f64, fa as f64 / d.max(1) as f64)
+}
+
+fn accuracy(pairs: &[Pair], t: f64) -> f64 {
+    let right = pairs.iter().filter(|p| (p.score >= t) == p.same).count();
+    right as f64 / pairs.len().max(1) as f64
+}
+
+/// The threshold with the best accuracy on `pairs` (the lowest on ties).
+pub fn best_threshold(pairs: &[Pair]) -> f64 {
+    let mut best = (f64::NEG_INFINITY, 0.0);
+    for t in thresholds(pairs) {
+        let a = accuracy(pairs, t);
+        if a > best.0 {
+            best = (a, t);
+        }
+    }
+    best.1
+}
+
+/// Area under the ROC curve: the chance that a same pair outscores a
+/// different one, ties counting half.
+pub fn auc(pairs: &[Pair]) -> f64 {
+    let (pos, neg): (Vec<&Pair>, Vec<&Pair>) = pairs.iter().partition(|p| p.same);
+    if pos.is_empty() || neg.is_empty() {
+        return f64::NAN;
+    }
+    let mut total = 0.0;
+    for p in &pos {
+        for n in &neg {
+            total += if p.score > n.score {
+                1.0
+            } else if p.score == n.score {
+                0.5
+            } else {
+                0.0
+            };
+        }
+    }
+    total / (pos.len() * neg.len()) as f64
+}
+
+/// The ROC points (false accept rate, true accept rate), from accepting
+/// nothing to accepting everything.
+pub fn roc(pairs: &[Pair]) -> Vec<(f64, f64)> {
+    let mut pts: Vec<(f64, f64)> = thresholds(pairs)
+        .into_iter()
+        .rev()
+        .map(|t| {
+            let (tar, far) = rates(pairs, t);
+            (far, tar)
+        })
+        .collect();
+    pts.push((1.0, 1.0));
+    pts
+}
+
+pub fn metrics(pairs: &[Pair]) -> Metrics {
+    let same = pairs.iter().filter(|p| p.same).count();
+    // Folds: every k-th pair, so each fold mixes same and different pairs.
+    let k = 10.min(pairs.len()).max(1);
+    let mut accs = Vec::new();
+    for f in 0..k {
+        let test: Vec<Pair> = pairs.iter().enumerate().filter(|(i, _)| i % k == f).map(|(_, p)| *p).collect();
+        let train: Vec<Pair> = pairs.iter().enumerate().filter(|(i, _)| i % k != f).map(|(_, p)| *p).collect();
+        let t = if train.is_empty() { best_threshold(&test) } else { best_threshold(&train) };
+        accs.push(accuracy(&test, t));
+    }
+    let mean = accs.iter().sum::<f64>() / accs.len() as f64;
+    let std = (accs.iter().map(|a| (a - mean).powi(2)).sum::<f64>() / accs.len() as f64).sqrt();
+    // EER: the threshold where false accepts and false rejects are closest.
+    let mut eer = (f64::INFINITY, 1.0, 0.0);
+    for t in thresholds(pairs) {
+        let (tar, far) = rates(pairs, t);
+        let frr = 1.0 - tar;
+        if (far - frr).abs() < eer.0 {
+            eer = ((far - frr).abs(), (far + frr) / 2.0, t);
+        }
+    }
+    let tar_at = |target: f64| -> f64 {
+        thresholds(pairs)
+            .into_iter()
+            .map(|t| rates(pairs, t))
+            .filter(|&(_, far)| far <= target)
+            .map(|(tar, _)| tar)
+            .fold(0.0, f64::max)
+    };
+    Metrics {
+        pairs: pairs.len(),
+        same,
+        different: pairs.len() - same,
+        accuracy: mean,
+        accuracy_std: std,
+        folds: k,
+        auc: auc(pairs),
+        eer: eer.1,
+        eer_threshold: eer.2,
+        tar_at_far_1e2: tar_at(1e-2),
+        tar_at_far_1e3: tar_at(1e-3),
+    }
+}
+
+/// The ROC curve on a white square: x false accept rate, y true accept
+/// rate, both 0..1; the chance diagonal in grey.
+pub fn roc_png(pairs: &[Pair]) -> RgbImage {
+    let s = 400i64;
+    let (m, inner) = (30i64, 400 - 60);
+    let mut img = RgbImage::from_pixel(s as u32, s as u32, Rgb([255, 255, 255]));
+    let to_px = |(far, tar): (f64, f64)| (m + (far * inner as f64) as i64, m + inner - (tar * inner as f64) as i64);
+    let mut draw = |a: (i64, i64), b: (i64, i64), c: Rgb<u8>| {
+        let steps = (b.0 - a.0).abs().max((b.1 - a.1).abs()).max(1);
+        for i in 0..=steps {
+            let (x, y) = (a.0 + (b.0 - a.0) * i / steps, a.1 + (b.1 - a.1) * i / steps);
+            for (dx, dy) in [(0, 0), (1, 0), (0, 1)] {
+                if let Some(p) = img.get_pixel_mut_checked((x + dx) as u32, (y + dy) as u32) {
+                    *p = c;
+                }
+            }
+        }
+    };
+    draw(to_px((0.0, 0.0)), to_px((1.0, 0.0)), Rgb([0, 0, 0]));
+    draw(to_px((0.0, 0.0)), to_px((0.0, 1.0)), Rgb([0, 0, 0]));
+    draw(to_px((0.0, 0.0)), to_px((1.0, 1.0)), Rgb([200, 200, 200]));
+    let pts = roc(pairs);
+    for w in pts.windows(2) {
+        draw(to_px(w[0]), to_px(w[1]), Rgb([31, 119, 180]));
+    }
+    img
+}
+
+/// Pairs of photos, from a CSV (`a,b,same` with same 1/0 or true/false;
+/// paths relative to the CSV's folder; a header line is skipped).
+pub fn read_pairs(path: &std::path::Path) -> anyhow::Result<Vec<(std::path::PathBuf, std::path::PathBuf, bool)>> {
+    use anyhow::{bail, Context};
+    let text = std::fs::read_to_string(path).with_context(|| format!("{}: cannot read", path.display()))?;
+    let base = path.parent().unwrap_or(std::path::Path::new("."));
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let f: Vec<&str> = line.split(',').map(str::trim).collect();
+        if line.trim().is_empty() || (i == 0 && f.get(2).is_some_and(|s| s.eq_ignore_ascii_case("same"))) {
+            continue;
+        }
+        let same = match f.get(2).map(|s| s.to_ascii_lowercase()) {
+            Some(s) if s == "1" || s == "true" => true,
+            Some(s) if s == "0" || s == "false" => false,
+            _ => bail!("{} line {}: expected `a,b,same` with same 1/0, got `{line}`", path.display(), i + 1),
+        };
+        out.push((base.join(f[0]), base.join(f[1]), same));
+    }
+    if out.is_empty() {
+        bail!("{}: no pairs", path.display());
+    }
+    Ok(out)
+}
+
+/// Every pair of the photos of a per-person folder.
+pub fn all_pairs(data: &crate::data::dataset::Dataset) -> Vec<(std::path::PathBuf, std::path::PathBuf, bool)> {
+    let s = &data.samples;
+    let mut out = Vec::new();
+    for i in 0..s.len() {
+        for j in i + 1..s.len() {
+            out.push((s[i].path.clone(), s[j].path.clone(), s[i].label == s[j].label));
+        }
+    }
+    out
+}
+
+/// Embeds each distinct photo once and scores the pairs; pairs with a photo
+/// that failed are left out and returned with the reason.
+pub fn score_pairs(
+    session: &mut super::session::Session,
+    pairs: &[(std::path::PathBuf, std::path::PathBuf, bool)],
+) -> anyhow::Result<(Vec<Pair>, Vec<(std::path::PathBuf, String)>)> {
+    let mut files: Vec<std::path::PathBuf> = pairs.iter().flat_map(|(a, b, _)| [a.clone(), b.clone()]).collect();
+    files.sort();
+    files.dedup();
+    let results = session.embed(&files)?;
+    let mut emb = std::collections::HashMap::new();
+    let mut failed = Vec::new();
+    for r in results {
+        match (r.result, r.error) {
+            (Some(e), _) => {
+                emb.insert(r.path, e);
+            }
+            (None, e) => failed.push((r.path, e.unwrap_or_default())),
+        }
+    }
+    let scored = pairs
+        .iter()
+        .filter_map(|(a, b, same)| Some(Pair { score: super::embedding::dot(emb.get(a)?, emb.get(b)?), same: *same }))
+        .collect();
+    Ok((scored, failed))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pairs(v: &[(f64, bool)]) -> Vec<Pair> {
+        v.iter().map(|&(score, same)| Pair { score, same }).collect()
+    }
+
+    #[test]
+    fn perfect_separation() {
+        let p = pairs(&[(0.9, true), (0.8, true), (0.7, true), (0.2, false), (0.1, false), (0.3, false)]);
+        let m = metrics(&p);
+        assert_eq!((m.auc, m.eer, m.accuracy, m.tar_at_far_1e2, m.tar_at_far_1e3), (1.0, 0.0, 1.0, 1.0, 1.0));
+        assert!(m.eer_threshold > 0.3 && m.eer_threshold <= 0.7);
+        assert_eq!(roc(&p).first(), Some(&(0.0, 0.0)));
+        assert_eq!(roc(&p).last(), Some(&(1.0, 1.0)));
+    }
+
+    #[test]
+    fn all_ties() {
+        let p = pairs(&[(0.5, true), (0.5, false), (0.5, true), (0.5, false)]);
+        let m = metrics(&p);
+        assert_eq!(m.auc, 0.5);
+        // One threshold accepts all (FAR 1, FRR 0), the other none (FAR 0, FRR 1): EER 0.5.
+        assert_eq!(m.eer, 0.5);
+        assert_eq!(m.tar_at_far_1e2, 0.0, "nothing is accepted at FAR 1%");
+        // Any threshold gets half the pairs right; held-out folds can do worse
+        // (each fold's threshold is chosen by the majority of the other three).
+        assert_eq!(accuracy(&p, best_threshold(&p)), 0.5);
+        assert!(m.accuracy <= 0.5);
+    }
+
+    #[test]
+    fn one_error() {
+        // One different pair (0.85) outscores two of the four same pairs.
+        let p = pairs(&[
+            (0.95, true),
+            (0.9, true),
+            (0.8, true),
+            (0.7, true),
+            (0.85, false),
+            (0.3, false),
+            (0.2, false),
+            (0.1, false),
+        ]);
+        let m = metrics(&p);
+        // 16 (same, different) comparisons, 2 lost: AUC 14/16.
+        assert_eq!(m.auc, 14.0 / 16.0);
+        // Threshold 0.9: TAR 2/4, FAR 0 -> TAR at FAR 1e-2 is 0.5.
+        assert_eq!(m.tar_at_far_1e2, 0.5);
+        // Threshold 0.8: FAR 1/4, FRR 1/4 -> EER 0.25.
+        assert_eq!(m.eer, 0.25);
+        assert_eq!(best_threshold(&p), 0.5, "accepting from between 0.3 and 0.7 gets 7 of 8 right");
+    }
+}
