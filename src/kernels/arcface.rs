@@ -7,8 +7,7 @@
 //! `shaders/arcface.wgsl`; the reference below is the whole op in f64.
 
 use super::{l2norm, linear::Gemm, upload, Family};
-use crate::gpu::BenchCase;
-use crate::gpu::{groups, Gpu, Kernel, Params, Recorder, Shader, Tensor};
+use crate::gpu::{groups, BenchCase, Gpu, Kernel, Params, Recorder, Shader, Tensor};
 use crate::kernels::check::{compare_f32, finite_diff, widen, CheckRow, Rng, Tol};
 use anyhow::{bail, Result};
 use std::f64::consts::PI;

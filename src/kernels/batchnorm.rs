@@ -3,8 +3,7 @@
 //! statistics update, PyTorch conventions) and eval mode (running statistics).
 
 use super::{upload, Family};
-use crate::gpu::BenchCase;
-use crate::gpu::{groups, Gpu, Kernel, Params, Recorder, Shader, Tensor};
+use crate::gpu::{groups, BenchCase, Gpu, Kernel, Params, Recorder, Shader, Tensor};
 use crate::kernels::check::{compare_f32, finite_diff, widen, CheckRow, Rng, Tol};
 use anyhow::Result;
 

@@ -2,8 +2,7 @@
 //! embeddings and ArcFace class weights.
 
 use super::{upload, Family};
-use crate::gpu::BenchCase;
-use crate::gpu::{Gpu, Kernel, Params, Recorder, Shader, Tensor};
+use crate::gpu::{BenchCase, Gpu, Kernel, Params, Recorder, Shader, Tensor};
 use crate::kernels::check::{compare_f32, finite_diff, widen, CheckRow, Rng, Tol};
 use anyhow::Result;
 

@@ -1,9 +1,8 @@
 //! Linear layers, y = x W^T + b, and the strided batched matrix multiply
-//! (`shaders/matmul.wgsl`) they and the pointwise convolutions run on.
+//! (`shaders/linear.wgsl`) they and the pointwise convolutions run on.
 
 use super::{reduce, upload, Family};
-use crate::gpu::BenchCase;
-use crate::gpu::{groups, Gpu, Kernel, Params, Recorder, Shader, Tensor};
+use crate::gpu::{groups, BenchCase, Gpu, Kernel, Params, Recorder, Shader, Tensor};
 use crate::kernels::check::{compare_f32, finite_diff, widen, CheckRow, Rng, Tol};
 use anyhow::{bail, Result};
 

@@ -2,8 +2,7 @@
 //! it: forward, and the backward pass that recomputes each window's argmax.
 
 use super::{upload, Family};
-use crate::gpu::BenchCase;
-use crate::gpu::{groups, Gpu, Kernel, Params, Recorder, Shader, Tensor};
+use crate::gpu::{groups, BenchCase, Gpu, Kernel, Params, Recorder, Shader, Tensor};
 use crate::kernels::check::{compare_f32, finite_diff, widen, CheckRow, Rng, Tol};
 use anyhow::{bail, Result};
 

@@ -18,8 +18,7 @@ pub mod residual;
 pub mod sgd;
 pub mod softmax_xent;
 
-use crate::gpu::BenchCase;
-use crate::gpu::{Gpu, Tensor};
+use crate::gpu::{BenchCase, Gpu, Tensor};
 use anyhow::Result;
 use check::{CheckRow, Rng};
 

@@ -2,8 +2,7 @@
 //! v = mu * v + g + wd * p; p -= lr * v (dampening 0, no Nesterov).
 
 use super::{upload, Family};
-use crate::gpu::BenchCase;
-use crate::gpu::{groups, Gpu, Kernel, Params, Recorder, Shader, Tensor};
+use crate::gpu::{groups, BenchCase, Gpu, Kernel, Params, Recorder, Shader, Tensor};
 use crate::kernels::check::{compare, compare_f32, widen, CheckRow, Rng, Tol};
 use anyhow::{bail, Result};
 

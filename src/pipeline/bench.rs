@@ -1,5 +1,6 @@
 //! `arcface bench train`: the throughput of whole training steps.
 
+use crate::data::Batch;
 use crate::gpu::Gpu;
 use crate::kernels::sgd::Sgd;
 use crate::models::{ModelSpec, Net};
@@ -20,14 +21,12 @@ pub struct TrainThroughput {
 pub fn train_throughput(gpu: &Gpu, spec: ModelSpec, batch: usize, steps: usize) -> Result<TrainThroughput> {
     let mut b = GpuBackend::new(gpu)?;
     let mut net = Net::init(&mut b, spec, 0)?;
-    let x: Vec<f32> =
-        (0..batch * 3 * spec.input * spec.input).map(|i| ((i * 7919) % 255) as f32 / 128.0 - 1.0).collect();
-    let labels: Vec<u32> = (0..batch).map(|i| (i % spec.classes) as u32).collect();
+    let batch_in = Batch::synthetic(batch, spec.input, spec.classes);
     let h = Sgd { lr: 1e-3, momentum: 0.9, weight_decay: 5e-4 };
     let mut times = Vec::new();
     for i in 0..=steps.max(1) {
-        let xt = b.upload(&x, &[batch, 3, spec.input, spec.input])?;
-        let lt = b.labels(&labels)?;
+        let xt = b.upload(&batch_in.x, &batch_in.shape())?;
+        let lt = b.labels(&batch_in.labels)?;
         let start = Instant::now();
         let (loss, _) = net.train_step(&mut b, &xt, &lt, &h)?;
         b.download(&loss);

@@ -5,8 +5,7 @@
 //! this module holds the depthwise shapes, their checks and benchmarks.
 
 use super::{self as conv2d, Conv2d, Path};
-use crate::gpu::BenchCase;
-use crate::gpu::Gpu;
+use crate::gpu::{BenchCase, Gpu};
 use crate::kernels::check::{CheckRow, Rng};
 use crate::kernels::Family;
 use anyhow::Result;
