@@ -12,6 +12,7 @@ struct Params { b: u32, c: u32, has_labels: u32 }
 @group(0) @binding(7) var<storage, read_write> dlogits: array<f32>;
 @group(0) @binding(8) var<storage, read> probs_saved: array<f32>;
 @group(0) @binding(9) var<storage, read> row_loss_saved: array<f32>;
+@group(0) @binding(10) var<storage, read_write> tally: array<f32>;
 
 // Softmax of one row per workgroup; with labels, also -log p[label].
 @compute @workgroup_size(RED)
@@ -55,4 +56,35 @@ fn backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg:
     if (i >= p.b * p.c) { return; }
     let onehot = select(0.0, 1.0, i % p.c == labels[i / p.c]);
     dlogits[i] = (probs_saved[i] - onehot) * dloss[0] / f32(p.b);
+}
+
+// A training step's figures added up on the GPU, so that an epoch reads
+// nothing back per step: tally[0] += loss * B and tally[1] += the rows whose
+// largest logit (the first, on ties) is the label's, while the loss is
+// finite; the first time it is not, tally[2] = 1 and tally[3] = that loss.
+// Finiteness is read from the exponent bits: a shader compiler may assume
+// that float comparisons never see NaN. One workgroup.
+@compute @workgroup_size(RED)
+fn tally_step(@builtin(local_invocation_index) lid: u32) {
+    var hits = 0.0;
+    for (var r = lid; r < p.b; r += RED) {
+        let base = r * p.c;
+        var best = 0u;
+        for (var j = 1u; j < p.c; j++) {
+            if (logits[base + j] > logits[base + best]) { best = j; }
+        }
+        hits += select(0.0, 1.0, best == labels[r]);
+    }
+    hits = wg_sum(hits, lid);
+    if (lid == 0u) {
+        let l = loss[0];
+        let finite = (bitcast<u32>(l) & 0x7f800000u) != 0x7f800000u;
+        if (finite) {
+            tally[0] += l * f32(p.b);
+            tally[1] += hits;
+        } else if (tally[2] == 0.0) {
+            tally[2] = 1.0;
+            tally[3] = l;
+        }
+    }
 }

@@ -7,8 +7,14 @@
 //! with the adapter's own limits, not wgpu's conservative defaults, so that
 //! large storage bindings and many workgroups per dimension are available.
 
+use super::counters::{Counters, Event};
+use super::pool::Pool;
 use anyhow::{bail, Context as _, Result};
 use serde::Serialize;
+use std::sync::Mutex;
+
+/// Optional inputs one dispatch may leave unbound.
+const PLACEHOLDERS: usize = 4;
 
 /// How to pick an adapter.
 #[derive(Clone, Debug, Default)]
@@ -57,6 +63,14 @@ pub struct Gpu {
     pub limits: wgpu::Limits,
     pub features: wgpu::Features,
     pub(crate) pipelines: super::dispatch::PipelineCache,
+    pub(crate) bind_groups: super::dispatch::BindGroupCache,
+    pub(crate) arena: Mutex<Option<super::dispatch::Arena>>,
+    /// Bound where a kernel's optional input is absent (one per binding a
+    /// dispatch may leave empty).
+    pub(crate) placeholders: Vec<wgpu::Buffer>,
+    pub(crate) pool: Pool,
+    /// What was asked of the device (benchmarks and tests read it).
+    pub counters: Counters,
     /// Workgroups per grid dimension before a dispatch is split over y. The
     /// adapter's limit; tests lower it to exercise the split on small data.
     pub grid_limit: u32,
@@ -117,6 +131,16 @@ impl Gpu {
             trace: wgpu::Trace::Off,
         }))
         .with_context(|| format!("creating a device on adapter `{}`", info.name))?;
+        let placeholders = (0..PLACEHOLDERS)
+            .map(|_| {
+                device.create_buffer(&wgpu::BufferDescriptor {
+                    label: Some("absent input"),
+                    size: 16,
+                    usage: wgpu::BufferUsages::STORAGE,
+                    mapped_at_creation: false,
+                })
+            })
+            .collect();
         Ok(Gpu {
             device,
             queue,
@@ -124,18 +148,43 @@ impl Gpu {
             limits: limits.clone(),
             features,
             pipelines: Default::default(),
+            bind_groups: Default::default(),
+            arena: Mutex::new(None),
+            placeholders,
+            pool: Pool::default(),
+            counters: Counters::default(),
             grid_limit: limits.max_compute_workgroups_per_dimension,
         })
     }
 
-    /// A small buffer bound where a kernel's optional input is absent.
-    pub(crate) fn placeholder(&self) -> wgpu::Buffer {
-        self.device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some("absent input"),
-            size: 16,
-            usage: wgpu::BufferUsages::STORAGE,
-            mapped_at_creation: false,
-        })
+    /// Every submission goes through here: the buffers the pool handed out
+    /// as zeros are cleared first, then `record` encodes the work.
+    pub(crate) fn submit(&self, record: impl FnOnce(&mut wgpu::CommandEncoder)) -> wgpu::SubmissionIndex {
+        let mut enc = self.device.create_command_encoder(&Default::default());
+        for b in self.pool.take_clears() {
+            enc.clear_buffer(&b, 0, None);
+        }
+        record(&mut enc);
+        let index = self.queue.submit([enc.finish()]);
+        self.counters.add(Event::Submit, 1);
+        index
+    }
+
+    /// After a submission and once its commands are dropped: the buffers
+    /// freed so far may be handed out again.
+    pub(crate) fn submitted(&self) {
+        if self.pool.submitted() {
+            self.bind_groups.clear();
+        }
+    }
+
+    /// Blocks until the GPU has finished `index` (or everything submitted).
+    pub fn wait(&self, index: Option<wgpu::SubmissionIndex>) {
+        let poll = match index {
+            Some(i) => wgpu::PollType::Wait { submission_index: Some(i), timeout: None },
+            None => wgpu::PollType::wait_indefinitely(),
+        };
+        self.device.poll(poll).expect("waiting for the GPU");
     }
 
     pub fn has_timestamps(&self) -> bool {

@@ -2,15 +2,24 @@
 //! pipeline, bind-group and pass APIs, so kernels never repeat that plumbing.
 //!
 //! Binding convention for every shader: `@binding(0)` is a uniform `Params`
-//! struct of 32-bit words (see `params`); storage buffers follow at the numbers each entry
-//! point declares. A `Recorder` puts many dispatches into one command encoder
-//! and submits once, so a training step never round-trips to the CPU.
+//! struct of 32-bit words (see `params`); storage buffers follow at the
+//! numbers each entry point declares.
+//!
+//! A `Recorder` collects a whole step (any number of dispatches and copies)
+//! and submits it once. Nothing is created per dispatch: the parameters of
+//! every dispatch go into one uniform arena, written once per submission,
+//! each at its own aligned slot; bind groups are cached by (kernel, slot,
+//! buffers), so a step that repeats with the same buffers (the caching
+//! pool hands them out in the same order) creates none; consecutive
+//! dispatches share one compute pass (wgpu orders the dispatches in a pass).
 
+use super::counters::Event;
+use super::pool::Pooled;
 use super::{shaders::Shader, Gpu, Params, Tensor};
 use anyhow::{bail, Result};
 use std::collections::HashMap;
-use std::sync::Mutex;
-use wgpu::util::DeviceExt;
+use std::num::NonZeroU64;
+use std::sync::{Arc, Mutex};
 
 /// One compute entry point, with its workgroup size as a pipeline constant
 /// (`override WG` in `shaders/common.wgsl`), so tiles can be tuned per device
@@ -29,10 +38,10 @@ impl Kernel {
 }
 
 #[derive(Default)]
-pub(crate) struct PipelineCache(Mutex<HashMap<Kernel, wgpu::ComputePipeline>>);
+pub(crate) struct PipelineCache(Mutex<HashMap<Kernel, (wgpu::ComputePipeline, wgpu::BindGroupLayout)>>);
 
 impl PipelineCache {
-    fn get(&self, gpu: &Gpu, k: Kernel) -> wgpu::ComputePipeline {
+    fn get(&self, gpu: &Gpu, k: Kernel) -> (wgpu::ComputePipeline, wgpu::BindGroupLayout) {
         let mut map = self.0.lock().unwrap();
         map.entry(k)
             .or_insert_with(|| {
@@ -40,7 +49,7 @@ impl PipelineCache {
                     label: Some(k.shader.name()),
                     source: wgpu::ShaderSource::Wgsl(k.shader.composed().into()),
                 });
-                gpu.device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                let pipeline = gpu.device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
                     label: Some(k.entry),
                     layout: None,
                     module: &module,
@@ -50,11 +59,43 @@ impl PipelineCache {
                         zero_initialize_workgroup_memory: false,
                     },
                     cache: None,
-                })
+                });
+                let layout = pipeline.get_bind_group_layout(0);
+                (pipeline, layout)
             })
             .clone()
     }
 }
+
+/// Bind groups by (kernel, arena, parameter slot, size, buffers bound).
+type BindKey = (Kernel, u64, usize, u64, Vec<(u32, u64)>);
+
+/// Beyond this many cached bind groups the cache starts afresh (a workload
+/// whose buffers never repeat would otherwise grow it without end).
+const MAX_BIND_GROUPS: usize = 20_000;
+
+#[derive(Default)]
+pub(crate) struct BindGroupCache(Mutex<HashMap<BindKey, wgpu::BindGroup>>);
+
+impl BindGroupCache {
+    pub(crate) fn clear(&self) {
+        self.0.lock().unwrap().clear();
+    }
+}
+
+/// The uniform buffer that holds every dispatch's parameters of a
+/// submission, one aligned slot each.
+pub(crate) struct Arena {
+    id: u64,
+    buf: wgpu::Buffer,
+    slots: usize,
+}
+
+/// Bytes of parameters one dispatch may have.
+const SLOT_BYTES: usize = 256;
+
+/// Arena ids live above the pool's buffer ids.
+const ARENA_IDS: u64 = 1 << 62;
 
 /// A storage binding: its number in the shader and the tensor bound there
 /// (`None` binds a placeholder for an absent optional input such as a bias).
@@ -75,26 +116,65 @@ pub fn grid(n: u64, limit: u32) -> Result<(u32, u32)> {
     Ok((limit as u32, y as u32))
 }
 
+enum Command {
+    Dispatch {
+        kernel: Kernel,
+        /// Parameter slot in the arena and the parameters' size in bytes.
+        slot: usize,
+        bytes: u64,
+        /// Storage bindings; `None` is a placeholder.
+        args: Vec<(u32, Option<Arc<Pooled>>)>,
+        grid: (u32, u32),
+        /// Timestamp slots of a timed dispatch (its own pass).
+        timestamps: Option<u32>,
+    },
+    Copy {
+        src: Arc<Pooled>,
+        src_at: u64,
+        dst: Arc<Pooled>,
+        dst_at: u64,
+        bytes: u64,
+    },
+    /// Into a host-mappable buffer (`readback::AsyncReader`).
+    ToHost { src: Arc<Pooled>, dst: wgpu::Buffer, bytes: u64 },
+}
+
 pub struct Recorder<'g> {
     gpu: &'g Gpu,
-    encoder: wgpu::CommandEncoder,
+    commands: Vec<Command>,
+    /// The arena's contents: `stride` words per dispatch.
+    words: Vec<u32>,
+    stride: usize,
     timestamps: Option<(&'g wgpu::QuerySet, u32)>,
+    /// Timestamps 0 and 1 of this set at the start and end of the whole
+    /// submission's compute work.
+    whole: Option<wgpu::QuerySet>,
 }
 
 impl<'g> Recorder<'g> {
     pub fn new(gpu: &'g Gpu) -> Recorder<'g> {
-        let encoder = gpu.device.create_command_encoder(&Default::default());
-        Recorder { gpu, encoder, timestamps: None }
+        // A slot holds the largest Params struct (64 words) at the adapter's
+        // uniform offset alignment.
+        let align = gpu.limits.min_uniform_buffer_offset_alignment.max(4) as usize;
+        let stride = SLOT_BYTES.div_ceil(align) * align / 4;
+        Recorder { gpu, commands: Vec::new(), words: Vec::new(), stride, timestamps: None, whole: None }
     }
 
     pub fn gpu(&self) -> &'g Gpu {
         self.gpu
     }
 
-    /// Bench only: from now on every dispatch writes its start and end time
-    /// into the next two slots of `set`, starting at `first`.
+    /// Bench only: from now on every dispatch runs in its own compute pass
+    /// and writes its start and end time into the next two slots of `set`,
+    /// starting at `first`.
     pub fn time_dispatches(&mut self, set: &'g wgpu::QuerySet, first: u32) {
         self.timestamps = Some((set, first));
+    }
+
+    /// Writes the GPU time at the start of this submission's first compute
+    /// pass and at the end of its last into slots 0 and 1 of `set`.
+    pub fn time_submission(&mut self, set: wgpu::QuerySet) {
+        self.whole = Some(set);
     }
 
     /// Timestamp slots written so far (with `time_dispatches`).
@@ -121,45 +201,27 @@ impl<'g> Recorder<'g> {
             }
         }
         params.check(kernel.shader, kernel.entry)?;
-        let (gx, gy) = grid(workgroups, gpu.grid_limit)?;
-        let pipeline = gpu.pipelines.get(gpu, kernel);
-        let uniform = gpu.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
-            label: Some("params"),
-            contents: bytemuck::cast_slice(&params.padded()),
-            usage: wgpu::BufferUsages::UNIFORM,
-        });
-        let mut entries = vec![wgpu::BindGroupEntry { binding: 0, resource: uniform.as_entire_binding() }];
-        // Absent optional inputs get a placeholder each: one shared buffer
-        // bound both read-only and read-write would be a usage conflict.
-        let placeholders: Vec<wgpu::Buffer> =
-            args.iter().filter(|(_, t)| t.is_none()).map(|_| gpu.placeholder()).collect();
-        let mut spare = placeholders.iter();
-        for (binding, t) in args {
-            let buf = match t {
-                Some(t) => &*t.buf,
-                None => spare.next().expect("one placeholder per absent input"),
-            };
-            entries.push(wgpu::BindGroupEntry { binding: *binding, resource: buf.as_entire_binding() });
+        let grid = grid(workgroups, gpu.grid_limit)?;
+        let padded = params.padded();
+        if padded.len() > self.stride {
+            bail!("kernel `{}`: {} parameter words, over one arena slot", kernel.entry, padded.len());
         }
-        let bind_group = gpu.device.create_bind_group(&wgpu::BindGroupDescriptor {
-            label: Some(kernel.entry),
-            layout: &pipeline.get_bind_group_layout(0),
-            entries: &entries,
-        });
-        let timestamp_writes = self.timestamps.as_mut().map(|(set, next)| {
+        let slot = self.words.len() / self.stride;
+        self.words.extend_from_slice(&padded);
+        self.words.resize((slot + 1) * self.stride, 0);
+        let timestamps = self.timestamps.as_mut().map(|(_, next)| {
             *next += 2;
-            wgpu::ComputePassTimestampWrites {
-                query_set: set,
-                beginning_of_pass_write_index: Some(*next - 2),
-                end_of_pass_write_index: Some(*next - 1),
-            }
+            *next - 2
         });
-        let mut pass = self
-            .encoder
-            .begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some(kernel.entry), timestamp_writes });
-        pass.set_pipeline(&pipeline);
-        pass.set_bind_group(0, &bind_group, &[]);
-        pass.dispatch_workgroups(gx, gy, 1);
+        let args = args.iter().map(|(b, t)| (*b, t.map(|t| t.buf.clone()))).collect();
+        self.commands.push(Command::Dispatch {
+            kernel,
+            slot,
+            bytes: padded.len() as u64 * 4,
+            args,
+            grid,
+            timestamps,
+        });
         Ok(())
     }
 
@@ -167,8 +229,7 @@ impl<'g> Recorder<'g> {
         if src.numel() != dst.numel() {
             bail!("copy from {:?} to {:?}: sizes differ", src.shape, dst.shape);
         }
-        self.encoder.copy_buffer_to_buffer(&src.buf, 0, &dst.buf, 0, src.bytes());
-        Ok(())
+        self.copy_region(src, 0, dst, 0, src.numel())
     }
 
     /// Copies `len` elements from `src[src_at..]` to `dst[dst_at..]`.
@@ -176,18 +237,152 @@ impl<'g> Recorder<'g> {
         if src_at + len > src.numel() || dst_at + len > dst.numel() {
             bail!("copy of {len} elements out of range ({:?} at {src_at} -> {:?} at {dst_at})", src.shape, dst.shape);
         }
-        self.encoder.copy_buffer_to_buffer(&src.buf, src_at as u64 * 4, &dst.buf, dst_at as u64 * 4, len as u64 * 4);
+        self.commands.push(Command::Copy {
+            src: src.buf.clone(),
+            src_at: src_at as u64 * 4,
+            dst: dst.buf.clone(),
+            dst_at: dst_at as u64 * 4,
+            bytes: len as u64 * 4,
+        });
         Ok(())
     }
 
-    pub fn encoder(&mut self) -> &mut wgpu::CommandEncoder {
-        &mut self.encoder
+    /// Copies `src` into the start of a host-mappable buffer.
+    pub fn copy_to_host(&mut self, src: &Tensor, dst: &wgpu::Buffer) {
+        self.commands.push(Command::ToHost { src: src.buf.clone(), dst: dst.clone(), bytes: src.bytes() });
     }
 
     /// Submits everything recorded, in one command buffer.
     pub fn submit(self) -> wgpu::SubmissionIndex {
-        self.gpu.queue.submit([self.encoder.finish()])
+        self.submit_then(|_| {})
     }
+
+    /// Submits everything recorded, then what `after` encodes (bench: the
+    /// timestamp resolve), in one command buffer.
+    pub fn submit_then(self, after: impl FnOnce(&mut wgpu::CommandEncoder)) -> wgpu::SubmissionIndex {
+        let gpu = self.gpu;
+        let slots = self.words.len() / self.stride;
+        let mut arena = gpu.arena.lock().unwrap();
+        if slots > 0 && arena.as_ref().is_none_or(|a| a.slots < slots) {
+            let grown = slots.max(arena.as_ref().map_or(0, |a| a.slots * 2)).max(256);
+            let size = (grown * self.stride * 4) as u64;
+            let buf = gpu.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("kernel parameters"),
+                size,
+                usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            });
+            gpu.counters.add(Event::BufferCreated, 1);
+            gpu.counters.add(Event::BytesAllocated, size);
+            let id = ARENA_IDS + arena.as_ref().map_or(0, |a| a.id - ARENA_IDS + 1);
+            *arena = Some(Arena { id, buf, slots: grown });
+        }
+        if let Some(a) = arena.as_ref().filter(|_| slots > 0) {
+            gpu.queue.write_buffer(&a.buf, 0, bytemuck::cast_slice(&self.words));
+        }
+        let align = (self.stride * 4) as u64;
+        let mut binds = gpu.bind_groups.0.lock().unwrap();
+        if binds.len() > MAX_BIND_GROUPS {
+            binds.clear();
+        }
+        // For `time_submission`: the first dispatch, and the last copy before
+        // the last dispatch (a pass begun after it holds the last dispatch).
+        let is_dispatch = |c: &Command| matches!(c, Command::Dispatch { .. });
+        let first = self.commands.iter().position(is_dispatch);
+        let last = self.commands.iter().rposition(is_dispatch);
+        let last_break = last.and_then(|l| self.commands[..l].iter().rposition(|c| !is_dispatch(c)));
+        let index = gpu.submit(|enc| {
+            let mut pass: Option<wgpu::ComputePass<'static>> = None;
+            for (i, cmd) in self.commands.iter().enumerate() {
+                match cmd {
+                    Command::Dispatch { kernel, slot, bytes, args, grid, timestamps } => {
+                        let a = arena.as_ref().expect("an arena for recorded dispatches");
+                        let (pipeline, layout) = gpu.pipelines.get(gpu, *kernel);
+                        let key: BindKey = (
+                            *kernel,
+                            a.id,
+                            *slot,
+                            *bytes,
+                            args.iter().map(|(b, t)| (*b, t.as_ref().map_or(0, |t| t.id()))).collect(),
+                        );
+                        let group = binds.entry(key).or_insert_with(|| {
+                            gpu.counters.add(Event::BindGroupCreated, 1);
+                            bind_group(gpu, &layout, a, *slot as u64 * align, *bytes, args)
+                        });
+                        if timestamps.is_some() || pass.is_none() {
+                            drop(pass.take());
+                            let holds_last = last_break.is_none_or(|b| i > b);
+                            let timestamp_writes = match (timestamps, &self.whole) {
+                                (Some(t), _) => Some(wgpu::ComputePassTimestampWrites {
+                                    query_set: self.timestamps.expect("timed").0,
+                                    beginning_of_pass_write_index: Some(*t),
+                                    end_of_pass_write_index: Some(t + 1),
+                                }),
+                                (None, Some(set)) if first == Some(i) || holds_last => {
+                                    Some(wgpu::ComputePassTimestampWrites {
+                                        query_set: set,
+                                        beginning_of_pass_write_index: (first == Some(i)).then_some(0),
+                                        end_of_pass_write_index: holds_last.then_some(1),
+                                    })
+                                }
+                                _ => None,
+                            };
+                            let desc = wgpu::ComputePassDescriptor { label: None, timestamp_writes };
+                            pass = Some(enc.begin_compute_pass(&desc).forget_lifetime());
+                            gpu.counters.add(Event::ComputePass, 1);
+                        }
+                        let p = pass.as_mut().expect("a pass is open");
+                        p.set_pipeline(&pipeline);
+                        p.set_bind_group(0, &*group, &[]);
+                        p.dispatch_workgroups(grid.0, grid.1, 1);
+                        gpu.counters.add(Event::Dispatch, 1);
+                        if timestamps.is_some() {
+                            drop(pass.take());
+                        }
+                    }
+                    Command::Copy { src, src_at, dst, dst_at, bytes } => {
+                        drop(pass.take());
+                        enc.copy_buffer_to_buffer(src.buffer(), *src_at, dst.buffer(), *dst_at, *bytes);
+                    }
+                    Command::ToHost { src, dst, bytes } => {
+                        drop(pass.take());
+                        enc.copy_buffer_to_buffer(src.buffer(), 0, dst, 0, *bytes);
+                    }
+                }
+            }
+            drop(pass);
+            after(enc);
+        });
+        drop(binds);
+        drop(arena);
+        // The recorded buffers' last uses are submitted: they may be reused.
+        drop(self.commands);
+        gpu.submitted();
+        index
+    }
+}
+
+fn bind_group(
+    gpu: &Gpu,
+    layout: &wgpu::BindGroupLayout,
+    arena: &Arena,
+    offset: u64,
+    bytes: u64,
+    args: &[(u32, Option<Arc<Pooled>>)],
+) -> wgpu::BindGroup {
+    let uniform = wgpu::BufferBinding { buffer: &arena.buf, offset, size: NonZeroU64::new(bytes) };
+    let mut entries = vec![wgpu::BindGroupEntry { binding: 0, resource: wgpu::BindingResource::Buffer(uniform) }];
+    // Absent optional inputs get a placeholder each: one shared buffer
+    // bound both read-only and read-write would be a usage conflict.
+    let mut spare = gpu.placeholders.iter();
+    for (binding, t) in args {
+        let buf = match t {
+            Some(t) => t.buffer(),
+            None => spare.next().expect("enough placeholders for one dispatch"),
+        };
+        entries.push(wgpu::BindGroupEntry { binding: *binding, resource: buf.as_entire_binding() });
+    }
+    gpu.device.create_bind_group(&wgpu::BindGroupDescriptor { label: None, layout, entries: &entries })
 }
 
 /// Workgroups needed for `threads` threads of `wg` each.

@@ -2,8 +2,11 @@
 //! recording, kernel parameters, and the timing of recorded work.
 
 mod context;
+pub mod counters;
 pub mod dispatch;
 pub mod params;
+pub mod pool;
+pub mod readback;
 pub mod shaders;
 mod tensor;
 pub mod timing;
@@ -14,3 +17,4 @@ pub use params::{Params, Word};
 pub use shaders::Shader;
 pub use tensor::{numel, Tensor};
 pub use timing::{BenchCase, BenchRow};
+pub use counters::Counts;

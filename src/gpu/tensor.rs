@@ -2,15 +2,18 @@
 //!
 //! A tensor is a buffer plus a row-major shape (NCHW for images). Reshape and
 //! flatten are views: they share the buffer and never launch a kernel.
+//! Buffers come from the device's caching pool (`pool`) and go back to it
+//! when the last view drops.
 
+use super::counters::Event;
+use super::pool::Pooled;
 use super::Gpu;
 use anyhow::{bail, Result};
 use std::sync::Arc;
-use wgpu::util::DeviceExt;
 
 #[derive(Clone, Debug)]
 pub struct Tensor {
-    pub buf: Arc<wgpu::Buffer>,
+    pub buf: Arc<Pooled>,
     pub shape: Vec<usize>,
 }
 
@@ -35,15 +38,20 @@ fn check_size(gpu: &Gpu, shape: &[usize]) -> Result<u64> {
 }
 
 impl Tensor {
+    /// A tensor of zeros (as seen by the next submission's commands).
     pub fn zeros(gpu: &Gpu, shape: &[usize]) -> Result<Tensor> {
+        Self::alloc(gpu, shape, true)
+    }
+
+    /// A tensor whose old contents do not matter: an output every element
+    /// of which a kernel writes, or a buffer filled from the CPU.
+    pub fn uninit(gpu: &Gpu, shape: &[usize]) -> Result<Tensor> {
+        Self::alloc(gpu, shape, false)
+    }
+
+    fn alloc(gpu: &Gpu, shape: &[usize], zeroed: bool) -> Result<Tensor> {
         let size = check_size(gpu, shape)?;
-        // wgpu zero-initialises new buffers.
-        let buf = gpu.device.create_buffer(&wgpu::BufferDescriptor {
-            label: None,
-            size,
-            usage: USAGE,
-            mapped_at_creation: false,
-        });
+        let buf = gpu.pool.get(&gpu.device, &gpu.counters, size, USAGE, zeroed);
         Ok(Tensor { buf: Arc::new(buf), shape: shape.to_vec() })
     }
 
@@ -60,16 +68,11 @@ impl Tensor {
         if len != numel(shape) {
             bail!("{len} values do not fill a tensor of shape {shape:?}");
         }
-        check_size(gpu, shape)?;
-        if len == 0 {
-            return Tensor::zeros(gpu, shape);
+        let t = Tensor::uninit(gpu, shape)?;
+        if len > 0 {
+            gpu.queue.write_buffer(t.buf.buffer(), 0, bytes);
         }
-        let buf = gpu.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
-            label: None,
-            contents: bytes,
-            usage: USAGE,
-        });
-        Ok(Tensor { buf: Arc::new(buf), shape: shape.to_vec() })
+        Ok(t)
     }
 
     pub fn numel(&self) -> usize {
@@ -93,7 +96,8 @@ impl Tensor {
         if data.len() != self.numel() {
             bail!("{} values do not fit a tensor of shape {:?}", data.len(), self.shape);
         }
-        gpu.queue.write_buffer(&self.buf, 0, bytemuck::cast_slice(data));
+        gpu.pool.cancel_clear(self.buf.id());
+        gpu.queue.write_buffer(self.buf.buffer(), 0, bytemuck::cast_slice(data));
         Ok(())
     }
 
@@ -110,19 +114,16 @@ impl Tensor {
         if size == 0 {
             return Vec::new();
         }
-        let staging = gpu.device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some("readback"),
-            size,
-            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-            mapped_at_creation: false,
-        });
-        let mut enc = gpu.device.create_command_encoder(&Default::default());
-        enc.copy_buffer_to_buffer(&self.buf, 0, &staging, 0, size);
-        gpu.queue.submit([enc.finish()]);
-        staging.map_async(wgpu::MapMode::Read, .., |r| r.expect("mapping a read-back buffer"));
-        gpu.device.poll(wgpu::PollType::wait_indefinitely()).expect("waiting for the GPU");
-        let out = staging.get_mapped_range(..).expect("mapped range").to_vec();
-        staging.unmap();
+        let usage = wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST;
+        let staging = gpu.pool.get(&gpu.device, &gpu.counters, size, usage, false);
+        let index = gpu.submit(|enc| enc.copy_buffer_to_buffer(self.buf.buffer(), 0, staging.buffer(), 0, size));
+        gpu.submitted();
+        gpu.counters.add(Event::BlockingReadback, 1);
+        let s = staging.buffer();
+        s.map_async(wgpu::MapMode::Read, .., |r| r.expect("mapping a read-back buffer"));
+        gpu.wait(Some(index));
+        let out = s.get_mapped_range(..).expect("mapped range").to_vec();
+        s.unmap();
         out
     }
 }

@@ -82,9 +82,10 @@ fn time_once(
     if used > SLOTS {
         bail!("bench case {} {} records more than {} dispatches", case.kernel, case.direction, SLOTS / 2);
     }
-    rec.encoder().resolve_query_set(set, 0..used, resolve, 0);
-    rec.encoder().copy_buffer_to_buffer(resolve, 0, readback, 0, used as u64 * 8);
-    rec.submit();
+    rec.submit_then(|enc| {
+        enc.resolve_query_set(set, 0..used, resolve, 0);
+        enc.copy_buffer_to_buffer(resolve, 0, readback, 0, used as u64 * 8);
+    });
     readback.map_async(wgpu::MapMode::Read, .., |r| r.expect("mapping timestamps"));
     wait(gpu);
     let ticks: Vec<u64> = bytemuck::cast_slice(&readback.get_mapped_range(..)?.to_vec()[..used as usize * 8]).to_vec();
@@ -131,4 +132,51 @@ pub fn run(gpu: &Gpu, cases: &[BenchCase], repeats: usize) -> Result<Vec<BenchRo
         });
     }
     Ok(rows)
+}
+
+/// GPU time of a whole submission (`Recorder::time_submission`), where the
+/// adapter has timestamp queries.
+pub struct SubmissionTimer {
+    set: wgpu::QuerySet,
+    resolve: wgpu::Buffer,
+    readback: wgpu::Buffer,
+}
+
+impl SubmissionTimer {
+    pub fn new(gpu: &Gpu) -> Option<SubmissionTimer> {
+        if !gpu.has_timestamps() {
+            return None;
+        }
+        let set = gpu.device.create_query_set(&wgpu::QuerySetDescriptor {
+            label: Some("submission"),
+            ty: wgpu::QueryType::Timestamp,
+            count: 2,
+        });
+        let buffer = |usage| {
+            gpu.device.create_buffer(&wgpu::BufferDescriptor { label: None, size: 16, usage, mapped_at_creation: false })
+        };
+        let resolve = buffer(wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC);
+        let readback = buffer(wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST);
+        Some(SubmissionTimer { set, resolve, readback })
+    }
+
+    /// The query set to hand to `Recorder::time_submission`.
+    pub fn set(&self) -> wgpu::QuerySet {
+        self.set.clone()
+    }
+
+    /// Milliseconds between the two timestamps of the last timed submission
+    /// (waits for it).
+    pub fn read_ms(&self, gpu: &Gpu) -> f64 {
+        gpu.submit(|enc| {
+            enc.resolve_query_set(&self.set, 0..2, &self.resolve, 0);
+            enc.copy_buffer_to_buffer(&self.resolve, 0, &self.readback, 0, 16);
+        });
+        gpu.submitted();
+        self.readback.map_async(wgpu::MapMode::Read, .., |r| r.expect("mapping timestamps"));
+        wait(gpu);
+        let t: Vec<u64> = bytemuck::cast_slice(&self.readback.get_mapped_range(..).expect("mapped").to_vec()).to_vec();
+        self.readback.unmap();
+        t[1].saturating_sub(t[0]) as f64 * gpu.queue.get_timestamp_period() as f64 * 1e-6
+    }
 }

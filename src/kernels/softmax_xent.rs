@@ -41,11 +41,28 @@ pub fn backward_from_probs_ref(probs: &[f64], labels: &[u32], c: usize, dloss: f
     g.iter().map(|v| v * dloss / b).collect()
 }
 
+/// The training tally after one more step (see `tally`): [loss sum,
+/// correct, non-finite flag, first non-finite loss].
+pub fn tally_ref(before: &[f64; 4], loss: f64, logits: &[f64], labels: &[u32], c: usize) -> [f64; 4] {
+    let mut t = *before;
+    if loss.is_finite() {
+        let argmax = |row: &[f64]| (0..row.len()).fold(0, |best, i| if row[i] > row[best] { i } else { best });
+        let hits = logits.chunks(c).zip(labels).filter(|(row, &l)| argmax(row) == l as usize).count();
+        t[0] += loss * labels.len() as f64;
+        t[1] += hits as f64;
+    } else if t[2] == 0.0 {
+        t[2] = 1.0;
+        t[3] = loss;
+    }
+    t
+}
+
 // ---------------------------------------------------------------------- GPU
 
 const SOFTMAX: Kernel = Kernel::new(Shader::SoftmaxXent, "softmax", 256);
 const MEAN_LOSS: Kernel = Kernel::new(Shader::SoftmaxXent, "mean_loss", 256);
 const BACKWARD: Kernel = Kernel::new(Shader::SoftmaxXent, "backward", 64);
+const TALLY: Kernel = Kernel::new(Shader::SoftmaxXent, "tally_step", 256);
 
 fn dims(logits: &Tensor) -> Result<(usize, usize)> {
     match logits.shape[..] {
@@ -83,6 +100,18 @@ pub fn backward(rec: &mut Recorder, probs: &Tensor, labels: &Tensor, dloss: &Ten
     Ok(dlogits)
 }
 
+/// Adds a step's mean loss ([1]) and its logits' correct count (against
+/// `labels`) to `tally` ([4]: loss sum, correct, non-finite flag, first
+/// non-finite loss), on the GPU: a training loop reads it once in a while.
+pub fn tally(rec: &mut Recorder, tally: &Tensor, loss: &Tensor, logits: &Tensor, labels: &Tensor) -> Result<()> {
+    let (b, c) = dims(logits)?;
+    if tally.numel() != 4 || loss.numel() != 1 || labels.numel() != b {
+        bail!("tally: shapes {:?} {:?} {:?} {:?}", tally.shape, loss.shape, logits.shape, labels.shape);
+    }
+    let args = [(1, Some(logits)), (2, Some(labels)), (5, Some(loss)), (10, Some(tally))];
+    rec.dispatch(TALLY, &Params::new().u("b", b).u("c", c).u("has_labels", 1), &args, 1)
+}
+
 // ------------------------------------------------------------------- checks
 
 fn shapes(rng: &mut Rng) -> Vec<(usize, usize)> {
@@ -117,8 +146,34 @@ fn gradcheck(gpu: &Gpu, rng: &mut Rng) -> Result<Vec<CheckRow>> {
         ));
         let want = backward_ref(&xr, &labels, c, dloss[0] as f64);
         rows.push(compare_f32("cross-entropy", "backward logits", &shape, &dx.to_vec(gpu), &want, Tol::BACKWARD));
+        rows.push(check_tally(gpu, rng, b, c, &xs, &labels)?);
     }
     Ok(rows)
+}
+
+/// Three steps into one tally: a finite loss, a non-finite one (recorded
+/// once, not summed), then another finite one.
+fn check_tally(gpu: &Gpu, rng: &mut Rng, b: usize, c: usize, xs: &[f32], labels: &[u32]) -> Result<CheckRow> {
+    let before = [rng.uniform(1, 0.0, 9.0)[0], rng.range(0, 5) as f32, 0.0, 0.0];
+    let losses = [rng.uniform(1, 0.1, 5.0)[0], f32::INFINITY, rng.uniform(1, 0.1, 5.0)[0]];
+    let t = upload(gpu, &before, &[4])?;
+    let (x, l) = (upload(gpu, xs, &[b, c])?, Tensor::from_u32(gpu, labels, &[b])?);
+    let mut want = before.map(|v| v as f64);
+    let mut rec = Recorder::new(gpu);
+    let mut keep = Vec::new();
+    for loss in losses {
+        let lt = upload(gpu, &[loss], &[1])?;
+        tally(&mut rec, &t, &lt, &x, &l)?;
+        want = tally_ref(&want, loss as f64, &widen(xs), labels, c);
+        keep.push(lt);
+    }
+    rec.submit();
+    let mut got = t.to_vec(gpu);
+    // inf == inf, but compare by a finite stand-in.
+    let (g3, w3) = (got[3], want[3]);
+    got[3] = if g3 as f64 == w3 { 0.0 } else { f32::NAN };
+    want[3] = 0.0;
+    Ok(compare_f32("cross-entropy", "tally", &format!("b{b} c{c}"), &got, &want, Tol::FORWARD))
 }
 
 fn refcheck(rng: &mut Rng) -> Vec<CheckRow> {

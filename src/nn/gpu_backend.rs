@@ -34,8 +34,19 @@ impl<'g> GpuBackend<'g> {
     }
 
     /// Submits what was recorded so far.
-    pub fn flush(&mut self) {
-        std::mem::replace(&mut self.rec, Recorder::new(self.gpu)).submit();
+    pub fn flush(&mut self) -> wgpu::SubmissionIndex {
+        std::mem::replace(&mut self.rec, Recorder::new(self.gpu)).submit()
+    }
+
+    /// Adds a training step's loss and correct count to `tally` (see
+    /// `softmax_xent::tally`), on the GPU.
+    pub fn tally(&mut self, tally: &Tensor, loss: &Tensor, logits: &Tensor, labels: &Tensor) -> Result<()> {
+        softmax_xent::tally(&mut self.rec, tally, loss, logits, labels)
+    }
+
+    /// The recorder of the work not yet submitted (to time it, say).
+    pub fn recorder(&mut self) -> &mut Recorder<'g> {
+        &mut self.rec
     }
 }
 

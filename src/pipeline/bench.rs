@@ -1,7 +1,9 @@
-//! `arcface bench train`: the throughput of whole training steps.
+//! `arcface bench train`: the throughput of whole training steps, and what
+//! one steady-state step asks of the device.
 
 use crate::data::Batch;
-use crate::gpu::Gpu;
+use crate::gpu::timing::SubmissionTimer;
+use crate::gpu::{Counts, Gpu};
 use crate::kernels::sgd::Sgd;
 use crate::models::{ModelSpec, Net};
 use crate::nn::{Backend, GpuBackend};
@@ -9,32 +11,89 @@ use anyhow::Result;
 use serde::Serialize;
 use std::time::Instant;
 
+/// Steps run before measuring: pipelines compiled, the buffer pool and the
+/// bind-group cache filled (a buffer freed in step k is reused in step k+1).
+const WARMUP_STEPS: usize = 5;
+
 #[derive(Serialize, Debug)]
 pub struct TrainThroughput {
     pub adapter: String,
+    pub batch: usize,
+    pub images_per_s: f64,
+    /// Wall time per step with steps queued back to back (at most one
+    /// waiting behind the running one).
+    pub step_ms: f64,
+    /// CPU time to upload the batch, record the step and submit it, with
+    /// the GPU idle (queued behind running work, a submission may wait).
+    pub record_ms: f64,
+    /// GPU time of one step's work (timestamps), where the adapter has them.
+    pub gpu_ms: Option<f64>,
+    /// What one steady-state step asked of the device.
+    pub per_step: Counts,
+    /// The same as `step_ms` and `images_per_s` (names of earlier reports).
     pub seconds_per_step: f64,
     pub images_per_second: f64,
 }
 
-/// Whole training steps (forward, loss, backward, SGD) on random inputs,
-/// each submitted and waited for; median over `steps` after one warm-up.
+/// Whole training steps (forward, loss, backward, SGD) on a fixed batch,
+/// as the training loop runs them: nothing read back.
 pub fn train_throughput(gpu: &Gpu, spec: ModelSpec, batch: usize, steps: usize) -> Result<TrainThroughput> {
     let mut b = GpuBackend::new(gpu)?;
     let mut net = Net::init(&mut b, spec, 0)?;
-    let batch_in = Batch::synthetic(batch, spec.input, spec.classes);
+    let input = Batch::synthetic(batch, spec.input, spec.classes);
     let h = Sgd { lr: 1e-3, momentum: 0.9, weight_decay: 5e-4 };
-    let mut times = Vec::new();
-    for i in 0..=steps.max(1) {
-        let xt = b.upload(&batch_in.x, &batch_in.shape())?;
-        let lt = b.labels(&batch_in.labels)?;
-        let start = Instant::now();
-        let (loss, _) = net.train_step(&mut b, &xt, &lt, &h)?;
-        b.download(&loss);
-        if i > 0 {
-            times.push(start.elapsed().as_secs_f64());
+    let timer = SubmissionTimer::new(gpu);
+    let mut step = |timed: bool| run_step(&mut b, &mut net, &input, &h, timer.as_ref().filter(|_| timed));
+    for _ in 0..WARMUP_STEPS {
+        step(false)?;
+        gpu.wait(None);
+    }
+    let before = gpu.counters.read();
+    let (index, record_s) = step(true)?;
+    let per_step = gpu.counters.read().since(&before);
+    gpu.wait(Some(index));
+    let gpu_ms = timer.as_ref().map(|t| t.read_ms(gpu));
+
+    let steps = steps.max(1);
+    let started = Instant::now();
+    let mut in_flight = None;
+    for _ in 0..steps {
+        let (index, _) = step(false)?;
+        if let Some(previous) = in_flight.replace(index) {
+            gpu.wait(Some(previous));
         }
     }
-    times.sort_by(f64::total_cmp);
-    let t = times[times.len() / 2];
-    Ok(TrainThroughput { adapter: gpu.info.name.clone(), seconds_per_step: t, images_per_second: batch as f64 / t })
+    gpu.wait(None);
+    let step_s = started.elapsed().as_secs_f64() / steps as f64;
+    Ok(TrainThroughput {
+        adapter: gpu.info.name.clone(),
+        batch,
+        images_per_s: batch as f64 / step_s,
+        step_ms: step_s * 1e3,
+        record_ms: record_s * 1e3,
+        gpu_ms,
+        per_step,
+        seconds_per_step: step_s,
+        images_per_second: batch as f64 / step_s,
+    })
+}
+
+/// Uploads the batch, records one training step and submits it; returns the
+/// submission and the CPU seconds that took.
+fn run_step<'g>(
+    b: &mut GpuBackend<'g>,
+    net: &mut Net<GpuBackend<'g>>,
+    input: &Batch,
+    h: &Sgd,
+    timer: Option<&SubmissionTimer>,
+) -> Result<(wgpu::SubmissionIndex, f64)> {
+    let start = Instant::now();
+    let xt = b.upload(&input.x, &input.shape())?;
+    let lt = b.labels(&input.labels)?;
+    net.train_step(b, &xt, &lt, h)?;
+    if let Some(t) = timer {
+        b.recorder().time_submission(t.set());
+    }
+    let index = b.flush();
+    Ok((index, start.elapsed().as_secs_f64()))
 }

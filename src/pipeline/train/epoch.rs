@@ -1,21 +1,23 @@
 //! One epoch of SGD over the training split: seeded shuffle and
-//! augmentation, a step per batch, the running loss and accuracy.
+//! augmentation on a loader thread, a step per batch, the running loss and
+//! accuracy counted on the GPU.
 
 use super::TrainConfig;
 use crate::data::augment;
 use crate::data::dataset::Sample;
 use crate::data::input::{open_rgb, Normalization};
 use crate::data::Batch;
+use crate::gpu::readback::AsyncReader;
 use crate::kernels::sgd::Sgd;
 use crate::models::Net;
 use crate::nn::{Backend, GpuBackend};
-use crate::pipeline::scoring::argmax;
 use anyhow::Result;
 use rand::seq::SliceRandom;
 use rand::{rngs::StdRng, SeedableRng};
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::mpsc::sync_channel;
 use std::time::Instant;
 
 /// Decoded images of a split, kept in memory across epochs.
@@ -45,8 +47,18 @@ pub struct EpochTrain {
     pub diverged: Option<String>,
 }
 
+/// Batches decoded and augmented ahead of the GPU.
+const LOADER_DEPTH: usize = 2;
+/// Steps in flight on the GPU before recording waits for the oldest.
+const IN_FLIGHT: usize = 2;
+
 /// Epoch `epoch` (0-based): every epoch's shuffle and augmentation are
-/// seeded by (seed, epoch), so a resumed run repeats them exactly.
+/// seeded by (seed, epoch), so a resumed run repeats them exactly. A loader
+/// thread augments batch k+1 while step k is recorded and runs; the loss
+/// and the correct count add up on the GPU (`GpuBackend::tally`), and the
+/// host reads them without waiting (a running figure for the progress bar,
+/// a non-finite loss stops the epoch a few steps late) and once, waiting,
+/// at the end.
 pub fn train_epoch<'g>(
     b: &mut GpuBackend<'g>,
     net: &mut Net<GpuBackend<'g>>,
@@ -59,46 +71,77 @@ pub fn train_epoch<'g>(
     net.freeze_backbone = epoch < cfg.freeze_backbone_epochs;
     let lr = cfg.lr_at(epoch);
     let h = Sgd { lr, momentum: cfg.momentum, weight_decay: cfg.weight_decay };
-    let norm = Normalization::default();
-    let size = cfg.model.input;
     let mut order: Vec<usize> = (0..train.len()).collect();
     order.shuffle(&mut StdRng::seed_from_u64(cfg.seed.wrapping_mul(1_000_003).wrapping_add(epoch as u64)));
-    let mut aug_rng = StdRng::seed_from_u64(cfg.seed.wrapping_mul(7_919).wrapping_add(epoch as u64 + 1));
     let started = Instant::now();
-    let mut t = EpochTrain { loss_sum: 0.0, seen: 0, correct: 0, seconds: 0.0, diverged: None };
     // A last batch of one image is left out: batch norm needs two.
     let batches: Vec<&[usize]> = order.chunks(cfg.batch_size).filter(|c| c.len() > 1).collect();
     let total: usize = batches.iter().map(|c| c.len()).sum();
-    for indices in batches {
-        let mut batch = Batch::new(size, indices.len());
-        for &i in indices {
-            let s = &train[i];
-            batch.push(&augment::augment(images.get(&s.path), size, &norm, &mut aug_rng), s.label as u32);
+    let gpu = b.gpu;
+    let tally = b.zeros(&[4])?;
+    let mut reader = AsyncReader::new(gpu, IN_FLIGHT + 2, 16);
+    let mut in_flight = VecDeque::new();
+    let mut seen = 0;
+    let mut diverged = None;
+    std::thread::scope(|scope| -> Result<()> {
+        let (tx, rx) = sync_channel::<Batch>(LOADER_DEPTH);
+        let loader_batches = batches.clone();
+        scope.spawn(move || {
+            let mut aug_rng = StdRng::seed_from_u64(cfg.seed.wrapping_mul(7_919).wrapping_add(epoch as u64 + 1));
+            let (norm, size) = (Normalization::default(), cfg.model.input);
+            for indices in loader_batches {
+                let mut batch = Batch::new(size, indices.len());
+                for &i in indices {
+                    let s = &train[i];
+                    batch.push(&augment::augment(images.get(&s.path), size, &norm, &mut aug_rng), s.label as u32);
+                }
+                if tx.send(batch).is_err() {
+                    return; // the epoch stopped early
+                }
+            }
+        });
+        for batch in rx.iter() {
+            let xt = b.upload(&batch.x, &batch.shape())?;
+            let lt = b.labels(&batch.labels)?;
+            let (loss, logits) = net.train_step(b, &xt, &lt, &h)?;
+            b.tally(&tally, &loss, &logits, &lt)?;
+            seen += batch.len();
+            reader.record(b.recorder(), &tally, seen);
+            in_flight.push_back(b.flush());
+            reader.submitted();
+            if in_flight.len() > IN_FLIGHT {
+                gpu.wait(in_flight.pop_front());
+            }
+            if let Some((at, t)) = reader.poll(gpu) {
+                if let Some(why) = non_finite(&t, epoch, lr) {
+                    diverged = Some(why);
+                    break;
+                }
+                if !quiet {
+                    let rate = seen as f64 / started.elapsed().as_secs_f64();
+                    progress(epoch + 1, cfg.epochs, seen, total, t[0] as f64 / at as f64, rate);
+                }
+            }
         }
-        let xt = b.upload(&batch.x, &batch.shape())?;
-        let lt = b.labels(&batch.labels)?;
-        let (loss, logits) = net.train_step(b, &xt, &lt, &h)?;
-        let loss = b.download(&loss)[0] as f64;
-        if !loss.is_finite() {
-            t.diverged = Some(format!("the training loss became {loss} in epoch {} (lr {lr})", epoch + 1));
-            break;
-        }
-        let logits = b.download(&logits);
-        for (row, &y) in logits.chunks(cfg.model.classes).zip(&batch.labels) {
-            t.correct += (argmax(row) == y as usize) as usize;
-        }
-        t.loss_sum += loss * batch.len() as f64;
-        t.seen += batch.len();
-        if !quiet {
-            let rate = t.seen as f64 / started.elapsed().as_secs_f64();
-            progress(epoch + 1, cfg.epochs, t.seen, total, t.loss_sum / t.seen as f64, rate);
-        }
-    }
+        Ok(())
+    })?;
+    // The epoch's one waiting read.
+    let t = b.download(&tally);
     if !quiet {
         eprintln!();
     }
-    t.seconds = started.elapsed().as_secs_f64();
-    Ok(t)
+    Ok(EpochTrain {
+        loss_sum: t[0] as f64,
+        seen,
+        correct: t[1] as usize,
+        seconds: started.elapsed().as_secs_f64(),
+        diverged: diverged.or_else(|| non_finite(&t, epoch, lr)),
+    })
+}
+
+/// The message for a tally that saw a non-finite loss.
+fn non_finite(t: &[f32], epoch: usize, lr: f32) -> Option<String> {
+    (t[2] != 0.0).then(|| format!("the training loss became {} in epoch {} (lr {lr})", t[3] as f64, epoch + 1))
 }
 
 fn progress(epoch: usize, epochs: usize, done: usize, total: usize, loss: f64, rate: f64) {

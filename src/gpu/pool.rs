@@ -1,0 +1,163 @@
+//! A caching allocator for device buffers. A tensor's buffer goes back to
+//! the pool when its last handle drops; it is handed out again, for the same
+//! size and usage, only after the work recorded so far has been submitted
+//! (buffers freed while a recording is open wait in `pending`). So a buffer
+//! is never reused by commands that come before its last use in queue
+//! order, and uploads (`queue.write_buffer`, which run before the next
+//! submission's commands) never overwrite values still to be read.
+//!
+//! A recycled buffer holds old values: one asked for as zeros is cleared at
+//! the start of the next submission (`take_clears`), before any command that
+//! can use it.
+//!
+//! A step that repeats should get the same buffers as before, so that its
+//! cached bind groups serve again: the n-th request of a (size, usage) in a
+//! submission prefers the buffers the n-th request got in the last two
+//! submissions (two, because what the last step still held when it was
+//! submitted comes free only after this one).
+
+use super::counters::{Counters, Event};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+/// Free buffers of one (size, usage).
+type Key = (u64, u32);
+
+/// When the free buffers exceed this, the oldest are released to the driver.
+const MAX_FREE_BYTES: u64 = 2 << 30;
+
+#[derive(Default)]
+struct State {
+    next_id: u64,
+    free: HashMap<Key, Vec<(u64, wgpu::Buffer)>>,
+    free_bytes: u64,
+    /// Freed since the last submission.
+    pending: Vec<(Key, u64, wgpu::Buffer)>,
+    /// Handed out as zeros, to be cleared before the next submission's work.
+    clears: Vec<(u64, wgpu::Buffer)>,
+    /// Raised when buffers were released: cached bind groups may hold them.
+    trimmed: bool,
+    /// Allocations of each key since the last submission.
+    ordinal: HashMap<Key, usize>,
+    /// The buffers last handed out as the n-th allocation of a key in a
+    /// submission (newest first).
+    recent: HashMap<(Key, usize), [u64; 2]>,
+}
+
+#[derive(Clone, Default)]
+pub struct Pool(Arc<Mutex<State>>);
+
+/// A buffer from the pool; dropping it returns it.
+pub struct Pooled {
+    buf: Option<wgpu::Buffer>,
+    id: u64,
+    key: Key,
+    pool: Pool,
+}
+
+impl Pooled {
+    pub fn buffer(&self) -> &wgpu::Buffer {
+        self.buf.as_ref().expect("a pooled buffer until dropped")
+    }
+
+    /// Identifies the buffer (bind groups are cached by it).
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+}
+
+impl std::fmt::Debug for Pooled {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Pooled(#{}, {} bytes)", self.id, self.key.0)
+    }
+}
+
+impl Drop for Pooled {
+    fn drop(&mut self) {
+        if let Some(buf) = self.buf.take() {
+            let mut s = self.pool.0.lock().unwrap();
+            s.clears.retain(|(id, _)| *id != self.id);
+            s.pending.push((self.key, self.id, buf));
+        }
+    }
+}
+
+impl Pool {
+    /// A buffer of `size` bytes and `usage`: a free one, or a new one. With
+    /// `zeroed`, its contents read as zeros from the next submission on.
+    pub fn get(
+        &self,
+        device: &wgpu::Device,
+        counters: &Counters,
+        size: u64,
+        usage: wgpu::BufferUsages,
+        zeroed: bool,
+    ) -> Pooled {
+        let key = (size, usage.bits());
+        let mut s = self.0.lock().unwrap();
+        let n = *s.ordinal.entry(key).and_modify(|n| *n += 1).or_insert(0);
+        let wanted = s.recent.get(&(key, n)).copied().unwrap_or([0, 0]);
+        let reused = s.free.get_mut(&key).and_then(|v| {
+            let at = wanted.iter().find_map(|w| v.iter().position(|(id, _)| id == w));
+            match at {
+                Some(i) => Some(v.remove(i)),
+                None => v.pop(),
+            }
+        });
+        let (id, buf) = match reused {
+            Some((id, buf)) => {
+                s.free_bytes -= size;
+                if zeroed {
+                    s.clears.push((id, buf.clone()));
+                }
+                (id, buf)
+            }
+            None => {
+                // wgpu zero-initialises new buffers.
+                let buf = device.create_buffer(&wgpu::BufferDescriptor {
+                    label: None,
+                    size,
+                    usage,
+                    mapped_at_creation: false,
+                });
+                counters.add(Event::BufferCreated, 1);
+                counters.add(Event::BytesAllocated, size);
+                s.next_id += 1;
+                (s.next_id, buf)
+            }
+        };
+        let r = s.recent.entry((key, n)).or_insert([0, 0]);
+        if r[0] != id {
+            *r = [id, r[0]];
+        }
+        Pooled { buf: Some(buf), id, key, pool: self.clone() }
+    }
+
+    /// The contents of `id` are about to be written by the CPU: no clear.
+    pub fn cancel_clear(&self, id: u64) {
+        self.0.lock().unwrap().clears.retain(|(i, _)| *i != id);
+    }
+
+    /// The buffers to clear at the start of the next submission.
+    pub fn take_clears(&self) -> Vec<wgpu::Buffer> {
+        std::mem::take(&mut self.0.lock().unwrap().clears).into_iter().map(|(_, b)| b).collect()
+    }
+
+    /// After a submission: what was freed before it may be handed out again.
+    /// Returns whether old buffers were released (see `MAX_FREE_BYTES`).
+    pub fn submitted(&self) -> bool {
+        let mut s = self.0.lock().unwrap();
+        s.ordinal.clear();
+        for (key, id, buf) in std::mem::take(&mut s.pending) {
+            s.free_bytes += key.0;
+            s.free.entry(key).or_default().push((id, buf));
+        }
+        if s.free_bytes > MAX_FREE_BYTES {
+            s.free.clear();
+            s.recent.clear();
+            s.free_bytes = 0;
+            s.trimmed = true;
+        }
+        std::mem::take(&mut s.trimmed)
+    }
+}

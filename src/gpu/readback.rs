@@ -1,0 +1,95 @@
+//! Reading small results without waiting for them: a ring of host-mappable
+//! buffers. A copy is recorded into the step's own submission, mapped once
+//! that is submitted, and picked up by a later, non-blocking poll. A
+//! training loop shows its running loss this way, steps behind, and never
+//! stalls the queue.
+
+use super::{Gpu, Recorder, Tensor};
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::Arc;
+
+const FREE: u8 = 0;
+const COPYING: u8 = 1;
+const MAPPING: u8 = 2;
+const READY: u8 = 3;
+
+struct Slot {
+    buf: wgpu::Buffer,
+    state: Arc<AtomicU8>,
+    /// The caller's label for what was copied (a step number).
+    tag: usize,
+}
+
+pub struct AsyncReader {
+    slots: Vec<Slot>,
+    bytes: u64,
+}
+
+impl AsyncReader {
+    /// `depth` buffers of `bytes` each (created here, once).
+    pub fn new(gpu: &Gpu, depth: usize, bytes: u64) -> AsyncReader {
+        let slots = (0..depth)
+            .map(|_| {
+                gpu.counters.add(super::counters::Event::BufferCreated, 1);
+                gpu.counters.add(super::counters::Event::BytesAllocated, bytes);
+                Slot {
+                    buf: gpu.device.create_buffer(&wgpu::BufferDescriptor {
+                        label: Some("async read-back"),
+                        size: bytes,
+                        usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+                        mapped_at_creation: false,
+                    }),
+                    state: Arc::new(AtomicU8::new(FREE)),
+                    tag: 0,
+                }
+            })
+            .collect();
+        AsyncReader { slots, bytes }
+    }
+
+    /// Records a copy of `t` into a free slot; false when every slot is
+    /// still in use (this one is skipped).
+    pub fn record(&mut self, rec: &mut Recorder, t: &Tensor, tag: usize) -> bool {
+        assert!(t.bytes() <= self.bytes, "a read-back larger than its slots");
+        let Some(slot) = self.slots.iter_mut().find(|s| s.state.load(Ordering::Acquire) == FREE) else {
+            return false;
+        };
+        rec.copy_to_host(t, &slot.buf);
+        slot.tag = tag;
+        slot.state.store(COPYING, Ordering::Release);
+        true
+    }
+
+    /// After the submission that holds the recorded copies: map them.
+    pub fn submitted(&mut self) {
+        for s in &self.slots {
+            if s.state.load(Ordering::Acquire) == COPYING {
+                s.state.store(MAPPING, Ordering::Release);
+                let state = s.state.clone();
+                s.buf.map_async(wgpu::MapMode::Read, .., move |r| {
+                    r.expect("mapping a read-back buffer");
+                    state.store(READY, Ordering::Release);
+                });
+            }
+        }
+    }
+
+    /// The newest finished read (its tag and values), without waiting;
+    /// older finished ones are dropped.
+    pub fn poll(&mut self, gpu: &Gpu) -> Option<(usize, Vec<f32>)> {
+        let _ = gpu.device.poll(wgpu::PollType::Poll);
+        let mut newest: Option<(usize, Vec<f32>)> = None;
+        for s in &self.slots {
+            if s.state.load(Ordering::Acquire) != READY {
+                continue;
+            }
+            let v: Vec<f32> = bytemuck::cast_slice(&s.buf.get_mapped_range(..).expect("mapped").to_vec()).to_vec();
+            s.buf.unmap();
+            s.state.store(FREE, Ordering::Release);
+            if newest.as_ref().is_none_or(|(t, _)| s.tag > *t) {
+                newest = Some((s.tag, v));
+            }
+        }
+        newest
+    }
+}
