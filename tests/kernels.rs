@@ -60,6 +60,19 @@ fn batchnorm() {
 }
 
 #[test]
+fn bn_act_fused_equals_composed() {
+    let mut dirs = Vec::new();
+    for name in ["bn+prelu", "bn+add", "bn+prelu+add", "bn"] {
+        for d in ["forward", "running mean", "running var", "backward input", "backward gamma", "backward beta"] {
+            dirs.push(format!("{name} {d}"));
+        }
+    }
+    dirs.push("bn+prelu backward slope".into());
+    dirs.push("bn+prelu+add backward slope".into());
+    check("bn_act", &dirs.iter().map(String::as_str).collect::<Vec<_>>());
+}
+
+#[test]
 fn activation() {
     check(
         "activation",

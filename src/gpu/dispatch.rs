@@ -67,8 +67,9 @@ impl PipelineCache {
     }
 }
 
-/// Bind groups by (kernel, arena, parameter slot, size, buffers bound).
-type BindKey = (Kernel, u64, usize, u64, Vec<(u32, u64)>);
+/// Bind groups by (kernel, arena, parameter slot, size, (binding, buffer,
+/// offset) bound).
+type BindKey = (Kernel, u64, usize, u64, Vec<(u32, u64, u64)>);
 
 /// Beyond this many cached bind groups the cache starts afresh (a workload
 /// whose buffers never repeat would otherwise grow it without end).
@@ -116,6 +117,16 @@ pub fn grid(n: u64, limit: u32) -> Result<(u32, u32)> {
     Ok((limit as u32, y as u32))
 }
 
+/// A tensor's storage as bound: buffer, byte offset, byte size.
+#[derive(Clone)]
+struct Bound(Arc<Pooled>, u64, u64);
+
+impl Bound {
+    fn of(t: &Tensor) -> Bound {
+        Bound(t.buf.clone(), t.offset, t.bytes())
+    }
+}
+
 enum Command {
     Dispatch {
         kernel: Kernel,
@@ -123,7 +134,7 @@ enum Command {
         slot: usize,
         bytes: u64,
         /// Storage bindings; `None` is a placeholder.
-        args: Vec<(u32, Option<Arc<Pooled>>)>,
+        args: Vec<(u32, Option<Bound>)>,
         grid: (u32, u32),
         /// Timestamp slots of a timed dispatch (its own pass).
         timestamps: Option<u32>,
@@ -136,7 +147,7 @@ enum Command {
         bytes: u64,
     },
     /// Into a host-mappable buffer (`readback::AsyncReader`).
-    ToHost { src: Arc<Pooled>, dst: wgpu::Buffer, bytes: u64 },
+    ToHost { src: Bound, dst: wgpu::Buffer },
 }
 
 pub struct Recorder<'g> {
@@ -213,7 +224,7 @@ impl<'g> Recorder<'g> {
             *next += 2;
             *next - 2
         });
-        let args = args.iter().map(|(b, t)| (*b, t.map(|t| t.buf.clone()))).collect();
+        let args = args.iter().map(|(b, t)| (*b, t.map(Bound::of))).collect();
         self.commands.push(Command::Dispatch {
             kernel,
             slot,
@@ -239,9 +250,9 @@ impl<'g> Recorder<'g> {
         }
         self.commands.push(Command::Copy {
             src: src.buf.clone(),
-            src_at: src_at as u64 * 4,
+            src_at: src.offset + src_at as u64 * 4,
             dst: dst.buf.clone(),
-            dst_at: dst_at as u64 * 4,
+            dst_at: dst.offset + dst_at as u64 * 4,
             bytes: len as u64 * 4,
         });
         Ok(())
@@ -249,7 +260,7 @@ impl<'g> Recorder<'g> {
 
     /// Copies `src` into the start of a host-mappable buffer.
     pub fn copy_to_host(&mut self, src: &Tensor, dst: &wgpu::Buffer) {
-        self.commands.push(Command::ToHost { src: src.buf.clone(), dst: dst.clone(), bytes: src.bytes() });
+        self.commands.push(Command::ToHost { src: Bound::of(src), dst: dst.clone() });
     }
 
     /// Submits everything recorded, in one command buffer.
@@ -303,7 +314,7 @@ impl<'g> Recorder<'g> {
                             a.id,
                             *slot,
                             *bytes,
-                            args.iter().map(|(b, t)| (*b, t.as_ref().map_or(0, |t| t.id()))).collect(),
+                            args.iter().map(|(b, t)| (*b, t.as_ref().map_or(0, |t| t.0.id()), t.as_ref().map_or(0, |t| t.1))).collect(),
                         );
                         let group = binds.entry(key).or_insert_with(|| {
                             gpu.counters.add(Event::BindGroupCreated, 1);
@@ -344,9 +355,9 @@ impl<'g> Recorder<'g> {
                         drop(pass.take());
                         enc.copy_buffer_to_buffer(src.buffer(), *src_at, dst.buffer(), *dst_at, *bytes);
                     }
-                    Command::ToHost { src, dst, bytes } => {
+                    Command::ToHost { src: Bound(buf, offset, bytes), dst } => {
                         drop(pass.take());
-                        enc.copy_buffer_to_buffer(src.buffer(), 0, dst, 0, *bytes);
+                        enc.copy_buffer_to_buffer(buf.buffer(), *offset, dst, 0, *bytes);
                     }
                 }
             }
@@ -368,7 +379,7 @@ fn bind_group(
     arena: &Arena,
     offset: u64,
     bytes: u64,
-    args: &[(u32, Option<Arc<Pooled>>)],
+    args: &[(u32, Option<Bound>)],
 ) -> wgpu::BindGroup {
     let uniform = wgpu::BufferBinding { buffer: &arena.buf, offset, size: NonZeroU64::new(bytes) };
     let mut entries = vec![wgpu::BindGroupEntry { binding: 0, resource: wgpu::BindingResource::Buffer(uniform) }];
@@ -376,11 +387,15 @@ fn bind_group(
     // bound both read-only and read-write would be a usage conflict.
     let mut spare = gpu.placeholders.iter();
     for (binding, t) in args {
-        let buf = match t {
-            Some(t) => t.buffer(),
-            None => spare.next().expect("enough placeholders for one dispatch"),
+        let resource = match t {
+            Some(Bound(buf, offset, bytes)) => wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                buffer: buf.buffer(),
+                offset: *offset,
+                size: NonZeroU64::new(*bytes),
+            }),
+            None => spare.next().expect("enough placeholders for one dispatch").as_entire_binding(),
         };
-        entries.push(wgpu::BindGroupEntry { binding: *binding, resource: buf.as_entire_binding() });
+        entries.push(wgpu::BindGroupEntry { binding: *binding, resource });
     }
     gpu.device.create_bind_group(&wgpu::BindGroupDescriptor { label: None, layout, entries: &entries })
 }

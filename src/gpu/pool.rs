@@ -133,9 +133,11 @@ impl Pool {
         Pooled { buf: Some(buf), id, key, pool: self.clone() }
     }
 
-    /// The contents of `id` are about to be written by the CPU: no clear.
-    pub fn cancel_clear(&self, id: u64) {
-        self.0.lock().unwrap().clears.retain(|(i, _)| *i != id);
+    /// The clear still due for buffer `id`, taken off the list.
+    pub fn take_clear(&self, id: u64) -> Option<wgpu::Buffer> {
+        let mut s = self.0.lock().unwrap();
+        let at = s.clears.iter().position(|(i, _)| *i == id)?;
+        Some(s.clears.remove(at).1)
     }
 
     /// The buffers to clear at the start of the next submission.

@@ -8,6 +8,7 @@ pub enum Shader {
     Residual,
     Reduce,
     BatchNorm,
+    BnAct,
     Conv2d,
     Linear,
     MaxPool,
@@ -20,11 +21,12 @@ pub enum Shader {
 const COMMON: &str = include_str!("../../shaders/common.wgsl");
 
 impl Shader {
-    pub const ALL: [Shader; 11] = [
+    pub const ALL: [Shader; 12] = [
         Shader::Activation,
         Shader::Residual,
         Shader::Reduce,
         Shader::BatchNorm,
+        Shader::BnAct,
         Shader::Conv2d,
         Shader::Linear,
         Shader::MaxPool,
@@ -44,6 +46,7 @@ impl Shader {
             Shader::Residual => ("residual.wgsl", include_str!("../../shaders/residual.wgsl")),
             Shader::Reduce => ("reduce.wgsl", include_str!("../../shaders/reduce.wgsl")),
             Shader::BatchNorm => ("batchnorm.wgsl", include_str!("../../shaders/batchnorm.wgsl")),
+            Shader::BnAct => ("bn_act.wgsl", include_str!("../../shaders/bn_act.wgsl")),
             Shader::Conv2d => ("conv2d.wgsl", include_str!("../../shaders/conv2d.wgsl")),
             Shader::Linear => ("linear.wgsl", include_str!("../../shaders/linear.wgsl")),
             Shader::MaxPool => ("maxpool.wgsl", include_str!("../../shaders/maxpool.wgsl")),

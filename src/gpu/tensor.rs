@@ -14,6 +14,9 @@ use std::sync::Arc;
 #[derive(Clone, Debug)]
 pub struct Tensor {
     pub buf: Arc<Pooled>,
+    /// Where the tensor starts in the buffer, in bytes (views of a packed
+    /// buffer; 0 otherwise).
+    pub offset: u64,
     pub shape: Vec<usize>,
 }
 
@@ -52,7 +55,7 @@ impl Tensor {
     fn alloc(gpu: &Gpu, shape: &[usize], zeroed: bool) -> Result<Tensor> {
         let size = check_size(gpu, shape)?;
         let buf = gpu.pool.get(&gpu.device, &gpu.counters, size, USAGE, zeroed);
-        Ok(Tensor { buf: Arc::new(buf), shape: shape.to_vec() })
+        Ok(Tensor { buf: Arc::new(buf), offset: 0, shape: shape.to_vec() })
     }
 
     pub fn from_f32(gpu: &Gpu, data: &[f32], shape: &[usize]) -> Result<Tensor> {
@@ -88,7 +91,25 @@ impl Tensor {
         if numel(shape) != self.numel() {
             bail!("cannot reshape {:?} to {shape:?}: sizes differ", self.shape);
         }
-        Ok(Tensor { buf: self.buf.clone(), shape: shape.to_vec() })
+        Ok(Tensor { buf: self.buf.clone(), offset: self.offset, shape: shape.to_vec() })
+    }
+
+    /// A tensor of `shape` inside this one's buffer, `at` elements from its
+    /// start (aligned as the adapter binds storage).
+    pub fn view(&self, gpu: &Gpu, at: usize, shape: &[usize]) -> Result<Tensor> {
+        let offset = self.offset + at as u64 * 4;
+        let align = gpu.limits.min_storage_buffer_offset_alignment as u64;
+        if at + numel(shape) > self.numel() || offset % align != 0 {
+            bail!("a view {shape:?} at {at} of {:?} is out of range or not {align}-byte aligned", self.shape);
+        }
+        Ok(Tensor { buf: self.buf.clone(), offset, shape: shape.to_vec() })
+    }
+
+    /// Whether this tensor is `view`'s storage seen whole or in part.
+    pub fn holds(&self, view: &Tensor) -> bool {
+        self.buf.id() == view.buf.id()
+            && view.offset >= self.offset
+            && view.offset + view.bytes() <= self.offset + self.bytes()
     }
 
     /// Overwrites the contents from the CPU (queued before the next submission).
@@ -96,8 +117,11 @@ impl Tensor {
         if data.len() != self.numel() {
             bail!("{} values do not fit a tensor of shape {:?}", data.len(), self.shape);
         }
-        gpu.pool.cancel_clear(self.buf.id());
-        gpu.queue.write_buffer(self.buf.buffer(), 0, bytemuck::cast_slice(data));
+        // A clear still due would run after this write: do it now, in order.
+        if let Some(buf) = gpu.pool.take_clear(self.buf.id()) {
+            gpu.queue.write_buffer(&buf, 0, &vec![0u8; buf.size() as usize]);
+        }
+        gpu.queue.write_buffer(self.buf.buffer(), self.offset, bytemuck::cast_slice(data));
         Ok(())
     }
 
@@ -116,7 +140,7 @@ impl Tensor {
         }
         let usage = wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST;
         let staging = gpu.pool.get(&gpu.device, &gpu.counters, size, usage, false);
-        let index = gpu.submit(|enc| enc.copy_buffer_to_buffer(self.buf.buffer(), 0, staging.buffer(), 0, size));
+        let index = gpu.submit(|enc| enc.copy_buffer_to_buffer(self.buf.buffer(), self.offset, staging.buffer(), 0, size));
         gpu.submitted();
         gpu.counters.add(Event::BlockingReadback, 1);
         let s = staging.buffer();

@@ -7,6 +7,7 @@
 pub mod activation;
 pub mod arcface;
 pub mod batchnorm;
+pub mod bn_act;
 pub mod check;
 pub mod conv2d;
 pub mod gradcheck;
@@ -37,6 +38,7 @@ pub const FAMILIES: &[Family] = &[
     conv2d::FAMILY,
     conv2d::depthwise::FAMILY,
     batchnorm::FAMILY,
+    bn_act::FAMILY,
     activation::FAMILY,
     maxpool::FAMILY,
     linear::FAMILY,

@@ -270,20 +270,8 @@ impl<B: Backend> Net<B> {
         let (loss, probs) = b.cross_entropy(&logits, labels)?;
         let dlogits = b.cross_entropy_backward(&probs, labels)?;
         self.backward(b, &dlogits)?;
-        for i in 0..self.params.params.len() {
-            if !self.params.params[i].trainable
-                || (self.freeze_backbone && self.params.params[i].name.starts_with(BACKBONE))
-            {
-                continue;
-            }
-            if self.params.params[i].velocity.is_none() {
-                let shape = b.shape(&self.params.params[i].value).to_vec();
-                self.params.params[i].velocity = Some(b.zeros(&shape)?);
-            }
-            let p = &self.params.params[i];
-            let g = p.grad.as_ref().ok_or_else(|| anyhow::anyhow!("no gradient for `{}`", p.name))?;
-            b.sgd(h, &p.value, g, p.velocity.as_ref().expect("velocity set above"))?;
-        }
+        let frozen = self.freeze_backbone;
+        self.params.sgd_step(b, h, |name| !(frozen && name.starts_with(BACKBONE)))?;
         Ok((loss, logits))
     }
 }

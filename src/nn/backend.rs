@@ -7,6 +7,7 @@
 use crate::kernels::activation::Act;
 use crate::kernels::arcface::ArcFace;
 use crate::kernels::batchnorm::{BatchNorm, BnParams, BnSaved};
+use crate::kernels::bn_act::BnActGrads;
 use crate::kernels::conv2d::{Conv2d, Grads};
 use crate::kernels::linear::{Linear, LinearGrads};
 use crate::kernels::maxpool::MaxPool;
@@ -51,6 +52,31 @@ pub trait Backend {
         saved: &BnSaved<Self::T>,
         dy: &Self::T,
     ) -> Result<(Self::T, Self::T, Self::T)>;
+    /// Batch norm, then PReLU (with `slope`), then `+ skip`: one fused
+    /// kernel where a backend has it, else (by default) the three ops.
+    fn bn_act(
+        &mut self,
+        s: &BatchNorm,
+        p: &BnParams<Self::T>,
+        x: &Self::T,
+        slope: Option<&Self::T>,
+        skip: Option<&Self::T>,
+        train: bool,
+    ) -> Result<(Self::T, BnSaved<Self::T>)> {
+        composed_bn_act(self, s, p, x, slope, skip, train)
+    }
+    /// The gradients of `bn_act` (the skip's is dy itself).
+    fn bn_act_backward(
+        &mut self,
+        s: &BatchNorm,
+        p: &BnParams<Self::T>,
+        x: &Self::T,
+        saved: &BnSaved<Self::T>,
+        slope: Option<&Self::T>,
+        dy: &Self::T,
+    ) -> Result<BnActGrads<Self::T>> {
+        composed_bn_act_backward(self, s, p, x, saved, slope, dy)
+    }
     fn prelu(&mut self, x: &Self::T, slope: &Self::T) -> Result<Self::T>;
     /// Forward only (MTCNN's detectors are not trained here).
     fn maxpool(&mut self, s: &MaxPool, x: &Self::T) -> Result<Self::T>;
@@ -83,6 +109,62 @@ pub trait Backend {
     fn sgd(&mut self, h: &Sgd, param: &Self::T, grad: &Self::T, velocity: &Self::T) -> Result<()>;
     /// A zero tensor.
     fn zeros(&mut self, shape: &[usize]) -> Result<Self::T>;
+    /// dst = src (same size).
+    fn copy(&mut self, src: &Self::T, dst: &Self::T) -> Result<()>;
+    /// `parts` copied into one new tensor: it, and a view of it per part.
+    /// `None` where the backend does not pack (the CPU references, which
+    /// have no dispatches to save).
+    fn pack(&mut self, _parts: &[&Self::T]) -> Result<Option<(Self::T, Vec<Self::T>)>> {
+        Ok(None)
+    }
+    /// Whether `view`'s storage lies in `packed`.
+    fn holds(&self, _packed: &Self::T, _view: &Self::T) -> bool {
+        false
+    }
     /// The largest tensor one kernel may bind; models split batches to fit.
     fn max_binding_bytes(&self) -> u64;
+}
+
+/// `Backend::bn_act` from batch norm, PReLU and add.
+pub fn composed_bn_act<B: Backend + ?Sized>(
+    b: &mut B,
+    s: &BatchNorm,
+    p: &BnParams<B::T>,
+    x: &B::T,
+    slope: Option<&B::T>,
+    skip: Option<&B::T>,
+    train: bool,
+) -> Result<(B::T, BnSaved<B::T>)> {
+    let (mut y, saved) = b.batchnorm(s, p, x, train)?;
+    if let Some(a) = slope {
+        y = b.prelu(&y, a)?;
+    }
+    if let Some(k) = skip {
+        y = b.add(&y, k)?;
+    }
+    Ok((y, saved))
+}
+
+/// `Backend::bn_act_backward` from the ops' own backward passes; the PReLU's
+/// input is recomputed from the saved statistics.
+pub fn composed_bn_act_backward<B: Backend + ?Sized>(
+    b: &mut B,
+    s: &BatchNorm,
+    p: &BnParams<B::T>,
+    x: &B::T,
+    saved: &BnSaved<B::T>,
+    slope: Option<&B::T>,
+    dy: &B::T,
+) -> Result<BnActGrads<B::T>> {
+    let (dz, ds) = match slope {
+        Some(a) => {
+            let fixed = BnParams { running_mean: saved.mean.clone(), running_var: saved.var.clone(), ..p.clone() };
+            let (z, _) = b.batchnorm(s, &fixed, x, false)?;
+            let (dz, ds) = b.prelu_backward(&z, a, dy)?;
+            (dz, Some(ds))
+        }
+        None => (dy.clone(), None),
+    };
+    let (dx, dg, db) = b.batchnorm_backward(s, p, x, saved, &dz)?;
+    Ok((dx, dg, db, ds))
 }

@@ -227,6 +227,13 @@ impl Backend for CpuBackend {
     fn zeros(&mut self, shape: &[usize]) -> Result<CpuTensor> {
         new(vec![0.0; shape.iter().product()], shape)
     }
+    fn copy(&mut self, src: &CpuTensor, dst: &CpuTensor) -> Result<()> {
+        if src.shape.iter().product::<usize>() != dst.shape.iter().product::<usize>() {
+            bail!("copy from {:?} to {:?}: sizes differ", src.shape, dst.shape);
+        }
+        dst.set(src.values());
+        Ok(())
+    }
     fn max_binding_bytes(&self) -> u64 {
         u64::MAX
     }

@@ -7,6 +7,7 @@ use crate::gpu::{Gpu, Recorder, Tensor};
 use crate::kernels::activation::{self, Act};
 use crate::kernels::arcface::{self, ArcFace, ArcSaved};
 use crate::kernels::batchnorm::{self, BatchNorm, BnParams, BnSaved};
+use crate::kernels::bn_act::{self, BnActGrads};
 use crate::kernels::conv2d::{self, Conv2d, Grads, Path};
 use crate::kernels::linear::{self, Linear, LinearGrads};
 use crate::kernels::maxpool::{self, MaxPool};
@@ -114,6 +115,34 @@ impl<'g> Backend for GpuBackend<'g> {
     fn maxpool(&mut self, s: &MaxPool, x: &Tensor) -> Result<Tensor> {
         maxpool::forward(&mut self.rec, s, x)
     }
+    fn bn_act(
+        &mut self,
+        s: &BatchNorm,
+        p: &BnParams,
+        x: &Tensor,
+        slope: Option<&Tensor>,
+        skip: Option<&Tensor>,
+        train: bool,
+    ) -> Result<(Tensor, BnSaved)> {
+        if train {
+            bn_act::forward(&mut self.rec, s, p, x, slope, skip)
+        } else {
+            // Eval mode is element-wise: the composed kernels spread it over
+            // every element instead of one workgroup per channel.
+            super::backend::composed_bn_act(self, s, p, x, slope, skip, false)
+        }
+    }
+    fn bn_act_backward(
+        &mut self,
+        s: &BatchNorm,
+        p: &BnParams,
+        x: &Tensor,
+        saved: &BnSaved,
+        slope: Option<&Tensor>,
+        dy: &Tensor,
+    ) -> Result<BnActGrads<Tensor>> {
+        bn_act::backward(&mut self.rec, s, p, x, saved, slope, dy)
+    }
     fn prelu(&mut self, x: &Tensor, slope: &Tensor) -> Result<Tensor> {
         activation::prelu_forward(&mut self.rec, x, slope)
     }
@@ -168,6 +197,31 @@ impl<'g> Backend for GpuBackend<'g> {
     }
     fn zeros(&mut self, shape: &[usize]) -> Result<Tensor> {
         Tensor::zeros(self.gpu, shape)
+    }
+    fn copy(&mut self, src: &Tensor, dst: &Tensor) -> Result<()> {
+        self.rec.copy(src, dst)
+    }
+    /// Each part starts at the adapter's storage-binding alignment, so every
+    /// view binds on its own; the gaps are zeros.
+    fn pack(&mut self, parts: &[&Tensor]) -> Result<Option<(Tensor, Vec<Tensor>)>> {
+        let align = (self.gpu.limits.min_storage_buffer_offset_alignment as usize / 4).max(1);
+        let mut at = Vec::with_capacity(parts.len());
+        let mut total = 0;
+        for p in parts {
+            at.push(total);
+            total += p.numel().div_ceil(align) * align;
+        }
+        let packed = Tensor::zeros(self.gpu, &[total.max(1)])?;
+        let mut views = Vec::with_capacity(parts.len());
+        for (p, &a) in parts.iter().zip(&at) {
+            let v = packed.view(self.gpu, a, &p.shape)?;
+            self.rec.copy(p, &v)?;
+            views.push(v);
+        }
+        Ok(Some((packed, views)))
+    }
+    fn holds(&self, packed: &Tensor, view: &Tensor) -> bool {
+        packed.holds(view)
     }
     fn max_binding_bytes(&self) -> u64 {
         self.binding_limit

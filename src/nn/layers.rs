@@ -34,7 +34,8 @@ pub struct ParamSpec {
     pub trainable: bool,
 }
 
-/// Convolution (no bias) + batch norm + optional PReLU: every layer of MobileFaceNet.
+/// Convolution (no bias) + batch norm + optional PReLU (+ a residual input,
+/// for a block's last layer): every layer of MobileFaceNet.
 #[derive(Clone, Debug)]
 pub struct ConvBn {
     pub name: String,
@@ -53,7 +54,7 @@ pub struct ConvBnCache<T> {
     conv_out: T,
     bn: BatchNorm,
     bn_saved: BnSaved<T>,
-    bn_out: Option<T>,
+    prelu: bool,
 }
 
 impl ConvBn {
@@ -101,6 +102,7 @@ impl ConvBn {
         b: &mut B,
         p: &ParamStore<B::T>,
         x: &B::T,
+        skip: Option<&B::T>,
         train: bool,
     ) -> Result<(B::T, ConvBnCache<B::T>)> {
         let s = b.shape(x).to_vec();
@@ -108,10 +110,9 @@ impl ConvBn {
         let conv_out = b.conv2d(&conv, x, p.get(&self.key("conv.weight")), None)?;
         let (ho, wo) = conv.out_hw();
         let bn = BatchNorm { n: s[0], c: self.cout, m: ho * wo };
-        let (bn_y, bn_saved) = b.batchnorm(&bn, &self.bn_params(p), &conv_out, train)?;
-        let (y, bn_out) =
-            if self.prelu { (b.prelu(&bn_y, p.get(&self.key("act.weight")))?, Some(bn_y)) } else { (bn_y, None) };
-        Ok((y, ConvBnCache { x: x.clone(), conv, conv_out, bn, bn_saved, bn_out }))
+        let slope = self.prelu.then(|| p.get(&self.key("act.weight")));
+        let (y, bn_saved) = b.bn_act(&bn, &self.bn_params(p), &conv_out, slope, skip, train)?;
+        Ok((y, ConvBnCache { x: x.clone(), conv, conv_out, bn, bn_saved, prelu: self.prelu }))
     }
 
     pub fn backward<B: Backend>(
@@ -121,13 +122,12 @@ impl ConvBn {
         c: &ConvBnCache<B::T>,
         dy: &B::T,
     ) -> Result<B::T> {
-        let mut d = dy.clone();
-        if let Some(bn_out) = &c.bn_out {
-            let (dx, ds) = b.prelu_backward(bn_out, p.get(&self.key("act.weight")), &d)?;
+        let slope = c.prelu.then(|| p.get(&self.key("act.weight")).clone());
+        let (dx, dg, dbeta, ds) =
+            b.bn_act_backward(&c.bn, &self.bn_params(p), &c.conv_out, &c.bn_saved, slope.as_ref(), dy)?;
+        if let Some(ds) = ds {
             p.add_grad(b, &self.key("act.weight"), ds)?;
-            d = dx;
         }
-        let (dx, dg, dbeta) = b.batchnorm_backward(&c.bn, &self.bn_params(p), &c.conv_out, &c.bn_saved, &d)?;
         p.add_grad(b, &self.key("bn.weight"), dg)?;
         p.add_grad(b, &self.key("bn.bias"), dbeta)?;
         let g = b.conv2d_backward(&c.conv, &c.x, p.get(&self.key("conv.weight")), &dx)?;
@@ -154,13 +154,12 @@ impl Block {
     ) -> Result<(B::T, Vec<ConvBnCache<B::T>>)> {
         let mut caches = Vec::with_capacity(self.layers.len());
         let mut h = x.clone();
-        for l in &self.layers {
-            let (y, c) = l.forward(b, p, &h, train)?;
+        for (i, l) in self.layers.iter().enumerate() {
+            // The residual add rides on the last layer's normalisation.
+            let skip = (self.residual && i + 1 == self.layers.len()).then_some(x);
+            let (y, c) = l.forward(b, p, &h, skip, train)?;
             caches.push(c);
             h = y;
-        }
-        if self.residual {
-            h = b.add(&h, x)?;
         }
         Ok((h, caches))
     }
