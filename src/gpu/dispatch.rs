@@ -147,7 +147,10 @@ enum Command {
         bytes: u64,
     },
     /// Into a host-mappable buffer (`readback::AsyncReader`).
-    ToHost { src: Bound, dst: wgpu::Buffer },
+    ToHost {
+        src: Bound,
+        dst: wgpu::Buffer,
+    },
 }
 
 pub struct Recorder<'g> {
@@ -225,14 +228,7 @@ impl<'g> Recorder<'g> {
             *next - 2
         });
         let args = args.iter().map(|(b, t)| (*b, t.map(Bound::of))).collect();
-        self.commands.push(Command::Dispatch {
-            kernel,
-            slot,
-            bytes: padded.len() as u64 * 4,
-            args,
-            grid,
-            timestamps,
-        });
+        self.commands.push(Command::Dispatch { kernel, slot, bytes: padded.len() as u64 * 4, args, grid, timestamps });
         Ok(())
     }
 
@@ -314,7 +310,9 @@ impl<'g> Recorder<'g> {
                             a.id,
                             *slot,
                             *bytes,
-                            args.iter().map(|(b, t)| (*b, t.as_ref().map_or(0, |t| t.0.id()), t.as_ref().map_or(0, |t| t.1))).collect(),
+                            args.iter()
+                                .map(|(b, t)| (*b, t.as_ref().map_or(0, |t| t.0.id()), t.as_ref().map_or(0, |t| t.1)))
+                                .collect(),
                         );
                         let group = binds.entry(key).or_insert_with(|| {
                             gpu.counters.add(Event::BindGroupCreated, 1);

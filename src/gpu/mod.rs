@@ -12,9 +12,9 @@ mod tensor;
 pub mod timing;
 
 pub use context::{AdapterReport, Gpu, GpuOptions, NO_ADAPTER_HELP};
+pub use counters::Counts;
 pub use dispatch::{groups, Arg, Kernel, Recorder};
 pub use params::{Params, Word};
 pub use shaders::Shader;
 pub use tensor::{numel, Tensor};
 pub use timing::{BenchCase, BenchRow};
-pub use counters::Counts;

@@ -140,7 +140,8 @@ impl Tensor {
         }
         let usage = wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST;
         let staging = gpu.pool.get(&gpu.device, &gpu.counters, size, usage, false);
-        let index = gpu.submit(|enc| enc.copy_buffer_to_buffer(self.buf.buffer(), self.offset, staging.buffer(), 0, size));
+        let index =
+            gpu.submit(|enc| enc.copy_buffer_to_buffer(self.buf.buffer(), self.offset, staging.buffer(), 0, size));
         gpu.submitted();
         gpu.counters.add(Event::BlockingReadback, 1);
         let s = staging.buffer();

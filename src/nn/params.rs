@@ -83,9 +83,8 @@ impl<T: Clone> ParamStore<T> {
     /// (after the first step: values and velocities then live in packed
     /// buffers, gradients are copied in), else one dispatch each.
     pub fn sgd_step<B: Backend<T = T>>(&mut self, b: &mut B, h: &Sgd, update: impl Fn(&str) -> bool) -> Result<()> {
-        let members: Vec<usize> = (0..self.params.len())
-            .filter(|&i| self.params[i].trainable && update(&self.params[i].name))
-            .collect();
+        let members: Vec<usize> =
+            (0..self.params.len()).filter(|&i| self.params[i].trainable && update(&self.params[i].name)).collect();
         for &i in &members {
             let p = &mut self.params[i];
             if p.grad.is_none() {
