@@ -35,15 +35,28 @@ pub struct TrainThroughput {
     pub images_per_second: f64,
 }
 
-/// Whole training steps (forward, loss, backward, SGD) on a fixed batch,
-/// as the training loop runs them: nothing read back.
+/// Whole training steps (forward, loss, backward, SGD) of a freshly
+/// initialised `spec` on a fixed batch, as the training loop runs them.
 pub fn train_throughput(gpu: &Gpu, spec: ModelSpec, batch: usize, steps: usize) -> Result<TrainThroughput> {
     let mut b = GpuBackend::new(gpu)?;
     let mut net = Net::init(&mut b, spec, 0)?;
+    step_throughput(gpu, &mut b, &mut net, batch, steps)
+}
+
+/// Whole training steps of `net` on a fixed batch, as the training loop
+/// runs them: nothing read back.
+pub fn step_throughput<'g>(
+    gpu: &'g Gpu,
+    b: &mut GpuBackend<'g>,
+    net: &mut Net<GpuBackend<'g>>,
+    batch: usize,
+    steps: usize,
+) -> Result<TrainThroughput> {
+    let spec = net.spec;
     let input = Batch::synthetic(batch, spec.input, spec.classes);
     let h = Sgd { lr: 1e-3, momentum: 0.9, weight_decay: 5e-4 };
     let timer = SubmissionTimer::new(gpu);
-    let mut step = |timed: bool| run_step(&mut b, &mut net, &input, &h, timer.as_ref().filter(|_| timed));
+    let mut step = |timed: bool| run_step(b, net, &input, &h, timer.as_ref().filter(|_| timed));
     for _ in 0..WARMUP_STEPS {
         step(false)?;
         gpu.wait(None);

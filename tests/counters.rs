@@ -1,0 +1,58 @@
+//! What one steady-state training step asks of the device, counted by the
+//! engine itself (`gpu::counters`): after the warm-up steps, a step creates
+//! no buffers and no bind groups, reads nothing back, is one submission,
+//! and stays under a dispatch bound (MobileFaceNet + ArcFace: 300, from 669
+//! before fusion and packed SGD).
+
+mod common;
+use arcface::gpu::Counts;
+use arcface::io::onnx_import::from_onnx;
+use arcface::models::graph::Op;
+use arcface::models::{Arch, Head, ModelSpec, Net};
+use arcface::nn::GpuBackend;
+use arcface::pipeline::bench::{step_throughput, train_throughput};
+use std::path::Path;
+
+fn assert_steady(what: &str, c: Counts, max_dispatches: u64) {
+    assert_eq!(c.buffers_created, 0, "{what}: {c:?}");
+    assert_eq!(c.bytes_allocated, 0, "{what}: {c:?}");
+    assert_eq!(c.bind_groups_created, 0, "{what}: {c:?}");
+    assert_eq!(c.blocking_readbacks, 0, "{what}: {c:?}");
+    assert!(c.submits <= 2, "{what}: {c:?}");
+    assert!(c.dispatches > 0 && c.dispatches <= max_dispatches, "{what}: {c:?}");
+}
+
+#[test]
+fn mobilefacenet_step_allocates_nothing_and_stays_under_300_dispatches() {
+    let gpu = common::gpu();
+    let spec = ModelSpec { arch: Arch::MobileFaceNet, input: 112, classes: 5, head: Head::ArcFace { s: 32.0, m: 0.5 } };
+    let r = train_throughput(&gpu, spec, 4, 1).unwrap();
+    // Measured: 275.
+    assert_steady("MobileFaceNet", r.per_step, 300);
+}
+
+#[test]
+fn mininet_step_allocates_nothing() {
+    let gpu = common::gpu();
+    let spec = ModelSpec { arch: Arch::MiniNet, input: 16, classes: 4, head: Head::Softmax };
+    let r = train_throughput(&gpu, spec, 4, 1).unwrap();
+    // Measured: 26 (33 before the packed SGD).
+    assert_steady("MiniNetwork", r.per_step, 26);
+}
+
+#[test]
+fn imported_graph_step_allocates_nothing() {
+    let onnx = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/mobilefacenet/mobilefacenet-relu6-112.onnx");
+    let (def, weights) = from_onnx(&onnx, 112).unwrap();
+    // Imported batch norms have no backward: such a graph trains its head.
+    let frozen = def.ops.iter().any(|op| matches!(op, Op::BatchNorm { .. }));
+    let gpu = common::gpu();
+    let mut b = GpuBackend::new(&gpu).unwrap();
+    let spec = ModelSpec { arch: Arch::Imported, input: 112, classes: 5, head: Head::ArcFace { s: 32.0, m: 0.5 } };
+    let w = weights.into_iter().map(|(n, t)| (n, t.shape, t.values));
+    let mut net = Net::pretrained(&mut b, spec, def, w, 0).unwrap();
+    net.freeze_backbone = frozen;
+    let r = step_throughput(&gpu, &mut b, &mut net, 2, 1).unwrap();
+    // Measured: 309 (the backbone runs its eval-mode layers one by one).
+    assert_steady("imported graph", r.per_step, 309);
+}
