@@ -4,10 +4,16 @@ use super::args::{GpuArgs, ModelArg, ModelArgs};
 use super::output::json;
 use crate::detect::bench::detect_times;
 use crate::gpu::timing;
+use crate::io::checkpoint::CheckpointMeta;
+use crate::io::model_file::{self, Model};
 use crate::kernels::gradcheck;
+use crate::models::Net;
+use crate::nn::GpuBackend;
 use crate::pipeline::bench::train_throughput;
+use crate::recognize::bench::infer_throughput;
 use anyhow::Result;
 use clap::{Args, Subcommand};
+use std::path::PathBuf;
 
 #[derive(Subcommand, Debug)]
 pub enum BenchCmd {
@@ -17,6 +23,8 @@ pub enum BenchCmd {
     Train(TrainBench),
     /// Median GPU time, GFLOP/s and GB/s of each kernel at MobileFaceNet / MiniNetwork shapes
     Kernels(KernelBench),
+    /// Inference throughput (images/s of embeddings) of a model or checkpoint
+    Infer(InferBench),
 }
 
 impl BenchCmd {
@@ -25,6 +33,7 @@ impl BenchCmd {
             BenchCmd::Detect(b) => b.run(gpu),
             BenchCmd::Train(b) => b.run(gpu),
             BenchCmd::Kernels(b) => b.run(gpu),
+            BenchCmd::Infer(b) => b.run(gpu),
         }
     }
 }
@@ -134,6 +143,57 @@ impl KernelBench {
         if self.json {
             let out = serde_json::json!({ "adapter": gpu.report(), "batch": self.batch, "repeats": self.repeats, "rows": rows });
             json(&out)?;
+        }
+        Ok(true)
+    }
+}
+
+#[derive(Args, Debug)]
+pub struct InferBench {
+    /// A fresh model of this architecture (ignored with --checkpoint)
+    #[arg(long, value_enum, default_value_t = ModelArg::Mobilefacenet)]
+    model: ModelArg,
+    #[command(flatten)]
+    shape: ModelArgs,
+    /// Or a checkpoint (trained here or imported)
+    #[arg(long)]
+    checkpoint: Option<PathBuf>,
+    #[arg(long, default_value_t = 32)]
+    batch: usize,
+    /// Timed calls after the warm-up
+    #[arg(long, default_value_t = 5)]
+    calls: usize,
+    #[arg(long)]
+    json: bool,
+}
+
+impl InferBench {
+    fn run(&self, gpu: &GpuArgs) -> Result<bool> {
+        let gpu = gpu.open()?;
+        let mut b = GpuBackend::new(&gpu)?;
+        let model = match &self.checkpoint {
+            Some(path) => model_file::open(path, &mut b)?,
+            None => {
+                let spec = self.shape.spec(self.model, 10);
+                let net = Net::init(&mut b, spec, 0)?;
+                Model::Trained(net, CheckpointMeta::new(spec, (0..10).map(|i| i.to_string()).collect()))
+            }
+        };
+        let mut model = model.for_inference(&mut b)?;
+        let r = infer_throughput(&gpu, &mut b, &mut model, self.batch, self.calls)?;
+        if self.json {
+            json(&r)?;
+        } else {
+            println!(
+                "{} batch {}: {:.1} ms per call, {:.2} images/s ({} dispatches, {} buffers created per call; {})",
+                r.model,
+                r.batch,
+                r.call_ms,
+                r.images_per_s,
+                r.per_call.dispatches,
+                r.per_call.buffers_created,
+                r.adapter
+            );
         }
         Ok(true)
     }

@@ -38,6 +38,17 @@ pub enum Model<B: Backend> {
     Imported(GraphNet<B>),
 }
 
+impl<B: Backend> Model<B> {
+    /// Readies the model for inference only: batch norms folded into the
+    /// convolutions (a network trained here; imported graphs run as read).
+    pub fn for_inference(mut self, b: &mut B) -> Result<Model<B>> {
+        if let Model::Trained(net, _) = &mut self {
+            net.fold_batch_norms(b)?;
+        }
+        Ok(self)
+    }
+}
+
 /// Reads a checkpoint or an imported graph; the error names the file.
 pub fn read(path: &Path) -> Result<ModelFile> {
     let file = TensorFile::read(path)?;

@@ -5,7 +5,7 @@ use super::graph::{self, GraphDef};
 use super::{init_values, mininet, Arch, Head, ModelSpec, BACKBONE, EMBEDDING};
 use crate::kernels::arcface::{ArcFace, Margin};
 use crate::kernels::sgd::Sgd;
-use crate::nn::{Backend, ConvBnCache, ParamStore};
+use crate::nn::{Backend, ConvBnCache, Folded, ParamStore};
 use anyhow::{bail, Result};
 use std::sync::Arc;
 
@@ -32,6 +32,9 @@ pub struct Net<B: Backend> {
     pub graph: Option<Arc<GraphDef>>,
     /// Train the head only: no backbone gradients, no backbone updates.
     pub freeze_backbone: bool,
+    /// Batch norms folded into the convolutions for eval mode
+    /// (`fold_batch_norms`); dropped by a training step.
+    folded: Option<Folded<B::T>>,
 }
 
 impl<B: Backend> Net<B> {
@@ -43,7 +46,7 @@ impl<B: Backend> Net<B> {
             let t = b.upload(&v, &p.shape)?;
             params.add(&p.name, t, p.trainable);
         }
-        Ok(Net { spec, params, cache: None, last_embedding: None, graph: None, freeze_backbone: false })
+        Ok(Net { spec, params, cache: None, last_embedding: None, graph: None, freeze_backbone: false, folded: None })
     }
 
     /// A network from named values (a checkpoint or a golden file). Every
@@ -63,7 +66,7 @@ impl<B: Backend> Net<B> {
             let t = b.upload(&v, &shape)?;
             params.add(&p.name, t, p.trainable);
         }
-        Ok(Net { spec, params, cache: None, last_embedding: None, graph: None, freeze_backbone: false })
+        Ok(Net { spec, params, cache: None, last_embedding: None, graph: None, freeze_backbone: false, folded: None })
     }
 
     /// An imported backbone (`graph` and its weights, by graph name) with a
@@ -103,7 +106,7 @@ impl<B: Backend> Net<B> {
         let mut h = x.clone();
         let mut caches = Vec::new();
         for block in self.spec.blocks() {
-            let (y, c) = block.forward(b, &self.params, &h, train)?;
+            let (y, c) = block.forward(b, &self.params, &h, train, self.folded.as_ref())?;
             if train {
                 caches.push(c);
             }
@@ -112,6 +115,20 @@ impl<B: Backend> Net<B> {
         let n = b.shape(x)[0];
         let emb = b.reshape(&h, &[n, self.spec.embedding()])?;
         Ok((emb, Backbone::Blocks(caches)))
+    }
+
+    /// Folds every batch norm into its convolution for eval mode (inference:
+    /// one convolution with a bias instead of a convolution and a
+    /// normalisation). A training step drops the folded weights.
+    pub fn fold_batch_norms(&mut self, b: &mut B) -> Result<()> {
+        let mut f = Folded::new();
+        for block in self.spec.blocks() {
+            for l in &block.layers {
+                f.insert(l.name.clone(), l.fold(b, &self.params)?);
+            }
+        }
+        self.folded = Some(f);
+        Ok(())
     }
 
     fn check_input(&self, b: &B, x: &B::T) -> Result<usize> {
@@ -142,6 +159,7 @@ impl<B: Backend> Net<B> {
     /// Training-mode forward pass: logits with the ArcFace margin on the true
     /// class. Saves what `backward` needs.
     pub fn forward_train(&mut self, b: &mut B, x: &B::T, labels: &B::T) -> Result<B::T> {
+        self.folded = None;
         let n = self.check_input(b, x)?;
         match self.spec.arch {
             Arch::MobileFaceNet | Arch::Imported => {

@@ -2,9 +2,16 @@
 //! what its backward needs; gradients go into the parameter store.
 
 use super::{Backend, ParamStore};
-use crate::kernels::batchnorm::{BatchNorm, BnParams, BnSaved};
+use crate::kernels::batchnorm::{BatchNorm, BnParams, BnSaved, EPS};
 use crate::kernels::conv2d::Conv2d;
 use anyhow::Result;
+use std::collections::HashMap;
+
+/// ConvBn layers' convolutions with their eval-mode batch norms folded in,
+/// by layer name: weight * s and bias beta - mean * s per output channel,
+/// s = gamma / sqrt(running var + eps). Inference runs one convolution with
+/// a bias where it ran a convolution and a normalisation.
+pub type Folded<T> = HashMap<String, (T, T)>;
 
 /// How a parameter is initialised.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -115,6 +122,42 @@ impl ConvBn {
         Ok((y, ConvBnCache { x: x.clone(), conv, conv_out, bn, bn_saved, prelu: self.prelu }))
     }
 
+    /// This layer's folded (weight, bias); see `Folded`.
+    pub fn fold<B: Backend>(&self, b: &mut B, p: &ParamStore<B::T>) -> Result<(B::T, B::T)> {
+        let w_t = p.get(&self.key("conv.weight"));
+        let shape = b.shape(w_t).to_vec();
+        let w = b.download(w_t);
+        let [gamma, beta, mean, var] =
+            ["bn.weight", "bn.bias", "bn.running_mean", "bn.running_var"].map(|k| b.download(p.get(&self.key(k))));
+        let scale: Vec<f32> =
+            (0..self.cout).map(|c| (gamma[c] as f64 / (var[c] as f64 + EPS as f64).sqrt()) as f32).collect();
+        let per_out = w.len() / self.cout;
+        let folded_w: Vec<f32> = w.iter().enumerate().map(|(i, v)| v * scale[i / per_out]).collect();
+        let bias: Vec<f32> = (0..self.cout).map(|c| beta[c] - mean[c] * scale[c]).collect();
+        Ok((b.upload(&folded_w, &shape)?, b.upload(&bias, &[self.cout])?))
+    }
+
+    /// Eval mode through the folded convolution: conv + bias, PReLU, + skip.
+    fn forward_folded<B: Backend>(
+        &self,
+        b: &mut B,
+        p: &ParamStore<B::T>,
+        x: &B::T,
+        skip: Option<&B::T>,
+        (w, bias): &(B::T, B::T),
+    ) -> Result<B::T> {
+        let s = b.shape(x).to_vec();
+        let conv = Conv2d { bias: true, ..self.conv(s[0], (s[2], s[3])) };
+        let mut y = b.conv2d(&conv, x, w, Some(bias))?;
+        if self.prelu {
+            y = b.prelu(&y, p.get(&self.key("act.weight")))?;
+        }
+        if let Some(k) = skip {
+            y = b.add(&y, k)?;
+        }
+        Ok(y)
+    }
+
     pub fn backward<B: Backend>(
         &self,
         b: &mut B,
@@ -151,15 +194,21 @@ impl Block {
         p: &ParamStore<B::T>,
         x: &B::T,
         train: bool,
+        folded: Option<&Folded<B::T>>,
     ) -> Result<(B::T, Vec<ConvBnCache<B::T>>)> {
         let mut caches = Vec::with_capacity(self.layers.len());
         let mut h = x.clone();
         for (i, l) in self.layers.iter().enumerate() {
             // The residual add rides on the last layer's normalisation.
             let skip = (self.residual && i + 1 == self.layers.len()).then_some(x);
-            let (y, c) = l.forward(b, p, &h, skip, train)?;
-            caches.push(c);
-            h = y;
+            match folded.filter(|_| !train).and_then(|f| f.get(&l.name)) {
+                Some(f) => h = l.forward_folded(b, p, &h, skip, f)?,
+                None => {
+                    let (y, c) = l.forward(b, p, &h, skip, train)?;
+                    caches.push(c);
+                    h = y;
+                }
+            }
         }
         Ok((h, caches))
     }

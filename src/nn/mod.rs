@@ -10,5 +10,5 @@ mod params;
 pub use backend::Backend;
 pub use cpu_backend::{CpuBackend, CpuTensor};
 pub use gpu_backend::GpuBackend;
-pub use layers::{Block, ConvBn, ConvBnCache, Init, ParamSpec};
+pub use layers::{Block, ConvBn, ConvBnCache, Folded, Init, ParamSpec};
 pub use params::{Param, ParamStore};

@@ -37,7 +37,7 @@ pub struct Session<'g> {
 impl<'g> Session<'g> {
     pub fn open(gpu: &'g Gpu, path: &Path) -> Result<Session<'g>> {
         let mut b = GpuBackend::new(gpu)?;
-        let model = model_file::open(path, &mut b)?;
+        let model = model_file::open(path, &mut b)?.for_inference(&mut b)?;
         Ok(Session { b, model, align: None, flip: true })
     }
 

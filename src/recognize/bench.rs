@@ -1,0 +1,73 @@
+//! `arcface bench infer`: embedding throughput, and what one steady-state
+//! call asks of the device.
+
+use crate::data::Batch;
+use crate::gpu::{Counts, Gpu};
+use crate::io::model_file::Model;
+use crate::models::Arch;
+use crate::nn::{Backend, GpuBackend};
+use anyhow::Result;
+use serde::Serialize;
+use std::time::Instant;
+
+/// Calls before measuring: pipelines compiled, pool and bind groups filled.
+const WARMUP_CALLS: usize = 3;
+
+#[derive(Serialize, Debug)]
+pub struct InferThroughput {
+    pub adapter: String,
+    pub model: String,
+    pub batch: usize,
+    pub images_per_s: f64,
+    /// Wall time of one call: upload, forward, read the results back.
+    pub call_ms: f64,
+    /// What one steady-state call asked of the device.
+    pub per_call: Counts,
+}
+
+/// Embeddings (classifier logits for MiniNetwork) of a fixed batch, read
+/// back each call as `embed` and `serve` do; median over `calls`.
+pub fn infer_throughput<'g>(
+    gpu: &'g Gpu,
+    b: &mut GpuBackend<'g>,
+    model: &mut Model<GpuBackend<'g>>,
+    batch: usize,
+    calls: usize,
+) -> Result<InferThroughput> {
+    let (size, name) = match model {
+        Model::Trained(n, _) => (n.spec.input, format!("{:?}", n.spec.arch)),
+        Model::Imported(g) => (g.def.input_size, format!("imported {}", g.def.source)),
+    };
+    let input = Batch::synthetic(batch, size, 1);
+    let mut call = |b: &mut GpuBackend<'g>| -> Result<Vec<f32>> {
+        let x = b.upload(&input.x, &input.shape())?;
+        let out = match model {
+            Model::Trained(n, _) if n.spec.arch == Arch::MiniNet => n.logits(b, &x)?,
+            Model::Trained(n, _) => n.embed(b, &x)?,
+            Model::Imported(g) => g.forward(b, &x)?,
+        };
+        Ok(b.download(&out))
+    };
+    for _ in 0..WARMUP_CALLS {
+        call(b)?;
+    }
+    let before = gpu.counters.read();
+    call(b)?;
+    let per_call = gpu.counters.read().since(&before);
+    let mut times = Vec::new();
+    for _ in 0..calls.max(1) {
+        let start = Instant::now();
+        call(b)?;
+        times.push(start.elapsed().as_secs_f64());
+    }
+    times.sort_by(f64::total_cmp);
+    let t = times[times.len() / 2];
+    Ok(InferThroughput {
+        adapter: gpu.info.name.clone(),
+        model: name,
+        batch,
+        images_per_s: batch as f64 / t,
+        call_ms: t * 1e3,
+        per_call,
+    })
+}
