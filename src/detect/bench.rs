@@ -2,7 +2,7 @@
 
 use super::{Detector, Options};
 use crate::data::input::open_rgb;
-use crate::gpu::Gpu;
+use crate::gpu::{Counts, Gpu};
 use anyhow::Result;
 use serde::Serialize;
 use std::time::Instant;
@@ -15,6 +15,9 @@ pub struct DetectTime {
     pub faces: usize,
     /// Median wall time of one `detect` call (pyramid, three networks, NMS).
     pub seconds: f64,
+    /// What the last timed call asked of the device (warm: the pool and
+    /// the bind-group cache filled by the calls before).
+    pub per_call: Counts,
 }
 
 /// Wall time of MTCNN on a London photo at its size (300x300) and scaled up
@@ -31,11 +34,13 @@ pub fn detect_times(gpu: &Gpu, sizes: &[u32], repeats: usize) -> Result<Vec<Dete
         };
         let mut times = Vec::new();
         let mut faces = 0;
+        let mut per_call = Counts::default();
         for i in 0..=repeats.max(1) {
-            let start = Instant::now();
+            let (start, before) = (Instant::now(), gpu.counters.read());
             faces = d.detect(&img)?.len();
             if i > 0 {
                 times.push(start.elapsed().as_secs_f64());
+                per_call = gpu.counters.read().since(&before);
             }
         }
         times.sort_by(f64::total_cmp);
@@ -45,6 +50,7 @@ pub fn detect_times(gpu: &Gpu, sizes: &[u32], repeats: usize) -> Result<Vec<Dete
             height: s,
             faces,
             seconds: times[times.len() / 2],
+            per_call,
         });
     }
     Ok(out)

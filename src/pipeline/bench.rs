@@ -23,8 +23,8 @@ pub struct TrainThroughput {
     /// Wall time per step with steps queued back to back (at most one
     /// waiting behind the running one).
     pub step_ms: f64,
-    /// CPU time to upload the batch, record the step and submit it, with
-    /// the GPU idle (queued behind running work, a submission may wait).
+    /// CPU time to record the step and submit it (the batch's upload
+    /// aside), with the GPU idle (behind running work a submission may wait).
     pub record_ms: f64,
     /// GPU time of one step's work (timestamps), where the adapter has them.
     pub gpu_ms: Option<f64>,
@@ -92,7 +92,7 @@ pub fn step_throughput<'g>(
 }
 
 /// Uploads the batch, records one training step and submits it; returns the
-/// submission and the CPU seconds that took.
+/// submission and the CPU seconds that recording and submitting took.
 fn run_step<'g>(
     b: &mut GpuBackend<'g>,
     net: &mut Net<GpuBackend<'g>>,
@@ -100,9 +100,9 @@ fn run_step<'g>(
     h: &Sgd,
     timer: Option<&SubmissionTimer>,
 ) -> Result<(wgpu::SubmissionIndex, f64)> {
-    let start = Instant::now();
     let xt = b.upload(&input.x, &input.shape())?;
     let lt = b.labels(&input.labels)?;
+    let start = Instant::now();
     net.train_step(b, &xt, &lt, h)?;
     if let Some(t) = timer {
         b.recorder().time_submission(t.set());
