@@ -1,5 +1,7 @@
 //! Every kernel family, forward and backward, on the GPU against its CPU
 //! reference (f64), at fixed odd/prime shapes plus shapes drawn from two seeds.
+//! Outputs allocated without zeros start as NaN here, so a kernel that does
+//! not write all of its output fails.
 
 mod common;
 use arcface::kernels::check::Rng;
@@ -8,7 +10,8 @@ use std::collections::BTreeSet;
 
 /// Runs one family for two seeds; `directions` must all be covered.
 fn check(name: &str, directions: &[&str]) {
-    let gpu = common::gpu();
+    let mut gpu = common::gpu();
+    gpu.poison_uninit = true;
     let f = family(name).expect("family exists");
     for seed in [1, 2] {
         let rows = (f.gradcheck)(&gpu, &mut Rng::new(seed)).unwrap();

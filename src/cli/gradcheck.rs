@@ -9,8 +9,8 @@ use clap::Args;
 
 #[derive(Args, Debug)]
 pub struct GradcheckCmd {
-    /// Only this kernel family (conv2d, depthwise, batchnorm, activation, maxpool,
-    /// linear, residual, l2norm, arcface, softmax_xent, sgd)
+    /// Only this kernel family (conv2d, depthwise, batchnorm, bn_act, activation,
+    /// maxpool, linear, residual, l2norm, arcface, softmax_xent, sgd)
     #[arg(long)]
     kernel: Option<String>,
     /// Seed of the random inputs and shapes

@@ -74,6 +74,9 @@ pub struct Gpu {
     /// Workgroups per grid dimension before a dispatch is split over y. The
     /// adapter's limit; tests lower it to exercise the split on small data.
     pub grid_limit: u32,
+    /// Fill every tensor asked for without zeros with NaN first (tests: an
+    /// output a kernel does not write whole cannot pass its checks).
+    pub poison_uninit: bool,
 }
 
 /// Ranking of device types: hardware first, software last.
@@ -154,6 +157,7 @@ impl Gpu {
             pool: Pool::default(),
             counters: Counters::default(),
             grid_limit: limits.max_compute_workgroups_per_dimension,
+            poison_uninit: false,
         })
     }
 

@@ -55,6 +55,11 @@ impl Tensor {
     fn alloc(gpu: &Gpu, shape: &[usize], zeroed: bool) -> Result<Tensor> {
         let size = check_size(gpu, shape)?;
         let buf = gpu.pool.get(&gpu.device, &gpu.counters, size, USAGE, zeroed);
+        if !zeroed && gpu.poison_uninit {
+            // NaN in every word: an output a kernel leaves partly unwritten
+            // shows in its checks.
+            gpu.queue.write_buffer(buf.buffer(), 0, &vec![0xffu8; size as usize]);
+        }
         Ok(Tensor { buf: Arc::new(buf), offset: 0, shape: shape.to_vec() })
     }
 

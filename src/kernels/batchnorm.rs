@@ -133,9 +133,9 @@ pub struct BnSaved<T = Tensor> {
 /// eval mode normalises with the running statistics.
 pub fn forward(rec: &mut Recorder, s: &BatchNorm, p: &BnParams, x: &Tensor, train: bool) -> Result<(Tensor, BnSaved)> {
     let gpu = rec.gpu();
-    let y = Tensor::zeros(gpu, &x.shape)?;
+    let y = Tensor::uninit(gpu, &x.shape)?;
     let saved = if train {
-        let (mean, var) = (Tensor::zeros(gpu, &[s.c])?, Tensor::zeros(gpu, &[s.c])?);
+        let (mean, var) = (Tensor::uninit(gpu, &[s.c])?, Tensor::uninit(gpu, &[s.c])?);
         let args =
             [(1, Some(x)), (2, Some(&mean)), (3, Some(&var)), (4, Some(&p.running_mean)), (5, Some(&p.running_var))];
         rec.dispatch(STATS, &s.params(true, true), &args, s.c as u64)?;
@@ -165,7 +165,7 @@ pub fn backward(
     dy: &Tensor,
 ) -> Result<(Tensor, Tensor, Tensor)> {
     let gpu = rec.gpu();
-    let (dx, dg, db) = (Tensor::zeros(gpu, &x.shape)?, Tensor::zeros(gpu, &[s.c])?, Tensor::zeros(gpu, &[s.c])?);
+    let (dx, dg, db) = (Tensor::uninit(gpu, &x.shape)?, Tensor::uninit(gpu, &[s.c])?, Tensor::uninit(gpu, &[s.c])?);
     let prm = s.params(false, saved.train);
     let stats = [(13, Some(&saved.mean)), (14, Some(&saved.var))];
     let args = [(1, Some(x)), (9, Some(dy)), (10, Some(&dg)), (11, Some(&db)), stats[0], stats[1]];
@@ -186,7 +186,8 @@ pub fn backward(
 
 // ------------------------------------------------------------------- checks
 
-fn shapes(rng: &mut Rng) -> Vec<BatchNorm> {
+/// The checked shapes (also the fused `bn_act`'s).
+pub(crate) fn shapes(rng: &mut Rng) -> Vec<BatchNorm> {
     vec![
         BatchNorm { n: 2, c: 3, m: 7 * 5 },
         BatchNorm { n: 5, c: 7, m: 1 },       // 2-D input

@@ -7,7 +7,7 @@
 //! checks hold the fused kernels to exactly what the composed ops compute.
 
 use super::activation::{prelu_backward_ref, prelu_ref};
-use super::batchnorm::{apply_ref, backward_ref as bn_backward_ref, running_update_ref, stats_ref};
+use super::batchnorm::{apply_ref, backward_ref as bn_backward_ref, running_update_ref, shapes, stats_ref};
 use super::batchnorm::{BatchNorm, BnParams, BnSaved, EPS, MOMENTUM};
 use super::{upload, Family};
 use crate::gpu::{BenchCase, Gpu, Kernel, Params, Recorder, Shader, Tensor};
@@ -155,16 +155,6 @@ pub fn backward(
 }
 
 // ------------------------------------------------------------------- checks
-
-fn shapes(rng: &mut Rng) -> Vec<BatchNorm> {
-    vec![
-        BatchNorm { n: 2, c: 3, m: 7 * 5 },
-        BatchNorm { n: 5, c: 7, m: 1 },
-        BatchNorm { n: 3, c: 2, m: 17 * 19 }, // more values per channel than threads
-        BatchNorm { n: 1, c: 11, m: 13 },
-        BatchNorm { n: rng.range(2, 4), c: rng.range(1, 9), m: rng.range(1, 300) },
-    ]
-}
 
 /// Every combination of PReLU and skip at every shape: the fused kernels
 /// against the composed references.

@@ -44,8 +44,8 @@ pub struct L2Saved {
 /// x: (rows, d)
 pub fn forward(rec: &mut Recorder, x: &Tensor) -> Result<L2Saved> {
     let (rows, d) = (x.shape[0], x.numel() / x.shape[0]);
-    let y = Tensor::zeros(rec.gpu(), &x.shape)?;
-    let norms = Tensor::zeros(rec.gpu(), &[rows])?;
+    let y = Tensor::uninit(rec.gpu(), &x.shape)?;
+    let norms = Tensor::uninit(rec.gpu(), &[rows])?;
     let p = Params::new().u("rows", rows).u("d", d).f("eps", EPS);
     rec.dispatch(FORWARD, &p, &[(1, Some(x)), (2, Some(&y)), (3, Some(&norms))], rows as u64)?;
     Ok(L2Saved { y, norms })
@@ -53,7 +53,7 @@ pub fn forward(rec: &mut Recorder, x: &Tensor) -> Result<L2Saved> {
 
 pub fn backward(rec: &mut Recorder, saved: &L2Saved, dy: &Tensor) -> Result<Tensor> {
     let (rows, d) = (dy.shape[0], dy.numel() / dy.shape[0]);
-    let dx = Tensor::zeros(rec.gpu(), &dy.shape)?;
+    let dx = Tensor::uninit(rec.gpu(), &dy.shape)?;
     let p = Params::new().u("rows", rows).u("d", d).f("eps", EPS);
     let args = [(4, Some(dy)), (5, Some(&dx)), (6, Some(&saved.y)), (7, Some(&saved.norms))];
     rec.dispatch(BACKWARD, &p, &args, rows as u64)?;

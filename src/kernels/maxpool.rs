@@ -122,14 +122,14 @@ const BACKWARD: Kernel = Kernel::new(Shader::MaxPool, "backward", 64);
 pub fn forward(rec: &mut Recorder, s: &MaxPool, x: &Tensor) -> Result<Tensor> {
     s.validate()?;
     let (ho, wo) = s.out_hw();
-    let y = Tensor::zeros(rec.gpu(), &[s.n, s.c, ho, wo])?;
+    let y = Tensor::uninit(rec.gpu(), &[s.n, s.c, ho, wo])?;
     rec.dispatch(FORWARD, &s.params(), &[(1, Some(x)), (2, Some(&y))], groups(y.numel(), FORWARD.wg))?;
     Ok(y)
 }
 
 pub fn backward(rec: &mut Recorder, s: &MaxPool, x: &Tensor, dy: &Tensor) -> Result<Tensor> {
     s.validate()?;
-    let dx = Tensor::zeros(rec.gpu(), &x.shape)?;
+    let dx = Tensor::uninit(rec.gpu(), &x.shape)?;
     let args = [(1, Some(x)), (3, Some(dy)), (4, Some(&dx))];
     rec.dispatch(BACKWARD, &s.params(), &args, groups(dx.numel(), BACKWARD.wg))?;
     Ok(dx)

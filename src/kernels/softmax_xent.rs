@@ -74,7 +74,7 @@ fn dims(logits: &Tensor) -> Result<(usize, usize)> {
 /// Row-wise softmax (detectors' class probabilities).
 pub fn softmax(rec: &mut Recorder, logits: &Tensor) -> Result<Tensor> {
     let (b, c) = dims(logits)?;
-    let probs = Tensor::zeros(rec.gpu(), &[b, c])?;
+    let probs = Tensor::uninit(rec.gpu(), &[b, c])?;
     let args = [(1, Some(logits)), (2, None), (3, Some(&probs)), (4, None)];
     rec.dispatch(SOFTMAX, &Params::new().u("b", b).u("c", c).u("has_labels", 0), &args, b as u64)?;
     Ok(probs)
@@ -84,7 +84,7 @@ pub fn softmax(rec: &mut Recorder, logits: &Tensor) -> Result<Tensor> {
 pub fn forward(rec: &mut Recorder, logits: &Tensor, labels: &Tensor) -> Result<(Tensor, Tensor)> {
     let (b, c) = dims(logits)?;
     let gpu = rec.gpu();
-    let (probs, rows, loss) = (Tensor::zeros(gpu, &[b, c])?, Tensor::zeros(gpu, &[b])?, Tensor::zeros(gpu, &[1])?);
+    let (probs, rows, loss) = (Tensor::uninit(gpu, &[b, c])?, Tensor::uninit(gpu, &[b])?, Tensor::uninit(gpu, &[1])?);
     let p = Params::new().u("b", b).u("c", c).u("has_labels", 1);
     rec.dispatch(SOFTMAX, &p, &[(1, Some(logits)), (2, Some(labels)), (3, Some(&probs)), (4, Some(&rows))], b as u64)?;
     rec.dispatch(MEAN_LOSS, &p, &[(5, Some(&loss)), (9, Some(&rows))], 1)?;
@@ -94,7 +94,7 @@ pub fn forward(rec: &mut Recorder, logits: &Tensor, labels: &Tensor) -> Result<(
 /// d logits, given the upstream gradient of the loss (a [1] tensor, 1.0 for training).
 pub fn backward(rec: &mut Recorder, probs: &Tensor, labels: &Tensor, dloss: &Tensor) -> Result<Tensor> {
     let (b, c) = dims(probs)?;
-    let dlogits = Tensor::zeros(rec.gpu(), &[b, c])?;
+    let dlogits = Tensor::uninit(rec.gpu(), &[b, c])?;
     let args = [(2, Some(labels)), (6, Some(dloss)), (7, Some(&dlogits)), (8, Some(probs))];
     rec.dispatch(BACKWARD, &Params::new().u("b", b).u("c", c).u("has_labels", 1), &args, groups(b * c, BACKWARD.wg))?;
     Ok(dlogits)
