@@ -32,7 +32,8 @@ fn folded_batch_norms_give_the_same_embeddings_and_logits() {
             _ => continue,
         };
         let t = b.upload(&v, &[n]).unwrap();
-        let t = b.reshape(&t, &b.shape(net.params.get(&name)).to_vec()).unwrap();
+        let shape = b.shape(net.params.get(&name)).to_vec();
+        let t = b.reshape(&t, &shape).unwrap();
         net.params.set(&name, t);
     }
     let x = Batch::synthetic(3, 112, 5);

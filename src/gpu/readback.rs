@@ -83,7 +83,7 @@ impl AsyncReader {
             if s.state.load(Ordering::Acquire) != READY {
                 continue;
             }
-            let v: Vec<f32> = bytemuck::cast_slice(&s.buf.get_mapped_range(..).expect("mapped").to_vec()).to_vec();
+            let v: Vec<f32> = bytemuck::cast_slice(&s.buf.get_mapped_range(..).expect("mapped")).to_vec();
             s.buf.unmap();
             s.state.store(FREE, Ordering::Release);
             if newest.as_ref().is_none_or(|(t, _)| s.tag > *t) {

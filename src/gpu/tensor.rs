@@ -104,7 +104,7 @@ impl Tensor {
     pub fn view(&self, gpu: &Gpu, at: usize, shape: &[usize]) -> Result<Tensor> {
         let offset = self.offset + at as u64 * 4;
         let align = gpu.limits.min_storage_buffer_offset_alignment as u64;
-        if at + numel(shape) > self.numel() || offset % align != 0 {
+        if at + numel(shape) > self.numel() || !offset.is_multiple_of(align) {
             bail!("a view {shape:?} at {at} of {:?} is out of range or not {align}-byte aligned", self.shape);
         }
         Ok(Tensor { buf: self.buf.clone(), offset, shape: shape.to_vec() })

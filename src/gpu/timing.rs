@@ -180,7 +180,7 @@ impl SubmissionTimer {
         gpu.submitted();
         self.readback.map_async(wgpu::MapMode::Read, .., |r| r.expect("mapping timestamps"));
         wait(gpu);
-        let t: Vec<u64> = bytemuck::cast_slice(&self.readback.get_mapped_range(..).expect("mapped").to_vec()).to_vec();
+        let t: Vec<u64> = bytemuck::cast_slice(&self.readback.get_mapped_range(..).expect("mapped")).to_vec();
         self.readback.unmap();
         t[1].saturating_sub(t[0]) as f64 * gpu.queue.get_timestamp_period() as f64 * 1e-6
     }

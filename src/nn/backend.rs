@@ -14,6 +14,9 @@ use crate::kernels::maxpool::MaxPool;
 use crate::kernels::sgd::Sgd;
 use anyhow::Result;
 
+/// A packed tensor and a view of it per part (`Backend::pack`).
+pub type Packing<T> = (T, Vec<T>);
+
 pub trait Backend {
     /// A tensor handle; clones share storage.
     type T: Clone;
@@ -114,7 +117,7 @@ pub trait Backend {
     /// `parts` copied into one new tensor: it, and a view of it per part.
     /// `None` where the backend does not pack (the CPU references, which
     /// have no dispatches to save).
-    fn pack(&mut self, _parts: &[&Self::T]) -> Result<Option<(Self::T, Vec<Self::T>)>> {
+    fn pack(&mut self, _parts: &[&Self::T]) -> Result<Option<Packing<Self::T>>> {
         Ok(None)
     }
     /// Whether `view`'s storage lies in `packed`.

@@ -2,6 +2,7 @@
 //! encoder and submitted when results are read (or on `flush`), so a whole
 //! training step is one submission.
 
+use super::backend::Packing;
 use super::Backend;
 use crate::gpu::{Gpu, Recorder, Tensor};
 use crate::kernels::activation::{self, Act};
@@ -203,7 +204,7 @@ impl<'g> Backend for GpuBackend<'g> {
     }
     /// Each part starts at the adapter's storage-binding alignment, so every
     /// view binds on its own; the gaps are zeros.
-    fn pack(&mut self, parts: &[&Tensor]) -> Result<Option<(Tensor, Vec<Tensor>)>> {
+    fn pack(&mut self, parts: &[&Tensor]) -> Result<Option<Packing<Tensor>>> {
         let align = (self.gpu.limits.min_storage_buffer_offset_alignment as usize / 4).max(1);
         let mut at = Vec::with_capacity(parts.len());
         let mut total = 0;
