@@ -62,9 +62,9 @@ pub struct Gpu {
     pub info: wgpu::AdapterInfo,
     pub limits: wgpu::Limits,
     pub features: wgpu::Features,
-    pub(crate) pipelines: super::dispatch::PipelineCache,
-    pub(crate) bind_groups: super::dispatch::BindGroupCache,
-    pub(crate) arena: Mutex<Option<super::dispatch::Arena>>,
+    pub(crate) pipelines: super::binding::PipelineCache,
+    pub(crate) bind_groups: super::binding::BindGroupCache,
+    pub(crate) arena: Mutex<Option<super::binding::Arena>>,
     /// Bound where a kernel's optional input is absent (one per binding a
     /// dispatch may leave empty).
     pub(crate) placeholders: Vec<wgpu::Buffer>,

@@ -13,90 +13,16 @@
 //! pool hands them out in the same order) creates none; consecutive
 //! dispatches share one compute pass (wgpu orders the dispatches in a pass).
 
+use super::binding::{bind_group, Arena, BindKey, Bound, Kernel, ARENA_IDS, MAX_BIND_GROUPS};
 use super::counters::Event;
 use super::pool::Pooled;
-use super::{shaders::Shader, Gpu, Params, Tensor};
+use super::{Gpu, Params, Tensor};
 use anyhow::{bail, Result};
 use std::collections::HashMap;
-use std::num::NonZeroU64;
-use std::sync::{Arc, Mutex};
-
-/// One compute entry point, with its workgroup size as a pipeline constant
-/// (`override WG` in `shaders/common.wgsl`), so tiles can be tuned per device
-/// without editing shaders.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct Kernel {
-    pub shader: Shader,
-    pub entry: &'static str,
-    pub wg: u32,
-}
-
-impl Kernel {
-    pub const fn new(shader: Shader, entry: &'static str, wg: u32) -> Kernel {
-        Kernel { shader, entry, wg }
-    }
-}
-
-#[derive(Default)]
-pub(crate) struct PipelineCache(Mutex<HashMap<Kernel, (wgpu::ComputePipeline, wgpu::BindGroupLayout)>>);
-
-impl PipelineCache {
-    fn get(&self, gpu: &Gpu, k: Kernel) -> (wgpu::ComputePipeline, wgpu::BindGroupLayout) {
-        let mut map = self.0.lock().unwrap();
-        map.entry(k)
-            .or_insert_with(|| {
-                let module = gpu.device.create_shader_module(wgpu::ShaderModuleDescriptor {
-                    label: Some(k.shader.name()),
-                    source: wgpu::ShaderSource::Wgsl(k.shader.composed().into()),
-                });
-                let pipeline = gpu.device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-                    label: Some(k.entry),
-                    layout: None,
-                    module: &module,
-                    entry_point: Some(k.entry),
-                    compilation_options: wgpu::PipelineCompilationOptions {
-                        constants: &[("WG", k.wg as f64)],
-                        zero_initialize_workgroup_memory: false,
-                    },
-                    cache: None,
-                });
-                let layout = pipeline.get_bind_group_layout(0);
-                (pipeline, layout)
-            })
-            .clone()
-    }
-}
-
-/// Bind groups by (kernel, arena, parameter slot, size, (binding, buffer,
-/// offset) bound).
-type BindKey = (Kernel, u64, usize, u64, Vec<(u32, u64, u64)>);
-
-/// Beyond this many cached bind groups the cache starts afresh (a workload
-/// whose buffers never repeat would otherwise grow it without end).
-const MAX_BIND_GROUPS: usize = 20_000;
-
-#[derive(Default)]
-pub(crate) struct BindGroupCache(Mutex<HashMap<BindKey, wgpu::BindGroup>>);
-
-impl BindGroupCache {
-    pub(crate) fn clear(&self) {
-        self.0.lock().unwrap().clear();
-    }
-}
-
-/// The uniform buffer that holds every dispatch's parameters of a
-/// submission, one aligned slot each.
-pub(crate) struct Arena {
-    id: u64,
-    buf: wgpu::Buffer,
-    slots: usize,
-}
+use std::sync::Arc;
 
 /// Bytes of parameters one dispatch may have.
 const SLOT_BYTES: usize = 256;
-
-/// Arena ids live above the pool's buffer ids.
-const ARENA_IDS: u64 = 1 << 62;
 
 /// A storage binding: its number in the shader and the tensor bound there
 /// (`None` binds a placeholder for an absent optional input such as a bias).
@@ -115,16 +41,6 @@ pub fn grid(n: u64, limit: u32) -> Result<(u32, u32)> {
         bail!("a dispatch of {n} workgroups exceeds {limit}x{limit}");
     }
     Ok((limit as u32, y as u32))
-}
-
-/// A tensor's storage as bound: buffer, byte offset, byte size.
-#[derive(Clone)]
-struct Bound(Arc<Pooled>, u64, u64);
-
-impl Bound {
-    fn of(t: &Tensor) -> Bound {
-        Bound(t.buf.clone(), t.offset, t.bytes())
-    }
 }
 
 enum Command {
@@ -268,9 +184,33 @@ impl<'g> Recorder<'g> {
     /// timestamp resolve), in one command buffer.
     pub fn submit_then(self, after: impl FnOnce(&mut wgpu::CommandEncoder)) -> wgpu::SubmissionIndex {
         let gpu = self.gpu;
-        let slots = self.words.len() / self.stride;
         let mut arena = gpu.arena.lock().unwrap();
-        if slots > 0 && arena.as_ref().is_none_or(|a| a.slots < slots) {
+        self.fill_arena(&mut arena);
+        let mut binds = gpu.bind_groups.0.lock().unwrap();
+        if binds.len() > MAX_BIND_GROUPS {
+            binds.clear();
+        }
+        let index = gpu.submit(|enc| {
+            self.encode(enc, arena.as_ref(), &mut binds);
+            after(enc);
+        });
+        drop(binds);
+        drop(arena);
+        // The recorded buffers' last uses are submitted: they may be reused.
+        drop(self.commands);
+        gpu.submitted();
+        index
+    }
+
+    /// Grows the arena to this submission's slots if needed and queues
+    /// their parameters (written before the submission's commands run).
+    fn fill_arena(&self, arena: &mut Option<Arena>) {
+        let gpu = self.gpu;
+        let slots = self.words.len() / self.stride;
+        if slots == 0 {
+            return;
+        }
+        if arena.as_ref().is_none_or(|a| a.slots < slots) {
             let grown = slots.max(arena.as_ref().map_or(0, |a| a.slots * 2)).max(256);
             let size = (grown * self.stride * 4) as u64;
             let buf = gpu.device.create_buffer(&wgpu::BufferDescriptor {
@@ -284,118 +224,97 @@ impl<'g> Recorder<'g> {
             let id = ARENA_IDS + arena.as_ref().map_or(0, |a| a.id - ARENA_IDS + 1);
             *arena = Some(Arena { id, buf, slots: grown });
         }
-        if let Some(a) = arena.as_ref().filter(|_| slots > 0) {
-            gpu.queue.write_buffer(&a.buf, 0, bytemuck::cast_slice(&self.words));
-        }
+        let a = arena.as_ref().expect("grown above");
+        gpu.queue.write_buffer(&a.buf, 0, bytemuck::cast_slice(&self.words));
+    }
+
+    /// The commands into `enc`: consecutive dispatches in one compute pass
+    /// (a timed dispatch in its own), copies between passes.
+    fn encode(
+        &self,
+        enc: &mut wgpu::CommandEncoder,
+        arena: Option<&Arena>,
+        binds: &mut HashMap<BindKey, wgpu::BindGroup>,
+    ) {
+        let gpu = self.gpu;
         let align = (self.stride * 4) as u64;
-        let mut binds = gpu.bind_groups.0.lock().unwrap();
-        if binds.len() > MAX_BIND_GROUPS {
-            binds.clear();
+        let timing = self.submission_timing();
+        let mut pass: Option<wgpu::ComputePass<'static>> = None;
+        for (i, cmd) in self.commands.iter().enumerate() {
+            match cmd {
+                Command::Dispatch { kernel, slot, bytes, args, grid, timestamps } => {
+                    let a = arena.expect("an arena for recorded dispatches");
+                    let (pipeline, layout) = gpu.pipelines.get(gpu, *kernel);
+                    let bound = args
+                        .iter()
+                        .map(|(b, t)| (*b, t.as_ref().map_or(0, |t| t.0.id()), t.as_ref().map_or(0, |t| t.1)));
+                    let key: BindKey = (*kernel, a.id, *slot, *bytes, bound.collect());
+                    let group = binds.entry(key).or_insert_with(|| {
+                        gpu.counters.add(Event::BindGroupCreated, 1);
+                        bind_group(gpu, &layout, a, *slot as u64 * align, *bytes, args)
+                    });
+                    if timestamps.is_some() || pass.is_none() {
+                        drop(pass.take());
+                        let desc = wgpu::ComputePassDescriptor {
+                            label: None,
+                            timestamp_writes: self.pass_timestamps(i, *timestamps, timing),
+                        };
+                        pass = Some(enc.begin_compute_pass(&desc).forget_lifetime());
+                        gpu.counters.add(Event::ComputePass, 1);
+                    }
+                    let p = pass.as_mut().expect("a pass is open");
+                    p.set_pipeline(&pipeline);
+                    p.set_bind_group(0, &*group, &[]);
+                    p.dispatch_workgroups(grid.0, grid.1, 1);
+                    gpu.counters.add(Event::Dispatch, 1);
+                    if timestamps.is_some() {
+                        drop(pass.take());
+                    }
+                }
+                Command::Copy { src, src_at, dst, dst_at, bytes } => {
+                    drop(pass.take());
+                    enc.copy_buffer_to_buffer(src.buffer(), *src_at, dst.buffer(), *dst_at, *bytes);
+                }
+                Command::ToHost { src: Bound(buf, offset, bytes), dst } => {
+                    drop(pass.take());
+                    enc.copy_buffer_to_buffer(buf.buffer(), *offset, dst, 0, *bytes);
+                }
+            }
         }
-        // For `time_submission`: the first dispatch, and the last copy before
-        // the last dispatch (a pass begun after it holds the last dispatch).
+    }
+
+    /// For `time_submission`: the first dispatch's index, and the index of
+    /// the last copy before the last dispatch (a pass begun after it holds
+    /// the last dispatch).
+    fn submission_timing(&self) -> (Option<usize>, Option<usize>) {
         let is_dispatch = |c: &Command| matches!(c, Command::Dispatch { .. });
         let first = self.commands.iter().position(is_dispatch);
         let last = self.commands.iter().rposition(is_dispatch);
-        let last_break = last.and_then(|l| self.commands[..l].iter().rposition(|c| !is_dispatch(c)));
-        let index = gpu.submit(|enc| {
-            let mut pass: Option<wgpu::ComputePass<'static>> = None;
-            for (i, cmd) in self.commands.iter().enumerate() {
-                match cmd {
-                    Command::Dispatch { kernel, slot, bytes, args, grid, timestamps } => {
-                        let a = arena.as_ref().expect("an arena for recorded dispatches");
-                        let (pipeline, layout) = gpu.pipelines.get(gpu, *kernel);
-                        let key: BindKey = (
-                            *kernel,
-                            a.id,
-                            *slot,
-                            *bytes,
-                            args.iter()
-                                .map(|(b, t)| (*b, t.as_ref().map_or(0, |t| t.0.id()), t.as_ref().map_or(0, |t| t.1)))
-                                .collect(),
-                        );
-                        let group = binds.entry(key).or_insert_with(|| {
-                            gpu.counters.add(Event::BindGroupCreated, 1);
-                            bind_group(gpu, &layout, a, *slot as u64 * align, *bytes, args)
-                        });
-                        if timestamps.is_some() || pass.is_none() {
-                            drop(pass.take());
-                            let holds_last = last_break.is_none_or(|b| i > b);
-                            let timestamp_writes = match (timestamps, &self.whole) {
-                                (Some(t), _) => Some(wgpu::ComputePassTimestampWrites {
-                                    query_set: self.timestamps.expect("timed").0,
-                                    beginning_of_pass_write_index: Some(*t),
-                                    end_of_pass_write_index: Some(t + 1),
-                                }),
-                                (None, Some(set)) if first == Some(i) || holds_last => {
-                                    Some(wgpu::ComputePassTimestampWrites {
-                                        query_set: set,
-                                        beginning_of_pass_write_index: (first == Some(i)).then_some(0),
-                                        end_of_pass_write_index: holds_last.then_some(1),
-                                    })
-                                }
-                                _ => None,
-                            };
-                            let desc = wgpu::ComputePassDescriptor { label: None, timestamp_writes };
-                            pass = Some(enc.begin_compute_pass(&desc).forget_lifetime());
-                            gpu.counters.add(Event::ComputePass, 1);
-                        }
-                        let p = pass.as_mut().expect("a pass is open");
-                        p.set_pipeline(&pipeline);
-                        p.set_bind_group(0, &*group, &[]);
-                        p.dispatch_workgroups(grid.0, grid.1, 1);
-                        gpu.counters.add(Event::Dispatch, 1);
-                        if timestamps.is_some() {
-                            drop(pass.take());
-                        }
-                    }
-                    Command::Copy { src, src_at, dst, dst_at, bytes } => {
-                        drop(pass.take());
-                        enc.copy_buffer_to_buffer(src.buffer(), *src_at, dst.buffer(), *dst_at, *bytes);
-                    }
-                    Command::ToHost { src: Bound(buf, offset, bytes), dst } => {
-                        drop(pass.take());
-                        enc.copy_buffer_to_buffer(buf.buffer(), *offset, dst, 0, *bytes);
-                    }
-                }
-            }
-            drop(pass);
-            after(enc);
-        });
-        drop(binds);
-        drop(arena);
-        // The recorded buffers' last uses are submitted: they may be reused.
-        drop(self.commands);
-        gpu.submitted();
-        index
+        (first, last.and_then(|l| self.commands[..l].iter().rposition(|c| !is_dispatch(c))))
     }
-}
 
-fn bind_group(
-    gpu: &Gpu,
-    layout: &wgpu::BindGroupLayout,
-    arena: &Arena,
-    offset: u64,
-    bytes: u64,
-    args: &[(u32, Option<Bound>)],
-) -> wgpu::BindGroup {
-    let uniform = wgpu::BufferBinding { buffer: &arena.buf, offset, size: NonZeroU64::new(bytes) };
-    let mut entries = vec![wgpu::BindGroupEntry { binding: 0, resource: wgpu::BindingResource::Buffer(uniform) }];
-    // Absent optional inputs get a placeholder each: one shared buffer
-    // bound both read-only and read-write would be a usage conflict.
-    let mut spare = gpu.placeholders.iter();
-    for (binding, t) in args {
-        let resource = match t {
-            Some(Bound(buf, offset, bytes)) => wgpu::BindingResource::Buffer(wgpu::BufferBinding {
-                buffer: buf.buffer(),
-                offset: *offset,
-                size: NonZeroU64::new(*bytes),
+    /// The timestamps of a pass begun at command `i`.
+    fn pass_timestamps(
+        &self,
+        i: usize,
+        timed: Option<u32>,
+        (first, last_break): (Option<usize>, Option<usize>),
+    ) -> Option<wgpu::ComputePassTimestampWrites<'_>> {
+        let holds_last = last_break.is_none_or(|b| i > b);
+        match (timed, &self.whole) {
+            (Some(t), _) => Some(wgpu::ComputePassTimestampWrites {
+                query_set: self.timestamps.expect("timed").0,
+                beginning_of_pass_write_index: Some(t),
+                end_of_pass_write_index: Some(t + 1),
             }),
-            None => spare.next().expect("enough placeholders for one dispatch").as_entire_binding(),
-        };
-        entries.push(wgpu::BindGroupEntry { binding: *binding, resource });
+            (None, Some(set)) if first == Some(i) || holds_last => Some(wgpu::ComputePassTimestampWrites {
+                query_set: set,
+                beginning_of_pass_write_index: (first == Some(i)).then_some(0),
+                end_of_pass_write_index: holds_last.then_some(1),
+            }),
+            _ => None,
+        }
     }
-    gpu.device.create_bind_group(&wgpu::BindGroupDescriptor { label: None, layout, entries: &entries })
 }
 
 /// Workgroups needed for `threads` threads of `wg` each.

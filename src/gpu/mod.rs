@@ -1,6 +1,7 @@
 //! GPU plumbing: adapter and device, tensors, pipelines and command
 //! recording, kernel parameters, and the timing of recorded work.
 
+mod binding;
 mod context;
 pub mod counters;
 pub mod dispatch;
@@ -11,9 +12,10 @@ pub mod shaders;
 mod tensor;
 pub mod timing;
 
+pub use binding::Kernel;
 pub use context::{AdapterReport, Gpu, GpuOptions, NO_ADAPTER_HELP};
 pub use counters::Counts;
-pub use dispatch::{groups, Arg, Kernel, Recorder};
+pub use dispatch::{groups, Arg, Recorder};
 pub use params::{Params, Word};
 pub use shaders::Shader;
 pub use tensor::{numel, Tensor};

@@ -1,0 +1,121 @@
+//! What a dispatch binds, made once and kept: compute pipelines (one per
+//! entry point and workgroup size), bind groups (by kernel, parameter slot
+//! and the buffers bound) and the uniform arena that holds every dispatch's
+//! parameters. `dispatch::Recorder` uses them; nothing else does.
+
+use super::pool::Pooled;
+use super::{shaders::Shader, Gpu, Tensor};
+use std::collections::HashMap;
+use std::num::NonZeroU64;
+use std::sync::{Arc, Mutex};
+
+/// One compute entry point, with its workgroup size as a pipeline constant
+/// (`override WG` in `shaders/common.wgsl`), so tiles can be tuned per device
+/// without editing shaders.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Kernel {
+    pub shader: Shader,
+    pub entry: &'static str,
+    pub wg: u32,
+}
+
+impl Kernel {
+    pub const fn new(shader: Shader, entry: &'static str, wg: u32) -> Kernel {
+        Kernel { shader, entry, wg }
+    }
+}
+
+#[derive(Default)]
+pub(crate) struct PipelineCache(Mutex<HashMap<Kernel, (wgpu::ComputePipeline, wgpu::BindGroupLayout)>>);
+
+impl PipelineCache {
+    pub(crate) fn get(&self, gpu: &Gpu, k: Kernel) -> (wgpu::ComputePipeline, wgpu::BindGroupLayout) {
+        let mut map = self.0.lock().unwrap();
+        map.entry(k)
+            .or_insert_with(|| {
+                let module = gpu.device.create_shader_module(wgpu::ShaderModuleDescriptor {
+                    label: Some(k.shader.name()),
+                    source: wgpu::ShaderSource::Wgsl(k.shader.composed().into()),
+                });
+                let pipeline = gpu.device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                    label: Some(k.entry),
+                    layout: None,
+                    module: &module,
+                    entry_point: Some(k.entry),
+                    compilation_options: wgpu::PipelineCompilationOptions {
+                        constants: &[("WG", k.wg as f64)],
+                        zero_initialize_workgroup_memory: false,
+                    },
+                    cache: None,
+                });
+                let layout = pipeline.get_bind_group_layout(0);
+                (pipeline, layout)
+            })
+            .clone()
+    }
+}
+
+/// Bind groups by (kernel, arena, parameter slot, size, (binding, buffer,
+/// offset) bound).
+pub(crate) type BindKey = (Kernel, u64, usize, u64, Vec<(u32, u64, u64)>);
+
+/// Beyond this many cached bind groups the cache starts afresh (a workload
+/// whose buffers never repeat would otherwise grow it without end).
+pub(crate) const MAX_BIND_GROUPS: usize = 20_000;
+
+#[derive(Default)]
+pub(crate) struct BindGroupCache(pub(crate) Mutex<HashMap<BindKey, wgpu::BindGroup>>);
+
+impl BindGroupCache {
+    pub(crate) fn clear(&self) {
+        self.0.lock().unwrap().clear();
+    }
+}
+
+/// The uniform buffer that holds every dispatch's parameters of a
+/// submission, one aligned slot each.
+pub(crate) struct Arena {
+    pub(crate) id: u64,
+    pub(crate) buf: wgpu::Buffer,
+    pub(crate) slots: usize,
+}
+
+/// Arena ids live above the pool's buffer ids.
+pub(crate) const ARENA_IDS: u64 = 1 << 62;
+
+/// A tensor's storage as bound: buffer, byte offset, byte size.
+#[derive(Clone)]
+pub(crate) struct Bound(pub Arc<Pooled>, pub u64, pub u64);
+
+impl Bound {
+    pub(crate) fn of(t: &Tensor) -> Bound {
+        Bound(t.buf.clone(), t.offset, t.bytes())
+    }
+}
+
+pub(crate) fn bind_group(
+    gpu: &Gpu,
+    layout: &wgpu::BindGroupLayout,
+    arena: &Arena,
+    offset: u64,
+    bytes: u64,
+    args: &[(u32, Option<Bound>)],
+) -> wgpu::BindGroup {
+    let uniform = wgpu::BufferBinding { buffer: &arena.buf, offset, size: NonZeroU64::new(bytes) };
+    let mut entries = vec![wgpu::BindGroupEntry { binding: 0, resource: wgpu::BindingResource::Buffer(uniform) }];
+    // Absent optional inputs get a placeholder each: one shared buffer
+    // bound both read-only and read-write would be a usage conflict.
+    let mut spare = gpu.placeholders.iter();
+    for (binding, t) in args {
+        let resource = match t {
+            Some(Bound(buf, offset, bytes)) => wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                buffer: buf.buffer(),
+                offset: *offset,
+                size: NonZeroU64::new(*bytes),
+            }),
+            None => spare.next().expect("enough placeholders for one dispatch").as_entire_binding(),
+        };
+        entries.push(wgpu::BindGroupEntry { binding: *binding, resource });
+    }
+    gpu.device.create_bind_group(&wgpu::BindGroupDescriptor { label: None, layout, entries: &entries })
+}
