@@ -182,6 +182,17 @@ impl Gpu {
         }
     }
 
+    /// Maps `staging` (the destination of a copy in submission `index`),
+    /// waits for it and returns its bytes: a blocking read-back.
+    pub(crate) fn read_mapped(&self, staging: &wgpu::Buffer, index: wgpu::SubmissionIndex) -> Vec<u8> {
+        self.counters.add(Event::BlockingReadback, 1);
+        staging.map_async(wgpu::MapMode::Read, .., |r| r.expect("mapping a read-back buffer"));
+        self.wait(Some(index));
+        let out = staging.get_mapped_range(..).expect("mapped range").to_vec();
+        staging.unmap();
+        out
+    }
+
     /// Blocks until the GPU has finished `index` (or everything submitted).
     pub fn wait(&self, index: Option<wgpu::SubmissionIndex>) {
         let poll = match index {

@@ -93,3 +93,17 @@ impl AsyncReader {
         newest
     }
 }
+
+/// Submits `rec` with a copy of `t` behind it and waits for the values: the
+/// recorded work and the read in one submission.
+pub fn read_now(mut rec: Recorder, t: &Tensor) -> Vec<f32> {
+    let gpu = rec.gpu();
+    if t.numel() == 0 {
+        rec.submit();
+        return Vec::new();
+    }
+    let staging = gpu.pool.get(&gpu.device, &gpu.counters, t.bytes(), super::tensor::READBACK, false);
+    rec.copy_to_host(t, staging.buffer());
+    let index = rec.submit();
+    bytemuck::cast_slice(&gpu.read_mapped(staging.buffer(), index)).to_vec()
+}

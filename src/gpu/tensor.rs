@@ -5,7 +5,6 @@
 //! Buffers come from the device's caching pool (`pool`) and go back to it
 //! when the last view drops.
 
-use super::counters::Event;
 use super::pool::Pooled;
 use super::Gpu;
 use anyhow::{bail, Result};
@@ -22,6 +21,9 @@ pub struct Tensor {
 
 const USAGE: wgpu::BufferUsages =
     wgpu::BufferUsages::STORAGE.union(wgpu::BufferUsages::COPY_SRC).union(wgpu::BufferUsages::COPY_DST);
+
+/// Host-mappable buffers that tensors are copied into to be read.
+pub(crate) const READBACK: wgpu::BufferUsages = wgpu::BufferUsages::MAP_READ.union(wgpu::BufferUsages::COPY_DST);
 
 pub fn numel(shape: &[usize]) -> usize {
     shape.iter().product()
@@ -143,17 +145,10 @@ impl Tensor {
         if size == 0 {
             return Vec::new();
         }
-        let usage = wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST;
-        let staging = gpu.pool.get(&gpu.device, &gpu.counters, size, usage, false);
+        let staging = gpu.pool.get(&gpu.device, &gpu.counters, size, READBACK, false);
         let index =
             gpu.submit(|enc| enc.copy_buffer_to_buffer(self.buf.buffer(), self.offset, staging.buffer(), 0, size));
         gpu.submitted();
-        gpu.counters.add(Event::BlockingReadback, 1);
-        let s = staging.buffer();
-        s.map_async(wgpu::MapMode::Read, .., |r| r.expect("mapping a read-back buffer"));
-        gpu.wait(Some(index));
-        let out = s.get_mapped_range(..).expect("mapped range").to_vec();
-        s.unmap();
-        out
+        gpu.read_mapped(staging.buffer(), index)
     }
 }

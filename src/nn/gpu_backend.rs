@@ -4,6 +4,7 @@
 
 use super::backend::Packing;
 use super::Backend;
+use crate::gpu::readback::read_now;
 use crate::gpu::{Gpu, Recorder, Tensor};
 use crate::kernels::activation::{self, Act};
 use crate::kernels::arcface::{self, ArcFace, ArcSaved};
@@ -63,8 +64,7 @@ impl<'g> Backend for GpuBackend<'g> {
         Tensor::from_u32(self.gpu, labels, &[labels.len()])
     }
     fn download(&mut self, t: &Tensor) -> Vec<f32> {
-        self.flush();
-        t.to_vec(self.gpu)
+        read_now(std::mem::replace(&mut self.rec, Recorder::new(self.gpu)), t)
     }
     fn shape<'a>(&self, t: &'a Tensor) -> &'a [usize] {
         &t.shape
