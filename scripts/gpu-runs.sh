@@ -76,6 +76,8 @@ done
 step "training throughput, batch 32"
 timeout 120 "$A" bench train --model mobilefacenet --batch 32 --steps 5 --json | tee "$OUT/bench_train_mfn.json"
 timeout 120 "$A" bench train --model mininet --input 112 --batch 32 --steps 5 --json | tee "$OUT/bench_train_mini.json"
+step "inference throughput, batch 32"
+timeout 120 "$A" bench infer --batch 32 --calls 5 --json | tee "$OUT/bench_infer_mfn.json"
 
 step "kernel table, batch 32"
 timeout 120 "$A" bench kernels --batch 32 --repeats 5 --json >"$OUT/bench_kernels.json"
