@@ -55,9 +55,13 @@ impl PipelineCache {
     }
 }
 
+/// Storage bindings one dispatch may have (`bn_act`'s backward has 11).
+pub(crate) const MAX_ARGS: usize = 16;
+
 /// Bind groups by (kernel, arena, parameter slot, size, (binding, buffer,
-/// offset) bound).
-pub(crate) type BindKey = (Kernel, u64, usize, u64, Vec<(u32, u64, u64)>);
+/// offset) bound, unused entries zero): a fixed-size key, so a cache lookup
+/// allocates nothing.
+pub(crate) type BindKey = (Kernel, u64, usize, u64, [(u32, u64, u64); MAX_ARGS]);
 
 /// Beyond this many cached bind groups the cache starts afresh (a workload
 /// whose buffers never repeat would otherwise grow it without end).

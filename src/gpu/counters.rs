@@ -56,6 +56,13 @@ impl Counters {
         c.fetch_add(n, Ordering::Relaxed);
     }
 
+    /// Runs `f` and returns what it asked of the device.
+    pub fn during<T>(&self, f: impl FnOnce() -> T) -> (T, Counts) {
+        let before = self.read();
+        let out = f();
+        (out, self.read().since(&before))
+    }
+
     pub fn read(&self) -> Counts {
         let r = |c: &AtomicU64| c.load(Ordering::Relaxed);
         Counts {

@@ -13,13 +13,11 @@
 //! pool hands them out in the same order) creates none; consecutive
 //! dispatches share one compute pass (wgpu orders the dispatches in a pass).
 
-use super::binding::{bind_group, Arena, BindKey, Bound, Kernel, ARENA_IDS, MAX_BIND_GROUPS};
+use super::binding::{bind_group, Arena, BindKey, Bound, Kernel, ARENA_IDS, MAX_ARGS, MAX_BIND_GROUPS};
 use super::counters::Event;
-use super::pool::Pooled;
 use super::{Gpu, Params, Tensor};
 use anyhow::{bail, Result};
 use std::collections::HashMap;
-use std::sync::Arc;
 
 /// Bytes of parameters one dispatch may have.
 const SLOT_BYTES: usize = 256;
@@ -55,18 +53,10 @@ enum Command {
         /// Timestamp slots of a timed dispatch (its own pass).
         timestamps: Option<u32>,
     },
-    Copy {
-        src: Arc<Pooled>,
-        src_at: u64,
-        dst: Arc<Pooled>,
-        dst_at: u64,
-        bytes: u64,
-    },
-    /// Into a host-mappable buffer (`readback::AsyncReader`).
-    ToHost {
-        src: Bound,
-        dst: wgpu::Buffer,
-    },
+    /// Buffer to buffer, offsets in bytes. A tensor dropped while this is
+    /// recorded stays out of the pool's hands until the submission, so the
+    /// buffers alone are kept.
+    Copy { src: wgpu::Buffer, src_at: u64, dst: wgpu::Buffer, dst_at: u64, bytes: u64 },
 }
 
 pub struct Recorder<'g> {
@@ -130,6 +120,9 @@ impl<'g> Recorder<'g> {
                 }
             }
         }
+        if args.len() > MAX_ARGS {
+            bail!("kernel `{}`: {} storage bindings, over {MAX_ARGS}", kernel.entry, args.len());
+        }
         params.check(kernel.shader, kernel.entry)?;
         let grid = grid(workgroups, gpu.grid_limit)?;
         let padded = params.padded();
@@ -161,9 +154,9 @@ impl<'g> Recorder<'g> {
             bail!("copy of {len} elements out of range ({:?} at {src_at} -> {:?} at {dst_at})", src.shape, dst.shape);
         }
         self.commands.push(Command::Copy {
-            src: src.buf.clone(),
+            src: src.buf.buffer().clone(),
             src_at: src.offset + src_at as u64 * 4,
-            dst: dst.buf.clone(),
+            dst: dst.buf.buffer().clone(),
             dst_at: dst.offset + dst_at as u64 * 4,
             bytes: len as u64 * 4,
         });
@@ -172,7 +165,8 @@ impl<'g> Recorder<'g> {
 
     /// Copies `src` into the start of a host-mappable buffer.
     pub fn copy_to_host(&mut self, src: &Tensor, dst: &wgpu::Buffer) {
-        self.commands.push(Command::ToHost { src: Bound::of(src), dst: dst.clone() });
+        let (src_at, bytes) = (src.offset, src.bytes());
+        self.commands.push(Command::Copy { src: src.buf.buffer().clone(), src_at, dst: dst.clone(), dst_at: 0, bytes });
     }
 
     /// Submits everything recorded, in one command buffer.
@@ -245,10 +239,11 @@ impl<'g> Recorder<'g> {
                 Command::Dispatch { kernel, slot, bytes, args, grid, timestamps } => {
                     let a = arena.expect("an arena for recorded dispatches");
                     let (pipeline, layout) = gpu.pipelines.get(gpu, *kernel);
-                    let bound = args
-                        .iter()
-                        .map(|(b, t)| (*b, t.as_ref().map_or(0, |t| t.0.id()), t.as_ref().map_or(0, |t| t.1)));
-                    let key: BindKey = (*kernel, a.id, *slot, *bytes, bound.collect());
+                    let mut bound = [(0, 0, 0); MAX_ARGS];
+                    for (k, (b, t)) in bound.iter_mut().zip(args) {
+                        *k = (*b, t.as_ref().map_or(0, |t| t.0.id()), t.as_ref().map_or(0, |t| t.1));
+                    }
+                    let key: BindKey = (*kernel, a.id, *slot, *bytes, bound);
                     let group = binds.entry(key).or_insert_with(|| {
                         gpu.counters.add(Event::BindGroupCreated, 1);
                         bind_group(gpu, &layout, a, *slot as u64 * align, *bytes, args)
@@ -273,11 +268,7 @@ impl<'g> Recorder<'g> {
                 }
                 Command::Copy { src, src_at, dst, dst_at, bytes } => {
                     drop(pass.take());
-                    enc.copy_buffer_to_buffer(src.buffer(), *src_at, dst.buffer(), *dst_at, *bytes);
-                }
-                Command::ToHost { src: Bound(buf, offset, bytes), dst } => {
-                    drop(pass.take());
-                    enc.copy_buffer_to_buffer(buf.buffer(), *offset, dst, 0, *bytes);
+                    enc.copy_buffer_to_buffer(src, *src_at, dst, *dst_at, *bytes);
                 }
             }
         }

@@ -66,9 +66,10 @@ impl AsyncReader {
             if s.state.load(Ordering::Acquire) == COPYING {
                 s.state.store(MAPPING, Ordering::Release);
                 let state = s.state.clone();
+                // A failed map (the reader dropped on an error path before the
+                // copy finished) frees the slot; nobody waits for it.
                 s.buf.map_async(wgpu::MapMode::Read, .., move |r| {
-                    r.expect("mapping a read-back buffer");
-                    state.store(READY, Ordering::Release);
+                    state.store(if r.is_ok() { READY } else { FREE }, Ordering::Release);
                 });
             }
         }

@@ -33,7 +33,7 @@ pub struct Net<B: Backend> {
     /// Train the head only: no backbone gradients, no backbone updates.
     pub freeze_backbone: bool,
     /// Batch norms folded into the convolutions for eval mode
-    /// (`fold_batch_norms`); dropped by a training step.
+    /// (`fold_batch_norms`); dropped by any train-mode pass.
     folded: Option<Folded<B::T>>,
 }
 
@@ -103,6 +103,10 @@ impl<B: Backend> Net<B> {
             let (emb, saved) = graph::run(&g, b, &w, x, train)?;
             return Ok((emb, Backbone::Graph(saved.unwrap_or_else(graph::Saved::empty))));
         }
+        if train {
+            // Batch statistics update the running ones the folds were made from.
+            self.folded = None;
+        }
         let mut h = x.clone();
         let mut caches = Vec::new();
         for block in self.spec.blocks() {
@@ -119,7 +123,8 @@ impl<B: Backend> Net<B> {
 
     /// Folds every batch norm into its convolution for eval mode (inference:
     /// one convolution with a bias instead of a convolution and a
-    /// normalisation). A training step drops the folded weights.
+    /// normalisation). A train-mode pass drops the folded weights; values
+    /// set in `params` afterwards need another fold.
     pub fn fold_batch_norms(&mut self, b: &mut B) -> Result<()> {
         let mut f = Folded::new();
         for block in self.spec.blocks() {
@@ -159,7 +164,6 @@ impl<B: Backend> Net<B> {
     /// Training-mode forward pass: logits with the ArcFace margin on the true
     /// class. Saves what `backward` needs.
     pub fn forward_train(&mut self, b: &mut B, x: &B::T, labels: &B::T) -> Result<B::T> {
-        self.folded = None;
         let n = self.check_input(b, x)?;
         match self.spec.arch {
             Arch::MobileFaceNet | Arch::Imported => {

@@ -95,13 +95,17 @@ impl<T: Clone> ParamStore<T> {
                 p.velocity = Some(b.zeros(&shape)?);
             }
         }
-        if !self.packed_for(b, &members) {
+        let repacked = !self.packed_for(b, &members);
+        if repacked {
             self.packed = self.pack(b, &members)?;
         }
         match &self.packed {
             Some(k) => {
-                for (view, &i) in k.grad_views.iter().zip(&k.members) {
-                    b.copy(self.params[i].grad.as_ref().expect("checked above"), view)?;
+                // Packing copied this step's gradients already.
+                if !repacked {
+                    for (view, &i) in k.grad_views.iter().zip(&k.members) {
+                        b.copy(self.params[i].grad.as_ref().expect("checked above"), view)?;
+                    }
                 }
                 b.sgd(h, &k.values, &k.grads, &k.velocities)
             }

@@ -61,9 +61,8 @@ pub fn step_throughput<'g>(
         step(false)?;
         gpu.wait(None);
     }
-    let before = gpu.counters.read();
-    let (index, record_s) = step(true)?;
-    let per_step = gpu.counters.read().since(&before);
+    let (counted, per_step) = gpu.counters.during(|| step(true));
+    let (index, record_s) = counted?;
     gpu.wait(Some(index));
     let gpu_ms = timer.as_ref().map(|t| t.read_ms(gpu));
 

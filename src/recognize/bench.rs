@@ -51,9 +51,8 @@ pub fn infer_throughput<'g>(
     for _ in 0..WARMUP_CALLS {
         call(b)?;
     }
-    let before = gpu.counters.read();
-    call(b)?;
-    let per_call = gpu.counters.read().since(&before);
+    let (counted, per_call) = gpu.counters.during(|| call(b));
+    counted?;
     let mut times = Vec::new();
     for _ in 0..calls.max(1) {
         let start = Instant::now();
