@@ -9,6 +9,10 @@ struct Params {
     cout: u32, ho: u32, wo: u32,
     kh: u32, kw: u32, stride: u32, pad: u32, groups: u32,
     has_bias: u32,
+    // Weight gradients: the (n, oy) output rows are cut into `slices`
+    // slices of `rows_per_slice`; with more than one, `dw` holds one partial
+    // gradient per slice, summed by reduce.wgsl's sum_slices.
+    slices: u32, rows_per_slice: u32,
 }
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> x: array<f32>;
@@ -85,13 +89,26 @@ fn backward_input(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups
     dx[i] = acc;
 }
 
-// One thread per weight element (co, ci, ky, kx): reduces over (n, oy, ox).
+// The output rows [first, last) of a weight-gradient slice, and where the
+// first starts as (n, oy).
+struct Rows { first: u32, last: u32, n: u32, oy: u32 }
+fn slice_rows(slice: u32) -> Rows {
+    let first = slice * p.rows_per_slice;
+    let last = min(first + p.rows_per_slice, p.n * p.ho);
+    return Rows(first, last, first / p.ho, first % p.ho);
+}
+
+// One thread per weight element (co, ci, ky, kx) and slice: reduces over
+// the slice's (n, oy) rows and every ox.
 @compute @workgroup_size(WG)
 fn backward_weight(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                    @builtin(local_invocation_index) lid: u32) {
     let cin_g = p.cin / p.groups;
-    let i = flat_thread(wid, nwg, lid);
-    if (i >= p.cout * cin_g * p.kh * p.kw) { return; }
+    let weights = p.cout * cin_g * p.kh * p.kw;
+    let t = flat_thread(wid, nwg, lid);
+    if (t >= weights * p.slices) { return; }
+    let slice = t / weights;
+    let i = t - slice * weights;
     let kx = i % p.kw;
     let ky = (i / p.kw) % p.kh;
     let ci = (i / (p.kw * p.kh)) % cin_g;
@@ -99,20 +116,24 @@ fn backward_weight(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroup
     let c = (co / (p.cout / p.groups)) * cin_g + ci;
     // Output rows/cols whose window reaches inside the input at this tap.
     var acc = 0.0;
-    for (var n = 0u; n < p.n; n++) {
-        let xbase = (n * p.cin + c) * p.h * p.w;
-        let dybase = (n * p.cout + co) * p.ho * p.wo;
-        for (var oy = 0u; oy < p.ho; oy++) {
-            let iy = i32(oy * p.stride + ky) - i32(p.pad);
-            if (iy < 0 || iy >= i32(p.h)) { continue; }
+    let rows = slice_rows(slice);
+    var n = rows.n;
+    var oy = rows.oy;
+    for (var r = rows.first; r < rows.last; r++) {
+        let iy = i32(oy * p.stride + ky) - i32(p.pad);
+        if (iy >= 0 && iy < i32(p.h)) {
+            let xrow = ((n * p.cin + c) * p.h + u32(iy)) * p.w;
+            let dyrow = ((n * p.cout + co) * p.ho + oy) * p.wo;
             for (var ox = 0u; ox < p.wo; ox++) {
                 let ix = i32(ox * p.stride + kx) - i32(p.pad);
                 if (ix < 0 || ix >= i32(p.w)) { continue; }
-                acc += dy[dybase + oy * p.wo + ox] * x[xbase + u32(iy) * p.w + u32(ix)];
+                acc += dy[dyrow + ox] * x[xrow + u32(ix)];
             }
         }
+        oy++;
+        if (oy == p.ho) { oy = 0u; n++; }
     }
-    dw[i] = acc;
+    dw[t] = acc;
 }
 
 // ---------------------------------------------------------------------------
@@ -215,8 +236,11 @@ fn backward_input_blocked(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_wo
 fn backward_weight_blocked(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                            @builtin(local_invocation_index) lid: u32) {
     let cin_g = p.cin / p.groups;
-    let i = flat_thread(wid, nwg, lid);
-    if (i >= p.cout * cin_g * p.kh) { return; }
+    let tap_rows = p.cout * cin_g * p.kh;
+    let t = flat_thread(wid, nwg, lid);
+    if (t >= tap_rows * p.slices) { return; }
+    let slice = t / tap_rows;
+    let i = t - slice * tap_rows;
     let ky = i % p.kh;
     let ci = (i / p.kh) % cin_g;
     let co = i / (p.kh * cin_g);
@@ -224,23 +248,26 @@ fn backward_weight_blocked(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_w
     var a0 = 0.0;
     var a1 = 0.0;
     var a2 = 0.0;
-    for (var n = 0u; n < p.n; n++) {
-        let xbase = (n * p.cin + c) * p.h * p.w;
-        let dybase = (n * p.cout + co) * p.ho * p.wo;
-        for (var oy = 0u; oy < p.ho; oy++) {
-            let iy = i32(oy * p.stride + ky) - i32(p.pad);
-            if (iy < 0 || iy >= i32(p.h)) { continue; }
-            let row = xbase + u32(iy) * p.w;
+    let rows = slice_rows(slice);
+    var n = rows.n;
+    var oy = rows.oy;
+    for (var r = rows.first; r < rows.last; r++) {
+        let iy = i32(oy * p.stride + ky) - i32(p.pad);
+        if (iy >= 0 && iy < i32(p.h)) {
+            let row = ((n * p.cin + c) * p.h + u32(iy)) * p.w;
+            let dyrow = ((n * p.cout + co) * p.ho + oy) * p.wo;
             for (var ox = 0u; ox < p.wo; ox++) {
-                let d = dy[dybase + oy * p.wo + ox];
+                let d = dy[dyrow + ox];
                 let ix = i32(ox * p.stride) - i32(p.pad);
                 if (ix >= 0 && ix < i32(p.w)) { a0 += d * x[row + u32(ix)]; }
                 if (p.kw > 1u && ix + 1 >= 0 && ix + 1 < i32(p.w)) { a1 += d * x[row + u32(ix + 1)]; }
                 if (p.kw > 2u && ix + 2 >= 0 && ix + 2 < i32(p.w)) { a2 += d * x[row + u32(ix + 2)]; }
             }
         }
+        oy++;
+        if (oy == p.ho) { oy = 0u; n++; }
     }
-    let o = i * p.kw;
+    let o = t * p.kw;
     dw[o] = a0;
     if (p.kw > 1u) { dw[o + 1u] = a1; }
     if (p.kw > 2u) { dw[o + 2u] = a2; }

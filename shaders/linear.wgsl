@@ -8,6 +8,12 @@
 // Each thread owns 4x4 outputs of C held in registers and streams K: no
 // shared memory and no barriers (workgroup barriers are slow on lavapipe),
 // and still a sound register-blocked kernel on a real GPU.
+//
+// A long reduction (K, or batch x K with reduce_batch) can be cut into
+// slices (src/gpu/kernel_set.rs: Split): slice s covers batch entries
+// [sb * b_chunk, ...) and k in [sk * k_chunk, ...), and writes its partial
+// C into `part` (slice-major, contiguous, no bias); sum_slices then adds the
+// slices in order and applies bias, accumulate and C's strides.
 
 struct Params {
     m: u32, n: u32, k: u32, batch: u32,
@@ -17,12 +23,24 @@ struct Params {
     bias_mode: u32,      // 0 none, 1 bias[n] (linear), 2 bias[m] (conv channel)
     accumulate: u32,     // 1: C += result
     reduce_batch: u32,   // 1: sum over the batch into one C
+    slices: u32, k_slices: u32, b_chunk: u32, k_chunk: u32,
 }
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> a: array<f32>;
 @group(0) @binding(2) var<storage, read> b: array<f32>;
 @group(0) @binding(3) var<storage, read> bias: array<f32>;
 @group(0) @binding(4) var<storage, read_write> c: array<f32>;
+@group(0) @binding(5) var<storage, read_write> part: array<f32>;
+
+// C's element (bo, mi, nj) holding `v`: bias, accumulate, strides.
+fn store_c(bo: u32, mi: u32, nj: u32, value: f32) {
+    var v = value;
+    if (p.bias_mode == 1u) { v += bias[nj]; }
+    if (p.bias_mode == 2u) { v += bias[mi]; }
+    let ci = bo * p.c_bs + mi * p.c_ms + nj * p.c_ns;
+    if (p.accumulate != 0u) { v += c[ci]; }
+    c[ci] = v;
+}
 
 @compute @workgroup_size(WG)
 fn matmul(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
@@ -31,14 +49,20 @@ fn matmul(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: v
     let tiles_m = (p.m + 3u) / 4u;
     let tiles_n = (p.n + 3u) / 4u;
     let out_batch = select(p.batch, 1u, p.reduce_batch != 0u);
-    if (t >= tiles_m * tiles_n * out_batch) { return; }
+    let tiles = tiles_m * tiles_n * out_batch;
+    if (t >= tiles * p.slices) { return; }
+    let slice = t / tiles;
+    let sb = slice / p.k_slices;
+    let k_first = (slice - sb * p.k_slices) * p.k_chunk;
+    let k_last = min(k_first + p.k_chunk, p.k);
     // Rows m0..m0+3 are consecutive; columns are strided by tiles_n
     // (tn, tn + tiles_n, ...), so neighbouring threads own neighbouring
     // columns and their loads of B (and stores of C) are contiguous, while
     // they share the same rows of A (a broadcast).
-    let m0 = (t / tiles_n) % tiles_m * 4u;
-    let tn = t % tiles_n;
-    let bo = t / (tiles_m * tiles_n);
+    let tile = t - slice * tiles;
+    let m0 = (tile / tiles_n) % tiles_m * 4u;
+    let tn = tile % tiles_n;
+    let bo = tile / (tiles_m * tiles_n);
     // Rows/cols past the edge are clamped to the last valid one (their
     // results are discarded) so the inner loop has no branches.
     var am = vec4<u32>(0u);
@@ -51,12 +75,12 @@ fn matmul(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: v
     var acc1 = vec4<f32>(0.0);
     var acc2 = vec4<f32>(0.0);
     var acc3 = vec4<f32>(0.0);
-    let b_first = select(bo, 0u, p.reduce_batch != 0u);
-    let b_last = select(bo + 1u, p.batch, p.reduce_batch != 0u);
+    let b_first = select(bo, sb * p.b_chunk, p.reduce_batch != 0u);
+    let b_last = select(bo + 1u, min(b_first + p.b_chunk, p.batch), p.reduce_batch != 0u);
     for (var bb = b_first; bb < b_last; bb++) {
-        var ao = bb * p.a_bs;
-        var bo_ = bb * p.b_bs;
-        for (var k = 0u; k < p.k; k++) {
+        var ao = bb * p.a_bs + k_first * p.a_ks;
+        var bo_ = bb * p.b_bs + k_first * p.b_ks;
+        for (var k = k_first; k < k_last; k++) {
             let av = vec4<f32>(a[ao + am.x], a[ao + am.y], a[ao + am.z], a[ao + am.w]);
             let bv = vec4<f32>(b[bo_ + bn.x], b[bo_ + bn.y], b[bo_ + bn.z], b[bo_ + bn.w]);
             acc0 += av.x * bv;
@@ -74,12 +98,155 @@ fn matmul(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: v
         for (var j = 0u; j < 4u; j++) {
             let nj = tn + j * tiles_n;
             if (nj >= p.n) { break; }
-            var v = rows[i][j];
-            if (p.bias_mode == 1u) { v += bias[nj]; }
-            if (p.bias_mode == 2u) { v += bias[mi]; }
-            let ci = bo * p.c_bs + mi * p.c_ms + nj * p.c_ns;
-            if (p.accumulate != 0u) { v += c[ci]; }
-            c[ci] = v;
+            if (p.slices > 1u) {
+                part[((slice * out_batch + bo) * p.m + mi) * p.n + nj] = rows[i][j];
+            } else {
+                store_c(bo, mi, nj, rows[i][j]);
+            }
         }
     }
+}
+
+// One thread per element of C: the slices' partials in order, then bias,
+// accumulate and strides.
+@compute @workgroup_size(WG)
+fn sum_slices(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+              @builtin(local_invocation_index) lid: u32) {
+    let t = flat_thread(wid, nwg, lid);
+    let out_batch = select(p.batch, 1u, p.reduce_batch != 0u);
+    let count = out_batch * p.m * p.n;
+    if (t >= count) { return; }
+    var v = 0.0;
+    for (var s = 0u; s < p.slices; s++) { v += part[s * count + t]; }
+    let nj = t % p.n;
+    let mi = (t / p.n) % p.m;
+    store_c(t / (p.m * p.n), mi, nj, v);
+}
+
+// ---------------------------------------------------------------------------
+// The GPU set's product (src/kernels/linear.rs: Gemm on KernelSet::Gpu):
+// a 128x128 tile of C per workgroup of 256 (WG must be 256), 8x8 outputs
+// per invocation in registers, A and B staged through workgroup memory 8
+// k at a time. Same Params, slices and outputs as `matmul`. Each thread
+// owns rows ty*4..+3 and 64+ty*4..+3 and the same columns of tx, so the
+// workgroup-memory reads are one vec4 broadcast (A) and 16 consecutive vec4
+// (B) per warp.
+
+const TILE: u32 = 128u;
+const TK: u32 = 8u;
+var<workgroup> a_tile: array<vec4<f32>, 256>; // [TK][TILE / 4], rows of A
+var<workgroup> b_tile: array<vec4<f32>, 256>; // [TK][TILE / 4], cols of B
+
+// Four consecutive columns of one row of a tile's C.
+fn put_row(slice: u32, bo: u32, mi: u32, n0: u32, v: vec4<f32>) {
+    if (mi >= p.m) { return; }
+    let out_batch = select(p.batch, 1u, p.reduce_batch != 0u);
+    for (var j = 0u; j < 4u; j++) {
+        let nj = n0 + j;
+        if (nj >= p.n) { return; }
+        if (p.slices > 1u) {
+            part[((slice * out_batch + bo) * p.m + mi) * p.n + nj] = v[j];
+        } else {
+            store_c(bo, mi, nj, v[j]);
+        }
+    }
+}
+
+@compute @workgroup_size(WG)
+fn matmul_tiled(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                @builtin(local_invocation_index) lid: u32) {
+    let tiles_m = (p.m + TILE - 1u) / TILE;
+    let tiles_n = (p.n + TILE - 1u) / TILE;
+    let out_batch = select(p.batch, 1u, p.reduce_batch != 0u);
+    let tiles = tiles_m * tiles_n * out_batch;
+    let g = flat_workgroup(wid, nwg);
+    // No early return: every invocation must reach the barriers.
+    let valid = g < tiles * p.slices;
+    let slice = g / tiles;
+    let tile = g - slice * tiles;
+    let tn0 = (tile % tiles_n) * TILE;
+    let tm0 = (tile / tiles_n) % tiles_m * TILE;
+    let bo = tile / (tiles_m * tiles_n);
+    let sb = slice / p.k_slices;
+    let k_first = (slice - sb * p.k_slices) * p.k_chunk;
+    let k_last = min(k_first + p.k_chunk, p.k);
+    let b_first = select(bo, sb * p.b_chunk, p.reduce_batch != 0u);
+    let b_last = select(bo + 1u, min(b_first + p.b_chunk, p.batch), p.reduce_batch != 0u);
+    let tx = lid % 16u;
+    let ty = lid / 16u;
+    var c0a = vec4<f32>(0.0);
+    var c0b = vec4<f32>(0.0);
+    var c1a = vec4<f32>(0.0);
+    var c1b = vec4<f32>(0.0);
+    var c2a = vec4<f32>(0.0);
+    var c2b = vec4<f32>(0.0);
+    var c3a = vec4<f32>(0.0);
+    var c3b = vec4<f32>(0.0);
+    var c4a = vec4<f32>(0.0);
+    var c4b = vec4<f32>(0.0);
+    var c5a = vec4<f32>(0.0);
+    var c5b = vec4<f32>(0.0);
+    var c6a = vec4<f32>(0.0);
+    var c6b = vec4<f32>(0.0);
+    var c7a = vec4<f32>(0.0);
+    var c7b = vec4<f32>(0.0);
+    for (var bb = b_first; bb < select(b_first, b_last, valid); bb++) {
+        for (var k0 = k_first; k0 < k_last; k0 += TK) {
+            // Stage A[tm0.., k0..] and B[k0.., tn0..]: 4 elements each per
+            // invocation, consecutive invocations along the operand's
+            // contiguous dimension; zeros past the edges.
+            for (var i = 0u; i < 4u; i++) {
+                let e = lid + i * 256u;
+                var r = e % TILE;
+                var kk = e / TILE;
+                if (p.a_ks == 1u) { r = e / TK; kk = e % TK; }
+                let gm = tm0 + r;
+                let gk = k0 + kk;
+                var v = 0.0;
+                if (gm < p.m && gk < k_last) { v = a[bb * p.a_bs + gm * p.a_ms + gk * p.a_ks]; }
+                a_tile[kk * 32u + r / 4u][r % 4u] = v;
+                var col = e % TILE;
+                var kb = e / TILE;
+                if (p.b_ns != 1u) { col = e / TK; kb = e % TK; }
+                let gn = tn0 + col;
+                let gkb = k0 + kb;
+                var w = 0.0;
+                if (gn < p.n && gkb < k_last) { w = b[bb * p.b_bs + gkb * p.b_ks + gn * p.b_ns]; }
+                b_tile[kb * 32u + col / 4u][col % 4u] = w;
+            }
+            workgroupBarrier();
+            for (var kk = 0u; kk < TK; kk++) {
+                let a0 = a_tile[kk * 32u + ty];
+                let a1 = a_tile[kk * 32u + 16u + ty];
+                let b0 = b_tile[kk * 32u + tx];
+                let b1 = b_tile[kk * 32u + 16u + tx];
+                c0a += a0.x * b0; c0b += a0.x * b1;
+                c1a += a0.y * b0; c1b += a0.y * b1;
+                c2a += a0.z * b0; c2b += a0.z * b1;
+                c3a += a0.w * b0; c3b += a0.w * b1;
+                c4a += a1.x * b0; c4b += a1.x * b1;
+                c5a += a1.y * b0; c5b += a1.y * b1;
+                c6a += a1.z * b0; c6b += a1.z * b1;
+                c7a += a1.w * b0; c7b += a1.w * b1;
+            }
+            workgroupBarrier();
+        }
+    }
+    if (!valid) { return; }
+    put_row(slice, bo, tm0 + ty * 4u + 0u, tn0 + tx * 4u, c0a);
+    put_row(slice, bo, tm0 + ty * 4u + 0u, tn0 + 64u + tx * 4u, c0b);
+    put_row(slice, bo, tm0 + ty * 4u + 1u, tn0 + tx * 4u, c1a);
+    put_row(slice, bo, tm0 + ty * 4u + 1u, tn0 + 64u + tx * 4u, c1b);
+    put_row(slice, bo, tm0 + ty * 4u + 2u, tn0 + tx * 4u, c2a);
+    put_row(slice, bo, tm0 + ty * 4u + 2u, tn0 + 64u + tx * 4u, c2b);
+    put_row(slice, bo, tm0 + ty * 4u + 3u, tn0 + tx * 4u, c3a);
+    put_row(slice, bo, tm0 + ty * 4u + 3u, tn0 + 64u + tx * 4u, c3b);
+    put_row(slice, bo, tm0 + 64u + ty * 4u + 0u, tn0 + tx * 4u, c4a);
+    put_row(slice, bo, tm0 + 64u + ty * 4u + 0u, tn0 + 64u + tx * 4u, c4b);
+    put_row(slice, bo, tm0 + 64u + ty * 4u + 1u, tn0 + tx * 4u, c5a);
+    put_row(slice, bo, tm0 + 64u + ty * 4u + 1u, tn0 + 64u + tx * 4u, c5b);
+    put_row(slice, bo, tm0 + 64u + ty * 4u + 2u, tn0 + tx * 4u, c6a);
+    put_row(slice, bo, tm0 + 64u + ty * 4u + 2u, tn0 + 64u + tx * 4u, c6b);
+    put_row(slice, bo, tm0 + 64u + ty * 4u + 3u, tn0 + tx * 4u, c7a);
+    put_row(slice, bo, tm0 + 64u + ty * 4u + 3u, tn0 + 64u + tx * 4u, c7b);
 }

@@ -1,5 +1,7 @@
 // out[c] = sum over (n, m) of x[n, c, m]: the bias gradient of conv and
 // linear layers. One workgroup per channel (RED threads, tree reduction).
+// sum_slices is the case m = 1 with one thread per c: the second pass of a
+// reduction split into n slices, summed in slice order.
 
 struct Params { n: u32, c: u32, m: u32 }
 @group(0) @binding(0) var<uniform> p: Params;
@@ -22,4 +24,14 @@ fn channel_sum(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) n
     }
     s = wg_sum(s, lid);
     if (valid && lid == 0u) { out[c] = s; }
+}
+
+@compute @workgroup_size(WG)
+fn sum_slices(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+              @builtin(local_invocation_index) lid: u32) {
+    let c = flat_thread(wid, nwg, lid);
+    if (c >= p.c) { return; }
+    var s = 0.0;
+    for (var n = 0u; n < p.n; n++) { s += x[n * p.c + c]; }
+    out[c] = s;
 }

@@ -22,7 +22,7 @@ fn no_adapter_is_one_clear_error() {
     // No Metal on Linux, no Vulkan driver named here: the same message.
     let backend = if cfg!(target_os = "macos") { "dx12" } else { "metal" };
     let err =
-        Gpu::with_options(&GpuOptions { backend: Some(backend.into()), adapter: None }).err().expect("no adapter");
+        Gpu::with_options(&GpuOptions { backend: Some(backend.into()), adapter: None, kernels: None }).err().expect("no adapter");
     let msg = format!("{err:#}");
     assert!(msg.contains("no usable GPU adapter") && msg.contains("mesa-vulkan-drivers"), "{msg}");
 }
@@ -46,9 +46,9 @@ fn no_vulkan_driver_from_the_cli() {
 
 #[test]
 fn unknown_backend_and_adapter_are_named() {
-    let e = Gpu::with_options(&GpuOptions { backend: Some("gl".into()), adapter: None }).err().unwrap();
+    let e = Gpu::with_options(&GpuOptions { backend: Some("gl".into()), adapter: None, kernels: None }).err().unwrap();
     assert!(format!("{e}").contains("unknown backend `gl`"), "{e}");
-    let e = Gpu::with_options(&GpuOptions { backend: None, adapter: Some("no-such-card".into()) }).err().unwrap();
+    let e = Gpu::with_options(&GpuOptions { backend: None, adapter: Some("no-such-card".into()), kernels: None }).err().unwrap();
     assert!(format!("{e}").contains("no adapter name contains `no-such-card`"), "{e}");
 }
 

@@ -4,16 +4,20 @@
 //! not write all of its output fails.
 
 mod common;
+use arcface::gpu::KernelSet;
 use arcface::kernels::check::Rng;
 use arcface::kernels::family;
 use std::collections::BTreeSet;
 
-/// Runs one family for two seeds; `directions` must all be covered.
+/// Runs one family with each kernel set for two seeds; `directions` must
+/// all be covered.
 fn check(name: &str, directions: &[&str]) {
     let mut gpu = common::gpu();
     gpu.poison_uninit = true;
     let f = family(name).expect("family exists");
-    for seed in [1, 2] {
+    for (set, seed) in KernelSet::ALL.into_iter().flat_map(|set| [(set, 1), (set, 2)]) {
+        gpu.kernels = set;
+        eprintln!("kernel set {set:?}, seed {seed}");
         let rows = (f.gradcheck)(&gpu, &mut Rng::new(seed)).unwrap();
         common::assert_all_pass(&rows);
         let seen: BTreeSet<String> = rows.iter().map(|r| format!("{} {}", r.kernel, r.direction)).collect();

@@ -9,6 +9,7 @@
 //! in any f32 implementation, and a comparison would test nothing.
 
 mod common;
+use arcface::gpu::KernelSet;
 use arcface::kernels::check::{compare_f32, Rng, Tol};
 use arcface::kernels::sgd::Sgd;
 use arcface::models::{Arch, Head, ModelSpec, Net};
@@ -70,12 +71,20 @@ fn one_step<B: Backend>(b: &mut B, spec: ModelSpec, x: &[f32], labels: &[u32]) -
     }
 }
 
+/// One step on the GPU with each kernel set against the CPU reference.
 fn check(spec: ModelSpec, labels: &[u32]) {
     let mut rng = Rng::new(11);
     let x = rng.uniform(labels.len() * 3 * spec.input * spec.input, -2.0, 2.0);
-    let gpu = common::gpu();
-    let g = one_step(&mut GpuBackend::new(&gpu).unwrap(), spec, &x, labels);
     let c = one_step(&mut CpuBackend, spec, &x, labels);
+    let mut gpu = common::gpu();
+    for set in [KernelSet::Gpu, KernelSet::Cpu] {
+        gpu.kernels = set;
+        let g = one_step(&mut GpuBackend::new(&gpu).unwrap(), spec, &x, labels);
+        compare(spec, set, &g, &c);
+    }
+}
+
+fn compare(spec: ModelSpec, set: KernelSet, g: &After, c: &After) {
     let mut bad = Vec::new();
     let loss_err = ((g.loss - c.loss) / c.loss).abs() as f64;
     if loss_err > LOSS_RTOL {
@@ -119,7 +128,7 @@ fn check(spec: ModelSpec, labels: &[u32]) {
             bad.push(format!("d{n}: {e:.2e}"));
         }
     }
-    assert!(bad.is_empty(), "{:?}: {} mismatches:\n{}", spec.arch, bad.len(), bad.join("\n"));
+    assert!(bad.is_empty(), "{:?}, {set:?} kernels: {} mismatches:\n{}", spec.arch, bad.len(), bad.join("\n"));
 }
 
 #[test]

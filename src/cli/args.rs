@@ -15,12 +15,20 @@ pub struct GpuArgs {
     /// Use the adapter whose name contains this text (env ARCFACE_ADAPTER)
     #[arg(long, global = true)]
     pub adapter: Option<String>,
+    /// Kernel set: gpu (split reductions, tiled products) or cpu (for
+    /// lavapipe); default: the one for the adapter (env ARCFACE_KERNELS)
+    #[arg(long, global = true)]
+    pub kernels: Option<String>,
 }
 
 impl GpuArgs {
     pub fn options(&self) -> GpuOptions {
         let env = GpuOptions::from_env();
-        GpuOptions { backend: self.backend.clone().or(env.backend), adapter: self.adapter.clone().or(env.adapter) }
+        GpuOptions {
+            backend: self.backend.clone().or(env.backend),
+            adapter: self.adapter.clone().or(env.adapter),
+            kernels: self.kernels.clone().or(env.kernels),
+        }
     }
 
     pub fn open(&self) -> anyhow::Result<Gpu> {

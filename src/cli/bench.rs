@@ -126,6 +126,10 @@ impl KernelBench {
     fn run(&self, gpu: &GpuArgs) -> Result<bool> {
         let families = gradcheck::select(self.kernel.as_deref())?;
         let gpu = gpu.open()?;
+        if !self.json {
+            let r = gpu.report();
+            println!("{} ({}), kernel set {} (chosen by {})", r.name, r.backend, r.kernels.name(), r.kernels_chosen_by);
+        }
         let mut rows = Vec::new();
         for f in families {
             let cases = (f.bench)(&gpu, self.batch)?;
@@ -133,8 +137,8 @@ impl KernelBench {
             if !self.json {
                 for r in &got {
                     println!(
-                        "{:<24} {:<18} {:<36} {:>10.3} ms {:>8.2} GFLOP/s {:>8.2} GB/s",
-                        r.kernel, r.direction, r.shape, r.median_ms, r.gflops, r.gbps
+                        "{:<24} {:<18} {:<36} {:>10.3} ms {:>8.2} GFLOP/s {:>8.2} GB/s {:>9} inv x {:>6} serial",
+                        r.kernel, r.direction, r.shape, r.median_ms, r.gflops, r.gbps, r.invocations, r.serial_iterations
                     );
                 }
             }

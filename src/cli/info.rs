@@ -47,6 +47,7 @@ fn print_adapter(gpu: &GpuArgs, as_json: bool) -> Result<()> {
         if r.software { " (software rasteriser: expect CPU speed)" } else { "" }
     );
     println!("driver         {} {}", r.driver, r.driver_info);
+    println!("kernels        {} (chosen by {})", r.kernels.name(), r.kernels_chosen_by);
     println!(
         "timestamps     {}",
         if r.timestamp_query { "yes (GPU-timed benchmarks)" } else { "no (benchmarks use the CPU clock)" }

@@ -59,9 +59,10 @@ impl PipelineCache {
 pub(crate) const MAX_ARGS: usize = 16;
 
 /// Bind groups by (kernel, arena, parameter slot, size, (binding, buffer,
-/// offset) bound, unused entries zero): a fixed-size key, so a cache lookup
+/// offset, size) bound, unused entries zero; the size too, as the pool may
+/// hand one buffer to tensors of different sizes): a fixed-size key, so a cache lookup
 /// allocates nothing.
-pub(crate) type BindKey = (Kernel, u64, usize, u64, [(u32, u64, u64); MAX_ARGS]);
+pub(crate) type BindKey = (Kernel, u64, usize, u64, [(u32, u64, u64, u64); MAX_ARGS]);
 
 /// Beyond this many cached bind groups the cache starts afresh (a workload
 /// whose buffers never repeat would otherwise grow it without end).

@@ -8,6 +8,7 @@
 //! large storage bindings and many workgroups per dimension are available.
 
 use super::counters::{Counters, Event};
+use super::kernel_set::KernelSet;
 use super::pool::Pool;
 use anyhow::{bail, Context as _, Result};
 use serde::Serialize;
@@ -23,6 +24,8 @@ pub struct GpuOptions {
     pub backend: Option<String>,
     /// Case-insensitive substring of the adapter name.
     pub adapter: Option<String>,
+    /// `gpu` or `cpu`: the kernel set, instead of the one for the adapter.
+    pub kernels: Option<String>,
 }
 
 impl GpuOptions {
@@ -31,6 +34,7 @@ impl GpuOptions {
         GpuOptions {
             backend: std::env::var("ARCFACE_BACKEND").ok().filter(|s| !s.is_empty()),
             adapter: std::env::var("ARCFACE_ADAPTER").ok().filter(|s| !s.is_empty()),
+            kernels: std::env::var("ARCFACE_KERNELS").ok().filter(|s| !s.is_empty()),
         }
     }
 
@@ -77,6 +81,10 @@ pub struct Gpu {
     /// Fill every tensor asked for without zeros with NaN first (tests: an
     /// output a kernel does not write whole cannot pass its checks).
     pub poison_uninit: bool,
+    /// The shape of kernel this device runs (tests switch it to run both).
+    pub kernels: KernelSet,
+    /// Whether `kernels` was asked for rather than chosen from the adapter.
+    pub kernels_overridden: bool,
 }
 
 /// Ranking of device types: hardware first, software last.
@@ -98,6 +106,7 @@ impl Gpu {
 
     pub fn with_options(opts: &GpuOptions) -> Result<Gpu> {
         let backends = opts.backends()?;
+        let kernels = opts.kernels.as_deref().map(|k| KernelSet::parse(k, "--kernels / ARCFACE_KERNELS")).transpose()?;
         let mut desc = wgpu::InstanceDescriptor::new_without_display_handle();
         desc.backends = backends;
         let instance = wgpu::Instance::new(desc);
@@ -121,6 +130,7 @@ impl Gpu {
             None => bail!("{NO_ADAPTER_HELP}"),
         };
         let info = adapter.get_info();
+        let adapter_set = KernelSet::for_device(info.device_type);
         let limits = adapter.limits();
         // Timestamp queries are optional: benchmarks fall back to CPU timing
         // of whole submissions when they are missing.
@@ -158,6 +168,8 @@ impl Gpu {
             counters: Counters::default(),
             grid_limit: limits.max_compute_workgroups_per_dimension,
             poison_uninit: false,
+            kernels: kernels.unwrap_or(adapter_set),
+            kernels_overridden: kernels.is_some(),
         })
     }
 
@@ -216,6 +228,8 @@ impl Gpu {
             driver: self.info.driver.clone(),
             driver_info: self.info.driver_info.clone(),
             software: self.info.device_type == wgpu::DeviceType::Cpu,
+            kernels: self.kernels,
+            kernels_chosen_by: if self.kernels_overridden { "--kernels" } else { "adapter" },
             timestamp_query: self.has_timestamps(),
             max_buffer_size: l.max_buffer_size,
             max_storage_buffer_binding_size: l.max_storage_buffer_binding_size,
@@ -235,6 +249,9 @@ pub struct AdapterReport {
     pub driver: String,
     pub driver_info: String,
     pub software: bool,
+    /// The kernel set in use and what chose it.
+    pub kernels: KernelSet,
+    pub kernels_chosen_by: &'static str,
     pub timestamp_query: bool,
     pub max_buffer_size: u64,
     pub max_storage_buffer_binding_size: u64,

@@ -41,9 +41,40 @@ pub fn grid(n: u64, limit: u32) -> Result<(u32, u32)> {
     Ok((limit as u32, y as u32))
 }
 
+/// How a dispatch is sized: its workgroups, and the longest loop one of its
+/// invocations runs, computed where the dispatch is sized (the parallelism
+/// report of `bench kernels` and `tests/parallelism.rs` read it back).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Launch {
+    pub workgroups: u64,
+    pub serial: u64,
+}
+
+impl Launch {
+    /// One invocation per element of `threads`, in workgroups of `wg`, each
+    /// running `serial` iterations of its longest loop.
+    pub fn threads(threads: usize, wg: u32, serial: usize) -> Launch {
+        Launch { workgroups: groups(threads, wg), serial: serial as u64 }
+    }
+
+    /// `workgroups` workgroups whose invocations run `serial` iterations each.
+    pub fn groups(workgroups: usize, serial: usize) -> Launch {
+        Launch { workgroups: workgroups as u64, serial: serial as u64 }
+    }
+}
+
+/// A recorded dispatch as the parallelism report sees it.
+#[derive(Clone, Copy, Debug)]
+pub struct Launched {
+    pub kernel: Kernel,
+    pub invocations: u64,
+    pub serial: u64,
+}
+
 enum Command {
     Dispatch {
         kernel: Kernel,
+        launch: Launch,
         /// Parameter slot in the arena and the parameters' size in bytes.
         slot: usize,
         bytes: u64,
@@ -102,8 +133,8 @@ impl<'g> Recorder<'g> {
         self.timestamps.map_or(0, |(_, next)| next - first)
     }
 
-    /// Records `workgroups` workgroups of `kernel`.
-    pub fn dispatch(&mut self, kernel: Kernel, params: &Params, args: &[Arg], workgroups: u64) -> Result<()> {
+    /// Records one dispatch of `kernel`, sized by `launch`.
+    pub fn dispatch(&mut self, kernel: Kernel, params: &Params, args: &[Arg], launch: Launch) -> Result<()> {
         let gpu = self.gpu;
         let max_binding = gpu.limits.max_storage_buffer_binding_size;
         for (binding, t) in args {
@@ -124,7 +155,7 @@ impl<'g> Recorder<'g> {
             bail!("kernel `{}`: {} storage bindings, over {MAX_ARGS}", kernel.entry, args.len());
         }
         params.check(kernel.shader, kernel.entry)?;
-        let grid = grid(workgroups, gpu.grid_limit)?;
+        let grid = grid(launch.workgroups, gpu.grid_limit)?;
         let padded = params.padded();
         if padded.len() > self.stride {
             bail!("kernel `{}`: {} parameter words, over one arena slot", kernel.entry, padded.len());
@@ -137,7 +168,7 @@ impl<'g> Recorder<'g> {
             *next - 2
         });
         let args = args.iter().map(|(b, t)| (*b, t.map(Bound::of))).collect();
-        self.commands.push(Command::Dispatch { kernel, slot, bytes: padded.len() as u64 * 4, args, grid, timestamps });
+        self.commands.push(Command::Dispatch { kernel, launch, slot, bytes: padded.len() as u64 * 4, args, grid, timestamps });
         Ok(())
     }
 
@@ -169,6 +200,18 @@ impl<'g> Recorder<'g> {
         self.commands.push(Command::Copy { src: src.buf.buffer().clone(), src_at, dst: dst.clone(), dst_at: 0, bytes });
     }
 
+    /// The dispatches recorded so far, in order.
+    pub fn launches(&self) -> impl Iterator<Item = Launched> + '_ {
+        self.commands.iter().filter_map(|c| match c {
+            Command::Dispatch { kernel, launch, .. } => Some(Launched {
+                kernel: *kernel,
+                invocations: launch.workgroups * kernel.wg as u64,
+                serial: launch.serial,
+            }),
+            Command::Copy { .. } => None,
+        })
+    }
+
     /// Submits everything recorded, in one command buffer.
     pub fn submit(self) -> wgpu::SubmissionIndex {
         self.submit_then(|_| {})
@@ -181,7 +224,7 @@ impl<'g> Recorder<'g> {
         let mut arena = gpu.arena.lock().unwrap();
         self.fill_arena(&mut arena);
         let mut binds = gpu.bind_groups.0.lock().unwrap();
-        if binds.len() > MAX_BIND_GROUPS {
+        if true || binds.len() > MAX_BIND_GROUPS {
             binds.clear();
         }
         let index = gpu.submit(|enc| {
@@ -236,12 +279,12 @@ impl<'g> Recorder<'g> {
         let mut pass: Option<wgpu::ComputePass<'static>> = None;
         for (i, cmd) in self.commands.iter().enumerate() {
             match cmd {
-                Command::Dispatch { kernel, slot, bytes, args, grid, timestamps } => {
+                Command::Dispatch { kernel, slot, bytes, args, grid, timestamps, .. } => {
                     let a = arena.expect("an arena for recorded dispatches");
                     let (pipeline, layout) = gpu.pipelines.get(gpu, *kernel);
-                    let mut bound = [(0, 0, 0); MAX_ARGS];
+                    let mut bound = [(0, 0, 0, 0); MAX_ARGS];
                     for (k, (b, t)) in bound.iter_mut().zip(args) {
-                        *k = (*b, t.as_ref().map_or(0, |t| t.0.id()), t.as_ref().map_or(0, |t| t.1));
+                        *k = t.as_ref().map_or((*b, 0, 0, 0), |t| (*b, t.0.id(), t.1, t.2));
                     }
                     let key: BindKey = (*kernel, a.id, *slot, *bytes, bound);
                     let group = binds.entry(key).or_insert_with(|| {

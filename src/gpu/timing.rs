@@ -7,7 +7,7 @@
 //! repeat. Adapters without timestamp queries are timed by the CPU clock
 //! around a whole submission and its completion, and the table says so.
 
-use super::{Gpu, Recorder};
+use super::{Gpu, Launched, Recorder};
 use anyhow::{bail, Result};
 use serde::Serialize;
 use std::time::Instant;
@@ -54,12 +54,31 @@ pub struct BenchRow {
     pub gflops: f64,
     pub gbps: f64,
     pub timer: &'static str,
+    /// The parallelism of the case's longest-running dispatch: its
+    /// invocations and the iterations of the longest loop one of them runs
+    /// (as sized by the kernel's own dispatch code, so known without a GPU).
+    pub invocations: u64,
+    pub serial_iterations: u64,
+    /// Dispatches per run of the case.
+    pub dispatches: usize,
+}
+
+/// The dispatch of `launches` with the longest serial loop.
+pub fn longest(launches: &[Launched]) -> Option<Launched> {
+    launches.iter().copied().max_by_key(|l| (l.serial, std::cmp::Reverse(l.invocations)))
 }
 
 const SLOTS: u32 = 64;
 
 fn wait(gpu: &Gpu) {
     gpu.device.poll(wgpu::PollType::wait_indefinitely()).expect("waiting for the GPU");
+}
+
+/// The dispatches one run of `case` records (recorded, not submitted).
+pub fn launches_of(gpu: &Gpu, case: &BenchCase) -> Result<Vec<Launched>> {
+    let mut rec = Recorder::new(gpu);
+    (case.run)(&mut rec)?;
+    Ok(rec.launches().collect())
 }
 
 /// Seconds of GPU time for one run of `case`.
@@ -116,6 +135,8 @@ pub fn run(gpu: &Gpu, cases: &[BenchCase], repeats: usize) -> Result<Vec<BenchRo
     });
     let mut rows = Vec::new();
     for case in cases {
+        let launches = launches_of(gpu, case)?;
+        let top = longest(&launches);
         time_once(gpu, case, queries.as_ref())?; // warm-up: pipelines, caches
         let mut times: Vec<f64> =
             (0..repeats.max(1)).map(|_| time_once(gpu, case, queries.as_ref())).collect::<Result<_>>()?;
@@ -129,6 +150,9 @@ pub fn run(gpu: &Gpu, cases: &[BenchCase], repeats: usize) -> Result<Vec<BenchRo
             gflops: case.flops / median * 1e-9,
             gbps: case.bytes / median * 1e-9,
             timer: if queries.is_some() { "gpu-timestamp" } else { "cpu-wall" },
+            invocations: top.map_or(0, |l| l.invocations),
+            serial_iterations: top.map_or(0, |l| l.serial),
+            dispatches: launches.len(),
         });
     }
     Ok(rows)

@@ -1,8 +1,8 @@
 //! Activations: PReLU (one slope per channel; gradients for input and slope),
 //! ReLU and ReLU6. `shaders/activation.wgsl`.
 
-use super::{upload, Family};
-use crate::gpu::{groups, BenchCase, Gpu, Kernel, Params, Recorder, Shader, Tensor};
+use super::{upload, wg_reduction_serial, Family};
+use crate::gpu::{Launch, BenchCase, Gpu, Kernel, Params, Recorder, Shader, Tensor};
 use crate::kernels::check::{compare_f32, finite_diff, widen, CheckRow, Rng, Tol};
 use anyhow::Result;
 
@@ -61,7 +61,7 @@ const PRELU_BACKWARD_SLOPE: Kernel = Kernel::new(Shader::Activation, "prelu_back
 pub fn forward(rec: &mut Recorder, act: Act, x: &Tensor) -> Result<Tensor> {
     let y = Tensor::uninit(rec.gpu(), &x.shape)?;
     let k = if act == Act::Relu { RELU_FORWARD } else { RELU6_FORWARD };
-    rec.dispatch(k, &elementwise(x), &[(1, Some(x)), (3, Some(&y))], groups(x.numel(), k.wg))?;
+    rec.dispatch(k, &elementwise(x), &[(1, Some(x)), (3, Some(&y))], Launch::threads(x.numel(), k.wg, 1))?;
     Ok(y)
 }
 
@@ -69,7 +69,7 @@ pub fn backward(rec: &mut Recorder, act: Act, x: &Tensor, dy: &Tensor) -> Result
     let dx = Tensor::uninit(rec.gpu(), &x.shape)?;
     let k = if act == Act::Relu { RELU_BACKWARD } else { RELU6_BACKWARD };
     let args = [(1, Some(x)), (4, Some(dy)), (5, Some(&dx))];
-    rec.dispatch(k, &elementwise(x), &args, groups(x.numel(), k.wg))?;
+    rec.dispatch(k, &elementwise(x), &args, Launch::threads(x.numel(), k.wg, 1))?;
     Ok(dx)
 }
 
@@ -87,7 +87,7 @@ fn channels(x: &Tensor) -> Params {
 pub fn prelu_forward(rec: &mut Recorder, x: &Tensor, slope: &Tensor) -> Result<Tensor> {
     let y = Tensor::uninit(rec.gpu(), &x.shape)?;
     let args = [(1, Some(x)), (2, Some(slope)), (3, Some(&y))];
-    rec.dispatch(PRELU_FORWARD, &channels(x), &args, groups(x.numel(), PRELU_FORWARD.wg))?;
+    rec.dispatch(PRELU_FORWARD, &channels(x), &args, Launch::threads(x.numel(), PRELU_FORWARD.wg, 1))?;
     Ok(y)
 }
 
@@ -97,9 +97,10 @@ pub fn prelu_backward(rec: &mut Recorder, x: &Tensor, slope: &Tensor, dy: &Tenso
     let p = channels(x);
     let dx = Tensor::uninit(rec.gpu(), &x.shape)?;
     let ds = Tensor::uninit(rec.gpu(), &[c])?;
+    let per_channel = Launch::groups(c, wg_reduction_serial(x.numel() / c, 1));
     let args = [(1, Some(x)), (2, Some(slope)), (4, Some(dy)), (5, Some(&dx))];
-    rec.dispatch(PRELU_BACKWARD_INPUT, &p, &args, groups(x.numel(), PRELU_BACKWARD_INPUT.wg))?;
-    rec.dispatch(PRELU_BACKWARD_SLOPE, &p, &[(1, Some(x)), (4, Some(dy)), (6, Some(&ds))], c as u64)?;
+    rec.dispatch(PRELU_BACKWARD_INPUT, &p, &args, Launch::threads(x.numel(), PRELU_BACKWARD_INPUT.wg, 1))?;
+    rec.dispatch(PRELU_BACKWARD_SLOPE, &p, &[(1, Some(x)), (4, Some(dy)), (6, Some(&ds))], per_channel)?;
     Ok((dx, ds))
 }
 

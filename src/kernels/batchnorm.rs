@@ -2,8 +2,8 @@
 //! or over N of an (N, C) one; train mode (batch statistics and the running
 //! statistics update, PyTorch conventions) and eval mode (running statistics).
 
-use super::{upload, Family};
-use crate::gpu::{groups, BenchCase, Gpu, Kernel, Params, Recorder, Shader, Tensor};
+use super::{upload, wg_reduction_serial, Family};
+use crate::gpu::{Launch, BenchCase, Gpu, Kernel, Params, Recorder, Shader, Tensor};
 use crate::kernels::check::{compare_f32, finite_diff, widen, CheckRow, Rng, Tol};
 use anyhow::Result;
 
@@ -138,7 +138,7 @@ pub fn forward(rec: &mut Recorder, s: &BatchNorm, p: &BnParams, x: &Tensor, trai
         let (mean, var) = (Tensor::uninit(gpu, &[s.c])?, Tensor::uninit(gpu, &[s.c])?);
         let args =
             [(1, Some(x)), (2, Some(&mean)), (3, Some(&var)), (4, Some(&p.running_mean)), (5, Some(&p.running_var))];
-        rec.dispatch(STATS, &s.params(true, true), &args, s.c as u64)?;
+        rec.dispatch(STATS, &s.params(true, true), &args, Launch::groups(s.c, wg_reduction_serial(s.n * s.m, 2)))?;
         BnSaved { mean, var, train }
     } else {
         BnSaved { mean: p.running_mean.clone(), var: p.running_var.clone(), train }
@@ -151,7 +151,7 @@ pub fn forward(rec: &mut Recorder, s: &BatchNorm, p: &BnParams, x: &Tensor, trai
         (7, Some(&p.beta)),
         (8, Some(&y)),
     ];
-    rec.dispatch(APPLY, &s.params(false, train), &args, groups(s.numel(), APPLY.wg))?;
+    rec.dispatch(APPLY, &s.params(false, train), &args, Launch::threads(s.numel(), APPLY.wg, 1))?;
     Ok((y, saved))
 }
 
@@ -169,7 +169,7 @@ pub fn backward(
     let prm = s.params(false, saved.train);
     let stats = [(13, Some(&saved.mean)), (14, Some(&saved.var))];
     let args = [(1, Some(x)), (9, Some(dy)), (10, Some(&dg)), (11, Some(&db)), stats[0], stats[1]];
-    rec.dispatch(BACKWARD_PARAMS, &prm, &args, s.c as u64)?;
+    rec.dispatch(BACKWARD_PARAMS, &prm, &args, Launch::groups(s.c, wg_reduction_serial(s.n * s.m, 1)))?;
     let args = [
         (1, Some(x)),
         (6, Some(&p.gamma)),
@@ -180,7 +180,7 @@ pub fn backward(
         stats[0],
         stats[1],
     ];
-    rec.dispatch(BACKWARD_INPUT, &prm, &args, groups(s.numel(), BACKWARD_INPUT.wg))?;
+    rec.dispatch(BACKWARD_INPUT, &prm, &args, Launch::threads(s.numel(), BACKWARD_INPUT.wg, 1))?;
     Ok((dx, dg, db))
 }
 

@@ -2,11 +2,30 @@
 //! (`shaders/linear.wgsl`) they and the pointwise convolutions run on.
 
 use super::{reduce, upload, Family};
-use crate::gpu::{groups, BenchCase, Gpu, Kernel, Params, Recorder, Shader, Tensor};
+use crate::gpu::{BenchCase, Gpu, Kernel, KernelSet, Launch, Params, Recorder, Shader, Split, Tensor};
 use crate::kernels::check::{compare_f32, finite_diff, widen, CheckRow, Rng, Tol};
 use anyhow::{bail, Result};
 
 const MATMUL: Kernel = Kernel::new(Shader::Linear, "matmul", 64);
+const SUM_SLICES: Kernel = Kernel::new(Shader::Linear, "sum_slices", 64);
+/// 128x128 tiles of C per workgroup of 256 (the shader assumes 256).
+const MATMUL_TILED: Kernel = Kernel::new(Shader::Linear, "matmul_tiled", 256);
+const TILE: usize = 128;
+/// The tiled kernel's workgroups worth having in flight before K is cut
+/// (a large GPU has about 100-150 multiprocessors).
+const TILED_TARGET_WORKGROUPS: usize = 256;
+/// The shortest K slice worth a tile's partial sums.
+const TILED_MIN_K: usize = 256;
+
+/// How a product's reduction is cut: `slices` in all, `k_slices` of them
+/// along K (the rest along the batch, with `sum_batch`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct GemmSplit {
+    slices: usize,
+    k_slices: usize,
+    b_chunk: usize,
+    k_chunk: usize,
+}
 
 /// C[b, m, n] (+)= sum_k A[b, m, k] B[b, k, n] (+ bias), every operand
 /// addressed by (batch, row, col) strides in elements.
@@ -73,6 +92,49 @@ impl Gemm {
         self
     }
 
+    fn out_batch(&self) -> usize {
+        if self.reduce_batch {
+            1
+        } else {
+            self.batch
+        }
+    }
+
+    /// Invocations of one slice: 4x4 tiles of every C.
+    fn tiles(&self) -> usize {
+        self.m.div_ceil(4) * self.n.div_ceil(4) * self.out_batch()
+    }
+
+    /// The GPU set tiles C through workgroup memory where whole tiles are
+    /// at least a quarter full.
+    fn tiled(&self, set: KernelSet) -> bool {
+        set == KernelSet::Gpu && self.m >= TILE / 2 && self.n >= TILE / 2
+    }
+
+    fn workgroup_tiles(&self) -> usize {
+        self.m.div_ceil(TILE) * self.n.div_ceil(TILE) * self.out_batch()
+    }
+
+    /// The reduction (K, or batch x K with `sum_batch`) cut as `set` says:
+    /// along the batch first, whole K per slice, where that is enough.
+    fn split(&self, set: KernelSet) -> GemmSplit {
+        let k = self.k.max(1);
+        let batches = if self.reduce_batch { self.batch } else { 1 };
+        let s = if self.tiled(set) {
+            let wanted = TILED_TARGET_WORKGROUPS.div_ceil(self.workgroup_tiles());
+            Split::slices(batches * k, wanted.min((batches * k / TILED_MIN_K).max(1)))
+        } else {
+            Split::for_reduction(set, batches * k, self.tiles())
+        };
+        if s.per_slice >= k {
+            let b_chunk = (s.per_slice / k).min(batches);
+            GemmSplit { slices: batches.div_ceil(b_chunk), k_slices: 1, b_chunk, k_chunk: k }
+        } else {
+            let ks = Split::slices(k, k.div_ceil(s.per_slice));
+            GemmSplit { slices: batches * ks.slices, k_slices: ks.slices, b_chunk: 1, k_chunk: ks.per_slice }
+        }
+    }
+
     pub fn run(&self, rec: &mut Recorder, a: &Tensor, b: &Tensor, bias: Option<&Tensor>, c: &Tensor) -> Result<()> {
         if self.m == 0 || self.n == 0 || self.batch == 0 {
             bail!("matmul with an empty dimension: {self:?}");
@@ -97,10 +159,26 @@ impl Gemm {
             .u("bias_mode", self.bias_mode)
             .u("accumulate", self.accumulate as usize)
             .u("reduce_batch", self.reduce_batch as usize);
-        let out_batch = if self.reduce_batch { 1 } else { self.batch };
-        let threads = self.m.div_ceil(4) * self.n.div_ceil(4) * out_batch;
-        let args = [(1, Some(a)), (2, Some(b)), (3, bias), (4, Some(c))];
-        rec.dispatch(MATMUL, &p, &args, groups(threads, MATMUL.wg))
+        let split = self.split(rec.gpu().kernels);
+        let p = p
+            .u("slices", split.slices)
+            .u("k_slices", split.k_slices)
+            .u("b_chunk", split.b_chunk)
+            .u("k_chunk", split.k_chunk);
+        let serial = split.k_chunk * if self.reduce_batch { split.b_chunk } else { 1 };
+        let (kernel, launch) = if self.tiled(rec.gpu().kernels) {
+            (MATMUL_TILED, Launch::groups(self.workgroup_tiles() * split.slices, serial))
+        } else {
+            (MATMUL, Launch::threads(self.tiles() * split.slices, MATMUL.wg, serial))
+        };
+        if split.slices == 1 {
+            return rec.dispatch(kernel, &p, &[(1, Some(a)), (2, Some(b)), (3, bias), (4, Some(c)), (5, None)], launch);
+        }
+        let count = self.out_batch() * self.m * self.n;
+        let parts = Tensor::uninit(rec.gpu(), &[split.slices, count])?;
+        rec.dispatch(kernel, &p, &[(1, Some(a)), (2, Some(b)), (3, None), (4, Some(c)), (5, Some(&parts))], launch)?;
+        let args = [(3, bias), (4, Some(c)), (5, Some(&parts))];
+        rec.dispatch(SUM_SLICES, &p, &args, Launch::threads(count, SUM_SLICES.wg, split.slices))
     }
 }
 
@@ -187,6 +265,9 @@ fn shapes(rng: &mut Rng) -> Vec<Linear> {
         Linear { n: 7, inp: 13, out: 5, bias: true },
         Linear { n: 3, inp: 97, out: 31, bias: true },
         Linear { n: 33, inp: 65, out: 67, bias: true },
+        // The GPU set's tiled product at partial tiles, forward with K cut
+        // into two slices.
+        Linear { n: 70, inp: 600, out: 66, bias: true },
         Linear { n: rng.range(1, 40), inp: rng.range(1, 300), out: rng.range(1, 70), bias: true },
     ]
 }
@@ -278,3 +359,25 @@ fn bench(gpu: &Gpu, batch: usize) -> Result<Vec<BenchCase>> {
 }
 
 pub const FAMILY: Family = Family { name: "linear", gradcheck, refcheck, bench };
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The checked shapes reach the sliced and tiled paths they are there for.
+    #[test]
+    fn checked_shapes_reach_the_tiled_and_sliced_paths() {
+        let forward = Gemm::plain(70, 66, 600, 1);
+        assert!(forward.tiled(KernelSet::Gpu) && !forward.tiled(KernelSet::Cpu));
+        assert_eq!(forward.split(KernelSet::Gpu).slices, 2);
+        assert_eq!(forward.split(KernelSet::Cpu).slices, 1);
+        // conv2d's 1x1 check c(3, 64, 12, 15, 70): dW sums 3 images of 180.
+        let dw = Gemm::plain(70, 64, 180, 3).sum_batch();
+        let s = dw.split(KernelSet::Gpu);
+        assert!(dw.tiled(KernelSet::Gpu) && s.slices == 3 && s.b_chunk == 1, "{s:?}");
+        // The 401408 -> 10 linear: K cut so no invocation loops over 1024.
+        let long = Gemm::plain(32, 10, 401_408, 1);
+        let s = long.split(KernelSet::Gpu);
+        assert!(!long.tiled(KernelSet::Gpu) && s.k_chunk <= 1024 && s.slices <= 1024, "{s:?}");
+    }
+}

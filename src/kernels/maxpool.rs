@@ -2,7 +2,7 @@
 //! it: forward, and the backward pass that recomputes each window's argmax.
 
 use super::{upload, Family};
-use crate::gpu::{groups, BenchCase, Gpu, Kernel, Params, Recorder, Shader, Tensor};
+use crate::gpu::{Launch, BenchCase, Gpu, Kernel, Params, Recorder, Shader, Tensor};
 use crate::kernels::check::{compare_f32, finite_diff, widen, CheckRow, Rng, Tol};
 use anyhow::{bail, Result};
 
@@ -123,7 +123,7 @@ pub fn forward(rec: &mut Recorder, s: &MaxPool, x: &Tensor) -> Result<Tensor> {
     s.validate()?;
     let (ho, wo) = s.out_hw();
     let y = Tensor::uninit(rec.gpu(), &[s.n, s.c, ho, wo])?;
-    rec.dispatch(FORWARD, &s.params(), &[(1, Some(x)), (2, Some(&y))], groups(y.numel(), FORWARD.wg))?;
+    rec.dispatch(FORWARD, &s.params(), &[(1, Some(x)), (2, Some(&y))], Launch::threads(y.numel(), FORWARD.wg, s.k * s.k))?;
     Ok(y)
 }
 
@@ -131,7 +131,7 @@ pub fn backward(rec: &mut Recorder, s: &MaxPool, x: &Tensor, dy: &Tensor) -> Res
     s.validate()?;
     let dx = Tensor::uninit(rec.gpu(), &x.shape)?;
     let args = [(1, Some(x)), (3, Some(dy)), (4, Some(&dx))];
-    rec.dispatch(BACKWARD, &s.params(), &args, groups(dx.numel(), BACKWARD.wg))?;
+    rec.dispatch(BACKWARD, &s.params(), &args, Launch::threads(dx.numel(), BACKWARD.wg, s.k * s.k))?;
     Ok(dx)
 }
 

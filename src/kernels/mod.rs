@@ -53,6 +53,16 @@ pub fn family(name: &str) -> Option<&'static Family> {
     FAMILIES.iter().find(|f| f.name == name)
 }
 
+/// Invocations per workgroup of the reduction kernels (`RED` in
+/// `shaders/common.wgsl`).
+pub(crate) const RED: usize = 256;
+
+/// The serial iterations of one invocation of a workgroup reduction:
+/// `passes` strided loops over `count` terms, then `wg_sum`'s tree.
+pub(crate) fn wg_reduction_serial(count: usize, passes: usize) -> usize {
+    passes * count.div_ceil(RED) + RED.trailing_zeros() as usize
+}
+
 /// Uploads f32 data (test and bench helper).
 pub(crate) fn upload(gpu: &Gpu, data: &[f32], shape: &[usize]) -> Result<Tensor> {
     Tensor::from_f32(gpu, data, shape)

@@ -1,17 +1,32 @@
-//! Per-channel sums, the bias gradient of conv and linear layers
-//! (`shaders/reduce.wgsl`). Checked through those layers' bias gradients.
+//! Per-channel sums, the bias gradient of conv and linear layers, and the
+//! second pass of split reductions (`shaders/reduce.wgsl`). Checked through
+//! those layers' bias and weight gradients.
 
-use crate::gpu::{Kernel, Params, Recorder, Shader, Tensor};
-use anyhow::Result;
+use super::wg_reduction_serial;
+use crate::gpu::{Kernel, Launch, Params, Recorder, Shader, Tensor};
+use anyhow::{bail, Result};
 
 const CHANNEL_SUM: Kernel = Kernel::new(Shader::Reduce, "channel_sum", 256);
+const SUM_SLICES: Kernel = Kernel::new(Shader::Reduce, "sum_slices", 64);
 
 /// out[c] = sum over n and m of x viewed as (n, c, m).
 pub fn channel_sum(rec: &mut Recorder, x: &Tensor, n: usize, c: usize, m: usize) -> Result<Tensor> {
     let out = Tensor::zeros(rec.gpu(), &[c])?;
     let params = Params::new().u("n", n).u("c", c).u("m", m);
-    rec.dispatch(CHANNEL_SUM, &params, &[(1, Some(x)), (2, Some(&out))], c as u64)?;
+    rec.dispatch(CHANNEL_SUM, &params, &[(1, Some(x)), (2, Some(&out))], Launch::groups(c, wg_reduction_serial(n * m, 1)))?;
     Ok(out)
+}
+
+/// out[i] = sum over s of parts[s, i], in slice order: the second pass of a
+/// reduction that `Split` cut into `parts.shape[0]` slices.
+pub fn sum_slices(rec: &mut Recorder, parts: &Tensor, out: &Tensor) -> Result<()> {
+    let slices = parts.shape[0];
+    let count = out.numel();
+    if parts.numel() != slices * count {
+        bail!("sum_slices: partials {:?} do not hold {slices} slices of {:?}", parts.shape, out.shape);
+    }
+    let params = Params::new().u("n", slices).u("c", count).u("m", 1);
+    rec.dispatch(SUM_SLICES, &params, &[(1, Some(parts)), (2, Some(out))], Launch::threads(count, SUM_SLICES.wg, slices))
 }
 
 /// CPU reference of `channel_sum`.

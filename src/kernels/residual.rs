@@ -3,7 +3,7 @@
 //! (`accumulate`). Flatten and reshape are views (`Tensor::reshape`), no kernel.
 
 use super::{upload, Family};
-use crate::gpu::{groups, BenchCase, Gpu, Kernel, Params, Recorder, Shader, Tensor};
+use crate::gpu::{Launch, BenchCase, Gpu, Kernel, Params, Recorder, Shader, Tensor};
 use crate::kernels::check::{compare_f32, finite_diff, widen, CheckRow, Rng, Tol};
 use anyhow::{bail, Result};
 
@@ -25,7 +25,7 @@ pub fn add(rec: &mut Recorder, a: &Tensor, b: &Tensor) -> Result<Tensor> {
     }
     let out = Tensor::uninit(rec.gpu(), &a.shape)?;
     let args = [(1, Some(a)), (2, Some(b)), (3, Some(&out))];
-    rec.dispatch(ADD, &Params::new().u("n", a.numel()), &args, groups(a.numel(), ADD.wg))?;
+    rec.dispatch(ADD, &Params::new().u("n", a.numel()), &args, Launch::threads(a.numel(), ADD.wg, 1))?;
     Ok(out)
 }
 
@@ -35,7 +35,7 @@ pub fn accumulate(rec: &mut Recorder, acc: &Tensor, g: &Tensor) -> Result<()> {
         bail!("gradient accumulate: shapes {:?} and {:?} differ", acc.shape, g.shape);
     }
     let args = [(1, Some(g)), (4, Some(acc))];
-    rec.dispatch(ACCUMULATE, &Params::new().u("n", g.numel()), &args, groups(g.numel(), ACCUMULATE.wg))
+    rec.dispatch(ACCUMULATE, &Params::new().u("n", g.numel()), &args, Launch::threads(g.numel(), ACCUMULATE.wg, 1))
 }
 
 fn sizes(rng: &mut Rng) -> Vec<usize> {

@@ -1,8 +1,8 @@
 //! Softmax over rows, and mean softmax cross-entropy with integer labels
 //! (numerically stable: log-sum-exp around the row maximum).
 
-use super::{upload, Family};
-use crate::gpu::{groups, BenchCase, Gpu, Kernel, Params, Recorder, Shader, Tensor};
+use super::{upload, wg_reduction_serial, Family, RED};
+use crate::gpu::{Launch, BenchCase, Gpu, Kernel, Params, Recorder, Shader, Tensor};
 use crate::kernels::check::{compare_f32, finite_diff, widen, CheckRow, Rng, Tol};
 use anyhow::{bail, Result};
 
@@ -76,7 +76,7 @@ pub fn softmax(rec: &mut Recorder, logits: &Tensor) -> Result<Tensor> {
     let (b, c) = dims(logits)?;
     let probs = Tensor::uninit(rec.gpu(), &[b, c])?;
     let args = [(1, Some(logits)), (2, None), (3, Some(&probs)), (4, None)];
-    rec.dispatch(SOFTMAX, &Params::new().u("b", b).u("c", c).u("has_labels", 0), &args, b as u64)?;
+    rec.dispatch(SOFTMAX, &Params::new().u("b", b).u("c", c).u("has_labels", 0), &args, rows_launch(b, c))?;
     Ok(probs)
 }
 
@@ -86,8 +86,8 @@ pub fn forward(rec: &mut Recorder, logits: &Tensor, labels: &Tensor) -> Result<(
     let gpu = rec.gpu();
     let (probs, rows, loss) = (Tensor::uninit(gpu, &[b, c])?, Tensor::uninit(gpu, &[b])?, Tensor::uninit(gpu, &[1])?);
     let p = Params::new().u("b", b).u("c", c).u("has_labels", 1);
-    rec.dispatch(SOFTMAX, &p, &[(1, Some(logits)), (2, Some(labels)), (3, Some(&probs)), (4, Some(&rows))], b as u64)?;
-    rec.dispatch(MEAN_LOSS, &p, &[(5, Some(&loss)), (9, Some(&rows))], 1)?;
+    rec.dispatch(SOFTMAX, &p, &[(1, Some(logits)), (2, Some(labels)), (3, Some(&probs)), (4, Some(&rows))], rows_launch(b, c))?;
+    rec.dispatch(MEAN_LOSS, &p, &[(5, Some(&loss)), (9, Some(&rows))], Launch::groups(1, wg_reduction_serial(b, 1)))?;
     Ok((loss, probs))
 }
 
@@ -96,7 +96,7 @@ pub fn backward(rec: &mut Recorder, probs: &Tensor, labels: &Tensor, dloss: &Ten
     let (b, c) = dims(probs)?;
     let dlogits = Tensor::uninit(rec.gpu(), &[b, c])?;
     let args = [(2, Some(labels)), (6, Some(dloss)), (7, Some(&dlogits)), (8, Some(probs))];
-    rec.dispatch(BACKWARD, &Params::new().u("b", b).u("c", c).u("has_labels", 1), &args, groups(b * c, BACKWARD.wg))?;
+    rec.dispatch(BACKWARD, &Params::new().u("b", b).u("c", c).u("has_labels", 1), &args, Launch::threads(b * c, BACKWARD.wg, 1))?;
     Ok(dlogits)
 }
 
@@ -109,7 +109,12 @@ pub fn tally(rec: &mut Recorder, tally: &Tensor, loss: &Tensor, logits: &Tensor,
         bail!("tally: shapes {:?} {:?} {:?} {:?}", tally.shape, loss.shape, logits.shape, labels.shape);
     }
     let args = [(1, Some(logits)), (2, Some(labels)), (5, Some(loss)), (10, Some(tally))];
-    rec.dispatch(TALLY, &Params::new().u("b", b).u("c", c).u("has_labels", 1), &args, 1)
+    rec.dispatch(TALLY, &Params::new().u("b", b).u("c", c).u("has_labels", 1), &args, Launch::groups(1, b.div_ceil(RED) * c))
+}
+
+/// One workgroup per row of `c` classes: max, sum and write loops.
+fn rows_launch(b: usize, c: usize) -> Launch {
+    Launch::groups(b, wg_reduction_serial(c, 3))
 }
 
 // ------------------------------------------------------------------- checks

@@ -38,6 +38,9 @@ fn shapes(rng: &mut Rng) -> Vec<Conv2d> {
         c(2, 8, 9, 7, 12, 3, 1, 1, 1, true),
         c(1, 8, 11, 10, 8, 3, 2, 1, 2, false),
         c(3, 4, 6, 5, 4, 2, 2, 0, 1, false),
+        // 1x1 with 64+ channels: the GPU set's tiled product, its weight
+        // gradient summed over the batch in slices
+        c(3, 64, 12, 15, 70, 1, 1, 0, 1, true),
         c(
             rng.range(1, 3),
             rng.range(1, 6),

@@ -23,7 +23,7 @@ pub(crate) use checks::{bench_shape, check_shape, refcheck_shape};
 pub use reference::{backward_ref, forward_ref};
 
 use super::{linear::Gemm, reduce, Family};
-use crate::gpu::{groups, Kernel, Params, Recorder, Shader, Tensor};
+use crate::gpu::{Kernel, KernelSet, Launch, Params, Recorder, Shader, Split, Tensor};
 use anyhow::{bail, Result};
 
 /// The gradients of a convolution for its input, weight and bias.
@@ -123,7 +123,9 @@ impl Conv2d {
         (self.n * self.cout * ho * wo * (self.cin / self.groups) * self.kh * self.kw) as f64
     }
 
-    fn params(&self) -> Params {
+    /// The parameters of the direct kernels; `split` cuts the weight
+    /// gradient's (n, oy) rows (`Split::whole` elsewhere).
+    fn params(&self, split: Split) -> Params {
         let (ho, wo) = self.out_hw();
         Params::new()
             .u("n", self.n)
@@ -139,6 +141,18 @@ impl Conv2d {
             .u("pad", self.pad)
             .u("groups", self.groups)
             .u("has_bias", self.bias as usize)
+            .u("slices", split.slices)
+            .u("rows_per_slice", split.per_slice)
+    }
+
+    /// How the weight gradient's reduction over (n, oy) rows is cut, for
+    /// `outputs` invocations per slice.
+    fn weight_split(&self, set: KernelSet, outputs: usize) -> Split {
+        let (ho, wo) = self.out_hw();
+        // Whole rows per slice, so the inner loop over ox stays whole.
+        let rows = self.n * ho;
+        let by_terms = Split::for_reduction(set, rows * wo, outputs);
+        Split::slices(rows, by_terms.slices)
     }
 }
 
@@ -199,10 +213,12 @@ pub fn forward(
         Path::Gemm => pointwise_forward(s).run(rec, w, x, b, &y)?,
         p => {
             let args = [(1, Some(x)), (2, Some(w)), (3, b), (4, Some(&y))];
+            let prm = s.params(Split::whole(1));
+            let taps = s.cin / s.groups * s.kh * s.kw;
             if p == Path::Blocked && (s.cout / s.groups).is_multiple_of(4) {
-                rec.dispatch(FORWARD_BLOCKED, &s.params(), &args, groups(y.numel() / 4, FORWARD_BLOCKED.wg))?
+                rec.dispatch(FORWARD_BLOCKED, &prm, &args, Launch::threads(y.numel() / 4, FORWARD_BLOCKED.wg, taps))?
             } else {
-                rec.dispatch(FORWARD, &s.params(), &args, groups(y.numel(), FORWARD.wg))?
+                rec.dispatch(FORWARD, &prm, &args, Launch::threads(y.numel(), FORWARD.wg, taps))?
             }
         }
     }
@@ -228,25 +244,41 @@ pub fn backward(
         }
         p => {
             let blocked = p == Path::Blocked;
-            let args = [(1, Some(x)), (5, Some(dy)), (7, Some(&dw))];
-            if blocked && s.kw <= 3 {
-                let k = BACKWARD_WEIGHT_BLOCKED;
-                rec.dispatch(k, &s.params(), &args, groups(s.cout * s.cin / s.groups * s.kh, k.wg))?;
-            } else {
-                rec.dispatch(BACKWARD_WEIGHT, &s.params(), &args, groups(dw.numel(), BACKWARD_WEIGHT.wg))?;
-            }
+            direct_weight_grad(rec, s, blocked && s.kw <= 3, x, dy, &dw)?;
             let args = [(2, Some(w)), (5, Some(dy)), (6, Some(&dx))];
+            let prm = s.params(Split::whole(1));
+            let taps = s.cout / s.groups * s.kh * s.kw;
             if blocked && (s.cin / s.groups).is_multiple_of(4) {
                 let k = BACKWARD_INPUT_BLOCKED;
-                rec.dispatch(k, &s.params(), &args, groups(dx.numel() / 4, k.wg))?;
+                rec.dispatch(k, &prm, &args, Launch::threads(dx.numel() / 4, k.wg, taps))?;
             } else {
-                rec.dispatch(BACKWARD_INPUT, &s.params(), &args, groups(dx.numel(), BACKWARD_INPUT.wg))?;
+                rec.dispatch(BACKWARD_INPUT, &prm, &args, Launch::threads(dx.numel(), BACKWARD_INPUT.wg, taps))?;
             }
         }
     }
     let (ho, wo) = s.out_hw();
     let db = if s.bias { Some(reduce::channel_sum(rec, dy, s.n, s.cout, ho * wo)?) } else { None };
     Ok(Grads { dx, dw, db })
+}
+
+/// dw of the direct kernels: one invocation per weight (or, `by_tap_row`,
+/// per row of at most 3 taps) and slice of the (n, oy) rows; sliced
+/// partials are summed by a second dispatch.
+fn direct_weight_grad(rec: &mut Recorder, s: &Conv2d, by_tap_row: bool, x: &Tensor, dy: &Tensor, dw: &Tensor) -> Result<()> {
+    let (k, outputs) = if by_tap_row {
+        (BACKWARD_WEIGHT_BLOCKED, s.cout * s.cin / s.groups * s.kh)
+    } else {
+        (BACKWARD_WEIGHT, dw.numel())
+    };
+    let split = s.weight_split(rec.gpu().kernels, outputs);
+    let wo = s.out_hw().1;
+    let launch = Launch::threads(outputs * split.slices, k.wg, split.per_slice * wo);
+    if !split.is_split() {
+        return rec.dispatch(k, &s.params(split), &[(1, Some(x)), (5, Some(dy)), (7, Some(dw))], launch);
+    }
+    let parts = Tensor::uninit(rec.gpu(), &[split.slices, dw.numel()])?;
+    rec.dispatch(k, &s.params(split), &[(1, Some(x)), (5, Some(dy)), (7, Some(&parts))], launch)?;
+    reduce::sum_slices(rec, &parts, dw)
 }
 
 pub const FAMILY: Family =
