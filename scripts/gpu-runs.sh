@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
-# The long measurements of BENCHMARKS.md, for a machine with a real GPU:
-# the issue-4 training runs on ORL (in parallel: accuracy does not depend on
-# what else runs), then, one at a time so the timings are clean, training
-# throughput, the kernel table and the gradient checks.
+# The long measurements of BENCHMARKS.md, for a machine with a real GPU: the
+# gradient checks and the test binaries, the kernel tables and training
+# throughput for each kernel set (one at a time so the timings are clean),
+# and optionally the issue-4 training runs on ORL (in parallel: accuracy does
+# not depend on what else runs).
 #
-#   scripts/gpu-runs.sh ARCFACE_BINARY OUT_DIR
+#   scripts/gpu-runs.sh ARCFACE_BINARY OUT_DIR [TEST_BINARY_DIR]
 #
-# Everything lands in OUT_DIR: log.txt, info.json, gradcheck.txt,
-# bench_*.json and one folder per run (metrics, eval.json, curves).
+# Environment: SETS (kernel sets, default "gpu cpu"), RUNS (training runs,
+# default none; "all" for every one), RUN_TIMEOUT (seconds per run).
+# Everything lands in OUT_DIR: log.txt, info_SET.json, gradcheck_SET.txt,
+# bench_*.json and one folder per training run.
 set -u
 A=$(realpath "$1")
 OUT=$(realpath -m "$2")
@@ -17,8 +20,44 @@ exec > >(tee -a "$OUT/log.txt") 2>&1
 
 step() { echo "== $(date +%T) $*"; }
 
-step info
-"$A" info --json | tee "$OUT/info.json"
+TESTS=${3:-}
+SETS=${SETS:-gpu cpu}
+# Test binaries find their fixtures under the path they were built in.
+BUILT_IN=/work/main
+if [ -n "$TESTS" ] && [ ! -e "$BUILT_IN" ]; then
+  mkdir -p "$(dirname "$BUILT_IN")" && ln -s "$PWD" "$BUILT_IN"
+fi
+
+for set in $SETS; do
+  step "info, kernel set $set"
+  "$A" info --json --kernels "$set" | tee "$OUT/info_$set.json"
+  step "gradcheck, kernel set $set"
+  timeout 120 "$A" gradcheck --kernels "$set" >"$OUT/gradcheck_$set.txt" 2>&1
+  echo "gradcheck exit $?"
+  tail -n 1 "$OUT/gradcheck_$set.txt"
+done
+
+if [ -n "$TESTS" ]; then
+  for t in "$TESTS"/*; do
+    [ "$(basename "$t")" = arcface ] && continue
+    step "test binary $(basename "$t") (kernel set ${SETS%% *} by default; some tests run both)"
+    (cd "$BUILT_IN" && ARCFACE_KERNELS=${SETS%% *} timeout 180 "$t" --test-threads 4 2>&1 | tail -n 4)
+  done
+fi
+
+[ -n "${SKIP_BENCH:-}" ] || for set in $SETS; do
+  step "kernel table, batch 32, kernel set $set"
+  timeout 120 "$A" bench kernels --batch 32 --repeats 5 --json --kernels "$set" >"$OUT/bench_kernels_$set.json"
+  echo "bench kernels exit $?"
+  step "training throughput, kernel set $set"
+  for b in 32 256; do
+    timeout 120 "$A" bench train --model mobilefacenet --batch $b --steps 5 --json --kernels "$set" \
+      | tee "$OUT/bench_train_mfn_b${b}_$set.json"
+  done
+  timeout 120 "$A" bench train --model mininet --input 112 --batch 32 --steps 5 --json --kernels "$set" \
+    | tee "$OUT/bench_train_mini_$set.json"
+  timeout 120 "$A" bench infer --batch 32 --calls 5 --json --kernels "$set" | tee "$OUT/bench_infer_mfn_$set.json"
+done
 
 # MobileFaceNet + ArcFace: the PyTorch recipe of issue 4 (batch 16, 10 epochs,
 # lr 0.1, momentum 0.9, weight decay 5e-4, step decay x0.5 every 3 epochs).
@@ -45,45 +84,35 @@ sweep_mini_orl10() {
   "$A" sweep --data $DATA --model mininet --input 112 --people 10 --epochs 10 --batch-size 16 \
     --weight-decay 0 --seed 0 --quiet --out "$OUT/sweep_mini_orl10" >"$OUT/sweep_mini_orl10.log" 2>&1
 }
-RUNS=${RUNS:-mfn_orl40 mfn_orl40_recal mfn_orl10 mfn_orl10_recal mini_orl10 mini_orl40 sweep_mini_orl10}
+ALL_RUNS="mfn_orl40 mfn_orl40_recal mfn_orl10 mfn_orl10_recal mini_orl10 mini_orl40 sweep_mini_orl10"
+RUNS=${RUNS:-}
+[ "$RUNS" = all ] && RUNS=$ALL_RUNS
 
-step "training runs (parallel): $RUNS"
-export A OUT DATA
-export -f mfn mini $RUNS
-T=${RUN_TIMEOUT:-300}
-pids=()
-for r in $RUNS; do
-  timeout "$T" bash -c "$r" &
-  pids+=($!)
-done
-# (not a bare `wait`: it would also wait for the tee above)
-wait "${pids[@]}"
-for r in $RUNS; do
-  [ -d "$OUT/$r" ] || continue
-  step "result $r"
-  tail -n 20 "$OUT/$r.log"
-  [ -f "$OUT/$r/best.safetensors" ] || continue
-  "$A" eval --checkpoint "$OUT/$r/best.safetensors" --json >"$OUT/$r/eval.json" && head -c 300 "$OUT/$r/eval.json"
-  echo
-  case $r in mfn*)
-    "$A" eval --checkpoint "$OUT/$r/best.safetensors" --batch-stats --json >"$OUT/$r/eval_batch_stats.json"
-    head -c 300 "$OUT/$r/eval_batch_stats.json"
-    echo ;;
-  esac
-done
+if [ -n "$RUNS" ]; then
+  step "training runs (parallel): $RUNS"
+  export A OUT DATA
+  export -f mfn mini $RUNS
+  T=${RUN_TIMEOUT:-300}
+  pids=()
+  for r in $RUNS; do
+    timeout "$T" bash -c "$r" &
+    pids+=($!)
+  done
+  # (not a bare `wait`: it would also wait for the tee above)
+  wait "${pids[@]}"
+  for r in $RUNS; do
+    [ -d "$OUT/$r" ] || continue
+    step "result $r"
+    tail -n 20 "$OUT/$r.log"
+    [ -f "$OUT/$r/best.safetensors" ] || continue
+    "$A" eval --checkpoint "$OUT/$r/best.safetensors" --json >"$OUT/$r/eval.json" && head -c 300 "$OUT/$r/eval.json"
+    echo
+    case $r in mfn*)
+      "$A" eval --checkpoint "$OUT/$r/best.safetensors" --batch-stats --json >"$OUT/$r/eval_batch_stats.json"
+      head -c 300 "$OUT/$r/eval_batch_stats.json"
+      echo ;;
+    esac
+  done
 
-[ -n "${SKIP_BENCH:-}" ] && { step done; exit 0; }
-step "training throughput, batch 32"
-timeout 120 "$A" bench train --model mobilefacenet --batch 32 --steps 5 --json | tee "$OUT/bench_train_mfn.json"
-timeout 120 "$A" bench train --model mininet --input 112 --batch 32 --steps 5 --json | tee "$OUT/bench_train_mini.json"
-step "inference throughput, batch 32"
-timeout 120 "$A" bench infer --batch 32 --calls 5 --json | tee "$OUT/bench_infer_mfn.json"
-
-step "kernel table, batch 32"
-timeout 120 "$A" bench kernels --batch 32 --repeats 5 --json >"$OUT/bench_kernels.json"
-
-step gradcheck
-timeout 120 "$A" gradcheck >"$OUT/gradcheck.txt" 2>&1
-echo "gradcheck exit $?"
-tail -n 3 "$OUT/gradcheck.txt"
+fi
 step done

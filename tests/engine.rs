@@ -3,7 +3,7 @@
 //! submission for many dispatches.
 
 mod common;
-use arcface::gpu::{dispatch::grid, Gpu, GpuOptions, Recorder, Tensor};
+use arcface::gpu::{dispatch::grid, Gpu, GpuOptions, KernelSet, Recorder, Tensor};
 use arcface::kernels::check::Rng;
 use arcface::kernels::{activation, family, residual};
 
@@ -143,4 +143,37 @@ fn tensor_round_trip_and_views() {
     assert!(Tensor::from_f32(&gpu, &[1.0], &[2]).is_err());
     let l = Tensor::from_u32(&gpu, &[7, 9], &[2]).unwrap();
     assert_eq!(l.to_vec_u32(&gpu), vec![7, 9]);
+}
+
+/// A recycled buffer handed out as zeros is cleared at the next submission;
+/// a copy recorded from it must still see the zeros when the tensor is
+/// dropped before that submission (the packed SGD buffers are filled this
+/// way: a second model trained in one process once started from the first
+/// one's velocities).
+#[test]
+fn a_zeroed_tensor_dropped_after_a_recorded_copy_still_reads_as_zeros() {
+    let gpu = common::gpu();
+    let stale = Tensor::from_f32(&gpu, &[7.0; 64], &[64]).unwrap();
+    drop(stale);
+    Recorder::new(&gpu).submit(); // the stale buffer is free again
+    let zeros = Tensor::zeros(&gpu, &[64]).unwrap(); // gets the stale buffer
+    let dst = Tensor::from_f32(&gpu, &[1.0; 64], &[64]).unwrap();
+    let mut rec = Recorder::new(&gpu);
+    rec.copy(&zeros, &dst).unwrap();
+    drop(zeros);
+    rec.submit();
+    assert_eq!(dst.to_vec(&gpu), vec![0.0; 64]);
+}
+
+#[test]
+fn kernel_set_is_chosen_from_the_adapter_and_can_be_overridden() {
+    let gpu = common::gpu();
+    let expected = if gpu.info.device_type == wgpu::DeviceType::Cpu { KernelSet::Cpu } else { KernelSet::Gpu };
+    assert_eq!((gpu.kernels, gpu.kernels_overridden), (expected, false));
+    for (name, set) in [("gpu", KernelSet::Gpu), ("CPU", KernelSet::Cpu)] {
+        let g = Gpu::with_options(&GpuOptions { kernels: Some(name.into()), ..Default::default() }).unwrap();
+        assert_eq!((g.kernels, g.kernels_overridden), (set, true));
+    }
+    let e = Gpu::with_options(&GpuOptions { kernels: Some("tpu".into()), ..Default::default() }).err().unwrap();
+    assert!(format!("{e}").contains("--kernels") && format!("{e}").contains("tpu"), "{e}");
 }

@@ -3,15 +3,15 @@
 use super::args::{GpuArgs, ModelArg, ModelArgs};
 use super::output::json;
 use crate::detect::bench::detect_times;
-use crate::gpu::timing;
+use crate::gpu::{timing, Gpu};
 use crate::io::checkpoint::CheckpointMeta;
 use crate::io::model_file::{self, Model};
 use crate::kernels::gradcheck;
-use crate::models::Net;
+use crate::models::{ModelSpec, Net};
 use crate::nn::GpuBackend;
-use crate::pipeline::bench::train_throughput;
+use crate::pipeline::bench::{profile_step, train_throughput};
 use crate::recognize::bench::infer_throughput;
-use anyhow::Result;
+use anyhow::{bail, Result};
 use clap::{Args, Subcommand};
 use std::path::PathBuf;
 
@@ -80,6 +80,9 @@ pub struct TrainBench {
     /// Timed steps after one warm-up step
     #[arg(long, default_value_t = 2)]
     steps: usize,
+    /// Instead: one step's GPU time by kernel, each dispatch timed alone
+    #[arg(long)]
+    profile: bool,
     #[arg(long)]
     json: bool,
 }
@@ -87,6 +90,9 @@ pub struct TrainBench {
 impl TrainBench {
     fn run(&self, gpu: &GpuArgs) -> Result<bool> {
         let spec = self.shape.spec(self.model, self.classes);
+        if self.profile {
+            return self.print_profile(&gpu.open()?, spec);
+        }
         let r = train_throughput(&gpu.open()?, spec, self.batch, self.steps)?;
         if self.json {
             json(&r)?;
@@ -102,6 +108,24 @@ impl TrainBench {
                 self.steps,
                 r.adapter
             );
+        }
+        Ok(true)
+    }
+}
+
+impl TrainBench {
+    fn print_profile(&self, gpu: &Gpu, spec: ModelSpec) -> Result<bool> {
+        let rows = profile_step(gpu, spec, self.batch)?;
+        if rows.is_empty() {
+            bail!("--profile needs timestamp queries, which adapter `{}` does not have", gpu.info.name);
+        }
+        if self.json {
+            return json(&rows).map(|_| true);
+        }
+        let total: f64 = rows.iter().map(|r| r.ms).sum();
+        println!("{:?} {}x{} batch {}, kernel set {}: {:.1} ms of dispatches", spec.arch, spec.input, spec.input, self.batch, gpu.kernels.name(), total);
+        for r in &rows {
+            println!("{:<40} {:>4} x {:>10.2} ms {:>5.1}%", r.kernel, r.dispatches, r.ms, r.share * 100.0);
         }
         Ok(true)
     }

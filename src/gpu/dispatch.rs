@@ -17,7 +17,9 @@ use super::binding::{bind_group, Arena, BindKey, Bound, Kernel, ARENA_IDS, MAX_A
 use super::counters::Event;
 use super::{Gpu, Params, Tensor};
 use anyhow::{bail, Result};
+use super::pool::Pooled;
 use std::collections::HashMap;
+use std::sync::Arc;
 
 /// Bytes of parameters one dispatch may have.
 const SLOT_BYTES: usize = 256;
@@ -84,10 +86,10 @@ enum Command {
         /// Timestamp slots of a timed dispatch (its own pass).
         timestamps: Option<u32>,
     },
-    /// Buffer to buffer, offsets in bytes. A tensor dropped while this is
-    /// recorded stays out of the pool's hands until the submission, so the
-    /// buffers alone are kept.
-    Copy { src: wgpu::Buffer, src_at: u64, dst: wgpu::Buffer, dst_at: u64, bytes: u64 },
+    /// Buffer to buffer, offsets in bytes. `_keep` holds the tensors' pool
+    /// buffers until the submission: a tensor dropped while this is recorded
+    /// must neither go back to the pool nor lose the clear it is due.
+    Copy { src: wgpu::Buffer, src_at: u64, dst: wgpu::Buffer, dst_at: u64, bytes: u64, _keep: [Option<Arc<Pooled>>; 2] },
 }
 
 pub struct Recorder<'g> {
@@ -190,6 +192,7 @@ impl<'g> Recorder<'g> {
             dst: dst.buf.buffer().clone(),
             dst_at: dst.offset + dst_at as u64 * 4,
             bytes: len as u64 * 4,
+            _keep: [Some(src.buf.clone()), Some(dst.buf.clone())],
         });
         Ok(())
     }
@@ -197,7 +200,8 @@ impl<'g> Recorder<'g> {
     /// Copies `src` into the start of a host-mappable buffer.
     pub fn copy_to_host(&mut self, src: &Tensor, dst: &wgpu::Buffer) {
         let (src_at, bytes) = (src.offset, src.bytes());
-        self.commands.push(Command::Copy { src: src.buf.buffer().clone(), src_at, dst: dst.clone(), dst_at: 0, bytes });
+        let _keep = [Some(src.buf.clone()), None];
+        self.commands.push(Command::Copy { src: src.buf.buffer().clone(), src_at, dst: dst.clone(), dst_at: 0, bytes, _keep });
     }
 
     /// The dispatches recorded so far, in order.
@@ -224,7 +228,7 @@ impl<'g> Recorder<'g> {
         let mut arena = gpu.arena.lock().unwrap();
         self.fill_arena(&mut arena);
         let mut binds = gpu.bind_groups.0.lock().unwrap();
-        if true || binds.len() > MAX_BIND_GROUPS {
+        if binds.len() > MAX_BIND_GROUPS {
             binds.clear();
         }
         let index = gpu.submit(|enc| {
@@ -309,7 +313,7 @@ impl<'g> Recorder<'g> {
                         drop(pass.take());
                     }
                 }
-                Command::Copy { src, src_at, dst, dst_at, bytes } => {
+                Command::Copy { src, src_at, dst, dst_at, bytes, .. } => {
                     drop(pass.take());
                     enc.copy_buffer_to_buffer(src, *src_at, dst, *dst_at, *bytes);
                 }

@@ -68,6 +68,9 @@ const GPU_MIN_SERIAL: usize = 32;
 /// ...and the invocations to aim for (an H200 holds about 270,000 resident
 /// threads; a small GPU is full well before).
 const GPU_TARGET_INVOCATIONS: usize = 1 << 18;
+/// Slices beyond this are only taken when the serial bound needs them: the
+/// second pass loops over the slices with few invocations (one per output).
+const WANTED_SLICES: usize = 256;
 /// More slices than this would make the second dispatch the long loop.
 const MAX_SLICES: usize = GPU_MAX_SERIAL;
 
@@ -86,7 +89,10 @@ impl Split {
             KernelSet::Cpu => Split::whole(len),
             KernelSet::Gpu => {
                 let needed = len.div_ceil(GPU_MAX_SERIAL);
-                let wanted = GPU_TARGET_INVOCATIONS.div_ceil(outputs.max(1)).min(len.div_ceil(GPU_MIN_SERIAL));
+                let wanted = GPU_TARGET_INVOCATIONS
+                    .div_ceil(outputs.max(1))
+                    .min(len.div_ceil(GPU_MIN_SERIAL))
+                    .min(WANTED_SLICES);
                 Split::slices(len, needed.max(wanted).clamp(1, MAX_SLICES))
             }
         }

@@ -209,3 +209,62 @@ impl SubmissionTimer {
         t[1].saturating_sub(t[0]) as f64 * gpu.queue.get_timestamp_period() as f64 * 1e-6
     }
 }
+
+/// GPU time of every dispatch of one submission (`Recorder::time_dispatches`,
+/// each dispatch in its own pass), where the adapter has timestamp queries.
+pub struct DispatchTimer {
+    set: wgpu::QuerySet,
+    resolve: wgpu::Buffer,
+    readback: wgpu::Buffer,
+    slots: u32,
+}
+
+impl DispatchTimer {
+    /// Room for `dispatches` dispatches.
+    pub fn new(gpu: &Gpu, dispatches: u32) -> Option<DispatchTimer> {
+        if !gpu.has_timestamps() {
+            return None;
+        }
+        let slots = dispatches * 2;
+        let set = gpu.device.create_query_set(&wgpu::QuerySetDescriptor {
+            label: Some("dispatches"),
+            ty: wgpu::QueryType::Timestamp,
+            count: slots,
+        });
+        let buffer = |usage| {
+            gpu.device.create_buffer(&wgpu::BufferDescriptor {
+                label: None,
+                size: slots as u64 * 8,
+                usage,
+                mapped_at_creation: false,
+            })
+        };
+        let resolve = buffer(wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC);
+        let readback = buffer(wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST);
+        Some(DispatchTimer { set, resolve, readback, slots })
+    }
+
+    pub fn set(&self) -> &wgpu::QuerySet {
+        &self.set
+    }
+
+    /// Seconds of each of the first `dispatches` timed dispatches (waits).
+    pub fn read(&self, gpu: &Gpu, dispatches: u32) -> Result<Vec<f64>> {
+        let used = dispatches * 2;
+        if used > self.slots {
+            bail!("{dispatches} dispatches timed with room for {}", self.slots / 2);
+        }
+        gpu.submit(|enc| {
+            enc.resolve_query_set(&self.set, 0..used, &self.resolve, 0);
+            enc.copy_buffer_to_buffer(&self.resolve, 0, &self.readback, 0, used as u64 * 8);
+        });
+        gpu.submitted();
+        self.readback.map_async(wgpu::MapMode::Read, .., |r| r.expect("mapping timestamps"));
+        wait(gpu);
+        let bytes = self.readback.get_mapped_range(..)?.to_vec();
+        self.readback.unmap();
+        let ticks: &[u64] = bytemuck::cast_slice(&bytes[..used as usize * 8]);
+        let period = gpu.queue.get_timestamp_period() as f64 * 1e-9;
+        Ok(ticks.chunks(2).map(|p| p[1].saturating_sub(p[0]) as f64 * period).collect())
+    }
+}

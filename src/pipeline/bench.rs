@@ -2,7 +2,7 @@
 //! one steady-state step asks of the device.
 
 use crate::data::Batch;
-use crate::gpu::timing::SubmissionTimer;
+use crate::gpu::timing::{DispatchTimer, SubmissionTimer};
 use crate::gpu::{Counts, Gpu};
 use crate::kernels::sgd::Sgd;
 use crate::models::{ModelSpec, Net};
@@ -108,4 +108,54 @@ fn run_step<'g>(
     }
     let index = b.flush();
     Ok((index, start.elapsed().as_secs_f64()))
+}
+
+/// GPU time of one kernel entry point over one training step.
+#[derive(Serialize, Debug)]
+pub struct KernelTime {
+    pub kernel: String,
+    pub dispatches: usize,
+    pub ms: f64,
+    /// Share of the step's summed dispatch time.
+    pub share: f64,
+}
+
+/// Where one training step of a fresh `spec` spends its GPU time, by
+/// kernel entry point, largest first (each dispatch timed in its own pass,
+/// after a warm-up step). Empty where the adapter has no timestamps.
+pub fn profile_step(gpu: &Gpu, spec: ModelSpec, batch: usize) -> Result<Vec<KernelTime>> {
+    let mut b = GpuBackend::new(gpu)?;
+    let mut net = Net::init(&mut b, spec, 0)?;
+    let input = Batch::synthetic(batch, spec.input, spec.classes);
+    let h = Sgd { lr: 1e-3, momentum: 0.9, weight_decay: 5e-4 };
+    run_step(&mut b, &mut net, &input, &h, None)?;
+    gpu.wait(None);
+    let xt = b.upload(&input.x, &input.shape())?;
+    let lt = b.labels(&input.labels)?;
+    net.train_step(&mut b, &xt, &lt, &h)?;
+    let launches: Vec<_> = b.recorder().launches().collect();
+    let Some(timer) = DispatchTimer::new(gpu, launches.len() as u32) else { return Ok(Vec::new()) };
+    // Recorded again, now timed: the same dispatches in the same order.
+    drop(b.flush());
+    gpu.wait(None);
+    let (xt, lt) = (b.upload(&input.x, &input.shape())?, b.labels(&input.labels)?);
+    b.recorder().time_dispatches(timer.set(), 0);
+    net.train_step(&mut b, &xt, &lt, &h)?;
+    let timed = b.recorder().launches().count() as u32;
+    b.flush();
+    let secs = timer.read(gpu, timed)?;
+    let mut by: Vec<KernelTime> = Vec::new();
+    for (l, s) in launches.iter().zip(&secs) {
+        let name = format!("{}::{}", l.kernel.shader.name(), l.kernel.entry);
+        match by.iter_mut().find(|k| k.kernel == name) {
+            Some(k) => (k.dispatches, k.ms) = (k.dispatches + 1, k.ms + s * 1e3),
+            None => by.push(KernelTime { kernel: name, dispatches: 1, ms: s * 1e3, share: 0.0 }),
+        }
+    }
+    let total: f64 = by.iter().map(|k| k.ms).sum();
+    for k in &mut by {
+        k.share = k.ms / total.max(1e-12);
+    }
+    by.sort_by(|a, b| b.ms.total_cmp(&a.ms));
+    Ok(by)
 }
