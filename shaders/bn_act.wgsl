@@ -31,8 +31,7 @@ struct Params {
 @group(0) @binding(16) var<storage, read> stat_mean: array<f32>;
 @group(0) @binding(17) var<storage, read> stat_var: array<f32>;
 
-// Element (b, c, j) of the (N, C, M) layout.
-fn at(b: u32, c: u32, j: u32) -> u32 { return (b * p.c + c) * p.m + j; }
+fn index_of(c: u32, j: u32) -> u32 { return ((j / p.m) * p.c + c) * p.m + j % p.m; }
 
 // Train mode: batch mean and biased variance (two passes, as `stats`), the
 // running-statistics update, then y = act(bn(x)) (+ skip).
@@ -42,21 +41,16 @@ fn forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: 
     let c = flat_workgroup(wid, nwg);
     let valid = c < p.c;
     let count = p.n * p.m;
-    let w = channel_walk(lid, p.n, p.m);
     var s = 0.0;
     if (valid) {
-        for (var b = w.n0; b < p.n; b += w.dn) {
-            for (var j = w.j0; j < p.m; j += w.dj) { s += x[at(b, c, j)]; }
-        }
+        for (var j = lid; j < count; j += RED) { s += x[index_of(c, j)]; }
     }
     let mu = wg_sum(s, lid) / f32(count);
     var q = 0.0;
     if (valid) {
-        for (var b = w.n0; b < p.n; b += w.dn) {
-            for (var j = w.j0; j < p.m; j += w.dj) {
-                let d = x[at(b, c, j)] - mu;
-                q += d * d;
-            }
+        for (var j = lid; j < count; j += RED) {
+            let d = x[index_of(c, j)] - mu;
+            q += d * d;
         }
     }
     let v = wg_sum(q, lid) / f32(count);
@@ -69,14 +63,12 @@ fn forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: 
         running_var[c] = (1.0 - p.momentum) * running_var[c] + p.momentum * unbiased;
     }
     let inv = inverseSqrt(v + p.eps);
-    for (var b = w.n0; b < p.n; b += w.dn) {
-        for (var j = w.j0; j < p.m; j += w.dj) {
-            let i = at(b, c, j);
-            var z = (x[i] - mu) * inv * gamma[c] + beta[c];
-            if (p.has_slope != 0u && z <= 0.0) { z = slope[c] * z; }
-            if (p.has_skip != 0u) { z += skip[i]; }
-            y[i] = z;
-        }
+    for (var j = lid; j < count; j += RED) {
+        let i = index_of(c, j);
+        var z = (x[i] - mu) * inv * gamma[c] + beta[c];
+        if (p.has_slope != 0u && z <= 0.0) { z = slope[c] * z; }
+        if (p.has_skip != 0u) { z += skip[i]; }
+        y[i] = z;
     }
 }
 
@@ -96,26 +88,23 @@ fn backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg:
     var mu = 0.0;
     var inv = 0.0;
     var a = 0.0;
-    let w = channel_walk(lid, p.n, p.m);
     if (valid) {
         mu = stat_mean[c];
         inv = inverseSqrt(stat_var[c] + p.eps);
         if (p.has_slope != 0u) { a = slope[c]; }
-        for (var b = w.n0; b < p.n; b += w.dn) {
-            for (var j = w.j0; j < p.m; j += w.dj) {
-                let i = at(b, c, j);
-                let xhat = (x[i] - mu) * inv;
-                var g = dy[i];
-                if (p.has_slope != 0u) {
-                    let z = xhat * gamma[c] + beta[c];
-                    if (z <= 0.0) {
-                        ss += g * z;
-                        g = a * g;
-                    }
+        for (var j = lid; j < count; j += RED) {
+            let i = index_of(c, j);
+            let xhat = (x[i] - mu) * inv;
+            var g = dy[i];
+            if (p.has_slope != 0u) {
+                let z = xhat * gamma[c] + beta[c];
+                if (z <= 0.0) {
+                    ss += g * z;
+                    g = a * g;
                 }
-                sg += g * xhat;
-                sb += g;
             }
+            sg += g * xhat;
+            sb += g;
         }
     }
     sg = wg_sum(sg, lid);
@@ -128,14 +117,12 @@ fn backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg:
         if (p.has_slope != 0u) { dslope[c] = ss; }
     }
     let k = gamma[c] * inv;
-    for (var b = w.n0; b < p.n; b += w.dn) {
-        for (var j = w.j0; j < p.m; j += w.dj) {
-            let i = at(b, c, j);
-            let xhat = (x[i] - mu) * inv;
-            var g = dy[i];
-            if (p.has_slope != 0u && xhat * gamma[c] + beta[c] <= 0.0) { g = a * g; }
-            if (p.train != 0u) { g = g - (sb + xhat * sg) / f32(count); }
-            dx[i] = k * g;
-        }
+    for (var j = lid; j < count; j += RED) {
+        let i = index_of(c, j);
+        let xhat = (x[i] - mu) * inv;
+        var g = dy[i];
+        if (p.has_slope != 0u && xhat * gamma[c] + beta[c] <= 0.0) { g = a * g; }
+        if (p.train != 0u) { g = g - (sb + xhat * sg) / f32(count); }
+        dx[i] = k * g;
     }
 }

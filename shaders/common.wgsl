@@ -44,16 +44,3 @@ fn wg_max(v: f32, lid: u32) -> f32 {
     workgroupBarrier();
     return total;
 }
-
-// How the RED invocations of a per-channel reduction walk a channel of an
-// (N, C, M) tensor without dividing per element: lane `lid` starts at row
-// `n0`, column `j0` and steps `dn` rows and `dj` columns (the divisions run
-// once). Rows of M >= RED are walked by every lane along M; shorter rows
-// are packed several to a pass. Lanes left over start past the last row.
-struct ChannelWalk { n0: u32, j0: u32, dn: u32, dj: u32 }
-fn channel_walk(lid: u32, n: u32, m: u32) -> ChannelWalk {
-    let dj = max(min(m, RED), 1u);
-    let dn = RED / dj;
-    let n0 = select(n, lid / dj, lid < dn * dj);
-    return ChannelWalk(n0, lid % dj, dn, dj);
-}

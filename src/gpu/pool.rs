@@ -23,11 +23,13 @@ use std::sync::{Arc, Mutex};
 /// Free buffers of one (size, usage).
 type Key = (u64, u32);
 
-/// When the free buffers exceed this, the oldest are released to the driver.
+/// When the free buffers exceed this, those not handed out in the last two
+/// submissions are released to the driver.
 const MAX_FREE_BYTES: u64 = 2 << 30;
 
-#[derive(Default)]
 struct State {
+    /// `MAX_FREE_BYTES` (tests lower it).
+    max_free_bytes: u64,
     next_id: u64,
     free: HashMap<Key, Vec<(u64, wgpu::Buffer)>>,
     free_bytes: u64,
@@ -42,6 +44,27 @@ struct State {
     /// The buffers last handed out as the n-th allocation of a key in a
     /// submission (newest first).
     recent: HashMap<(Key, usize), [u64; 2]>,
+    /// Submissions so far, and the one each buffer was last handed out in.
+    submissions: u64,
+    handed_out: HashMap<u64, u64>,
+}
+
+impl Default for State {
+    fn default() -> State {
+        State {
+            max_free_bytes: MAX_FREE_BYTES,
+            next_id: 0,
+            free: HashMap::new(),
+            free_bytes: 0,
+            pending: Vec::new(),
+            clears: Vec::new(),
+            trimmed: false,
+            ordinal: HashMap::new(),
+            recent: HashMap::new(),
+            submissions: 0,
+            handed_out: HashMap::new(),
+        }
+    }
 }
 
 #[derive(Clone, Default)]
@@ -126,6 +149,8 @@ impl Pool {
                 (s.next_id, buf)
             }
         };
+        let at = s.submissions;
+        s.handed_out.insert(id, at);
         let r = s.recent.entry((key, n)).or_insert([0, 0]);
         if r[0] != id {
             *r = [id, r[0]];
@@ -150,16 +175,60 @@ impl Pool {
     pub fn submitted(&self) -> bool {
         let mut s = self.0.lock().unwrap();
         s.ordinal.clear();
+        s.submissions += 1;
         for (key, id, buf) in std::mem::take(&mut s.pending) {
             s.free_bytes += key.0;
             s.free.entry(key).or_default().push((id, buf));
         }
-        if s.free_bytes > MAX_FREE_BYTES {
-            s.free.clear();
-            s.recent.clear();
-            s.free_bytes = 0;
-            s.trimmed = true;
+        if s.free_bytes > s.max_free_bytes {
+            // Release what the last two submissions did not ask for; a
+            // steady step's own buffers stay, however large the step.
+            let State { free, handed_out, submissions, .. } = &mut *s;
+            let mut released = 0;
+            for list in free.values_mut() {
+                list.retain(|(id, buf)| {
+                    let keep = handed_out.get(id).is_some_and(|&at| *submissions - at <= 2);
+                    if !keep {
+                        released += buf.size();
+                        handed_out.remove(id);
+                    }
+                    keep
+                });
+            }
+            free.retain(|_, list| !list.is_empty());
+            s.free_bytes -= released;
+            s.trimmed |= released > 0;
         }
         std::mem::take(&mut s.trimmed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gpu::Gpu;
+
+    fn buffers(pool: &Pool, gpu: &Gpu, sizes: &[u64]) -> Vec<Pooled> {
+        sizes.iter().map(|&n| pool.get(&gpu.device, &gpu.counters, n, wgpu::BufferUsages::STORAGE, false)).collect()
+    }
+
+    /// Over the limit, a repeating step keeps its own buffers (nothing is
+    /// created again) while a buffer no step asks for any more is released.
+    #[test]
+    fn trimming_keeps_a_steady_steps_buffers() {
+        let gpu = Gpu::new().unwrap();
+        let pool = Pool::default();
+        pool.0.lock().unwrap().max_free_bytes = 1024;
+        drop(buffers(&pool, &gpu, &[4096]));
+        pool.submitted();
+        let before = gpu.counters.read().buffers_created;
+        for _ in 0..4 {
+            drop(buffers(&pool, &gpu, &[1024, 1024, 2048]));
+            pool.submitted();
+        }
+        let s = pool.0.lock().unwrap();
+        assert_eq!(gpu.counters.read().buffers_created - before, 3, "the step's buffers were created again");
+        assert!(!s.free.contains_key(&(4096, wgpu::BufferUsages::STORAGE.bits())), "the stale buffer was kept");
+        assert_eq!(s.free_bytes, 4096);
     }
 }

@@ -193,6 +193,8 @@ pub(crate) fn shapes(rng: &mut Rng) -> Vec<BatchNorm> {
         BatchNorm { n: 5, c: 7, m: 1 },       // 2-D input
         BatchNorm { n: 3, c: 2, m: 17 * 19 }, // more values per channel than threads
         BatchNorm { n: 1, c: 11, m: 13 },
+        BatchNorm { n: 4, c: 3, m: 3136 },
+        BatchNorm { n: 4, c: 3, m: 49 },
         BatchNorm { n: rng.range(2, 4), c: rng.range(1, 9), m: rng.range(1, 300) },
     ]
 }

@@ -103,10 +103,17 @@ pub fn backward_chunk<B: Backend>(
     let convs = convs(s[0], s[2]);
     for i in (0..3).rev() {
         let dy = b.act_backward(Act::Relu, &c.pre_relu[i], &d)?;
-        let g = b.conv2d_backward(&convs[i], &c.inputs[i], p.get(&format!("{}.weight", CONVS[i])), &dy)?;
-        p.add_grad(b, &format!("{}.weight", CONVS[i]), g.dw)?;
-        p.add_grad(b, &format!("{}.bias", CONVS[i]), g.db.expect("conv has a bias"))?;
-        d = g.dx;
+        let w = p.get(&format!("{}.weight", CONVS[i]));
+        // The first convolution's input is the image: no gradient for it.
+        let (dw, db) = if i == 0 {
+            b.conv2d_backward_params(&convs[i], &c.inputs[i], w, &dy)?
+        } else {
+            let g = b.conv2d_backward(&convs[i], &c.inputs[i], w, &dy)?;
+            d = g.dx;
+            (g.dw, g.db)
+        };
+        p.add_grad(b, &format!("{}.weight", CONVS[i]), dw)?;
+        p.add_grad(b, &format!("{}.bias", CONVS[i]), db.expect("conv has a bias"))?;
     }
     Ok(())
 }

@@ -211,8 +211,11 @@ impl<B: Backend> Net<B> {
                         let last = specs.last().and_then(|bl| bl.layers.last()).map_or(1, |l| l.cout);
                         let n = b.shape(&demb)[0];
                         let mut d = b.reshape(&demb, &[n, last, 1, 1])?;
-                        for (block, c) in specs.iter().zip(&blocks).rev() {
-                            d = block.backward(b, &mut self.params, c, &d)?;
+                        for (i, (block, c)) in specs.iter().zip(&blocks).enumerate().rev() {
+                            match block.backward(b, &mut self.params, c, &d, i > 0)? {
+                                Some(next) => d = next,
+                                None => break,
+                            }
                         }
                     }
                     Backbone::Graph(saved) => {

@@ -38,6 +38,18 @@ pub trait Backend {
 
     fn conv2d(&mut self, s: &Conv2d, x: &Self::T, w: &Self::T, b: Option<&Self::T>) -> Result<Self::T>;
     fn conv2d_backward(&mut self, s: &Conv2d, x: &Self::T, w: &Self::T, dy: &Self::T) -> Result<Grads<Self::T>>;
+    /// The weight and bias gradients alone, for a layer whose input needs
+    /// no gradient (the image): the input gradient is never computed.
+    fn conv2d_backward_params(
+        &mut self,
+        s: &Conv2d,
+        x: &Self::T,
+        w: &Self::T,
+        dy: &Self::T,
+    ) -> Result<(Self::T, Option<Self::T>)> {
+        let g = self.conv2d_backward(s, x, w, dy)?;
+        Ok((g.dw, g.db))
+    }
     /// Train mode also updates the running statistics in `p`.
     fn batchnorm(
         &mut self,

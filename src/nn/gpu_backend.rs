@@ -100,6 +100,15 @@ impl<'g> Backend for GpuBackend<'g> {
     fn conv2d_backward(&mut self, s: &Conv2d, x: &Tensor, w: &Tensor, dy: &Tensor) -> Result<Grads> {
         conv2d::backward(&mut self.rec, s, Path::Auto, x, w, dy)
     }
+    fn conv2d_backward_params(
+        &mut self,
+        s: &Conv2d,
+        x: &Tensor,
+        _w: &Tensor,
+        dy: &Tensor,
+    ) -> Result<(Tensor, Option<Tensor>)> {
+        conv2d::backward_params(&mut self.rec, s, Path::Auto, x, dy)
+    }
     fn batchnorm(&mut self, s: &BatchNorm, p: &BnParams, x: &Tensor, train: bool) -> Result<(Tensor, BnSaved)> {
         batchnorm::forward(&mut self.rec, s, p, x, train)
     }

@@ -158,13 +158,16 @@ impl ConvBn {
         Ok(y)
     }
 
+    /// The parameters' gradients, and the input's unless `input_grad` is
+    /// false (the network's first layer, whose input is the image).
     pub fn backward<B: Backend>(
         &self,
         b: &mut B,
         p: &mut ParamStore<B::T>,
         c: &ConvBnCache<B::T>,
         dy: &B::T,
-    ) -> Result<B::T> {
+        input_grad: bool,
+    ) -> Result<Option<B::T>> {
         let slope = c.prelu.then(|| p.get(&self.key("act.weight")).clone());
         let (dx, dg, dbeta, ds) =
             b.bn_act_backward(&c.bn, &self.bn_params(p), &c.conv_out, &c.bn_saved, slope.as_ref(), dy)?;
@@ -173,9 +176,15 @@ impl ConvBn {
         }
         p.add_grad(b, &self.key("bn.weight"), dg)?;
         p.add_grad(b, &self.key("bn.bias"), dbeta)?;
-        let g = b.conv2d_backward(&c.conv, &c.x, p.get(&self.key("conv.weight")), &dx)?;
+        let w = p.get(&self.key("conv.weight"));
+        if !input_grad {
+            let (dw, _) = b.conv2d_backward_params(&c.conv, &c.x, w, &dx)?;
+            p.add_grad(b, &self.key("conv.weight"), dw)?;
+            return Ok(None);
+        }
+        let g = b.conv2d_backward(&c.conv, &c.x, w, &dx)?;
         p.add_grad(b, &self.key("conv.weight"), g.dw)?;
-        Ok(g.dx)
+        Ok(Some(g.dx))
     }
 }
 
@@ -213,21 +222,27 @@ impl Block {
         Ok((h, caches))
     }
 
+    /// The parameters' gradients, and the block input's unless
+    /// `input_grad` is false (the first block, whose input is the image).
     pub fn backward<B: Backend>(
         &self,
         b: &mut B,
         p: &mut ParamStore<B::T>,
         caches: &[ConvBnCache<B::T>],
         dy: &B::T,
-    ) -> Result<B::T> {
+        input_grad: bool,
+    ) -> Result<Option<B::T>> {
         let mut d = dy.clone();
-        for (l, c) in self.layers.iter().zip(caches).rev() {
-            d = l.backward(b, p, c, &d)?;
+        for (i, (l, c)) in self.layers.iter().zip(caches).enumerate().rev() {
+            match l.backward(b, p, c, &d, input_grad || i > 0)? {
+                Some(next) => d = next,
+                None => return Ok(None),
+            }
         }
         if self.residual {
             // The input fed both the layers and the skip connection.
             b.accumulate(&d, dy)?;
         }
-        Ok(d)
+        Ok(Some(d))
     }
 }

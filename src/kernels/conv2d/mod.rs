@@ -233,18 +233,12 @@ pub fn backward(
     w: &Tensor,
     dy: &Tensor,
 ) -> Result<Grads<Tensor>> {
-    s.validate()?;
-    let gpu = rec.gpu();
-    let dx = Tensor::zeros(gpu, &x.shape)?;
-    let dw = Tensor::zeros(gpu, &s.weight_shape())?;
+    let (dw, db) = backward_params(rec, s, path, x, dy)?;
+    let dx = Tensor::zeros(rec.gpu(), &x.shape)?;
     match path_for(s, path)? {
-        Path::Gemm => {
-            pointwise_backward_input(s).run(rec, w, dy, None, &dx)?;
-            pointwise_backward_weight(s).run(rec, dy, x, None, &dw)?;
-        }
+        Path::Gemm => pointwise_backward_input(s).run(rec, w, dy, None, &dx)?,
         p => {
             let blocked = p == Path::Blocked;
-            direct_weight_grad(rec, s, blocked && s.kw <= 3, x, dy, &dw)?;
             let args = [(2, Some(w)), (5, Some(dy)), (6, Some(&dx))];
             let prm = s.params(Split::whole(1));
             let taps = s.cout / s.groups * s.kh * s.kw;
@@ -256,9 +250,26 @@ pub fn backward(
             }
         }
     }
+    Ok(Grads { dx, dw, db })
+}
+
+/// The weight and bias gradients alone (`backward` without the input's).
+pub fn backward_params(
+    rec: &mut Recorder,
+    s: &Conv2d,
+    path: Path,
+    x: &Tensor,
+    dy: &Tensor,
+) -> Result<(Tensor, Option<Tensor>)> {
+    s.validate()?;
+    let dw = Tensor::zeros(rec.gpu(), &s.weight_shape())?;
+    match path_for(s, path)? {
+        Path::Gemm => pointwise_backward_weight(s).run(rec, dy, x, None, &dw)?,
+        p => direct_weight_grad(rec, s, p == Path::Blocked && s.kw <= 3, x, dy, &dw)?,
+    }
     let (ho, wo) = s.out_hw();
     let db = if s.bias { Some(reduce::channel_sum(rec, dy, s.n, s.cout, ho * wo)?) } else { None };
-    Ok(Grads { dx, dw, db })
+    Ok((dw, db))
 }
 
 /// dw of the direct kernels: one invocation per weight (or, `by_tap_row`,
