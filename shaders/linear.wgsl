@@ -250,3 +250,80 @@ fn matmul_tiled(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) 
     put_row(slice, bo, tm0 + 64u + ty * 4u + 3u, tn0 + tx * 4u, c7a);
     put_row(slice, bo, tm0 + 64u + ty * 4u + 3u, tn0 + 64u + tx * 4u, c7b);
 }
+
+// ---------------------------------------------------------------------------
+// The CPU set's product (src/kernels/linear.rs: Gemm on KernelSet::Cpu),
+// shaped for lavapipe, which runs 8 invocations per AVX2 vector and one
+// workgroup per thread: a workgroup owns 8 rows of C, taken from the
+// workgroup id, so every load of A has the same address in all lanes (one
+// scalar load, broadcast); each invocation owns 4 columns strided by WG, so
+// the 4 loads of B per k are contiguous across lanes and feed 32
+// multiply-adds. No workgroup memory, no barriers, no division in the loop;
+// rows and columns past the edge are clamped (their results dropped). One
+// slice only (the CPU set never cuts a reduction).
+
+// Four columns `cols` of row `mi` of C.
+fn put_cols(bo: u32, mi: u32, cols: vec4<u32>, v: vec4<f32>) {
+    if (mi >= p.m) { return; }
+    for (var j = 0u; j < 4u; j++) {
+        if (cols[j] < p.n) { store_c(bo, mi, cols[j], v[j]); }
+    }
+}
+
+@compute @workgroup_size(WG)
+fn matmul_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+               @builtin(local_invocation_index) lid: u32) {
+    let row_blocks = (p.m + 7u) / 8u;
+    let col_blocks = (p.n + 4u * WG - 1u) / (4u * WG);
+    let out_batch = select(p.batch, 1u, p.reduce_batch != 0u);
+    let g = flat_workgroup(wid, nwg);
+    if (g >= row_blocks * col_blocks * out_batch) { return; }
+    let m0 = (g / col_blocks) % row_blocks * 8u;
+    let n0 = (g % col_blocks) * 4u * WG + lid;
+    let bo = g / (row_blocks * col_blocks);
+    let cols = vec4<u32>(n0, n0 + WG, n0 + 2u * WG, n0 + 3u * WG);
+    let bc = min(cols, vec4<u32>(p.n - 1u)) * p.b_ns;
+    let r0 = min(m0 + 0u, p.m - 1u) * p.a_ms;
+    let r1 = min(m0 + 1u, p.m - 1u) * p.a_ms;
+    let r2 = min(m0 + 2u, p.m - 1u) * p.a_ms;
+    let r3 = min(m0 + 3u, p.m - 1u) * p.a_ms;
+    let r4 = min(m0 + 4u, p.m - 1u) * p.a_ms;
+    let r5 = min(m0 + 5u, p.m - 1u) * p.a_ms;
+    let r6 = min(m0 + 6u, p.m - 1u) * p.a_ms;
+    let r7 = min(m0 + 7u, p.m - 1u) * p.a_ms;
+    var c0 = vec4<f32>(0.0);
+    var c1 = vec4<f32>(0.0);
+    var c2 = vec4<f32>(0.0);
+    var c3 = vec4<f32>(0.0);
+    var c4 = vec4<f32>(0.0);
+    var c5 = vec4<f32>(0.0);
+    var c6 = vec4<f32>(0.0);
+    var c7 = vec4<f32>(0.0);
+    let b_first = select(bo, 0u, p.reduce_batch != 0u);
+    let b_last = select(bo + 1u, p.batch, p.reduce_batch != 0u);
+    for (var bb = b_first; bb < b_last; bb++) {
+        var ao = bb * p.a_bs;
+        var bk = bb * p.b_bs;
+        for (var k = 0u; k < p.k; k++) {
+            let bv = vec4<f32>(b[bk + bc.x], b[bk + bc.y], b[bk + bc.z], b[bk + bc.w]);
+            c0 += a[ao + r0] * bv;
+            c1 += a[ao + r1] * bv;
+            c2 += a[ao + r2] * bv;
+            c3 += a[ao + r3] * bv;
+            c4 += a[ao + r4] * bv;
+            c5 += a[ao + r5] * bv;
+            c6 += a[ao + r6] * bv;
+            c7 += a[ao + r7] * bv;
+            ao += p.a_ks;
+            bk += p.b_ks;
+        }
+    }
+    put_cols(bo, m0 + 0u, cols, c0);
+    put_cols(bo, m0 + 1u, cols, c1);
+    put_cols(bo, m0 + 2u, cols, c2);
+    put_cols(bo, m0 + 3u, cols, c3);
+    put_cols(bo, m0 + 4u, cols, c4);
+    put_cols(bo, m0 + 5u, cols, c5);
+    put_cols(bo, m0 + 6u, cols, c6);
+    put_cols(bo, m0 + 7u, cols, c7);
+}

@@ -11,6 +11,10 @@ const SUM_SLICES: Kernel = Kernel::new(Shader::Linear, "sum_slices", 64);
 /// 128x128 tiles of C per workgroup of 256 (the shader assumes 256).
 const MATMUL_TILED: Kernel = Kernel::new(Shader::Linear, "matmul_tiled", 256);
 const TILE: usize = 128;
+/// The CPU set's product where C has columns enough to fill the lanes: 8
+/// rows of C per workgroup, 4 columns per invocation.
+const MATMUL_ROWS: Kernel = Kernel::new(Shader::Linear, "matmul_rows", 16);
+const ROWS: usize = 8;
 /// The tiled kernel's workgroups worth having in flight before K is cut
 /// (a large GPU has about 100-150 multiprocessors).
 const TILED_TARGET_WORKGROUPS: usize = 256;
@@ -111,6 +115,15 @@ impl Gemm {
         set == KernelSet::Gpu && self.m >= TILE / 2 && self.n >= TILE / 2
     }
 
+    /// The CPU set broadcasts rows of A where C is at least 16 wide.
+    fn by_rows(&self, set: KernelSet) -> bool {
+        set == KernelSet::Cpu && self.n >= 16
+    }
+
+    fn row_blocks(&self) -> usize {
+        self.m.div_ceil(ROWS) * self.n.div_ceil(4 * MATMUL_ROWS.wg as usize) * self.out_batch()
+    }
+
     fn workgroup_tiles(&self) -> usize {
         self.m.div_ceil(TILE) * self.n.div_ceil(TILE) * self.out_batch()
     }
@@ -166,13 +179,19 @@ impl Gemm {
             .u("b_chunk", split.b_chunk)
             .u("k_chunk", split.k_chunk);
         let serial = split.k_chunk * if self.reduce_batch { split.b_chunk } else { 1 };
-        let (kernel, launch) = if self.tiled(rec.gpu().kernels) {
+        let set = rec.gpu().kernels;
+        let (kernel, launch) = if self.tiled(set) {
             (MATMUL_TILED, Launch::groups(self.workgroup_tiles() * split.slices, serial))
+        } else if self.by_rows(set) && split.slices == 1 {
+            (MATMUL_ROWS, Launch::groups(self.row_blocks(), serial))
         } else {
             (MATMUL, Launch::threads(self.tiles() * split.slices, MATMUL.wg, serial))
         };
         if split.slices == 1 {
-            return rec.dispatch(kernel, &p, &[(1, Some(a)), (2, Some(b)), (3, bias), (4, Some(c)), (5, None)], launch);
+            // (matmul_rows never writes partial sums, so it has no binding 5)
+            let args = [(1, Some(a)), (2, Some(b)), (3, bias), (4, Some(c)), (5, None)];
+            let bound = if kernel == MATMUL_ROWS { &args[..4] } else { &args[..] };
+            return rec.dispatch(kernel, &p, bound, launch);
         }
         let count = self.out_batch() * self.m * self.n;
         let parts = Tensor::uninit(rec.gpu(), &[split.slices, count])?;
