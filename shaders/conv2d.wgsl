@@ -98,6 +98,40 @@ fn slice_rows(slice: u32) -> Rows {
     return Rows(first, last, first / p.ho, first % p.ho);
 }
 
+// backward_input for stride 1: every tap of the window lands on an output,
+// so no stride test (an integer modulo per tap, which lavapipe cannot
+// vectorise) and no division.
+@compute @workgroup_size(WG)
+fn backward_input_s1(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                     @builtin(local_invocation_index) lid: u32) {
+    let i = flat_thread(wid, nwg, lid);
+    if (i >= p.n * p.cin * p.h * p.w) { return; }
+    let ix = i % p.w;
+    let iy = (i / p.w) % p.h;
+    let c = (i / (p.w * p.h)) % p.cin;
+    let n = i / (p.w * p.h * p.cin);
+    let cin_g = p.cin / p.groups;
+    let cout_g = p.cout / p.groups;
+    let g = c / cin_g;
+    let ci = c % cin_g;
+    var acc = 0.0;
+    for (var j = 0u; j < cout_g; j++) {
+        let co = g * cout_g + j;
+        let dybase = (n * p.cout + co) * p.ho * p.wo;
+        let wbase = (co * cin_g + ci) * p.kh * p.kw;
+        for (var ky = 0u; ky < p.kh; ky++) {
+            let oy = i32(iy + p.pad) - i32(ky);
+            if (oy < 0 || oy >= i32(p.ho)) { continue; }
+            for (var kx = 0u; kx < p.kw; kx++) {
+                let ox = i32(ix + p.pad) - i32(kx);
+                if (ox < 0 || ox >= i32(p.wo)) { continue; }
+                acc += dy[dybase + u32(oy) * p.wo + u32(ox)] * wt[wbase + ky * p.kw + kx];
+            }
+        }
+    }
+    dx[i] = acc;
+}
+
 // One thread per weight element (co, ci, ky, kx) and slice: reduces over
 // the slice's (n, oy) rows and every ox.
 @compute @workgroup_size(WG)

@@ -160,6 +160,7 @@ impl Conv2d {
 
 const FORWARD: Kernel = Kernel::new(Shader::Conv2d, "forward", 64);
 const BACKWARD_INPUT: Kernel = Kernel::new(Shader::Conv2d, "backward_input", 64);
+const BACKWARD_INPUT_S1: Kernel = Kernel::new(Shader::Conv2d, "backward_input_s1", 64);
 const BACKWARD_WEIGHT: Kernel = Kernel::new(Shader::Conv2d, "backward_weight", 64);
 const FORWARD_BLOCKED: Kernel = Kernel::new(Shader::Conv2d, "forward_blocked", 64);
 const BACKWARD_INPUT_BLOCKED: Kernel = Kernel::new(Shader::Conv2d, "backward_input_blocked", 64);
@@ -246,7 +247,8 @@ pub fn backward(
                 let k = BACKWARD_INPUT_BLOCKED;
                 rec.dispatch(k, &prm, &args, Launch::threads(dx.numel() / 4, k.wg, taps))?;
             } else {
-                rec.dispatch(BACKWARD_INPUT, &prm, &args, Launch::threads(dx.numel(), BACKWARD_INPUT.wg, taps))?;
+                let k = if s.stride == 1 { BACKWARD_INPUT_S1 } else { BACKWARD_INPUT };
+                rec.dispatch(k, &prm, &args, Launch::threads(dx.numel(), k.wg, taps))?;
             }
         }
     }
