@@ -57,6 +57,8 @@ fi
   timeout 120 "$A" bench train --model mininet --input 112 --batch 32 --steps 5 --json --kernels "$set" \
     | tee "$OUT/bench_train_mini_$set.json"
   timeout 120 "$A" bench infer --batch 32 --calls 5 --json --kernels "$set" | tee "$OUT/bench_infer_mfn_$set.json"
+  step "where a MobileFaceNet step's GPU time goes, batch 32, kernel set $set"
+  timeout 120 "$A" bench train --model mobilefacenet --batch 32 --profile --kernels "$set" | tee "$OUT/profile_mfn_$set.txt"
 done
 
 # MobileFaceNet + ArcFace: the PyTorch recipe of issue 4 (batch 16, 10 epochs,

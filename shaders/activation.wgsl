@@ -67,17 +67,22 @@ fn prelu_backward_input(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_work
 }
 
 // dslope[c] = sum of dy * x where x <= 0. One workgroup per channel.
-@compute @workgroup_size(RED)
+@compute @workgroup_size(WG)
 fn prelu_backward_slope(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                         @builtin(local_invocation_index) lid: u32) {
     let c = flat_workgroup(wid, nwg);
     let valid = c < p.c;
     var s = 0.0;
     if (valid) {
-        for (var j = lid; j < p.n * p.m; j += RED) {
-            let i = ((j / p.m) * p.c + c) * p.m + j % p.m;
-            let v = x[i];
-            s += select(v * dy[i], 0.0, v > 0.0);
+        let count = p.n * p.m;
+        for (var j0 = lid; j0 < count; j0 += BLOCK * WG) {
+            var part = 0.0;
+            for (var j = j0; j < min(j0 + BLOCK * WG, count); j += WG) {
+                let i = ((j / p.m) * p.c + c) * p.m + j % p.m;
+                let v = x[i];
+                part += select(v * dy[i], 0.0, v > 0.0);
+            }
+            s += part;
         }
     }
     s = wg_sum(s, lid);

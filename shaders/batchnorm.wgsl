@@ -27,7 +27,7 @@ fn index_of(c: u32, j: u32) -> u32 { return ((j / p.m) * p.c + c) * p.m + j % p.
 // Batch mean and biased variance per channel (two passes over the data, so
 // the variance does not suffer from E[x^2] - E[x]^2 cancellation), and the
 // running-statistics update. One workgroup per channel.
-@compute @workgroup_size(RED)
+@compute @workgroup_size(WG)
 fn stats(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
          @builtin(local_invocation_index) lid: u32) {
     let c = flat_workgroup(wid, nwg);
@@ -35,14 +35,22 @@ fn stats(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: ve
     let count = p.n * p.m;
     var s = 0.0;
     if (valid) {
-        for (var j = lid; j < count; j += RED) { s += x[index_of(c, j)]; }
+        for (var j0 = lid; j0 < count; j0 += BLOCK * WG) {
+            var part = 0.0;
+            for (var j = j0; j < min(j0 + BLOCK * WG, count); j += WG) { part += x[index_of(c, j)]; }
+            s += part;
+        }
     }
     let mu = wg_sum(s, lid) / f32(count);
     var q = 0.0;
     if (valid) {
-        for (var j = lid; j < count; j += RED) {
-            let d = x[index_of(c, j)] - mu;
-            q += d * d;
+        for (var j0 = lid; j0 < count; j0 += BLOCK * WG) {
+            var part = 0.0;
+            for (var j = j0; j < min(j0 + BLOCK * WG, count); j += WG) {
+                let d = x[index_of(c, j)] - mu;
+                part += d * d;
+            }
+            q += part;
         }
     }
     let v = wg_sum(q, lid) / f32(count);
@@ -68,7 +76,7 @@ fn apply(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: ve
 }
 
 // dgamma = sum dy * xhat, dbeta = sum dy. One workgroup per channel.
-@compute @workgroup_size(RED)
+@compute @workgroup_size(WG)
 fn backward_params(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                    @builtin(local_invocation_index) lid: u32) {
     let c = flat_workgroup(wid, nwg);
@@ -78,10 +86,17 @@ fn backward_params(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroup
     if (valid) {
         let mu = stat_mean[c];
         let inv = inverseSqrt(stat_var[c] + p.eps);
-        for (var j = lid; j < p.n * p.m; j += RED) {
-            let i = index_of(c, j);
-            sg += dy[i] * (x[i] - mu) * inv;
-            sb += dy[i];
+        let count = p.n * p.m;
+        for (var j0 = lid; j0 < count; j0 += BLOCK * WG) {
+            var pg = 0.0;
+            var pb = 0.0;
+            for (var j = j0; j < min(j0 + BLOCK * WG, count); j += WG) {
+                let i = index_of(c, j);
+                pg += dy[i] * (x[i] - mu) * inv;
+                pb += dy[i];
+            }
+            sg += pg;
+            sb += pb;
         }
     }
     sg = wg_sum(sg, lid);

@@ -35,7 +35,7 @@ fn index_of(c: u32, j: u32) -> u32 { return ((j / p.m) * p.c + c) * p.m + j % p.
 
 // Train mode: batch mean and biased variance (two passes, as `stats`), the
 // running-statistics update, then y = act(bn(x)) (+ skip).
-@compute @workgroup_size(RED)
+@compute @workgroup_size(WG)
 fn forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
            @builtin(local_invocation_index) lid: u32) {
     let c = flat_workgroup(wid, nwg);
@@ -43,14 +43,22 @@ fn forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: 
     let count = p.n * p.m;
     var s = 0.0;
     if (valid) {
-        for (var j = lid; j < count; j += RED) { s += x[index_of(c, j)]; }
+        for (var j0 = lid; j0 < count; j0 += BLOCK * WG) {
+            var part = 0.0;
+            for (var j = j0; j < min(j0 + BLOCK * WG, count); j += WG) { part += x[index_of(c, j)]; }
+            s += part;
+        }
     }
     let mu = wg_sum(s, lid) / f32(count);
     var q = 0.0;
     if (valid) {
-        for (var j = lid; j < count; j += RED) {
-            let d = x[index_of(c, j)] - mu;
-            q += d * d;
+        for (var j0 = lid; j0 < count; j0 += BLOCK * WG) {
+            var part = 0.0;
+            for (var j = j0; j < min(j0 + BLOCK * WG, count); j += WG) {
+                let d = x[index_of(c, j)] - mu;
+                part += d * d;
+            }
+            q += part;
         }
     }
     let v = wg_sum(q, lid) / f32(count);
@@ -63,7 +71,7 @@ fn forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: 
         running_var[c] = (1.0 - p.momentum) * running_var[c] + p.momentum * unbiased;
     }
     let inv = inverseSqrt(v + p.eps);
-    for (var j = lid; j < count; j += RED) {
+    for (var j = lid; j < count; j += WG) {
         let i = index_of(c, j);
         var z = (x[i] - mu) * inv * gamma[c] + beta[c];
         if (p.has_slope != 0u && z <= 0.0) { z = slope[c] * z; }
@@ -76,7 +84,7 @@ fn forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: 
 // PReLU's, recomputing z = bn(x) from the saved statistics, then batch
 // norm's. Train mode: dx = gamma * inv * (g - (dbeta + xhat * dgamma) / count);
 // eval mode (fixed statistics): dx = gamma * inv * g.
-@compute @workgroup_size(RED)
+@compute @workgroup_size(WG)
 fn backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
             @builtin(local_invocation_index) lid: u32) {
     let c = flat_workgroup(wid, nwg);
@@ -92,19 +100,27 @@ fn backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg:
         mu = stat_mean[c];
         inv = inverseSqrt(stat_var[c] + p.eps);
         if (p.has_slope != 0u) { a = slope[c]; }
-        for (var j = lid; j < count; j += RED) {
-            let i = index_of(c, j);
-            let xhat = (x[i] - mu) * inv;
-            var g = dy[i];
-            if (p.has_slope != 0u) {
-                let z = xhat * gamma[c] + beta[c];
-                if (z <= 0.0) {
-                    ss += g * z;
-                    g = a * g;
+        for (var j0 = lid; j0 < count; j0 += BLOCK * WG) {
+            var pg = 0.0;
+            var pb = 0.0;
+            var ps = 0.0;
+            for (var j = j0; j < min(j0 + BLOCK * WG, count); j += WG) {
+                let i = index_of(c, j);
+                let xhat = (x[i] - mu) * inv;
+                var g = dy[i];
+                if (p.has_slope != 0u) {
+                    let z = xhat * gamma[c] + beta[c];
+                    if (z <= 0.0) {
+                        ps += g * z;
+                        g = a * g;
+                    }
                 }
+                pg += g * xhat;
+                pb += g;
             }
-            sg += g * xhat;
-            sb += g;
+            sg += pg;
+            sb += pb;
+            ss += ps;
         }
     }
     sg = wg_sum(sg, lid);
@@ -117,7 +133,7 @@ fn backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg:
         if (p.has_slope != 0u) { dslope[c] = ss; }
     }
     let k = gamma[c] * inv;
-    for (var j = lid; j < count; j += RED) {
+    for (var j = lid; j < count; j += WG) {
         let i = index_of(c, j);
         let xhat = (x[i] - mu) * inv;
         var g = dy[i];

@@ -14,16 +14,24 @@ fn flat_thread(wid: vec3<u32>, nwg: vec3<u32>, lid: u32) -> u32 {
     return flat_workgroup(wid, nwg) * WG + lid;
 }
 
-// Threads of the reduction kernels (one workgroup per channel or row).
-const RED: u32 = 256u;
-var<workgroup> red_scratch: array<f32, RED>;
+// The reduction kernels (one workgroup per channel or row) run WG
+// invocations too, and reduce through this scratch array: WG must be a
+// power of two there. Each kernel set picks its own width
+// (src/gpu/kernel_set.rs: KernelSet::reduction_width).
+var<workgroup> red_scratch: array<f32, WG>;
+
+// The strided loops of the reduction kernels add BLOCK terms into a fresh
+// partial sum before adding it to the invocation's total: with few
+// invocations per workgroup (the CPU set) a plain running sum would add
+// thousands of terms to one f32 and lose precision.
+const BLOCK: u32 = 32u;
 
 // Sum of `v` over the workgroup, returned to every thread. Must be reached by
 // all threads of the workgroup (uniform control flow).
 fn wg_sum(v: f32, lid: u32) -> f32 {
     red_scratch[lid] = v;
     workgroupBarrier();
-    for (var s = RED / 2u; s > 0u; s = s >> 1u) {
+    for (var s = WG / 2u; s > 0u; s = s >> 1u) {
         if (lid < s) { red_scratch[lid] += red_scratch[lid + s]; }
         workgroupBarrier();
     }
@@ -36,7 +44,7 @@ fn wg_sum(v: f32, lid: u32) -> f32 {
 fn wg_max(v: f32, lid: u32) -> f32 {
     red_scratch[lid] = v;
     workgroupBarrier();
-    for (var s = RED / 2u; s > 0u; s = s >> 1u) {
+    for (var s = WG / 2u; s > 0u; s = s >> 1u) {
         if (lid < s) { red_scratch[lid] = max(red_scratch[lid], red_scratch[lid + s]); }
         workgroupBarrier();
     }

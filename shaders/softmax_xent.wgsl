@@ -15,7 +15,7 @@ struct Params { b: u32, c: u32, has_labels: u32 }
 @group(0) @binding(10) var<storage, read_write> tally: array<f32>;
 
 // Softmax of one row per workgroup; with labels, also -log p[label].
-@compute @workgroup_size(RED)
+@compute @workgroup_size(WG)
 fn softmax(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
            @builtin(local_invocation_index) lid: u32) {
     let r = flat_workgroup(wid, nwg);
@@ -23,16 +23,16 @@ fn softmax(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: 
     let base = r * p.c;
     var mx = -3.4028235e38;
     if (valid) {
-        for (var j = lid; j < p.c; j += RED) { mx = max(mx, logits[base + j]); }
+        for (var j = lid; j < p.c; j += WG) { mx = max(mx, logits[base + j]); }
     }
     mx = wg_max(mx, lid);
     var s = 0.0;
     if (valid) {
-        for (var j = lid; j < p.c; j += RED) { s += exp(logits[base + j] - mx); }
+        for (var j = lid; j < p.c; j += WG) { s += exp(logits[base + j] - mx); }
     }
     s = wg_sum(s, lid);
     if (valid) {
-        for (var j = lid; j < p.c; j += RED) { probs[base + j] = exp(logits[base + j] - mx) / s; }
+        for (var j = lid; j < p.c; j += WG) { probs[base + j] = exp(logits[base + j] - mx) / s; }
         if (lid == 0u && p.has_labels != 0u) {
             row_loss[r] = log(s) + mx - logits[base + labels[r]];
         }
@@ -40,10 +40,10 @@ fn softmax(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: 
 }
 
 // loss[0] = mean of row_loss (one workgroup).
-@compute @workgroup_size(RED)
+@compute @workgroup_size(WG)
 fn mean_loss(@builtin(local_invocation_index) lid: u32) {
     var s = 0.0;
-    for (var r = lid; r < p.b; r += RED) { s += row_loss_saved[r]; }
+    for (var r = lid; r < p.b; r += WG) { s += row_loss_saved[r]; }
     s = wg_sum(s, lid);
     if (lid == 0u) { loss[0] = s / f32(p.b); }
 }
@@ -64,10 +64,10 @@ fn backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg:
 // finite; the first time it is not, tally[2] = 1 and tally[3] = that loss.
 // Finiteness is read from the exponent bits: a shader compiler may assume
 // that float comparisons never see NaN. One workgroup.
-@compute @workgroup_size(RED)
+@compute @workgroup_size(WG)
 fn tally_step(@builtin(local_invocation_index) lid: u32) {
     var hits = 0.0;
-    for (var r = lid; r < p.b; r += RED) {
+    for (var r = lid; r < p.b; r += WG) {
         let base = r * p.c;
         var best = 0u;
         for (var j = 1u; j < p.c; j++) {

@@ -23,6 +23,11 @@ impl Kernel {
     pub const fn new(shader: Shader, entry: &'static str, wg: u32) -> Kernel {
         Kernel { shader, entry, wg }
     }
+
+    /// The same entry point at another workgroup size.
+    pub const fn with_wg(self, wg: u32) -> Kernel {
+        Kernel { wg, ..self }
+    }
 }
 
 #[derive(Default)]

@@ -1,7 +1,7 @@
 //! Activations: PReLU (one slope per channel; gradients for input and slope),
 //! ReLU and ReLU6. `shaders/activation.wgsl`.
 
-use super::{upload, wg_reduction_serial, Family};
+use super::{reduction, reduction_launch, upload, Family};
 use crate::gpu::{Launch, BenchCase, Gpu, Kernel, Params, Recorder, Shader, Tensor};
 use crate::kernels::check::{compare_f32, finite_diff, widen, CheckRow, Rng, Tol};
 use anyhow::Result;
@@ -97,10 +97,11 @@ pub fn prelu_backward(rec: &mut Recorder, x: &Tensor, slope: &Tensor, dy: &Tenso
     let p = channels(x);
     let dx = Tensor::uninit(rec.gpu(), &x.shape)?;
     let ds = Tensor::uninit(rec.gpu(), &[c])?;
-    let per_channel = Launch::groups(c, wg_reduction_serial(x.numel() / c, 1));
+    let slope_k = reduction(rec, PRELU_BACKWARD_SLOPE);
+    let per_channel = reduction_launch(slope_k, c, x.numel() / c, 1);
     let args = [(1, Some(x)), (2, Some(slope)), (4, Some(dy)), (5, Some(&dx))];
     rec.dispatch(PRELU_BACKWARD_INPUT, &p, &args, Launch::threads(x.numel(), PRELU_BACKWARD_INPUT.wg, 1))?;
-    rec.dispatch(PRELU_BACKWARD_SLOPE, &p, &[(1, Some(x)), (4, Some(dy)), (6, Some(&ds))], per_channel)?;
+    rec.dispatch(slope_k, &p, &[(1, Some(x)), (4, Some(dy)), (6, Some(&ds))], per_channel)?;
     Ok((dx, ds))
 }
 

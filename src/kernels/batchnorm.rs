@@ -2,7 +2,7 @@
 //! or over N of an (N, C) one; train mode (batch statistics and the running
 //! statistics update, PyTorch conventions) and eval mode (running statistics).
 
-use super::{upload, wg_reduction_serial, Family};
+use super::{reduction, reduction_launch, upload, Family};
 use crate::gpu::{Launch, BenchCase, Gpu, Kernel, Params, Recorder, Shader, Tensor};
 use crate::kernels::check::{compare_f32, finite_diff, widen, CheckRow, Rng, Tol};
 use anyhow::Result;
@@ -138,7 +138,8 @@ pub fn forward(rec: &mut Recorder, s: &BatchNorm, p: &BnParams, x: &Tensor, trai
         let (mean, var) = (Tensor::uninit(gpu, &[s.c])?, Tensor::uninit(gpu, &[s.c])?);
         let args =
             [(1, Some(x)), (2, Some(&mean)), (3, Some(&var)), (4, Some(&p.running_mean)), (5, Some(&p.running_var))];
-        rec.dispatch(STATS, &s.params(true, true), &args, Launch::groups(s.c, wg_reduction_serial(s.n * s.m, 2)))?;
+        let k = reduction(rec, STATS);
+        rec.dispatch(k, &s.params(true, true), &args, reduction_launch(k, s.c, s.n * s.m, 2))?;
         BnSaved { mean, var, train }
     } else {
         BnSaved { mean: p.running_mean.clone(), var: p.running_var.clone(), train }
@@ -169,7 +170,8 @@ pub fn backward(
     let prm = s.params(false, saved.train);
     let stats = [(13, Some(&saved.mean)), (14, Some(&saved.var))];
     let args = [(1, Some(x)), (9, Some(dy)), (10, Some(&dg)), (11, Some(&db)), stats[0], stats[1]];
-    rec.dispatch(BACKWARD_PARAMS, &prm, &args, Launch::groups(s.c, wg_reduction_serial(s.n * s.m, 1)))?;
+    let k = reduction(rec, BACKWARD_PARAMS);
+    rec.dispatch(k, &prm, &args, reduction_launch(k, s.c, s.n * s.m, 1))?;
     let args = [
         (1, Some(x)),
         (6, Some(&p.gamma)),

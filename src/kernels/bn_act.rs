@@ -10,8 +10,8 @@ use super::activation::{prelu_backward_ref, prelu_ref};
 use super::batchnorm::{apply_ref, backward_ref as bn_backward_ref, running_update_ref, shapes, stats_ref};
 use super::batchnorm::{BatchNorm, BnParams, BnSaved, EPS, MOMENTUM};
 use super::{upload, Family};
-use super::wg_reduction_serial;
-use crate::gpu::{BenchCase, Gpu, Kernel, Launch, Params, Recorder, Shader, Tensor};
+use super::{reduction, reduction_launch};
+use crate::gpu::{BenchCase, Gpu, Kernel, Params, Recorder, Shader, Tensor};
 use crate::kernels::check::{compare_f32, finite_diff, widen, CheckRow, Rng, Tol};
 use anyhow::{bail, Result};
 
@@ -118,7 +118,8 @@ pub fn forward(
         (9, skip),
         (10, Some(&y)),
     ];
-    rec.dispatch(FORWARD, &params(s, slope.is_some(), skip.is_some(), true), &args, per_channel(s, 3))?;
+    let k = reduction(rec, FORWARD);
+    rec.dispatch(k, &params(s, slope.is_some(), skip.is_some(), true), &args, reduction_launch(k, s.c, s.n * s.m, 3))?;
     Ok((y, BnSaved { mean, var, train: true }))
 }
 
@@ -151,14 +152,11 @@ pub fn backward(
         (16, Some(&saved.mean)),
         (17, Some(&saved.var)),
     ];
-    rec.dispatch(BACKWARD, &params(s, slope.is_some(), false, saved.train), &args, per_channel(s, 2))?;
+    let k = reduction(rec, BACKWARD);
+    rec.dispatch(k, &params(s, slope.is_some(), false, saved.train), &args, reduction_launch(k, s.c, s.n * s.m, 2))?;
     Ok((dx, dg, db, ds))
 }
 
-/// One workgroup per channel, each running `passes` loops over the channel.
-fn per_channel(s: &BatchNorm, passes: usize) -> Launch {
-    Launch::groups(s.c, wg_reduction_serial(s.n * s.m, passes))
-}
 
 // ------------------------------------------------------------------- checks
 

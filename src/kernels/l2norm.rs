@@ -1,8 +1,8 @@
 //! Row-wise L2 normalisation (torch.nn.functional.normalize, eps 1e-12):
 //! embeddings and ArcFace class weights.
 
-use super::{upload, wg_reduction_serial, Family};
-use crate::gpu::{Launch, BenchCase, Gpu, Kernel, Params, Recorder, Shader, Tensor};
+use super::{reduction, reduction_launch, upload, Family};
+use crate::gpu::{BenchCase, Gpu, Kernel, Params, Recorder, Shader, Tensor};
 use crate::kernels::check::{compare_f32, finite_diff, widen, CheckRow, Rng, Tol};
 use anyhow::Result;
 
@@ -47,7 +47,8 @@ pub fn forward(rec: &mut Recorder, x: &Tensor) -> Result<L2Saved> {
     let y = Tensor::uninit(rec.gpu(), &x.shape)?;
     let norms = Tensor::uninit(rec.gpu(), &[rows])?;
     let p = Params::new().u("rows", rows).u("d", d).f("eps", EPS);
-    rec.dispatch(FORWARD, &p, &[(1, Some(x)), (2, Some(&y)), (3, Some(&norms))], Launch::groups(rows, wg_reduction_serial(d, 2)))?;
+    let k = reduction(rec, FORWARD);
+    rec.dispatch(k, &p, &[(1, Some(x)), (2, Some(&y)), (3, Some(&norms))], reduction_launch(k, rows, d, 2))?;
     Ok(L2Saved { y, norms })
 }
 
@@ -56,7 +57,8 @@ pub fn backward(rec: &mut Recorder, saved: &L2Saved, dy: &Tensor) -> Result<Tens
     let dx = Tensor::uninit(rec.gpu(), &dy.shape)?;
     let p = Params::new().u("rows", rows).u("d", d).f("eps", EPS);
     let args = [(4, Some(dy)), (5, Some(&dx)), (6, Some(&saved.y)), (7, Some(&saved.norms))];
-    rec.dispatch(BACKWARD, &p, &args, Launch::groups(rows, wg_reduction_serial(d, 2)))?;
+    let k = reduction(rec, BACKWARD);
+    rec.dispatch(k, &p, &args, reduction_launch(k, rows, d, 2))?;
     Ok(dx)
 }
 

@@ -19,7 +19,7 @@ pub mod residual;
 pub mod sgd;
 pub mod softmax_xent;
 
-use crate::gpu::{BenchCase, Gpu, Tensor};
+use crate::gpu::{BenchCase, Gpu, Kernel, Launch, Recorder, Tensor};
 use anyhow::Result;
 use check::{CheckRow, Rng};
 
@@ -53,14 +53,18 @@ pub fn family(name: &str) -> Option<&'static Family> {
     FAMILIES.iter().find(|f| f.name == name)
 }
 
-/// Invocations per workgroup of the reduction kernels (`RED` in
-/// `shaders/common.wgsl`).
-pub(crate) const RED: usize = 256;
+/// A reduction kernel (one workgroup per channel or row, `wg_sum` in
+/// `shaders/common.wgsl`) at the width of the device's kernel set.
+pub(crate) fn reduction(rec: &Recorder, k: Kernel) -> Kernel {
+    k.with_wg(rec.gpu().kernels.reduction_width())
+}
 
-/// The serial iterations of one invocation of a workgroup reduction:
-/// `passes` strided loops over `count` terms, then `wg_sum`'s tree.
-pub(crate) fn wg_reduction_serial(count: usize, passes: usize) -> usize {
-    passes * count.div_ceil(RED) + RED.trailing_zeros() as usize
+/// The launch of `groups` workgroups of reduction kernel `k`, each of whose
+/// invocations runs `passes` strided loops over `count` terms, then
+/// `wg_sum`'s tree.
+pub(crate) fn reduction_launch(k: Kernel, groups: usize, count: usize, passes: usize) -> Launch {
+    let width = k.wg as usize;
+    Launch::groups(groups, passes * count.div_ceil(width) + width.trailing_zeros() as usize)
 }
 
 /// Uploads f32 data (test and bench helper).

@@ -2,7 +2,7 @@
 //! second pass of split reductions (`shaders/reduce.wgsl`). Checked through
 //! those layers' bias and weight gradients.
 
-use super::wg_reduction_serial;
+use super::{reduction, reduction_launch};
 use crate::gpu::{Kernel, Launch, Params, Recorder, Shader, Tensor};
 use anyhow::{bail, Result};
 
@@ -13,7 +13,8 @@ const SUM_SLICES: Kernel = Kernel::new(Shader::Reduce, "sum_slices", 64);
 pub fn channel_sum(rec: &mut Recorder, x: &Tensor, n: usize, c: usize, m: usize) -> Result<Tensor> {
     let out = Tensor::zeros(rec.gpu(), &[c])?;
     let params = Params::new().u("n", n).u("c", c).u("m", m);
-    rec.dispatch(CHANNEL_SUM, &params, &[(1, Some(x)), (2, Some(&out))], Launch::groups(c, wg_reduction_serial(n * m, 1)))?;
+    let k = reduction(rec, CHANNEL_SUM);
+    rec.dispatch(k, &params, &[(1, Some(x)), (2, Some(&out))], reduction_launch(k, c, n * m, 1))?;
     Ok(out)
 }
 

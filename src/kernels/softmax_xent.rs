@@ -1,7 +1,7 @@
 //! Softmax over rows, and mean softmax cross-entropy with integer labels
 //! (numerically stable: log-sum-exp around the row maximum).
 
-use super::{upload, wg_reduction_serial, Family, RED};
+use super::{reduction, reduction_launch, upload, Family};
 use crate::gpu::{Launch, BenchCase, Gpu, Kernel, Params, Recorder, Shader, Tensor};
 use crate::kernels::check::{compare_f32, finite_diff, widen, CheckRow, Rng, Tol};
 use anyhow::{bail, Result};
@@ -76,7 +76,8 @@ pub fn softmax(rec: &mut Recorder, logits: &Tensor) -> Result<Tensor> {
     let (b, c) = dims(logits)?;
     let probs = Tensor::uninit(rec.gpu(), &[b, c])?;
     let args = [(1, Some(logits)), (2, None), (3, Some(&probs)), (4, None)];
-    rec.dispatch(SOFTMAX, &Params::new().u("b", b).u("c", c).u("has_labels", 0), &args, rows_launch(b, c))?;
+    let k = reduction(rec, SOFTMAX);
+    rec.dispatch(k, &Params::new().u("b", b).u("c", c).u("has_labels", 0), &args, reduction_launch(k, b, c, 3))?;
     Ok(probs)
 }
 
@@ -86,8 +87,10 @@ pub fn forward(rec: &mut Recorder, logits: &Tensor, labels: &Tensor) -> Result<(
     let gpu = rec.gpu();
     let (probs, rows, loss) = (Tensor::uninit(gpu, &[b, c])?, Tensor::uninit(gpu, &[b])?, Tensor::uninit(gpu, &[1])?);
     let p = Params::new().u("b", b).u("c", c).u("has_labels", 1);
-    rec.dispatch(SOFTMAX, &p, &[(1, Some(logits)), (2, Some(labels)), (3, Some(&probs)), (4, Some(&rows))], rows_launch(b, c))?;
-    rec.dispatch(MEAN_LOSS, &p, &[(5, Some(&loss)), (9, Some(&rows))], Launch::groups(1, wg_reduction_serial(b, 1)))?;
+    let (softmax, mean) = (reduction(rec, SOFTMAX), reduction(rec, MEAN_LOSS));
+    let args = [(1, Some(logits)), (2, Some(labels)), (3, Some(&probs)), (4, Some(&rows))];
+    rec.dispatch(softmax, &p, &args, reduction_launch(softmax, b, c, 3))?;
+    rec.dispatch(mean, &p, &[(5, Some(&loss)), (9, Some(&rows))], reduction_launch(mean, 1, b, 1))?;
     Ok((loss, probs))
 }
 
@@ -109,12 +112,9 @@ pub fn tally(rec: &mut Recorder, tally: &Tensor, loss: &Tensor, logits: &Tensor,
         bail!("tally: shapes {:?} {:?} {:?} {:?}", tally.shape, loss.shape, logits.shape, labels.shape);
     }
     let args = [(1, Some(logits)), (2, Some(labels)), (5, Some(loss)), (10, Some(tally))];
-    rec.dispatch(TALLY, &Params::new().u("b", b).u("c", c).u("has_labels", 1), &args, Launch::groups(1, b.div_ceil(RED) * c))
-}
-
-/// One workgroup per row of `c` classes: max, sum and write loops.
-fn rows_launch(b: usize, c: usize) -> Launch {
-    Launch::groups(b, wg_reduction_serial(c, 3))
+    let k = reduction(rec, TALLY);
+    let launch = Launch::groups(1, b.div_ceil(k.wg as usize) * c);
+    rec.dispatch(k, &Params::new().u("b", b).u("c", c).u("has_labels", 1), &args, launch)
 }
 
 // ------------------------------------------------------------------- checks
