@@ -41,7 +41,8 @@ if [ -n "$TESTS" ]; then
   for t in "$TESTS"/*; do
     [ "$(basename "$t")" = arcface ] && continue
     step "test binary $(basename "$t") (kernel set ${SETS%% *} by default; some tests run both)"
-    (cd "$BUILT_IN" && ARCFACE_KERNELS=${SETS%% *} timeout 180 "$t" --test-threads 4 2>&1 | tail -n 4)
+    (cd "$BUILT_IN" && ARCFACE_KERNELS=${SETS%% *} timeout 180 "$t" --test-threads 4 >"$OUT/test_$(basename "$t").txt" 2>&1)
+    grep -E "^test .* FAILED|^test result" "$OUT/test_$(basename "$t").txt"
   done
 fi
 

@@ -11,6 +11,9 @@
 struct Params {
     n: u32, c: u32, m: u32, momentum: f32, eps: f32,
     has_slope: u32, has_skip: u32, train: u32,
+    // The GPU set's sliced kernels below: each channel's rows (batch
+    // entries) in `slices` slices of `rows_per_slice`.
+    slices: u32, rows_per_slice: u32,
 }
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> x: array<f32>;
@@ -30,6 +33,7 @@ struct Params {
 @group(0) @binding(15) var<storage, read_write> dslope: array<f32>;
 @group(0) @binding(16) var<storage, read> stat_mean: array<f32>;
 @group(0) @binding(17) var<storage, read> stat_var: array<f32>;
+@group(0) @binding(18) var<storage, read_write> part: array<f32>;
 
 fn index_of(c: u32, j: u32) -> u32 { return ((j / p.m) * p.c + c) * p.m + j % p.m; }
 
@@ -141,4 +145,160 @@ fn backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg:
         if (p.train != 0u) { g = g - (sb + xhat * sg) / f32(count); }
         dx[i] = k * g;
     }
+}
+
+// ---------------------------------------------------------------------------
+// The GPU set (src/kernels/bn_act.rs): the same computation in three
+// dispatches each way, so that a GPU gets channels x slices workgroups for
+// the statistics instead of one per channel, and one invocation per element
+// for the outputs. Partial results are (count, mean, M2) per (channel,
+// slice), combined in slice order (Chan et al.), and plain sums backward.
+
+// Element t of slice `sl` of channel c.
+fn slice_at(c: u32, sl: u32, t: u32) -> u32 {
+    let b = sl * p.rows_per_slice + t / p.m;
+    return (b * p.c + c) * p.m + t % p.m;
+}
+
+fn slice_count(sl: u32) -> u32 {
+    let first = sl * p.rows_per_slice;
+    return (min(first + p.rows_per_slice, p.n) - min(first, p.n)) * p.m;
+}
+
+@compute @workgroup_size(WG)
+fn forward_partial(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                   @builtin(local_invocation_index) lid: u32) {
+    let g = flat_workgroup(wid, nwg);
+    let valid = g < p.c * p.slices;
+    let c = g / p.slices;
+    let sl = g % p.slices;
+    let count = select(0u, slice_count(sl), valid);
+    var s = 0.0;
+    for (var t = lid; t < count; t += WG) { s += x[slice_at(c, sl, t)]; }
+    let mu = wg_sum(s, lid) / f32(max(count, 1u));
+    var q = 0.0;
+    for (var t = lid; t < count; t += WG) {
+        let d = x[slice_at(c, sl, t)] - mu;
+        q += d * d;
+    }
+    let m2 = wg_sum(q, lid);
+    if (valid && lid == 0u) {
+        part[g * 3u] = f32(count);
+        part[g * 3u + 1u] = mu;
+        part[g * 3u + 2u] = m2;
+    }
+}
+
+// One invocation per channel: the slices' statistics combined in order,
+// then the running statistics as `forward` updates them.
+@compute @workgroup_size(WG)
+fn forward_combine(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                   @builtin(local_invocation_index) lid: u32) {
+    let c = flat_thread(wid, nwg, lid);
+    if (c >= p.c) { return; }
+    var na = 0.0;
+    var mu = 0.0;
+    var m2 = 0.0;
+    for (var sl = 0u; sl < p.slices; sl++) {
+        let at = (c * p.slices + sl) * 3u;
+        let nb = part[at];
+        if (nb == 0.0) { continue; }
+        let d = part[at + 1u] - mu;
+        let n = na + nb;
+        mu += d * nb / n;
+        m2 += part[at + 2u] + d * d * na * nb / n;
+        na = n;
+    }
+    let count = p.n * p.m;
+    let v = m2 / f32(count);
+    mean[c] = mu;
+    var_[c] = v;
+    let unbiased = select(v, v * f32(count) / f32(count - 1u), count > 1u);
+    running_mean[c] = (1.0 - p.momentum) * running_mean[c] + p.momentum * mu;
+    running_var[c] = (1.0 - p.momentum) * running_var[c] + p.momentum * unbiased;
+}
+
+// One invocation per element: y = act(bn(x)) (+ skip).
+@compute @workgroup_size(WG)
+fn forward_apply(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                 @builtin(local_invocation_index) lid: u32) {
+    let i = flat_thread(wid, nwg, lid);
+    if (i >= p.n * p.c * p.m) { return; }
+    let c = (i / p.m) % p.c;
+    var z = (x[i] - mean[c]) * inverseSqrt(var_[c] + p.eps) * gamma[c] + beta[c];
+    if (p.has_slope != 0u && z <= 0.0) { z = slope[c] * z; }
+    if (p.has_skip != 0u) { z += skip[i]; }
+    y[i] = z;
+}
+
+@compute @workgroup_size(WG)
+fn backward_partial(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                    @builtin(local_invocation_index) lid: u32) {
+    let g = flat_workgroup(wid, nwg);
+    let valid = g < p.c * p.slices;
+    let c = select(0u, g / p.slices, valid);
+    let sl = g % p.slices;
+    let count = select(0u, slice_count(sl), valid);
+    let mu = stat_mean[c];
+    let inv = inverseSqrt(stat_var[c] + p.eps);
+    var sg = 0.0;
+    var sb = 0.0;
+    var ss = 0.0;
+    for (var t = lid; t < count; t += WG) {
+        let i = slice_at(c, sl, t);
+        let xhat = (x[i] - mu) * inv;
+        var d = dy[i];
+        if (p.has_slope != 0u) {
+            let z = xhat * gamma[c] + beta[c];
+            if (z <= 0.0) {
+                ss += d * z;
+                d = slope[c] * d;
+            }
+        }
+        sg += d * xhat;
+        sb += d;
+    }
+    sg = wg_sum(sg, lid);
+    sb = wg_sum(sb, lid);
+    ss = wg_sum(ss, lid);
+    if (valid && lid == 0u) {
+        part[g * 3u] = sg;
+        part[g * 3u + 1u] = sb;
+        part[g * 3u + 2u] = ss;
+    }
+}
+
+// One invocation per channel: the slices' sums in order.
+@compute @workgroup_size(WG)
+fn backward_combine(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                    @builtin(local_invocation_index) lid: u32) {
+    let c = flat_thread(wid, nwg, lid);
+    if (c >= p.c) { return; }
+    var sg = 0.0;
+    var sb = 0.0;
+    var ss = 0.0;
+    for (var sl = 0u; sl < p.slices; sl++) {
+        let at = (c * p.slices + sl) * 3u;
+        sg += part[at];
+        sb += part[at + 1u];
+        ss += part[at + 2u];
+    }
+    dgamma[c] = sg;
+    dbeta[c] = sb;
+    if (p.has_slope != 0u) { dslope[c] = ss; }
+}
+
+// One invocation per element: dx from the combined sums.
+@compute @workgroup_size(WG)
+fn backward_apply(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                  @builtin(local_invocation_index) lid: u32) {
+    let i = flat_thread(wid, nwg, lid);
+    if (i >= p.n * p.c * p.m) { return; }
+    let c = (i / p.m) % p.c;
+    let inv = inverseSqrt(stat_var[c] + p.eps);
+    let xhat = (x[i] - stat_mean[c]) * inv;
+    var g = dy[i];
+    if (p.has_slope != 0u && xhat * gamma[c] + beta[c] <= 0.0) { g = slope[c] * g; }
+    if (p.train != 0u) { g = g - (dbeta[c] + xhat * dgamma[c]) / f32(p.n * p.m); }
+    dx[i] = gamma[c] * inv * g;
 }

@@ -23,13 +23,14 @@ fn assert_steady(what: &str, c: Counts, max_dispatches: u64) {
 }
 
 #[test]
-fn mobilefacenet_step_allocates_nothing_and_stays_under_300_dispatches() {
+fn mobilefacenet_step_allocates_nothing_and_stays_under_a_dispatch_bound() {
     let gpu = common::gpu();
     let spec = ModelSpec { arch: Arch::MobileFaceNet, input: 112, classes: 5, head: Head::ArcFace { s: 32.0, m: 0.5 } };
     let r = train_throughput(&gpu, spec, 4, 1).unwrap();
     // Measured: 275 with the CPU-shaped kernels; the GPU-shaped ones add a
-    // second pass to each split reduction (386).
-    let bound = if gpu.kernels == KernelSet::Cpu { 300 } else { 400 };
+    // second pass to each split reduction and cut batch norm into three
+    // dispatches each way (516 at this batch).
+    let bound = if gpu.kernels == KernelSet::Cpu { 300 } else { 520 };
     assert_steady("MobileFaceNet", r.per_step, bound);
 }
 

@@ -11,7 +11,7 @@ use super::batchnorm::{apply_ref, backward_ref as bn_backward_ref, running_updat
 use super::batchnorm::{BatchNorm, BnParams, BnSaved, EPS, MOMENTUM};
 use super::{upload, Family};
 use super::{reduction, reduction_launch};
-use crate::gpu::{BenchCase, Gpu, Kernel, Params, Recorder, Shader, Tensor};
+use crate::gpu::{BenchCase, Gpu, Kernel, KernelSet, Launch, Params, Recorder, Shader, Split, Tensor};
 use crate::kernels::check::{compare_f32, finite_diff, widen, CheckRow, Rng, Tol};
 use anyhow::{bail, Result};
 
@@ -19,7 +19,7 @@ use anyhow::{bail, Result};
 /// skip input's gradient is dy itself.
 pub type BnActGrads<T> = (T, T, T, Option<T>);
 
-fn params(s: &BatchNorm, slope: bool, skip: bool, train: bool) -> Params {
+fn params(s: &BatchNorm, slope: bool, skip: bool, train: bool, split: Split) -> Params {
     Params::new()
         .u("n", s.n)
         .u("c", s.c)
@@ -29,6 +29,20 @@ fn params(s: &BatchNorm, slope: bool, skip: bool, train: bool) -> Params {
         .u("has_slope", slope as usize)
         .u("has_skip", skip as usize)
         .u("train", train as usize)
+        .u("slices", split.slices)
+        .u("rows_per_slice", split.per_slice)
+}
+
+/// Workgroups the GPU set's statistics aim for (channels x slices).
+const GPU_STAT_WORKGROUPS: usize = 512;
+
+/// The GPU set cuts each channel's batch into slices where the channels
+/// alone leave the GPU mostly idle; the CPU set keeps one fused dispatch.
+fn batch_split(rec: &Recorder, s: &BatchNorm) -> Split {
+    match rec.gpu().kernels {
+        KernelSet::Cpu => Split::whole(s.n),
+        KernelSet::Gpu => Split::slices(s.n, GPU_STAT_WORKGROUPS.div_ceil(s.c)),
+    }
 }
 
 // ---------------------------------------------------------------- reference
@@ -82,6 +96,12 @@ pub fn backward_ref(
 
 const FORWARD: Kernel = Kernel::new(Shader::BnAct, "forward", 256);
 const BACKWARD: Kernel = Kernel::new(Shader::BnAct, "backward", 256);
+const FORWARD_PARTIAL: Kernel = Kernel::new(Shader::BnAct, "forward_partial", 256);
+const FORWARD_COMBINE: Kernel = Kernel::new(Shader::BnAct, "forward_combine", 64);
+const FORWARD_APPLY: Kernel = Kernel::new(Shader::BnAct, "forward_apply", 256);
+const BACKWARD_PARTIAL: Kernel = Kernel::new(Shader::BnAct, "backward_partial", 256);
+const BACKWARD_COMBINE: Kernel = Kernel::new(Shader::BnAct, "backward_combine", 64);
+const BACKWARD_APPLY: Kernel = Kernel::new(Shader::BnAct, "backward_apply", 256);
 
 fn check_shapes(s: &BatchNorm, x: &Tensor, slope: Option<&Tensor>, skip: Option<&Tensor>) -> Result<()> {
     let bad_slope = slope.is_some_and(|a| a.numel() != s.c);
@@ -118,8 +138,23 @@ pub fn forward(
         (9, skip),
         (10, Some(&y)),
     ];
-    let k = reduction(rec, FORWARD);
-    rec.dispatch(k, &params(s, slope.is_some(), skip.is_some(), true), &args, reduction_launch(k, s.c, s.n * s.m, 3))?;
+    let split = batch_split(rec, s);
+    let prm = params(s, slope.is_some(), skip.is_some(), true, split);
+    if !split.is_split() {
+        let k = reduction(rec, FORWARD);
+        rec.dispatch(k, &prm, &args, reduction_launch(k, s.c, s.n * s.m, 3))?;
+        return Ok((y, BnSaved { mean, var, train: true }));
+    }
+    let part = Tensor::uninit(gpu, &[s.c, split.slices, 3])?;
+    let k = FORWARD_PARTIAL;
+    let args_partial = [(1, Some(x)), (18, Some(&part))];
+    rec.dispatch(k, &prm, &args_partial, reduction_launch(k, s.c * split.slices, split.per_slice * s.m, 2))?;
+    let args_combine = [(4, Some(&p.running_mean)), (5, Some(&p.running_var)), (6, Some(&mean)), (7, Some(&var)), (18, Some(&part))];
+    rec.dispatch(FORWARD_COMBINE, &prm, &args_combine, Launch::threads(s.c, FORWARD_COMBINE.wg, split.slices))?;
+    let (gamma, beta) = (Some(&p.gamma), Some(&p.beta));
+    let args_apply =
+        [(1, Some(x)), (2, gamma), (3, beta), (6, Some(&mean)), (7, Some(&var)), (8, slope), (9, skip), (10, Some(&y))];
+    rec.dispatch(FORWARD_APPLY, &prm, &args_apply, Launch::threads(s.n * s.c * s.m, FORWARD_APPLY.wg, 1))?;
     Ok((y, BnSaved { mean, var, train: true }))
 }
 
@@ -152,8 +187,23 @@ pub fn backward(
         (16, Some(&saved.mean)),
         (17, Some(&saved.var)),
     ];
-    let k = reduction(rec, BACKWARD);
-    rec.dispatch(k, &params(s, slope.is_some(), false, saved.train), &args, reduction_launch(k, s.c, s.n * s.m, 2))?;
+    let split = batch_split(rec, s);
+    let prm = params(s, slope.is_some(), false, saved.train, split);
+    if !split.is_split() {
+        let k = reduction(rec, BACKWARD);
+        rec.dispatch(k, &prm, &args, reduction_launch(k, s.c, s.n * s.m, 2))?;
+        return Ok((dx, dg, db, ds));
+    }
+    let part = Tensor::uninit(gpu, &[s.c, split.slices, 3])?;
+    let (mean, var) = (Some(&saved.mean), Some(&saved.var));
+    let (gamma, beta) = (Some(&p.gamma), Some(&p.beta));
+    let k = BACKWARD_PARTIAL;
+    let args_partial = [(1, Some(x)), (2, gamma), (3, beta), (8, slope), (11, Some(dy)), (16, mean), (17, var), (18, Some(&part))];
+    rec.dispatch(k, &prm, &args_partial, reduction_launch(k, s.c * split.slices, split.per_slice * s.m, 1))?;
+    let args_combine = [(13, Some(&dg)), (14, Some(&db)), (15, ds.as_ref()), (18, Some(&part))];
+    rec.dispatch(BACKWARD_COMBINE, &prm, &args_combine, Launch::threads(s.c, BACKWARD_COMBINE.wg, split.slices))?;
+    let args_apply = [(1, Some(x)), (2, gamma), (3, beta), (8, slope), (11, Some(dy)), (12, Some(&dx)), (13, Some(&dg)), (14, Some(&db)), (16, mean), (17, var)];
+    rec.dispatch(BACKWARD_APPLY, &prm, &args_apply, Launch::threads(s.n * s.c * s.m, BACKWARD_APPLY.wg, 1))?;
     Ok((dx, dg, db, ds))
 }
 
