@@ -21,8 +21,9 @@ fn adapter_is_vulkan_metal_or_dx12_with_real_limits() {
 fn no_adapter_is_one_clear_error() {
     // No Metal on Linux, no Vulkan driver named here: the same message.
     let backend = if cfg!(target_os = "macos") { "dx12" } else { "metal" };
-    let err =
-        Gpu::with_options(&GpuOptions { backend: Some(backend.into()), adapter: None, kernels: None }).err().expect("no adapter");
+    let err = Gpu::with_options(&GpuOptions { backend: Some(backend.into()), adapter: None, kernels: None })
+        .err()
+        .expect("no adapter");
     let msg = format!("{err:#}");
     assert!(msg.contains("no usable GPU adapter") && msg.contains("mesa-vulkan-drivers"), "{msg}");
 }
@@ -48,7 +49,9 @@ fn no_vulkan_driver_from_the_cli() {
 fn unknown_backend_and_adapter_are_named() {
     let e = Gpu::with_options(&GpuOptions { backend: Some("gl".into()), adapter: None, kernels: None }).err().unwrap();
     assert!(format!("{e}").contains("unknown backend `gl`"), "{e}");
-    let e = Gpu::with_options(&GpuOptions { backend: None, adapter: Some("no-such-card".into()), kernels: None }).err().unwrap();
+    let e = Gpu::with_options(&GpuOptions { backend: None, adapter: Some("no-such-card".into()), kernels: None })
+        .err()
+        .unwrap();
     assert!(format!("{e}").contains("no adapter name contains `no-such-card`"), "{e}");
 }
 
@@ -167,7 +170,8 @@ fn a_zeroed_tensor_dropped_after_a_recorded_copy_still_reads_as_zeros() {
 
 #[test]
 fn kernel_set_is_chosen_from_the_adapter_and_can_be_overridden() {
-    let gpu = common::gpu();
+    // Options without ARCFACE_KERNELS, whatever the environment says.
+    let gpu = Gpu::with_options(&GpuOptions::default()).unwrap();
     let expected = if gpu.info.device_type == wgpu::DeviceType::Cpu { KernelSet::Cpu } else { KernelSet::Gpu };
     assert_eq!((gpu.kernels, gpu.kernels_overridden), (expected, false));
     for (name, set) in [("gpu", KernelSet::Gpu), ("CPU", KernelSet::Cpu)] {

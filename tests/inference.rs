@@ -4,6 +4,7 @@
 
 mod common;
 use arcface::data::Batch;
+use arcface::gpu::KernelSet;
 use arcface::io::checkpoint::CheckpointMeta;
 use arcface::io::model_file::Model;
 use arcface::kernels::check::Rng;
@@ -61,6 +62,8 @@ fn a_repeated_inference_call_allocates_nothing() {
     let c = r.per_call;
     assert_eq!((c.buffers_created, c.bind_groups_created, c.bytes_allocated), (0, 0, 0), "{c:?}");
     assert_eq!(c.blocking_readbacks, 1, "the embeddings, once: {c:?}");
-    // Measured: 96 (146 unfolded).
-    assert!(c.dispatches <= 96, "{c:?}");
+    // Measured: 96 with the CPU-shaped kernels (146 unfolded); 103 with the
+    // GPU-shaped ones, whose split reductions add second passes.
+    let bound = if gpu.kernels == KernelSet::Cpu { 96 } else { 103 };
+    assert!(c.dispatches <= bound, "{c:?}");
 }

@@ -45,14 +45,20 @@ fn assert_gpu_shaped(what: &str, spec: ModelSpec) {
     let launches = step_launches(&mut gpu, KernelSet::Gpu, spec);
     assert!(launches.len() > 20, "{what}: only {} dispatches recorded", launches.len());
     let bad = too_long(&launches);
-    assert!(bad.is_empty(), "{what}: {} dispatches over {MAX_SERIAL} serial iterations:\n{}", bad.len(), bad.join("\n"));
+    assert!(
+        bad.is_empty(),
+        "{what}: {} dispatches over {MAX_SERIAL} serial iterations:\n{}",
+        bad.len(),
+        bad.join("\n")
+    );
     let worst = launches.iter().map(|l| l.serial).max().unwrap();
     eprintln!("{what}: {} dispatches, longest loop {worst} iterations", launches.len());
 }
 
 #[test]
 fn mobilefacenet_step_is_gpu_shaped() {
-    let spec = ModelSpec { arch: Arch::MobileFaceNet, input: 112, classes: 40, head: Head::ArcFace { s: 32.0, m: 0.5 } };
+    let spec =
+        ModelSpec { arch: Arch::MobileFaceNet, input: 112, classes: 40, head: Head::ArcFace { s: 32.0, m: 0.5 } };
     assert_gpu_shaped("MobileFaceNet + ArcFace", spec);
 }
 
@@ -66,7 +72,8 @@ fn mininet_112_step_is_gpu_shaped() {
 /// whole in one invocation, fails it.
 #[test]
 fn the_cpu_set_would_fail_the_check() {
-    let spec = ModelSpec { arch: Arch::MobileFaceNet, input: 112, classes: 40, head: Head::ArcFace { s: 32.0, m: 0.5 } };
+    let spec =
+        ModelSpec { arch: Arch::MobileFaceNet, input: 112, classes: 40, head: Head::ArcFace { s: 32.0, m: 0.5 } };
     let mut gpu = common::gpu();
     let bad = too_long(&step_launches(&mut gpu, KernelSet::Cpu, spec));
     assert!(bad.iter().any(|b| b.starts_with("matmul")), "expected the 1x1 weight gradients over 8,192: {bad:?}");

@@ -123,7 +123,15 @@ impl TrainBench {
             return json(&rows).map(|_| true);
         }
         let total: f64 = rows.iter().map(|r| r.ms).sum();
-        println!("{:?} {}x{} batch {}, kernel set {}: {:.1} ms of dispatches", spec.arch, spec.input, spec.input, self.batch, gpu.kernels.name(), total);
+        println!(
+            "{:?} {}x{} batch {}, kernel set {}: {:.1} ms of dispatches",
+            spec.arch,
+            spec.input,
+            spec.input,
+            self.batch,
+            gpu.kernels.name(),
+            total
+        );
         for r in &rows {
             println!("{:<40} {:>4} x {:>10.2} ms {:>5.1}%", r.kernel, r.dispatches, r.ms, r.share * 100.0);
         }
@@ -162,7 +170,14 @@ impl KernelBench {
                 for r in &got {
                     println!(
                         "{:<24} {:<18} {:<36} {:>10.3} ms {:>8.2} GFLOP/s {:>8.2} GB/s {:>9} inv x {:>6} serial",
-                        r.kernel, r.direction, r.shape, r.median_ms, r.gflops, r.gbps, r.invocations, r.serial_iterations
+                        r.kernel,
+                        r.direction,
+                        r.shape,
+                        r.median_ms,
+                        r.gflops,
+                        r.gbps,
+                        r.invocations,
+                        r.serial_iterations
                     );
                 }
             }

@@ -106,7 +106,8 @@ impl Gpu {
 
     pub fn with_options(opts: &GpuOptions) -> Result<Gpu> {
         let backends = opts.backends()?;
-        let kernels = opts.kernels.as_deref().map(|k| KernelSet::parse(k, "--kernels / ARCFACE_KERNELS")).transpose()?;
+        let kernels =
+            opts.kernels.as_deref().map(|k| KernelSet::parse(k, "--kernels / ARCFACE_KERNELS")).transpose()?;
         let mut desc = wgpu::InstanceDescriptor::new_without_display_handle();
         desc.backends = backends;
         let instance = wgpu::Instance::new(desc);

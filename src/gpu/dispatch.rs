@@ -15,9 +15,9 @@
 
 use super::binding::{bind_group, Arena, BindKey, Bound, Kernel, ARENA_IDS, MAX_ARGS, MAX_BIND_GROUPS};
 use super::counters::Event;
+use super::pool::Pooled;
 use super::{Gpu, Params, Tensor};
 use anyhow::{bail, Result};
-use super::pool::Pooled;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -170,7 +170,15 @@ impl<'g> Recorder<'g> {
             *next - 2
         });
         let args = args.iter().map(|(b, t)| (*b, t.map(Bound::of))).collect();
-        self.commands.push(Command::Dispatch { kernel, launch, slot, bytes: padded.len() as u64 * 4, args, grid, timestamps });
+        self.commands.push(Command::Dispatch {
+            kernel,
+            launch,
+            slot,
+            bytes: padded.len() as u64 * 4,
+            args,
+            grid,
+            timestamps,
+        });
         Ok(())
     }
 
@@ -201,7 +209,14 @@ impl<'g> Recorder<'g> {
     pub fn copy_to_host(&mut self, src: &Tensor, dst: &wgpu::Buffer) {
         let (src_at, bytes) = (src.offset, src.bytes());
         let _keep = [Some(src.buf.clone()), None];
-        self.commands.push(Command::Copy { src: src.buf.buffer().clone(), src_at, dst: dst.clone(), dst_at: 0, bytes, _keep });
+        self.commands.push(Command::Copy {
+            src: src.buf.buffer().clone(),
+            src_at,
+            dst: dst.clone(),
+            dst_at: 0,
+            bytes,
+            _keep,
+        });
     }
 
     /// The dispatches recorded so far, in order.

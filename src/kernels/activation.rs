@@ -2,7 +2,7 @@
 //! ReLU and ReLU6. `shaders/activation.wgsl`.
 
 use super::{reduction, reduction_launch, upload, Family};
-use crate::gpu::{Launch, BenchCase, Gpu, Kernel, Params, Recorder, Shader, Tensor};
+use crate::gpu::{BenchCase, Gpu, Kernel, Launch, Params, Recorder, Shader, Tensor};
 use crate::kernels::check::{compare_f32, finite_diff, widen, CheckRow, Rng, Tol};
 use anyhow::Result;
 

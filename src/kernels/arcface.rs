@@ -7,7 +7,7 @@
 //! `shaders/arcface.wgsl`; the reference below is the whole op in f64.
 
 use super::{l2norm, linear::Gemm, upload, Family};
-use crate::gpu::{Launch, BenchCase, Gpu, Kernel, Params, Recorder, Shader, Tensor};
+use crate::gpu::{BenchCase, Gpu, Kernel, Launch, Params, Recorder, Shader, Tensor};
 use crate::kernels::check::{compare_f32, finite_diff, widen, CheckRow, Rng, Tol};
 use anyhow::{bail, Result};
 use std::f64::consts::PI;
@@ -135,7 +135,12 @@ pub fn forward(rec: &mut Recorder, a: &ArcFace, e: &Tensor, w: &Tensor, labels: 
     Gemm::plain(a.b, a.c, a.d, 1).b(0, 1, a.d).run(rec, &emb.y, &weight.y, None, &cos)?;
     let logits = Tensor::zeros(rec.gpu(), &[a.b, a.c])?;
     let args = [(1, Some(&cos)), (2, Some(labels)), (3, Some(&logits))];
-    rec.dispatch(MARGIN_FORWARD, &a.margin.params(a.b, a.c), &args, Launch::threads(cos.numel(), MARGIN_FORWARD.wg, 1))?;
+    rec.dispatch(
+        MARGIN_FORWARD,
+        &a.margin.params(a.b, a.c),
+        &args,
+        Launch::threads(cos.numel(), MARGIN_FORWARD.wg, 1),
+    )?;
     Ok((logits, ArcSaved { emb, weight, cos }))
 }
 
@@ -150,7 +155,12 @@ pub fn backward(
     let gpu = rec.gpu();
     let dcos = Tensor::zeros(gpu, &[a.b, a.c])?;
     let args = [(1, Some(&saved.cos)), (2, Some(labels)), (4, Some(dlogits)), (5, Some(&dcos))];
-    rec.dispatch(MARGIN_BACKWARD, &a.margin.params(a.b, a.c), &args, Launch::threads(dcos.numel(), MARGIN_BACKWARD.wg, 1))?;
+    rec.dispatch(
+        MARGIN_BACKWARD,
+        &a.margin.params(a.b, a.c),
+        &args,
+        Launch::threads(dcos.numel(), MARGIN_BACKWARD.wg, 1),
+    )?;
     let (den, dwn) = (Tensor::zeros(gpu, &[a.b, a.d])?, Tensor::zeros(gpu, &[a.c, a.d])?);
     Gemm::plain(a.b, a.d, a.c, 1).run(rec, &dcos, &saved.weight.y, None, &den)?;
     // dwn = dcos^T en: A[j, i] = dcos[i, j]

@@ -3,7 +3,7 @@
 //! statistics update, PyTorch conventions) and eval mode (running statistics).
 
 use super::{reduction, reduction_launch, upload, Family};
-use crate::gpu::{Launch, BenchCase, Gpu, Kernel, Params, Recorder, Shader, Tensor};
+use crate::gpu::{BenchCase, Gpu, Kernel, Launch, Params, Recorder, Shader, Tensor};
 use crate::kernels::check::{compare_f32, finite_diff, widen, CheckRow, Rng, Tol};
 use anyhow::Result;
 

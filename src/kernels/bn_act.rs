@@ -9,8 +9,8 @@
 use super::activation::{prelu_backward_ref, prelu_ref};
 use super::batchnorm::{apply_ref, backward_ref as bn_backward_ref, running_update_ref, shapes, stats_ref};
 use super::batchnorm::{BatchNorm, BnParams, BnSaved, EPS, MOMENTUM};
-use super::{upload, Family};
 use super::{reduction, reduction_launch};
+use super::{upload, Family};
 use crate::gpu::{BenchCase, Gpu, Kernel, KernelSet, Launch, Params, Recorder, Shader, Split, Tensor};
 use crate::kernels::check::{compare_f32, finite_diff, widen, CheckRow, Rng, Tol};
 use anyhow::{bail, Result};
@@ -149,7 +149,8 @@ pub fn forward(
     let k = FORWARD_PARTIAL;
     let args_partial = [(1, Some(x)), (18, Some(&part))];
     rec.dispatch(k, &prm, &args_partial, reduction_launch(k, s.c * split.slices, split.per_slice * s.m, 2))?;
-    let args_combine = [(4, Some(&p.running_mean)), (5, Some(&p.running_var)), (6, Some(&mean)), (7, Some(&var)), (18, Some(&part))];
+    let args_combine =
+        [(4, Some(&p.running_mean)), (5, Some(&p.running_var)), (6, Some(&mean)), (7, Some(&var)), (18, Some(&part))];
     rec.dispatch(FORWARD_COMBINE, &prm, &args_combine, Launch::threads(s.c, FORWARD_COMBINE.wg, split.slices))?;
     let (gamma, beta) = (Some(&p.gamma), Some(&p.beta));
     let args_apply =
@@ -198,15 +199,26 @@ pub fn backward(
     let (mean, var) = (Some(&saved.mean), Some(&saved.var));
     let (gamma, beta) = (Some(&p.gamma), Some(&p.beta));
     let k = BACKWARD_PARTIAL;
-    let args_partial = [(1, Some(x)), (2, gamma), (3, beta), (8, slope), (11, Some(dy)), (16, mean), (17, var), (18, Some(&part))];
+    let args_partial =
+        [(1, Some(x)), (2, gamma), (3, beta), (8, slope), (11, Some(dy)), (16, mean), (17, var), (18, Some(&part))];
     rec.dispatch(k, &prm, &args_partial, reduction_launch(k, s.c * split.slices, split.per_slice * s.m, 1))?;
     let args_combine = [(13, Some(&dg)), (14, Some(&db)), (15, ds.as_ref()), (18, Some(&part))];
     rec.dispatch(BACKWARD_COMBINE, &prm, &args_combine, Launch::threads(s.c, BACKWARD_COMBINE.wg, split.slices))?;
-    let args_apply = [(1, Some(x)), (2, gamma), (3, beta), (8, slope), (11, Some(dy)), (12, Some(&dx)), (13, Some(&dg)), (14, Some(&db)), (16, mean), (17, var)];
+    let args_apply = [
+        (1, Some(x)),
+        (2, gamma),
+        (3, beta),
+        (8, slope),
+        (11, Some(dy)),
+        (12, Some(&dx)),
+        (13, Some(&dg)),
+        (14, Some(&db)),
+        (16, mean),
+        (17, var),
+    ];
     rec.dispatch(BACKWARD_APPLY, &prm, &args_apply, Launch::threads(s.n * s.c * s.m, BACKWARD_APPLY.wg, 1))?;
     Ok((dx, dg, db, ds))
 }
-
 
 // ------------------------------------------------------------------- checks
 

@@ -172,14 +172,14 @@ impl Gemm {
             .u("bias_mode", self.bias_mode)
             .u("accumulate", self.accumulate as usize)
             .u("reduce_batch", self.reduce_batch as usize);
-        let split = self.split(rec.gpu().kernels);
+        let set = rec.gpu().kernels;
+        let split = self.split(set);
         let p = p
             .u("slices", split.slices)
             .u("k_slices", split.k_slices)
             .u("b_chunk", split.b_chunk)
             .u("k_chunk", split.k_chunk);
         let serial = split.k_chunk * if self.reduce_batch { split.b_chunk } else { 1 };
-        let set = rec.gpu().kernels;
         let (kernel, launch) = if self.tiled(set) {
             (MATMUL_TILED, Launch::groups(self.workgroup_tiles() * split.slices, serial))
         } else if self.by_rows(set) && split.slices == 1 {
@@ -394,6 +394,10 @@ mod tests {
         let dw = Gemm::plain(70, 64, 180, 3).sum_batch();
         let s = dw.split(KernelSet::Gpu);
         assert!(dw.tiled(KernelSet::Gpu) && s.slices == 3 && s.b_chunk == 1, "{s:?}");
+        // The CPU set's row-broadcast product, at partial row and column
+        // blocks (the 33 x 65 -> 67 linear check).
+        assert!(Gemm::plain(33, 67, 65, 1).by_rows(KernelSet::Cpu));
+        assert!(!Gemm::plain(33, 67, 65, 1).by_rows(KernelSet::Gpu));
         // The 401408 -> 10 linear: K cut so no invocation loops over 1024.
         let long = Gemm::plain(32, 10, 401_408, 1);
         let s = long.split(KernelSet::Gpu);

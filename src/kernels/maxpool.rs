@@ -2,7 +2,7 @@
 //! it: forward, and the backward pass that recomputes each window's argmax.
 
 use super::{upload, Family};
-use crate::gpu::{Launch, BenchCase, Gpu, Kernel, Params, Recorder, Shader, Tensor};
+use crate::gpu::{BenchCase, Gpu, Kernel, Launch, Params, Recorder, Shader, Tensor};
 use crate::kernels::check::{compare_f32, finite_diff, widen, CheckRow, Rng, Tol};
 use anyhow::{bail, Result};
 
@@ -123,7 +123,12 @@ pub fn forward(rec: &mut Recorder, s: &MaxPool, x: &Tensor) -> Result<Tensor> {
     s.validate()?;
     let (ho, wo) = s.out_hw();
     let y = Tensor::uninit(rec.gpu(), &[s.n, s.c, ho, wo])?;
-    rec.dispatch(FORWARD, &s.params(), &[(1, Some(x)), (2, Some(&y))], Launch::threads(y.numel(), FORWARD.wg, s.k * s.k))?;
+    rec.dispatch(
+        FORWARD,
+        &s.params(),
+        &[(1, Some(x)), (2, Some(&y))],
+        Launch::threads(y.numel(), FORWARD.wg, s.k * s.k),
+    )?;
     Ok(y)
 }
 

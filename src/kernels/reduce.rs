@@ -27,7 +27,12 @@ pub fn sum_slices(rec: &mut Recorder, parts: &Tensor, out: &Tensor) -> Result<()
         bail!("sum_slices: partials {:?} do not hold {slices} slices of {:?}", parts.shape, out.shape);
     }
     let params = Params::new().u("n", slices).u("c", count).u("m", 1);
-    rec.dispatch(SUM_SLICES, &params, &[(1, Some(parts)), (2, Some(out))], Launch::threads(count, SUM_SLICES.wg, slices))
+    rec.dispatch(
+        SUM_SLICES,
+        &params,
+        &[(1, Some(parts)), (2, Some(out))],
+        Launch::threads(count, SUM_SLICES.wg, slices),
+    )
 }
 
 /// CPU reference of `channel_sum`.

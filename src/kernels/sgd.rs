@@ -2,7 +2,7 @@
 //! v = mu * v + g + wd * p; p -= lr * v (dampening 0, no Nesterov).
 
 use super::{upload, Family};
-use crate::gpu::{Launch, BenchCase, Gpu, Kernel, Params, Recorder, Shader, Tensor};
+use crate::gpu::{BenchCase, Gpu, Kernel, Launch, Params, Recorder, Shader, Tensor};
 use crate::kernels::check::{compare, compare_f32, widen, CheckRow, Rng, Tol};
 use anyhow::{bail, Result};
 
@@ -35,7 +35,12 @@ pub fn step(rec: &mut Recorder, h: &Sgd, param: &Tensor, grad: &Tensor, velocity
     }
     let p =
         Params::new().u("n", param.numel()).f("lr", h.lr).f("momentum", h.momentum).f("weight_decay", h.weight_decay);
-    rec.dispatch(STEP, &p, &[(1, Some(param)), (2, Some(grad)), (3, Some(velocity))], Launch::threads(param.numel(), STEP.wg, 1))
+    rec.dispatch(
+        STEP,
+        &p,
+        &[(1, Some(param)), (2, Some(grad)), (3, Some(velocity))],
+        Launch::threads(param.numel(), STEP.wg, 1),
+    )
 }
 
 fn gradcheck(gpu: &Gpu, rng: &mut Rng) -> Result<Vec<CheckRow>> {

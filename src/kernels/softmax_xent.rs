@@ -2,7 +2,7 @@
 //! (numerically stable: log-sum-exp around the row maximum).
 
 use super::{reduction, reduction_launch, upload, Family};
-use crate::gpu::{Launch, BenchCase, Gpu, Kernel, Params, Recorder, Shader, Tensor};
+use crate::gpu::{BenchCase, Gpu, Kernel, Launch, Params, Recorder, Shader, Tensor};
 use crate::kernels::check::{compare_f32, finite_diff, widen, CheckRow, Rng, Tol};
 use anyhow::{bail, Result};
 
@@ -99,7 +99,12 @@ pub fn backward(rec: &mut Recorder, probs: &Tensor, labels: &Tensor, dloss: &Ten
     let (b, c) = dims(probs)?;
     let dlogits = Tensor::uninit(rec.gpu(), &[b, c])?;
     let args = [(2, Some(labels)), (6, Some(dloss)), (7, Some(&dlogits)), (8, Some(probs))];
-    rec.dispatch(BACKWARD, &Params::new().u("b", b).u("c", c).u("has_labels", 1), &args, Launch::threads(b * c, BACKWARD.wg, 1))?;
+    rec.dispatch(
+        BACKWARD,
+        &Params::new().u("b", b).u("c", c).u("has_labels", 1),
+        &args,
+        Launch::threads(b * c, BACKWARD.wg, 1),
+    )?;
     Ok(dlogits)
 }
 

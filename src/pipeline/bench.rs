@@ -136,7 +136,7 @@ pub fn profile_step(gpu: &Gpu, spec: ModelSpec, batch: usize) -> Result<Vec<Kern
     let launches: Vec<_> = b.recorder().launches().collect();
     let Some(timer) = DispatchTimer::new(gpu, launches.len() as u32) else { return Ok(Vec::new()) };
     // Recorded again, now timed: the same dispatches in the same order.
-    drop(b.flush());
+    b.flush();
     gpu.wait(None);
     let (xt, lt) = (b.upload(&input.x, &input.shape())?, b.labels(&input.labels)?);
     b.recorder().time_dispatches(timer.set(), 0);

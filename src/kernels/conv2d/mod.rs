@@ -10,6 +10,10 @@
 //! - `Path::Gemm`: 1x1, stride 1, no padding, one group, which is a batched
 //!   matrix multiply (`shaders/linear.wgsl`). MobileFaceNet spends most of
 //!   its multiply-adds in these pointwise convolutions.
+//!
+//! On the GPU kernel set the direct weight gradients cut their (n, oy) rows
+//! into slices summed by a second dispatch (`weight_split`); a network's
+//! first layer asks for `backward_params` only (its input is the image).
 
 //!
 //! The reference is in `reference`, the checks and benchmark cases in
@@ -277,7 +281,14 @@ pub fn backward_params(
 /// dw of the direct kernels: one invocation per weight (or, `by_tap_row`,
 /// per row of at most 3 taps) and slice of the (n, oy) rows; sliced
 /// partials are summed by a second dispatch.
-fn direct_weight_grad(rec: &mut Recorder, s: &Conv2d, by_tap_row: bool, x: &Tensor, dy: &Tensor, dw: &Tensor) -> Result<()> {
+fn direct_weight_grad(
+    rec: &mut Recorder,
+    s: &Conv2d,
+    by_tap_row: bool,
+    x: &Tensor,
+    dy: &Tensor,
+    dw: &Tensor,
+) -> Result<()> {
     let (k, outputs) = if by_tap_row {
         (BACKWARD_WEIGHT_BLOCKED, s.cout * s.cin / s.groups * s.kh)
     } else {
