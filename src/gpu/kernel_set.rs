@@ -8,11 +8,13 @@
 //!   workgroup memory.
 //! - `Cpu`: for adapters that are a CPU (lavapipe), which run one workgroup
 //!   per thread, 8 invocations per vector: no workgroup memory or barriers
-//!   in the hot loops, few long-running invocations, operands uniform across
-//!   the lanes loaded once.
+//!   in the products, narrow workgroups where a reduction needs a barrier,
+//!   few long-running invocations, operands uniform across the lanes loaded
+//!   once.
 //!
-//! Each kernel family asks `Split::for_reduction` how to cut a reduction;
-//! that is the only place the two sets differ in sizing.
+//! How a reduction is cut (`Split::for_reduction`) and how wide a reducing
+//! workgroup is (`KernelSet::reduction_width`) are decided here; a kernel
+//! family picks its variant for a shape from `Gpu::kernels`.
 
 use anyhow::{bail, Result};
 use serde::Serialize;
