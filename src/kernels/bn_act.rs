@@ -3,6 +3,12 @@
 //! `activation`, `residual`) take two to five. MobileFaceNet's training
 //! step runs every ConvBn layer's normalisation through here.
 //!
+//! The GPU kernel set cuts each channel's batch into slices instead
+//! (`batch_split`): partial statistics per (channel, slice), combined in
+//! slice order per channel, then one invocation per element, three
+//! dispatches each way, so a GPU gets channels x slices workgroups where
+//! the fused kernel gives it one per channel.
+//!
 //! The reference is the composition of those families' references, so the
 //! checks hold the fused kernels to exactly what the composed ops compute.
 
