@@ -68,7 +68,8 @@ pub fn longest(launches: &[Launched]) -> Option<Launched> {
     launches.iter().copied().max_by_key(|l| (l.serial, std::cmp::Reverse(l.invocations)))
 }
 
-const SLOTS: u32 = 64;
+/// Dispatches one bench case may time.
+const CASE_DISPATCHES: u32 = 32;
 
 fn wait(gpu: &Gpu) {
     gpu.device.poll(wgpu::PollType::wait_indefinitely()).expect("waiting for the GPU");
@@ -81,65 +82,38 @@ pub fn launches_of(gpu: &Gpu, case: &BenchCase) -> Result<Vec<Launched>> {
     Ok(rec.launches().collect())
 }
 
-/// Seconds of GPU time for one run of `case`.
-fn time_once(
-    gpu: &Gpu,
-    case: &BenchCase,
-    queries: Option<&(wgpu::QuerySet, wgpu::Buffer, wgpu::Buffer)>,
-) -> Result<f64> {
+/// Seconds of GPU time for one run of `case`: timestamps around each of its
+/// dispatches where the adapter has them, else the CPU clock around the
+/// whole submission.
+fn time_once(gpu: &Gpu, case: &BenchCase, stamps: Option<&Timestamps>) -> Result<f64> {
     let mut rec = Recorder::new(gpu);
-    let Some((set, resolve, readback)) = queries else {
+    let Some(stamps) = stamps else {
         (case.run)(&mut rec)?;
         let start = Instant::now();
         rec.submit();
         wait(gpu);
         return Ok(start.elapsed().as_secs_f64());
     };
-    rec.time_dispatches(set, 0);
+    rec.time_dispatches(stamps.set(), 0);
     (case.run)(&mut rec)?;
-    let used = rec.timestamp_slots_used(0);
-    if used > SLOTS {
-        bail!("bench case {} {} records more than {} dispatches", case.kernel, case.direction, SLOTS / 2);
+    let pairs = rec.timestamp_slots_used(0) / 2;
+    if pairs > stamps.pairs {
+        bail!("bench case {} {} records more than {} dispatches", case.kernel, case.direction, stamps.pairs);
     }
-    rec.submit_then(|enc| {
-        enc.resolve_query_set(set, 0..used, resolve, 0);
-        enc.copy_buffer_to_buffer(resolve, 0, readback, 0, used as u64 * 8);
-    });
-    readback.map_async(wgpu::MapMode::Read, .., |r| r.expect("mapping timestamps"));
-    wait(gpu);
-    let ticks: Vec<u64> = bytemuck::cast_slice(&readback.get_mapped_range(..)?.to_vec()[..used as usize * 8]).to_vec();
-    readback.unmap();
-    let total: u64 = ticks.chunks(2).map(|p| p[1].saturating_sub(p[0])).sum();
-    Ok(total as f64 * gpu.queue.get_timestamp_period() as f64 * 1e-9)
+    rec.submit_then(|enc| stamps.encode_resolve(enc, pairs));
+    Ok(stamps.seconds(gpu, pairs)?.iter().sum())
 }
 
 /// The median time of each case over `repeats` runs after one warm-up.
 pub fn run(gpu: &Gpu, cases: &[BenchCase], repeats: usize) -> Result<Vec<BenchRow>> {
-    let queries = gpu.has_timestamps().then(|| {
-        let set = gpu.device.create_query_set(&wgpu::QuerySetDescriptor {
-            label: Some("bench"),
-            ty: wgpu::QueryType::Timestamp,
-            count: SLOTS,
-        });
-        let buffer = |usage| {
-            gpu.device.create_buffer(&wgpu::BufferDescriptor {
-                label: None,
-                size: SLOTS as u64 * 8,
-                usage,
-                mapped_at_creation: false,
-            })
-        };
-        let resolve = buffer(wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC);
-        let readback = buffer(wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST);
-        (set, resolve, readback)
-    });
+    let stamps = Timestamps::new(gpu, "bench", CASE_DISPATCHES);
     let mut rows = Vec::new();
     for case in cases {
         let launches = launches_of(gpu, case)?;
         let top = longest(&launches);
-        time_once(gpu, case, queries.as_ref())?; // warm-up: pipelines, caches
+        time_once(gpu, case, stamps.as_ref())?; // warm-up: pipelines, caches
         let mut times: Vec<f64> =
-            (0..repeats.max(1)).map(|_| time_once(gpu, case, queries.as_ref())).collect::<Result<_>>()?;
+            (0..repeats.max(1)).map(|_| time_once(gpu, case, stamps.as_ref())).collect::<Result<_>>()?;
         times.sort_by(f64::total_cmp);
         let median = times[times.len() / 2];
         rows.push(BenchRow {
@@ -149,7 +123,7 @@ pub fn run(gpu: &Gpu, cases: &[BenchCase], repeats: usize) -> Result<Vec<BenchRo
             median_ms: median * 1e3,
             gflops: case.flops / median * 1e-9,
             gbps: case.bytes / median * 1e-9,
-            timer: if queries.is_some() { "gpu-timestamp" } else { "cpu-wall" },
+            timer: if stamps.is_some() { "gpu-timestamp" } else { "cpu-wall" },
             invocations: top.map_or(0, |l| l.invocations),
             serial_iterations: top.map_or(0, |l| l.serial),
             dispatches: launches.len(),
@@ -158,113 +132,71 @@ pub fn run(gpu: &Gpu, cases: &[BenchCase], repeats: usize) -> Result<Vec<BenchRo
     Ok(rows)
 }
 
-/// GPU time of a whole submission (`Recorder::time_submission`), where the
-/// adapter has timestamp queries.
-pub struct SubmissionTimer {
+/// Timestamp queries in pairs (start, end), with the buffers to read them
+/// back, where the adapter has timestamp queries: one pair per timed
+/// dispatch (`Recorder::time_dispatches`) or one for a whole submission
+/// (`Recorder::time_submission`).
+pub struct Timestamps {
     set: wgpu::QuerySet,
     resolve: wgpu::Buffer,
     readback: wgpu::Buffer,
+    pairs: u32,
 }
 
-impl SubmissionTimer {
-    pub fn new(gpu: &Gpu) -> Option<SubmissionTimer> {
+impl Timestamps {
+    /// Room for `pairs` (start, end) pairs; `None` without timestamp queries.
+    pub fn new(gpu: &Gpu, label: &str, pairs: u32) -> Option<Timestamps> {
         if !gpu.has_timestamps() {
             return None;
         }
         let set = gpu.device.create_query_set(&wgpu::QuerySetDescriptor {
-            label: Some("submission"),
+            label: Some(label),
             ty: wgpu::QueryType::Timestamp,
-            count: 2,
+            count: pairs * 2,
         });
         let buffer = |usage| {
             gpu.device.create_buffer(&wgpu::BufferDescriptor {
                 label: None,
-                size: 16,
+                size: pairs as u64 * 16,
                 usage,
                 mapped_at_creation: false,
             })
         };
         let resolve = buffer(wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC);
         let readback = buffer(wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST);
-        Some(SubmissionTimer { set, resolve, readback })
-    }
-
-    /// The query set to hand to `Recorder::time_submission`.
-    pub fn set(&self) -> wgpu::QuerySet {
-        self.set.clone()
-    }
-
-    /// Milliseconds between the two timestamps of the last timed submission
-    /// (waits for it).
-    pub fn read_ms(&self, gpu: &Gpu) -> f64 {
-        gpu.submit(|enc| {
-            enc.resolve_query_set(&self.set, 0..2, &self.resolve, 0);
-            enc.copy_buffer_to_buffer(&self.resolve, 0, &self.readback, 0, 16);
-        });
-        gpu.submitted();
-        self.readback.map_async(wgpu::MapMode::Read, .., |r| r.expect("mapping timestamps"));
-        wait(gpu);
-        let t: Vec<u64> = bytemuck::cast_slice(&self.readback.get_mapped_range(..).expect("mapped")).to_vec();
-        self.readback.unmap();
-        t[1].saturating_sub(t[0]) as f64 * gpu.queue.get_timestamp_period() as f64 * 1e-6
-    }
-}
-
-/// GPU time of every dispatch of one submission (`Recorder::time_dispatches`,
-/// each dispatch in its own pass), where the adapter has timestamp queries.
-pub struct DispatchTimer {
-    set: wgpu::QuerySet,
-    resolve: wgpu::Buffer,
-    readback: wgpu::Buffer,
-    slots: u32,
-}
-
-impl DispatchTimer {
-    /// Room for `dispatches` dispatches.
-    pub fn new(gpu: &Gpu, dispatches: u32) -> Option<DispatchTimer> {
-        if !gpu.has_timestamps() {
-            return None;
-        }
-        let slots = dispatches * 2;
-        let set = gpu.device.create_query_set(&wgpu::QuerySetDescriptor {
-            label: Some("dispatches"),
-            ty: wgpu::QueryType::Timestamp,
-            count: slots,
-        });
-        let buffer = |usage| {
-            gpu.device.create_buffer(&wgpu::BufferDescriptor {
-                label: None,
-                size: slots as u64 * 8,
-                usage,
-                mapped_at_creation: false,
-            })
-        };
-        let resolve = buffer(wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC);
-        let readback = buffer(wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST);
-        Some(DispatchTimer { set, resolve, readback, slots })
+        Some(Timestamps { set, resolve, readback, pairs })
     }
 
     pub fn set(&self) -> &wgpu::QuerySet {
         &self.set
     }
 
-    /// Seconds of each of the first `dispatches` timed dispatches (waits).
-    pub fn read(&self, gpu: &Gpu, dispatches: u32) -> Result<Vec<f64>> {
-        let used = dispatches * 2;
-        if used > self.slots {
-            bail!("{dispatches} dispatches timed with room for {}", self.slots / 2);
-        }
-        gpu.submit(|enc| {
-            enc.resolve_query_set(&self.set, 0..used, &self.resolve, 0);
-            enc.copy_buffer_to_buffer(&self.resolve, 0, &self.readback, 0, used as u64 * 8);
-        });
-        gpu.submitted();
+    /// Encodes the resolve of the first `pairs` pairs into the read-back buffer.
+    pub fn encode_resolve(&self, enc: &mut wgpu::CommandEncoder, pairs: u32) {
+        enc.resolve_query_set(&self.set, 0..pairs * 2, &self.resolve, 0);
+        enc.copy_buffer_to_buffer(&self.resolve, 0, &self.readback, 0, pairs as u64 * 16);
+    }
+
+    /// Seconds between start and end of the first `pairs` pairs, once the
+    /// submission holding `encode_resolve` is done (waits for it).
+    fn seconds(&self, gpu: &Gpu, pairs: u32) -> Result<Vec<f64>> {
         self.readback.map_async(wgpu::MapMode::Read, .., |r| r.expect("mapping timestamps"));
         wait(gpu);
         let bytes = self.readback.get_mapped_range(..)?.to_vec();
         self.readback.unmap();
-        let ticks: &[u64] = bytemuck::cast_slice(&bytes[..used as usize * 8]);
+        let ticks: &[u64] = bytemuck::cast_slice(&bytes[..pairs as usize * 16]);
         let period = gpu.queue.get_timestamp_period() as f64 * 1e-9;
         Ok(ticks.chunks(2).map(|p| p[1].saturating_sub(p[0]) as f64 * period).collect())
+    }
+
+    /// Seconds of each of the first `pairs` pairs written by work already
+    /// submitted: resolves them in a submission of their own and waits.
+    pub fn read(&self, gpu: &Gpu, pairs: u32) -> Result<Vec<f64>> {
+        if pairs > self.pairs {
+            bail!("{pairs} timestamp pairs read with room for {}", self.pairs);
+        }
+        gpu.submit(|enc| self.encode_resolve(enc, pairs));
+        gpu.submitted();
+        self.seconds(gpu, pairs)
     }
 }

@@ -2,7 +2,7 @@
 //! one steady-state step asks of the device.
 
 use crate::data::Batch;
-use crate::gpu::timing::{DispatchTimer, SubmissionTimer};
+use crate::gpu::timing::Timestamps;
 use crate::gpu::{Counts, Gpu};
 use crate::kernels::sgd::Sgd;
 use crate::models::{ModelSpec, Net};
@@ -55,7 +55,7 @@ pub fn step_throughput<'g>(
     let spec = net.spec;
     let input = Batch::synthetic(batch, spec.input, spec.classes);
     let h = Sgd { lr: 1e-3, momentum: 0.9, weight_decay: 5e-4 };
-    let timer = SubmissionTimer::new(gpu);
+    let timer = Timestamps::new(gpu, "submission", 1);
     let mut step = |timed: bool| run_step(b, net, &input, &h, timer.as_ref().filter(|_| timed));
     for _ in 0..WARMUP_STEPS {
         step(false)?;
@@ -64,7 +64,7 @@ pub fn step_throughput<'g>(
     let (counted, per_step) = gpu.counters.during(|| step(true));
     let (index, record_s) = counted?;
     gpu.wait(Some(index));
-    let gpu_ms = timer.as_ref().map(|t| t.read_ms(gpu));
+    let gpu_ms = timer.as_ref().map(|t| t.read(gpu, 1).map(|s| s[0] * 1e3)).transpose()?;
 
     let steps = steps.max(1);
     let started = Instant::now();
@@ -97,14 +97,14 @@ fn run_step<'g>(
     net: &mut Net<GpuBackend<'g>>,
     input: &Batch,
     h: &Sgd,
-    timer: Option<&SubmissionTimer>,
+    timer: Option<&Timestamps>,
 ) -> Result<(wgpu::SubmissionIndex, f64)> {
     let xt = b.upload(&input.x, &input.shape())?;
     let lt = b.labels(&input.labels)?;
     let start = Instant::now();
     net.train_step(b, &xt, &lt, h)?;
     if let Some(t) = timer {
-        b.recorder().time_submission(t.set());
+        b.recorder().time_submission(t.set().clone());
     }
     let index = b.flush();
     Ok((index, start.elapsed().as_secs_f64()))
@@ -134,7 +134,7 @@ pub fn profile_step(gpu: &Gpu, spec: ModelSpec, batch: usize) -> Result<Vec<Kern
     let lt = b.labels(&input.labels)?;
     net.train_step(&mut b, &xt, &lt, &h)?;
     let launches: Vec<_> = b.recorder().launches().collect();
-    let Some(timer) = DispatchTimer::new(gpu, launches.len() as u32) else { return Ok(Vec::new()) };
+    let Some(timer) = Timestamps::new(gpu, "dispatches", launches.len() as u32) else { return Ok(Vec::new()) };
     // Recorded again, now timed: the same dispatches in the same order.
     b.flush();
     gpu.wait(None);
