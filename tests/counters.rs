@@ -10,7 +10,7 @@ use arcface::io::onnx_import::from_onnx;
 use arcface::models::graph::Op;
 use arcface::models::{Arch, Head, ModelSpec, Net};
 use arcface::nn::GpuBackend;
-use arcface::pipeline::bench::{step_throughput, train_throughput};
+use arcface::pipeline::bench::{profile_step, step_throughput, train_throughput};
 use std::path::Path;
 
 fn assert_steady(what: &str, c: Counts, max_dispatches: u64) {
@@ -61,4 +61,19 @@ fn imported_graph_step_allocates_nothing() {
     // 354 with the GPU-shaped kernels.
     let bound = if gpu.kernels == KernelSet::Cpu { 309 } else { 354 };
     assert_steady("imported graph", r.per_step, bound);
+}
+
+/// `bench train --profile` times every dispatch of one step: as many as the
+/// counters count, grouped by kernel, shares adding up to the whole.
+#[test]
+fn the_step_profile_covers_every_dispatch() {
+    let gpu = common::gpu();
+    let spec = ModelSpec { arch: Arch::MiniNet, input: 16, classes: 4, head: Head::Softmax };
+    let rows = profile_step(&gpu, spec, 4).unwrap();
+    assert!(gpu.has_timestamps() && !rows.is_empty(), "lavapipe has timestamp queries");
+    let steady = train_throughput(&gpu, spec, 4, 1).unwrap().per_step.dispatches;
+    assert_eq!(rows.iter().map(|r| r.dispatches as u64).sum::<u64>(), steady);
+    let share: f64 = rows.iter().map(|r| r.share).sum();
+    assert!((share - 1.0).abs() < 1e-9 && rows.iter().all(|r| r.ms >= 0.0), "{rows:?}");
+    assert!(rows.windows(2).all(|w| w[0].ms >= w[1].ms), "largest first: {rows:?}");
 }

@@ -7,7 +7,7 @@ use crate::gpu::{Counts, Gpu};
 use crate::kernels::sgd::Sgd;
 use crate::models::{ModelSpec, Net};
 use crate::nn::{Backend, GpuBackend};
-use anyhow::Result;
+use anyhow::{bail, Result};
 use serde::Serialize;
 use std::time::Instant;
 
@@ -120,6 +120,9 @@ pub struct KernelTime {
     pub share: f64,
 }
 
+/// Timestamp pairs of one profiled step (wgpu allows 4,096 queries per set).
+const MAX_PROFILED_DISPATCHES: u32 = 2048;
+
 /// Where one training step of a fresh `spec` spends its GPU time, by
 /// kernel entry point, largest first (each dispatch timed in its own pass,
 /// after a warm-up step). Empty where the adapter has no timestamps.
@@ -130,20 +133,16 @@ pub fn profile_step(gpu: &Gpu, spec: ModelSpec, batch: usize) -> Result<Vec<Kern
     let h = Sgd { lr: 1e-3, momentum: 0.9, weight_decay: 5e-4 };
     run_step(&mut b, &mut net, &input, &h, None)?;
     gpu.wait(None);
-    let xt = b.upload(&input.x, &input.shape())?;
-    let lt = b.labels(&input.labels)?;
-    net.train_step(&mut b, &xt, &lt, &h)?;
-    let launches: Vec<_> = b.recorder().launches().collect();
-    let Some(timer) = Timestamps::new(gpu, "dispatches", launches.len() as u32) else { return Ok(Vec::new()) };
-    // Recorded again, now timed: the same dispatches in the same order.
-    b.flush();
-    gpu.wait(None);
+    let Some(timer) = Timestamps::new(gpu, "dispatches", MAX_PROFILED_DISPATCHES) else { return Ok(Vec::new()) };
     let (xt, lt) = (b.upload(&input.x, &input.shape())?, b.labels(&input.labels)?);
     b.recorder().time_dispatches(timer.set(), 0);
     net.train_step(&mut b, &xt, &lt, &h)?;
-    let timed = b.recorder().launches().count() as u32;
+    let launches: Vec<_> = b.recorder().launches().collect();
+    if launches.len() > MAX_PROFILED_DISPATCHES as usize {
+        bail!("a step of {} dispatches is more than --profile times ({MAX_PROFILED_DISPATCHES})", launches.len());
+    }
     b.flush();
-    let secs = timer.read(gpu, timed)?;
+    let secs = timer.read(gpu, launches.len() as u32)?;
     let mut by: Vec<KernelTime> = Vec::new();
     for (l, s) in launches.iter().zip(&secs) {
         let name = format!("{}::{}", l.kernel.shader.name(), l.kernel.entry);
