@@ -15,6 +15,19 @@ const TILE: usize = 128;
 /// rows of C per workgroup, 4 columns per invocation.
 const MATMUL_ROWS: Kernel = Kernel::new(Shader::Linear, "matmul_rows", 16);
 const ROWS: usize = 8;
+/// The CPU set's product that reads every operand as vec4s (8 rows x 4
+/// consecutive columns per invocation), one entry point per operand layout:
+/// A along k or m, B along n or k.
+const MATMUL_QUADS: [[Kernel; 2]; 2] = [
+    [
+        Kernel::new(Shader::Linear, "matmul_quads_ak_bn", 16),
+        Kernel::new(Shader::Linear, "matmul_quads_ak_bk", 16),
+    ],
+    [
+        Kernel::new(Shader::Linear, "matmul_quads_am_bn", 16),
+        Kernel::new(Shader::Linear, "matmul_quads_am_bk", 16),
+    ],
+];
 /// The tiled kernel's workgroups worth having in flight before K is cut
 /// (a large GPU has about 100-150 multiprocessors).
 const TILED_TARGET_WORKGROUPS: usize = 256;
@@ -120,6 +133,26 @@ impl Gemm {
         set == KernelSet::Cpu && self.n >= 16
     }
 
+    /// The CPU set reads A and B four floats at a time where K is a multiple
+    /// of 4 and each operand is contiguous along one of its dimensions with
+    /// the other strides (and that dimension, where a load spans it) whole
+    /// quads: which entry point, or None.
+    fn quads(&self, set: KernelSet) -> Option<Kernel> {
+        if set != KernelSet::Cpu || self.k % 4 != 0 || self.n < 16 {
+            return None;
+        }
+        let [a_bs, a_ms, a_ks] = self.a;
+        let [b_bs, b_ks, b_ns] = self.b;
+        let a_along_k = a_ks == 1 && a_ms % 4 == 0;
+        let a_along_m = a_ms == 1 && a_ks % 4 == 0 && self.m % 4 == 0;
+        let b_along_n = b_ns == 1 && b_ks % 4 == 0 && self.n % 4 == 0;
+        let b_along_k = b_ks == 1 && b_ns % 4 == 0;
+        if a_bs % 4 != 0 || b_bs % 4 != 0 || !(a_along_k || a_along_m) || !(b_along_n || b_along_k) {
+            return None;
+        }
+        Some(MATMUL_QUADS[usize::from(!a_along_k)][usize::from(!b_along_n)])
+    }
+
     fn row_blocks(&self) -> usize {
         self.m.div_ceil(ROWS) * self.n.div_ceil(4 * MATMUL_ROWS.wg as usize) * self.out_batch()
     }
@@ -180,13 +213,19 @@ impl Gemm {
             .u("b_chunk", split.b_chunk)
             .u("k_chunk", split.k_chunk);
         let serial = split.k_chunk * if self.reduce_batch { split.b_chunk } else { 1 };
+        let quads = self.quads(set).filter(|_| split.slices == 1);
         let (kernel, launch) = if self.tiled(set) {
             (MATMUL_TILED, Launch::groups(self.workgroup_tiles() * split.slices, serial))
+        } else if let Some(kernel) = quads {
+            (kernel, Launch::groups(self.row_blocks(), serial))
         } else if self.by_rows(set) && split.slices == 1 {
             (MATMUL_ROWS, Launch::groups(self.row_blocks(), serial))
         } else {
             (MATMUL, Launch::threads(self.tiles() * split.slices, MATMUL.wg, serial))
         };
+        if quads.is_some() {
+            return rec.dispatch(kernel, &p, &[(6, Some(a)), (7, Some(b)), (3, bias), (4, Some(c))], launch);
+        }
         if split.slices == 1 {
             // (matmul_rows never writes partial sums, so it has no binding 5)
             let args = [(1, Some(a)), (2, Some(b)), (3, bias), (4, Some(c)), (5, None)];
@@ -291,8 +330,70 @@ fn shapes(rng: &mut Rng) -> Vec<Linear> {
     ]
 }
 
-fn gradcheck(gpu: &Gpu, rng: &mut Rng) -> Result<Vec<CheckRow>> {
+/// Products with A stored along k or along m and B along n or along k (the
+/// four entry points of the CPU set's vec4 product), at partial row and
+/// column blocks, one summing its batch, against a host product.
+fn layout_products() -> [(bool, bool, Gemm); 4] {
+    let (m, n, k, batch) = (20, 44, 36, 2);
+    let layout = |a_along_k: bool, b_along_n: bool| {
+        let g = Gemm::plain(m, n, k, batch);
+        let g = if a_along_k { g } else { g.a(m * k, 1, m) };
+        if b_along_n {
+            g
+        } else {
+            g.b(k * n, 1, k)
+        }
+    };
+    [
+        (true, true, layout(true, true)),
+        (false, true, layout(false, true).sum_batch()),
+        (true, false, layout(true, false)),
+        (false, false, layout(false, false).sum_batch()),
+    ]
+}
+
+fn layout_rows(gpu: &Gpu, rng: &mut Rng) -> Result<Vec<CheckRow>> {
     let mut rows = Vec::new();
+    for (a_along_k, b_along_n, g) in layout_products() {
+        let a = rng.uniform(g.batch * g.m * g.k, -1.0, 1.0);
+        let b = rng.uniform(g.batch * g.k * g.n, -1.0, 1.0);
+        let out = g.out_batch() * g.m * g.n;
+        let mut want = vec![0.0f64; out];
+        for bb in 0..g.batch {
+            let ob = if g.reduce_batch { 0 } else { bb };
+            for i in 0..g.m {
+                for j in 0..g.n {
+                    let dot: f64 = (0..g.k)
+                        .map(|kk| {
+                            let av = a[bb * g.a[0] + i * g.a[1] + kk * g.a[2]] as f64;
+                            av * b[bb * g.b[0] + kk * g.b[1] + j * g.b[2]] as f64
+                        })
+                        .sum();
+                    want[ob * g.m * g.n + i * g.n + j] += dot;
+                }
+            }
+        }
+        let c = Tensor::zeros(gpu, &[out])?;
+        let mut rec = Recorder::new(gpu);
+        g.run(&mut rec, &upload(gpu, &a, &[a.len()])?, &upload(gpu, &b, &[b.len()])?, None, &c)?;
+        rec.submit();
+        let shape = format!(
+            "{}x{}x{} batch {}{}, A along {}, B along {}",
+            g.m,
+            g.n,
+            g.k,
+            g.batch,
+            if g.reduce_batch { " summed" } else { "" },
+            if a_along_k { "k" } else { "m" },
+            if b_along_n { "n" } else { "k" }
+        );
+        rows.push(compare_f32("matmul", "forward", &shape, &c.to_vec(gpu), &want, Tol::FORWARD));
+    }
+    Ok(rows)
+}
+
+fn gradcheck(gpu: &Gpu, rng: &mut Rng) -> Result<Vec<CheckRow>> {
+    let mut rows = layout_rows(gpu, rng)?;
     for s in shapes(rng) {
         let xs = rng.uniform(s.n * s.inp, -1.0, 1.0);
         let ws = rng.uniform(s.out * s.inp, -0.5, 0.5);
@@ -398,6 +499,12 @@ mod tests {
         // blocks (the 33 x 65 -> 67 linear check).
         assert!(Gemm::plain(33, 67, 65, 1).by_rows(KernelSet::Cpu));
         assert!(!Gemm::plain(33, 67, 65, 1).by_rows(KernelSet::Gpu));
+        // Each layout reaches its vec4 entry point in the CPU set.
+        for (a_along_k, b_along_n, g) in layout_products() {
+            let want = MATMUL_QUADS[usize::from(!a_along_k)][usize::from(!b_along_n)];
+            assert_eq!(g.quads(KernelSet::Cpu), Some(want));
+            assert_eq!(g.quads(KernelSet::Gpu), None);
+        }
         // The 401408 -> 10 linear: K cut so no invocation loops over 1024.
         let long = Gemm::plain(32, 10, 401_408, 1);
         let s = long.split(KernelSet::Gpu);
