@@ -148,6 +148,138 @@ fn backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg:
 }
 
 // ---------------------------------------------------------------------------
+// The CPU set where M (values per image and channel) is a multiple of 4: the
+// same two kernels reading and writing vec4s, each image's quads in turn (no
+// division per element), and gamma, beta and the slope read once. On
+// lavapipe a vec4 load costs about what one float costs (BENCHMARKS.md,
+// "What a load costs on lavapipe").
+@group(0) @binding(19) var<storage, read> x4: array<vec4<f32>>;
+@group(0) @binding(20) var<storage, read> skip4: array<vec4<f32>>;
+@group(0) @binding(21) var<storage, read_write> y4: array<vec4<f32>>;
+@group(0) @binding(22) var<storage, read> dy4: array<vec4<f32>>;
+@group(0) @binding(23) var<storage, read_write> dx4: array<vec4<f32>>;
+
+fn sum4(v: vec4<f32>) -> f32 { return (v.x + v.y) + (v.z + v.w); }
+
+@compute @workgroup_size(WG)
+fn forward_quads(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                 @builtin(local_invocation_index) lid: u32) {
+    let c = flat_workgroup(wid, nwg);
+    let valid = c < p.c;
+    let count = p.n * p.m;
+    let quads = p.m / 4u;
+    var s = 0.0;
+    if (valid) {
+        for (var b = 0u; b < p.n; b++) {
+            let base = (b * p.c + c) * quads;
+            var part = vec4<f32>(0.0);
+            for (var q = lid; q < quads; q += WG) { part += x4[base + q]; }
+            s += sum4(part);
+        }
+    }
+    let mu = wg_sum(s, lid) / f32(count);
+    var sq = 0.0;
+    if (valid) {
+        for (var b = 0u; b < p.n; b++) {
+            let base = (b * p.c + c) * quads;
+            var part = vec4<f32>(0.0);
+            for (var q = lid; q < quads; q += WG) {
+                let d = x4[base + q] - mu;
+                part += d * d;
+            }
+            sq += sum4(part);
+        }
+    }
+    let v = wg_sum(sq, lid) / f32(count);
+    if (!valid) { return; }
+    if (lid == 0u) {
+        mean[c] = mu;
+        var_[c] = v;
+        let unbiased = select(v, v * f32(count) / f32(count - 1u), count > 1u);
+        running_mean[c] = (1.0 - p.momentum) * running_mean[c] + p.momentum * mu;
+        running_var[c] = (1.0 - p.momentum) * running_var[c] + p.momentum * unbiased;
+    }
+    let inv = inverseSqrt(v + p.eps);
+    let g = gamma[c];
+    let be = beta[c];
+    var a = 1.0;
+    if (p.has_slope != 0u) { a = slope[c]; }
+    for (var b = 0u; b < p.n; b++) {
+        let base = (b * p.c + c) * quads;
+        for (var q = lid; q < quads; q += WG) {
+            var z = (x4[base + q] - mu) * inv * g + be;
+            z = select(z, a * z, z <= vec4<f32>(0.0));
+            if (p.has_skip != 0u) { z += skip4[base + q]; }
+            y4[base + q] = z;
+        }
+    }
+}
+
+@compute @workgroup_size(WG)
+fn backward_quads(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                  @builtin(local_invocation_index) lid: u32) {
+    let c = flat_workgroup(wid, nwg);
+    let valid = c < p.c;
+    let count = p.n * p.m;
+    let quads = p.m / 4u;
+    var sg = 0.0;
+    var sb = 0.0;
+    var ss = 0.0;
+    var mu = 0.0;
+    var inv = 0.0;
+    var g = 0.0;
+    var be = 0.0;
+    // Without a PReLU the slope is 1 and the test z <= 0 changes nothing.
+    var a = 1.0;
+    if (valid) {
+        mu = stat_mean[c];
+        inv = inverseSqrt(stat_var[c] + p.eps);
+        g = gamma[c];
+        be = beta[c];
+        if (p.has_slope != 0u) { a = slope[c]; }
+        for (var b = 0u; b < p.n; b++) {
+            let base = (b * p.c + c) * quads;
+            var pg = vec4<f32>(0.0);
+            var pb = vec4<f32>(0.0);
+            var ps = vec4<f32>(0.0);
+            for (var q = lid; q < quads; q += WG) {
+                let xhat = (x4[base + q] - mu) * inv;
+                let z = xhat * g + be;
+                let neg = z <= vec4<f32>(0.0);
+                let d = dy4[base + q];
+                ps += select(vec4<f32>(0.0), d * z, neg);
+                let e = select(d, a * d, neg);
+                pg += e * xhat;
+                pb += e;
+            }
+            sg += sum4(pg);
+            sb += sum4(pb);
+            ss += sum4(ps);
+        }
+    }
+    sg = wg_sum(sg, lid);
+    sb = wg_sum(sb, lid);
+    ss = wg_sum(ss, lid);
+    if (!valid) { return; }
+    if (lid == 0u) {
+        dgamma[c] = sg;
+        dbeta[c] = sb;
+        if (p.has_slope != 0u) { dslope[c] = ss; }
+    }
+    let k = g * inv;
+    for (var b = 0u; b < p.n; b++) {
+        let base = (b * p.c + c) * quads;
+        for (var q = lid; q < quads; q += WG) {
+            let xhat = (x4[base + q] - mu) * inv;
+            var e = dy4[base + q];
+            e = select(e, a * e, xhat * g + be <= vec4<f32>(0.0));
+            if (p.train != 0u) { e = e - (sb + xhat * sg) / f32(count); }
+            dx4[base + q] = k * e;
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
 // The GPU set (src/kernels/bn_act.rs): the same computation in three
 // dispatches each way, so that a GPU gets channels x slices workgroups for
 // the statistics instead of one per channel, and one invocation per element

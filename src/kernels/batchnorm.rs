@@ -197,6 +197,7 @@ pub(crate) fn shapes(rng: &mut Rng) -> Vec<BatchNorm> {
         BatchNorm { n: 1, c: 11, m: 13 },
         BatchNorm { n: 4, c: 3, m: 3136 },
         BatchNorm { n: 4, c: 3, m: 49 },
+        BatchNorm { n: 3, c: 5, m: 4 * 9 }, // whole quads, fewer than the lanes
         BatchNorm { n: rng.range(2, 4), c: rng.range(1, 9), m: rng.range(1, 300) },
     ]
 }

@@ -108,6 +108,13 @@ const FORWARD_APPLY: Kernel = Kernel::new(Shader::BnAct, "forward_apply", 256);
 const BACKWARD_PARTIAL: Kernel = Kernel::new(Shader::BnAct, "backward_partial", 256);
 const BACKWARD_COMBINE: Kernel = Kernel::new(Shader::BnAct, "backward_combine", 64);
 const BACKWARD_APPLY: Kernel = Kernel::new(Shader::BnAct, "backward_apply", 256);
+/// The CPU set's kernels where M is a multiple of 4: vec4 loads and stores.
+const FORWARD_QUADS: Kernel = Kernel::new(Shader::BnAct, "forward_quads", 256);
+const BACKWARD_QUADS: Kernel = Kernel::new(Shader::BnAct, "backward_quads", 256);
+
+fn by_quads(rec: &Recorder, s: &BatchNorm) -> bool {
+    rec.gpu().kernels == KernelSet::Cpu && s.m % 4 == 0
+}
 
 fn check_shapes(s: &BatchNorm, x: &Tensor, slope: Option<&Tensor>, skip: Option<&Tensor>) -> Result<()> {
     let bad_slope = slope.is_some_and(|a| a.numel() != s.c);
@@ -146,6 +153,12 @@ pub fn forward(
     ];
     let split = batch_split(rec, s);
     let prm = params(s, slope.is_some(), skip.is_some(), true, split);
+    if !split.is_split() && by_quads(rec, s) {
+        let k = reduction(rec, FORWARD_QUADS);
+        let args = [&args[1..8], &[(19, Some(x)), (20, skip), (21, Some(&y))]].concat();
+        rec.dispatch(k, &prm, &args, reduction_launch(k, s.c, s.n * s.m / 4, 3))?;
+        return Ok((y, BnSaved { mean, var, train: true }));
+    }
     if !split.is_split() {
         let k = reduction(rec, FORWARD);
         rec.dispatch(k, &prm, &args, reduction_launch(k, s.c, s.n * s.m, 3))?;
@@ -196,6 +209,12 @@ pub fn backward(
     ];
     let split = batch_split(rec, s);
     let prm = params(s, slope.is_some(), false, saved.train, split);
+    if !split.is_split() && by_quads(rec, s) {
+        let k = reduction(rec, BACKWARD_QUADS);
+        let args = [&args[1..4], &args[6..], &[(19, Some(x)), (22, Some(dy)), (23, Some(&dx))]].concat();
+        rec.dispatch(k, &prm, &args, reduction_launch(k, s.c, s.n * s.m / 4, 2))?;
+        return Ok((dx, dg, db, ds));
+    }
     if !split.is_split() {
         let k = reduction(rec, BACKWARD);
         rec.dispatch(k, &prm, &args, reduction_launch(k, s.c, s.n * s.m, 2))?;
