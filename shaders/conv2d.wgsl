@@ -306,3 +306,196 @@ fn backward_weight_blocked(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_w
     if (p.kw > 1u) { dw[o + 1u] = a1; }
     if (p.kw > 2u) { dw[o + 2u] = a2; }
 }
+
+// ---------------------------------------------------------------------------
+// The CPU set's depthwise 3x3 with padding 1: one invocation per output row,
+// walking it four outputs at a time with the window's columns carried from
+// one step to the next, so that each input value is loaded once per tap row
+// and the 9 weights once per row (the direct kernel loads 9 inputs and 9
+// weights per output; on lavapipe every load is a loop over the lanes).
+// Forward at stride 1 or 2, and the stride-1 input gradient, which is the
+// same correlation of dy with the kernel turned by 180 degrees.
+// Loop bounds and column tests depend only on the row's width, so all lanes
+// take the same branches.
+
+fn dw_src(at: u32, from_dy: bool) -> f32 {
+    if (from_dy) { return dy[at]; }
+    return x[at];
+}
+
+// Column `col` of a source row starting at `base` (0 past the right edge).
+fn dw_col(base: u32, col: u32, width: u32, from_dy: bool) -> f32 {
+    return select(0.0, dw_src(base + min(col, width - 1u), from_dy), col < width);
+}
+
+struct DwStep { o: vec4<f32>, carry: vec2<f32> }
+
+// Stride 1: columns ox0-1, ox0 come in `carry`, ox0+1..ox0+4 are loaded.
+fn dw_row_s1(base: u32, ox0: u32, width: u32, k: vec3<f32>, carry: vec2<f32>, from_dy: bool) -> DwStep {
+    let v0 = carry.x;
+    let v1 = carry.y;
+    let v2 = dw_col(base, ox0 + 1u, width, from_dy);
+    let v3 = dw_col(base, ox0 + 2u, width, from_dy);
+    let v4 = dw_col(base, ox0 + 3u, width, from_dy);
+    let v5 = dw_col(base, ox0 + 4u, width, from_dy);
+    let o = vec4<f32>(dot(k, vec3(v0, v1, v2)), dot(k, vec3(v1, v2, v3)), dot(k, vec3(v2, v3, v4)),
+                      dot(k, vec3(v3, v4, v5)));
+    return DwStep(o, vec2(v4, v5));
+}
+
+// Stride 2: column 2*ox0-1 comes in `carry.y`, 2*ox0..2*ox0+7 are loaded.
+fn dw_row_s2(base: u32, ox0: u32, width: u32, k: vec3<f32>, carry: vec2<f32>, from_dy: bool) -> DwStep {
+    let c = 2u * ox0;
+    let v0 = carry.y;
+    let v1 = dw_col(base, c, width, from_dy);
+    let v2 = dw_col(base, c + 1u, width, from_dy);
+    let v3 = dw_col(base, c + 2u, width, from_dy);
+    let v4 = dw_col(base, c + 3u, width, from_dy);
+    let v5 = dw_col(base, c + 4u, width, from_dy);
+    let v6 = dw_col(base, c + 5u, width, from_dy);
+    let v7 = dw_col(base, c + 6u, width, from_dy);
+    let v8 = dw_col(base, c + 7u, width, from_dy);
+    let o = vec4<f32>(dot(k, vec3(v0, v1, v2)), dot(k, vec3(v2, v3, v4)), dot(k, vec3(v4, v5, v6)),
+                      dot(k, vec3(v6, v7, v8)));
+    return DwStep(o, vec2(0.0, v8));
+}
+
+fn dw_rows(wid: vec3<u32>, nwg: vec3<u32>, lid: u32, stride2: bool, backward: bool) {
+    // forward: x (h, w) -> y (ho, wo); backward: dy (ho, wo) -> dx (h, w)
+    let src_h = select(p.h, p.ho, backward);
+    let src_w = select(p.w, p.wo, backward);
+    let out_h = select(p.ho, p.h, backward);
+    let out_w = select(p.wo, p.w, backward);
+    let i = flat_thread(wid, nwg, lid);
+    if (i >= p.n * p.cout * out_h) { return; }
+    let plane = i / out_h;
+    let oy = i % out_h;
+    let c = plane % p.cout;
+    let wb = c * 9u;
+    var k0: vec3<f32>;
+    var k1: vec3<f32>;
+    var k2: vec3<f32>;
+    if (backward) {
+        k0 = vec3(wt[wb + 8u], wt[wb + 7u], wt[wb + 6u]);
+        k1 = vec3(wt[wb + 5u], wt[wb + 4u], wt[wb + 3u]);
+        k2 = vec3(wt[wb + 2u], wt[wb + 1u], wt[wb]);
+    } else {
+        k0 = vec3(wt[wb], wt[wb + 1u], wt[wb + 2u]);
+        k1 = vec3(wt[wb + 3u], wt[wb + 4u], wt[wb + 5u]);
+        k2 = vec3(wt[wb + 6u], wt[wb + 7u], wt[wb + 8u]);
+    }
+    // Source rows s*oy-1 .. s*oy+1; one outside the image contributes 0
+    // (its weights are zeroed and a valid row is read instead).
+    let s = select(1u, 2u, stride2);
+    let top = i32(s * oy) - 1;
+    let plane_base = plane * src_h * src_w;
+    let y0 = top;
+    let y1 = top + 1;
+    let y2 = top + 2;
+    let last = i32(src_h) - 1;
+    let b0 = plane_base + u32(clamp(y0, 0, last)) * src_w;
+    let b1 = plane_base + u32(clamp(y1, 0, last)) * src_w;
+    let b2 = plane_base + u32(clamp(y2, 0, last)) * src_w;
+    k0 = select(vec3(0.0), k0, y0 >= 0 && y0 <= last);
+    k1 = select(vec3(0.0), k1, y1 >= 0 && y1 <= last);
+    k2 = select(vec3(0.0), k2, y2 >= 0 && y2 <= last);
+    // Column -1 is padding; stride 1 also carries column 0.
+    var c0 = vec2(0.0, 0.0);
+    var c1 = vec2(0.0, 0.0);
+    var c2 = vec2(0.0, 0.0);
+    if (!stride2) {
+        c0.y = dw_src(b0, backward);
+        c1.y = dw_src(b1, backward);
+        c2.y = dw_src(b2, backward);
+    }
+    let out_base = plane * out_h * out_w + oy * out_w;
+    var bias_c = 0.0;
+    if (!backward && p.has_bias != 0u) { bias_c = bias[c]; }
+    for (var ox0 = 0u; ox0 < out_w; ox0 += 4u) {
+        var r0: DwStep;
+        var r1: DwStep;
+        var r2: DwStep;
+        if (stride2) {
+            r0 = dw_row_s2(b0, ox0, src_w, k0, c0, backward);
+            r1 = dw_row_s2(b1, ox0, src_w, k1, c1, backward);
+            r2 = dw_row_s2(b2, ox0, src_w, k2, c2, backward);
+        } else {
+            r0 = dw_row_s1(b0, ox0, src_w, k0, c0, backward);
+            r1 = dw_row_s1(b1, ox0, src_w, k1, c1, backward);
+            r2 = dw_row_s1(b2, ox0, src_w, k2, c2, backward);
+        }
+        c0 = r0.carry;
+        c1 = r1.carry;
+        c2 = r2.carry;
+        let o = r0.o + r1.o + r2.o + bias_c;
+        for (var j = 0u; j < 4u; j++) {
+            if (ox0 + j < out_w) {
+                if (backward) { dx[out_base + ox0 + j] = o[j]; } else { y[out_base + ox0 + j] = o[j]; }
+            }
+        }
+    }
+}
+
+@compute @workgroup_size(WG)
+fn depthwise_rows_s1(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                     @builtin(local_invocation_index) lid: u32) {
+    dw_rows(wid, nwg, lid, false, false);
+}
+@compute @workgroup_size(WG)
+fn depthwise_rows_s2(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                     @builtin(local_invocation_index) lid: u32) {
+    dw_rows(wid, nwg, lid, true, false);
+}
+@compute @workgroup_size(WG)
+fn depthwise_rows_input_s1(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                           @builtin(local_invocation_index) lid: u32) {
+    dw_rows(wid, nwg, lid, false, true);
+}
+
+// The stride-2 input gradient, by rows of dx. Row iy draws on dy row iy/2
+// through the kernel's middle row when iy is even, and on rows (iy+1)/2 and
+// (iy-1)/2 through its top and bottom rows when it is odd; the parity picks
+// weights (zero where a row is not used or out of range) rather than
+// branches, as neighbouring lanes hold rows of both parities. Along the row
+// the same holds per column: four dx columns from 3 dy columns, one carried.
+@compute @workgroup_size(WG)
+fn depthwise_rows_input_s2(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                           @builtin(local_invocation_index) lid: u32) {
+    let i = flat_thread(wid, nwg, lid);
+    if (i >= p.n * p.cin * p.h) { return; }
+    let plane = i / p.h;
+    let iy = i % p.h;
+    let c = plane % p.cin;
+    let wb = c * 9u;
+    let odd = (iy & 1u) == 1u;
+    let top = vec3(wt[wb], wt[wb + 1u], wt[wb + 2u]);
+    let mid = vec3(wt[wb + 3u], wt[wb + 4u], wt[wb + 5u]);
+    let bot = vec3(wt[wb + 6u], wt[wb + 7u], wt[wb + 8u]);
+    // Source rows: a = (iy+1)/2 through `top` if odd, iy/2 through `mid` if
+    // even; b = (iy-1)/2 through `bot` if odd, unused if even.
+    let ya = select(iy / 2u, (iy + 1u) / 2u, odd);
+    let yb = select(0u, (iy - 1u) / 2u, odd);
+    let ka = select(select(mid, top, odd), vec3(0.0), ya >= p.ho);
+    let kb = select(select(vec3(0.0), bot, odd), vec3(0.0), yb >= p.ho);
+    let base = plane * p.ho * p.wo;
+    let ra = base + min(ya, p.ho - 1u) * p.wo;
+    let rb = base + min(yb, p.ho - 1u) * p.wo;
+    // u0 = dy column ix0/2 of each source row, carried from step to step.
+    var ua = dw_col(ra, 0u, p.wo, true);
+    var ub = dw_col(rb, 0u, p.wo, true);
+    let out_base = plane * p.h * p.w + iy * p.w;
+    for (var ix0 = 0u; ix0 < p.w; ix0 += 4u) {
+        let h = ix0 / 2u;
+        let a1 = dw_col(ra, h + 1u, p.wo, true);
+        let a2 = dw_col(ra, h + 2u, p.wo, true);
+        let b1 = dw_col(rb, h + 1u, p.wo, true);
+        let b2 = dw_col(rb, h + 2u, p.wo, true);
+        let o = vec4<f32>(ua * ka.y, a1 * ka.x + ua * ka.z, a1 * ka.y, a2 * ka.x + a1 * ka.z)
+              + vec4<f32>(ub * kb.y, b1 * kb.x + ub * kb.z, b1 * kb.y, b2 * kb.x + b1 * kb.z);
+        ua = a2;
+        ub = b2;
+        for (var j = 0u; j < 4u; j++) {
+            if (ix0 + j < p.w) { dx[out_base + ix0 + j] = o[j]; }
+        }
+    }
+}

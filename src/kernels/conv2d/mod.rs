@@ -117,6 +117,22 @@ impl Conv2d {
         [self.n, self.cout, ho, wo]
     }
 
+    /// The CPU set's row-walking depthwise kernel, where it applies: 3x3,
+    /// padding 1, stride 1 or 2.
+    fn depthwise_rows(&self, set: KernelSet, path: Path, input_grad: bool) -> Option<Kernel> {
+        let depthwise = self.groups == self.cin && self.cin == self.cout;
+        if set != KernelSet::Cpu || path == Path::Direct || !depthwise || (self.kh, self.kw, self.pad) != (3, 3, 1) {
+            return None;
+        }
+        match (self.stride, input_grad) {
+            (1, false) => Some(DEPTHWISE_ROWS_S1),
+            (2, false) => Some(DEPTHWISE_ROWS_S2),
+            (1, true) => Some(DEPTHWISE_ROWS_INPUT_S1),
+            (2, true) => Some(DEPTHWISE_ROWS_INPUT_S2),
+            _ => None,
+        }
+    }
+
     fn gemm_applies(&self) -> bool {
         self.kh == 1 && self.kw == 1 && self.stride == 1 && self.pad == 0 && self.groups == 1
     }
@@ -169,6 +185,11 @@ const BACKWARD_WEIGHT: Kernel = Kernel::new(Shader::Conv2d, "backward_weight", 6
 const FORWARD_BLOCKED: Kernel = Kernel::new(Shader::Conv2d, "forward_blocked", 64);
 const BACKWARD_INPUT_BLOCKED: Kernel = Kernel::new(Shader::Conv2d, "backward_input_blocked", 64);
 const BACKWARD_WEIGHT_BLOCKED: Kernel = Kernel::new(Shader::Conv2d, "backward_weight_blocked", 64);
+/// The CPU set's depthwise 3x3 (padding 1): one invocation per output row.
+const DEPTHWISE_ROWS_S1: Kernel = Kernel::new(Shader::Conv2d, "depthwise_rows_s1", 16);
+const DEPTHWISE_ROWS_S2: Kernel = Kernel::new(Shader::Conv2d, "depthwise_rows_s2", 16);
+const DEPTHWISE_ROWS_INPUT_S1: Kernel = Kernel::new(Shader::Conv2d, "depthwise_rows_input_s1", 16);
+const DEPTHWISE_ROWS_INPUT_S2: Kernel = Kernel::new(Shader::Conv2d, "depthwise_rows_input_s2", 16);
 
 fn path_for(s: &Conv2d, path: Path) -> Result<Path> {
     Ok(match path {
@@ -220,7 +241,12 @@ pub fn forward(
             let args = [(1, Some(x)), (2, Some(w)), (3, b), (4, Some(&y))];
             let prm = s.params(Split::whole(1));
             let taps = s.cin / s.groups * s.kh * s.kw;
-            if p == Path::Blocked && (s.cout / s.groups).is_multiple_of(4) {
+            if let Some(k) = s.depthwise_rows(rec.gpu().kernels, p, false) {
+                // (every buffer the shared row walker names is bound)
+                let args = [(1, Some(x)), (2, Some(w)), (3, b), (4, Some(&y)), (5, None), (6, None)];
+                let (ho, wo) = s.out_hw();
+                rec.dispatch(k, &prm, &args, Launch::threads(s.n * s.cout * ho, k.wg, wo.div_ceil(4)))?
+            } else if p == Path::Blocked && (s.cout / s.groups).is_multiple_of(4) {
                 rec.dispatch(FORWARD_BLOCKED, &prm, &args, Launch::threads(y.numel() / 4, FORWARD_BLOCKED.wg, taps))?
             } else {
                 rec.dispatch(FORWARD, &prm, &args, Launch::threads(y.numel(), FORWARD.wg, taps))?
@@ -247,7 +273,12 @@ pub fn backward(
             let args = [(2, Some(w)), (5, Some(dy)), (6, Some(&dx))];
             let prm = s.params(Split::whole(1));
             let taps = s.cout / s.groups * s.kh * s.kw;
-            if blocked && (s.cin / s.groups).is_multiple_of(4) {
+            if let Some(k) = s.depthwise_rows(rec.gpu().kernels, p, true) {
+                // (the stride-2 walker writes dx only; the others name y too)
+                let args = [(1, None), (2, Some(w)), (5, Some(dy)), (6, Some(&dx)), (3, None), (4, None)];
+                let args = if k == DEPTHWISE_ROWS_INPUT_S2 { &args[..4] } else { &args[..] };
+                rec.dispatch(k, &prm, args, Launch::threads(s.n * s.cin * s.h, k.wg, s.w.div_ceil(4)))?;
+            } else if blocked && (s.cin / s.groups).is_multiple_of(4) {
                 let k = BACKWARD_INPUT_BLOCKED;
                 rec.dispatch(k, &prm, &args, Launch::threads(dx.numel() / 4, k.wg, taps))?;
             } else {
