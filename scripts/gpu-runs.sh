@@ -27,6 +27,10 @@ BUILT_IN=/work/main
 if [ -n "$TESTS" ] && [ ! -e "$BUILT_IN" ]; then
   mkdir -p "$(dirname "$BUILT_IN")" && ln -s "$PWD" "$BUILT_IN"
 fi
+# ... and the CLI tests find the binary where cargo built it.
+if [ -n "$TESTS" ] && [ ! -e "$BUILT_IN/target/release/arcface" ]; then
+  mkdir -p "$BUILT_IN/target/release" && ln -s "$A" "$BUILT_IN/target/release/arcface"
+fi
 
 for set in $SETS; do
   step "info, kernel set $set"

@@ -46,6 +46,26 @@ fn conv2d_gemm_path_is_checked() {
     assert!(gemm >= 4, "the 1x1 matmul path must be checked in every direction, got {gemm} rows");
 }
 
+/// Where the adapter has subgroups of 8 (lavapipe), the CPU set's vec4
+/// product shares A through them; its fallback for other adapters runs here
+/// too, with the subgroup size cleared.
+#[test]
+fn cpu_set_product_with_and_without_subgroups() {
+    let mut gpu = common::gpu();
+    gpu.poison_uninit = true;
+    gpu.kernels = KernelSet::Cpu;
+    let mut sizes = vec![None];
+    if gpu.subgroup_size.is_some() {
+        sizes.push(gpu.subgroup_size);
+    }
+    for size in sizes {
+        gpu.subgroup_size = size;
+        let rows = (family("linear").unwrap().gradcheck)(&gpu, &mut Rng::new(4)).unwrap();
+        common::assert_all_pass(&rows);
+        assert_eq!(rows.iter().filter(|r| r.kernel == "matmul").count(), 4, "the four operand layouts");
+    }
+}
+
 #[test]
 fn depthwise() {
     check("depthwise", &["depthwise forward", "depthwise backward input", "depthwise backward weight"]);

@@ -10,7 +10,12 @@ fn every_shader_parses_and_validates() {
         let src = s.composed();
         let module =
             naga::front::wgsl::parse_str(&src).unwrap_or_else(|e| panic!("{}: {}", s.name(), e.emit_to_string(&src)));
-        naga::valid::Validator::new(naga::valid::ValidationFlags::all(), naga::valid::Capabilities::default())
+        let caps = if s.needs_subgroups() {
+            naga::valid::Capabilities::SUBGROUP
+        } else {
+            naga::valid::Capabilities::default()
+        };
+        naga::valid::Validator::new(naga::valid::ValidationFlags::all(), caps)
             .validate(&module)
             .unwrap_or_else(|e| panic!("{}: {}", s.name(), e.emit_to_string(&src)));
         assert!(!module.entry_points.is_empty(), "{} has no entry point", s.name());
@@ -44,9 +49,11 @@ fn every_kernel_module_has_its_shader_and_every_shader_its_module() {
     for m in &modules {
         assert!(root.join(format!("shaders/{m}.wgsl")).is_file(), "kernel module `{m}` has no shaders/{m}.wgsl");
     }
+    // A variant's file is named after its module: <module>_<variant>.wgsl.
     for s in Shader::ALL {
         let stem = s.name().trim_end_matches(".wgsl");
-        assert!(modules.iter().any(|m| m == stem), "shaders/{} belongs to no kernel module", s.name());
+        let owned = |m: &String| stem == m || stem.strip_prefix(m.as_str()).is_some_and(|v| v.starts_with('_'));
+        assert!(modules.iter().any(owned), "shaders/{} belongs to no kernel module", s.name());
     }
 }
 

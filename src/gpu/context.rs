@@ -85,6 +85,10 @@ pub struct Gpu {
     pub kernels: KernelSet,
     /// Whether `kernels` was asked for rather than chosen from the adapter.
     pub kernels_overridden: bool,
+    /// The subgroup size where the device has subgroup operations and one
+    /// fixed size (kernels that exchange values through a subgroup are
+    /// written for one size; tests clear it to run their fallbacks).
+    pub subgroup_size: Option<u32>,
 }
 
 /// Ranking of device types: hardware first, software last.
@@ -134,8 +138,11 @@ impl Gpu {
         let adapter_set = KernelSet::for_device(info.device_type);
         let limits = adapter.limits();
         // Timestamp queries are optional: benchmarks fall back to CPU timing
-        // of whole submissions when they are missing.
-        let features = adapter.features() & wgpu::Features::TIMESTAMP_QUERY;
+        // of whole submissions when they are missing. So are subgroups.
+        let features = adapter.features() & (wgpu::Features::TIMESTAMP_QUERY | wgpu::Features::SUBGROUP);
+        let subgroup_size = (features.contains(wgpu::Features::SUBGROUP)
+            && info.subgroup_min_size == info.subgroup_max_size)
+            .then_some(info.subgroup_min_size);
         let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
             label: Some("arcface"),
             required_features: features,
@@ -171,6 +178,7 @@ impl Gpu {
             poison_uninit: false,
             kernels: kernels.unwrap_or(adapter_set),
             kernels_overridden: kernels.is_some(),
+            subgroup_size,
         })
     }
 
@@ -232,6 +240,7 @@ impl Gpu {
             kernels: self.kernels,
             kernels_chosen_by: if self.kernels_overridden { "--kernels" } else { "adapter" },
             timestamp_query: self.has_timestamps(),
+            subgroup_size: self.subgroup_size,
             max_buffer_size: l.max_buffer_size,
             max_storage_buffer_binding_size: l.max_storage_buffer_binding_size,
             max_storage_buffers_per_shader_stage: l.max_storage_buffers_per_shader_stage,
@@ -254,6 +263,8 @@ pub struct AdapterReport {
     pub kernels: KernelSet,
     pub kernels_chosen_by: &'static str,
     pub timestamp_query: bool,
+    /// Subgroup operations and their one size, if the device has both.
+    pub subgroup_size: Option<u32>,
     pub max_buffer_size: u64,
     pub max_storage_buffer_binding_size: u64,
     pub max_storage_buffers_per_shader_stage: u32,

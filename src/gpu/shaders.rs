@@ -1,6 +1,8 @@
 //! The one list of every WGSL file: `shaders/<module>.wgsl` for each kernel
-//! module that owns a shader. Each is compiled with `common.wgsl` prepended;
-//! tests parse and validate all of them with naga.
+//! module that owns a shader, and `shaders/<module>_<variant>.wgsl` for a
+//! variant that needs an adapter feature (compiled after its module's file,
+//! so it shares its bindings and helpers). Each is compiled with
+//! `common.wgsl` prepended; tests parse and validate all of them with naga.
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Shader {
@@ -11,6 +13,8 @@ pub enum Shader {
     BnAct,
     Conv2d,
     Linear,
+    /// linear.wgsl's CPU-set product with subgroup operations.
+    LinearSubgroup,
     MaxPool,
     L2Norm,
     ArcFace,
@@ -21,7 +25,7 @@ pub enum Shader {
 const COMMON: &str = include_str!("../../shaders/common.wgsl");
 
 impl Shader {
-    pub const ALL: [Shader; 12] = [
+    pub const ALL: [Shader; 13] = [
         Shader::Activation,
         Shader::Residual,
         Shader::Reduce,
@@ -29,6 +33,7 @@ impl Shader {
         Shader::BnAct,
         Shader::Conv2d,
         Shader::Linear,
+        Shader::LinearSubgroup,
         Shader::MaxPool,
         Shader::L2Norm,
         Shader::ArcFace,
@@ -49,6 +54,7 @@ impl Shader {
             Shader::BnAct => ("bn_act.wgsl", include_str!("../../shaders/bn_act.wgsl")),
             Shader::Conv2d => ("conv2d.wgsl", include_str!("../../shaders/conv2d.wgsl")),
             Shader::Linear => ("linear.wgsl", include_str!("../../shaders/linear.wgsl")),
+            Shader::LinearSubgroup => ("linear_subgroup.wgsl", include_str!("../../shaders/linear_subgroup.wgsl")),
             Shader::MaxPool => ("maxpool.wgsl", include_str!("../../shaders/maxpool.wgsl")),
             Shader::L2Norm => ("l2norm.wgsl", include_str!("../../shaders/l2norm.wgsl")),
             Shader::ArcFace => ("arcface.wgsl", include_str!("../../shaders/arcface.wgsl")),
@@ -57,8 +63,23 @@ impl Shader {
         }
     }
 
-    /// The source as compiled: `common.wgsl` followed by the file.
+    /// The shader whose file a variant is compiled after.
+    fn base(self) -> Option<Shader> {
+        match self {
+            Shader::LinearSubgroup => Some(Shader::Linear),
+            _ => None,
+        }
+    }
+
+    /// Whether the shader uses subgroup operations (wgpu's `SUBGROUP`).
+    pub fn needs_subgroups(self) -> bool {
+        self == Shader::LinearSubgroup
+    }
+
+    /// The source as compiled: `common.wgsl`, the base file of a variant,
+    /// then the file.
     pub fn composed(self) -> String {
-        format!("{COMMON}\n{}", self.file().1)
+        let base = self.base().map_or("", |b| b.file().1);
+        format!("{COMMON}\n{base}\n{}", self.file().1)
     }
 }

@@ -19,13 +19,19 @@ const ROWS: usize = 8;
 /// consecutive columns per invocation), one entry point per operand layout:
 /// A along k or m, B along n or k.
 const MATMUL_QUADS: [[Kernel; 2]; 2] = [
+    [Kernel::new(Shader::Linear, "matmul_quads_ak_bn", 16), Kernel::new(Shader::Linear, "matmul_quads_ak_bk", 16)],
+    [Kernel::new(Shader::Linear, "matmul_quads_am_bn", 16), Kernel::new(Shader::Linear, "matmul_quads_am_bk", 16)],
+];
+/// The same where the adapter's subgroups hold 8 invocations: each row of
+/// A's block loaded by one invocation and broadcast to the others.
+const MATMUL_QUADS_SG: [[Kernel; 2]; 2] = [
     [
-        Kernel::new(Shader::Linear, "matmul_quads_ak_bn", 16),
-        Kernel::new(Shader::Linear, "matmul_quads_ak_bk", 16),
+        Kernel::new(Shader::LinearSubgroup, "matmul_quads_sg_ak_bn", 16),
+        Kernel::new(Shader::LinearSubgroup, "matmul_quads_sg_ak_bk", 16),
     ],
     [
-        Kernel::new(Shader::Linear, "matmul_quads_am_bn", 16),
-        Kernel::new(Shader::Linear, "matmul_quads_am_bk", 16),
+        Kernel::new(Shader::LinearSubgroup, "matmul_quads_sg_am_bn", 16),
+        Kernel::new(Shader::LinearSubgroup, "matmul_quads_sg_am_bk", 16),
     ],
 ];
 /// The tiled kernel's workgroups worth having in flight before K is cut
@@ -137,7 +143,7 @@ impl Gemm {
     /// of 4 and each operand is contiguous along one of its dimensions with
     /// the other strides (and that dimension, where a load spans it) whole
     /// quads: which entry point, or None.
-    fn quads(&self, set: KernelSet) -> Option<Kernel> {
+    fn quads(&self, set: KernelSet, subgroup_size: Option<u32>) -> Option<Kernel> {
         if set != KernelSet::Cpu || self.k % 4 != 0 || self.n < 16 {
             return None;
         }
@@ -150,7 +156,8 @@ impl Gemm {
         if a_bs % 4 != 0 || b_bs % 4 != 0 || !(a_along_k || a_along_m) || !(b_along_n || b_along_k) {
             return None;
         }
-        Some(MATMUL_QUADS[usize::from(!a_along_k)][usize::from(!b_along_n)])
+        let kernels = if subgroup_size == Some(8) { &MATMUL_QUADS_SG } else { &MATMUL_QUADS };
+        Some(kernels[usize::from(!a_along_k)][usize::from(!b_along_n)])
     }
 
     fn row_blocks(&self) -> usize {
@@ -213,7 +220,7 @@ impl Gemm {
             .u("b_chunk", split.b_chunk)
             .u("k_chunk", split.k_chunk);
         let serial = split.k_chunk * if self.reduce_batch { split.b_chunk } else { 1 };
-        let quads = self.quads(set).filter(|_| split.slices == 1);
+        let quads = self.quads(set, rec.gpu().subgroup_size).filter(|_| split.slices == 1);
         let (kernel, launch) = if self.tiled(set) {
             (MATMUL_TILED, Launch::groups(self.workgroup_tiles() * split.slices, serial))
         } else if let Some(kernel) = quads {
@@ -501,9 +508,11 @@ mod tests {
         assert!(!Gemm::plain(33, 67, 65, 1).by_rows(KernelSet::Gpu));
         // Each layout reaches its vec4 entry point in the CPU set.
         for (a_along_k, b_along_n, g) in layout_products() {
-            let want = MATMUL_QUADS[usize::from(!a_along_k)][usize::from(!b_along_n)];
-            assert_eq!(g.quads(KernelSet::Cpu), Some(want));
-            assert_eq!(g.quads(KernelSet::Gpu), None);
+            let (a, b) = (usize::from(!a_along_k), usize::from(!b_along_n));
+            assert_eq!(g.quads(KernelSet::Cpu, None), Some(MATMUL_QUADS[a][b]));
+            assert_eq!(g.quads(KernelSet::Cpu, Some(4)), Some(MATMUL_QUADS[a][b]));
+            assert_eq!(g.quads(KernelSet::Cpu, Some(8)), Some(MATMUL_QUADS_SG[a][b]));
+            assert_eq!(g.quads(KernelSet::Gpu, Some(8)), None);
         }
         // The 401408 -> 10 linear: K cut so no invocation loops over 1024.
         let long = Gemm::plain(32, 10, 401_408, 1);
