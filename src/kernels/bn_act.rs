@@ -113,7 +113,7 @@ const FORWARD_QUADS: Kernel = Kernel::new(Shader::BnAct, "forward_quads", 256);
 const BACKWARD_QUADS: Kernel = Kernel::new(Shader::BnAct, "backward_quads", 256);
 
 fn by_quads(rec: &Recorder, s: &BatchNorm) -> bool {
-    rec.gpu().kernels == KernelSet::Cpu && s.m % 4 == 0
+    rec.gpu().kernels == KernelSet::Cpu && s.m.is_multiple_of(4)
 }
 
 fn check_shapes(s: &BatchNorm, x: &Tensor, slope: Option<&Tensor>, skip: Option<&Tensor>) -> Result<()> {

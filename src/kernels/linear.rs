@@ -144,16 +144,17 @@ impl Gemm {
     /// the other strides (and that dimension, where a load spans it) whole
     /// quads: which entry point, or None.
     fn quads(&self, set: KernelSet, subgroup_size: Option<u32>) -> Option<Kernel> {
-        if set != KernelSet::Cpu || self.k % 4 != 0 || self.n < 16 {
+        let quad = |v: usize| v.is_multiple_of(4);
+        if set != KernelSet::Cpu || !quad(self.k) || self.n < 16 {
             return None;
         }
         let [a_bs, a_ms, a_ks] = self.a;
         let [b_bs, b_ks, b_ns] = self.b;
-        let a_along_k = a_ks == 1 && a_ms % 4 == 0;
-        let a_along_m = a_ms == 1 && a_ks % 4 == 0 && self.m % 4 == 0;
-        let b_along_n = b_ns == 1 && b_ks % 4 == 0 && self.n % 4 == 0;
-        let b_along_k = b_ks == 1 && b_ns % 4 == 0;
-        if a_bs % 4 != 0 || b_bs % 4 != 0 || !(a_along_k || a_along_m) || !(b_along_n || b_along_k) {
+        let a_along_k = a_ks == 1 && quad(a_ms);
+        let a_along_m = a_ms == 1 && quad(a_ks) && quad(self.m);
+        let b_along_n = b_ns == 1 && quad(b_ks) && quad(self.n);
+        let b_along_k = b_ks == 1 && quad(b_ns);
+        if !quad(a_bs) || !quad(b_bs) || !(a_along_k || a_along_m) || !(b_along_n || b_along_k) {
             return None;
         }
         let kernels = if subgroup_size == Some(8) { &MATMUL_QUADS_SG } else { &MATMUL_QUADS };
