@@ -10,64 +10,53 @@
 // others, a register shuffle: per four steps of k, 1 load of A and 4 of B
 // feed 32 vec4 FMAs.
 
+// c + A-row quad a times B's quads b0..b3 (rows k..k+4 of four columns).
+fn quad_fma(c: vec4<f32>, a: vec4<f32>, b0: vec4<f32>, b1: vec4<f32>, b2: vec4<f32>, b3: vec4<f32>) -> vec4<f32> {
+    return c + a.x * b0 + a.y * b1 + a.z * b2 + a.w * b3;
+}
+
+// The four k-quads of A's rows r..r+4 (a quad along m each, at k + kk)
+// turned into four row quads along k.
+struct RowQuads { r0: vec4<f32>, r1: vec4<f32>, r2: vec4<f32>, r3: vec4<f32> }
+fn rows_of(k0: vec4<f32>, k1: vec4<f32>, k2: vec4<f32>, k3: vec4<f32>) -> RowQuads {
+    return RowQuads(vec4(k0.x, k1.x, k2.x, k3.x), vec4(k0.y, k1.y, k2.y, k3.y),
+                    vec4(k0.z, k1.z, k2.z, k3.z), vec4(k0.w, k1.w, k2.w, k3.w));
+}
+
+// Each workgroup owns SG_ROWS = 16 rows of C: two loads of A per invocation
+// per four steps of k, against 4 of B, feed 64 vec4 FMAs.
 fn matmul_quads_sg(wid: vec3<u32>, nwg: vec3<u32>, lid: u32, sid: u32, a_along_k: bool, b_along_n: bool) {
-    let row_blocks = (p.m + 7u) / 8u;
+    let row_blocks = (p.m + 15u) / 16u;
     let col_blocks = (p.n + 4u * WG - 1u) / (4u * WG);
     let out_batch = select(p.batch, 1u, p.reduce_batch != 0u);
     let g = flat_workgroup(wid, nwg);
     if (g >= row_blocks * col_blocks * out_batch) { return; }
-    let m0 = (g / col_blocks) % row_blocks * 8u;
+    let m0 = (g / col_blocks) % row_blocks * 16u;
     let n0 = ((g % col_blocks) * WG + lid) * 4u;
     let bo = g / (row_blocks * col_blocks);
-    // The piece of A this invocation loads: along k, row m0 + sid (past M:
-    // the last row); along m, rows m0..m0+4 (sid < 4) or m0+4..m0+8 (past
-    // M: the last quad) at k + sid % 4.
-    let my_row = min(m0 + sid, p.m - 1u) * p.a_ms;
-    let my_m = select(m0, min(m0 + 4u, p.m - 4u), sid >= 4u);
+    // The pieces of A this invocation loads: along k, rows m0 + sid and
+    // m0 + 8 + sid (past M: the last row); along m, the row quads
+    // sid / 4 and 2 + sid / 4 (past M: the last quad) at k + sid % 4.
+    let row_lo = min(m0 + sid, p.m - 1u) * p.a_ms;
+    let row_hi = min(m0 + 8u + sid, p.m - 1u) * p.a_ms;
+    let quad_lo = min(m0 + 4u * (sid >> 2u), p.m - 4u);
+    let quad_hi = min(m0 + 8u + 4u * (sid >> 2u), p.m - 4u);
     let my_k = sid & 3u;
     let n_q = min(n0, p.n - 4u);
     let q0 = min(n0, p.n - 1u) * p.b_ns;
     let q1 = min(n0 + 1u, p.n - 1u) * p.b_ns;
     let q2 = min(n0 + 2u, p.n - 1u) * p.b_ns;
     let q3 = min(n0 + 3u, p.n - 1u) * p.b_ns;
-    var c0 = vec4<f32>(0.0);
-    var c1 = vec4<f32>(0.0);
-    var c2 = vec4<f32>(0.0);
-    var c3 = vec4<f32>(0.0);
-    var c4 = vec4<f32>(0.0);
-    var c5 = vec4<f32>(0.0);
-    var c6 = vec4<f32>(0.0);
-    var c7 = vec4<f32>(0.0);
+    var c0 = vec4<f32>(0.0); var c1 = vec4<f32>(0.0); var c2 = vec4<f32>(0.0); var c3 = vec4<f32>(0.0);
+    var c4 = vec4<f32>(0.0); var c5 = vec4<f32>(0.0); var c6 = vec4<f32>(0.0); var c7 = vec4<f32>(0.0);
+    var c8 = vec4<f32>(0.0); var c9 = vec4<f32>(0.0); var c10 = vec4<f32>(0.0); var c11 = vec4<f32>(0.0);
+    var c12 = vec4<f32>(0.0); var c13 = vec4<f32>(0.0); var c14 = vec4<f32>(0.0); var c15 = vec4<f32>(0.0);
     let b_first = select(bo, 0u, p.reduce_batch != 0u);
     let b_last = select(bo + 1u, p.batch, p.reduce_batch != 0u);
     for (var bb = b_first; bb < b_last; bb++) {
         let ab = bb * p.a_bs;
         let bbase = bb * p.b_bs;
         for (var k = 0u; k < p.k; k += 4u) {
-            // a_i = A[m0 + i, k..k+4]
-            var a0: vec4<f32>; var a1: vec4<f32>; var a2: vec4<f32>; var a3: vec4<f32>;
-            var a4_: vec4<f32>; var a5: vec4<f32>; var a6: vec4<f32>; var a7: vec4<f32>;
-            if (a_along_k) {
-                let mine = a4[(ab + my_row + k) / 4u];
-                a0 = subgroupBroadcast(mine, 0u); a1 = subgroupBroadcast(mine, 1u);
-                a2 = subgroupBroadcast(mine, 2u); a3 = subgroupBroadcast(mine, 3u);
-                a4_ = subgroupBroadcast(mine, 4u); a5 = subgroupBroadcast(mine, 5u);
-                a6 = subgroupBroadcast(mine, 6u); a7 = subgroupBroadcast(mine, 7u);
-            } else {
-                let mine = a4[(ab + (k + my_k) * p.a_ks + my_m) / 4u];
-                let l0 = subgroupBroadcast(mine, 0u);
-                let l1 = subgroupBroadcast(mine, 1u);
-                let l2 = subgroupBroadcast(mine, 2u);
-                let l3 = subgroupBroadcast(mine, 3u);
-                let h0 = subgroupBroadcast(mine, 4u);
-                let h1 = subgroupBroadcast(mine, 5u);
-                let h2 = subgroupBroadcast(mine, 6u);
-                let h3 = subgroupBroadcast(mine, 7u);
-                a0 = vec4(l0.x, l1.x, l2.x, l3.x); a1 = vec4(l0.y, l1.y, l2.y, l3.y);
-                a2 = vec4(l0.z, l1.z, l2.z, l3.z); a3 = vec4(l0.w, l1.w, l2.w, l3.w);
-                a4_ = vec4(h0.x, h1.x, h2.x, h3.x); a5 = vec4(h0.y, h1.y, h2.y, h3.y);
-                a6 = vec4(h0.z, h1.z, h2.z, h3.z); a7 = vec4(h0.w, h1.w, h2.w, h3.w);
-            }
             // b_kk = B[k + kk, n0..n0+4]
             var b0: vec4<f32>; var b1: vec4<f32>; var b2: vec4<f32>; var b3: vec4<f32>;
             if (b_along_n) {
@@ -84,14 +73,56 @@ fn matmul_quads_sg(wid: vec3<u32>, nwg: vec3<u32>, lid: u32, sid: u32, a_along_k
                 b0 = vec4(e0.x, e1.x, e2.x, e3.x); b1 = vec4(e0.y, e1.y, e2.y, e3.y);
                 b2 = vec4(e0.z, e1.z, e2.z, e3.z); b3 = vec4(e0.w, e1.w, e2.w, e3.w);
             }
-            c0 += a0.x * b0 + a0.y * b1 + a0.z * b2 + a0.w * b3;
-            c1 += a1.x * b0 + a1.y * b1 + a1.z * b2 + a1.w * b3;
-            c2 += a2.x * b0 + a2.y * b1 + a2.z * b2 + a2.w * b3;
-            c3 += a3.x * b0 + a3.y * b1 + a3.z * b2 + a3.w * b3;
-            c4 += a4_.x * b0 + a4_.y * b1 + a4_.z * b2 + a4_.w * b3;
-            c5 += a5.x * b0 + a5.y * b1 + a5.z * b2 + a5.w * b3;
-            c6 += a6.x * b0 + a6.y * b1 + a6.z * b2 + a6.w * b3;
-            c7 += a7.x * b0 + a7.y * b1 + a7.z * b2 + a7.w * b3;
+            // Row i of A's block, k..k+4, then its products.
+            if (a_along_k) {
+                let lo = a4[(ab + row_lo + k) / 4u];
+                let hi = a4[(ab + row_hi + k) / 4u];
+                c0 = quad_fma(c0, subgroupBroadcast(lo, 0u), b0, b1, b2, b3);
+                c1 = quad_fma(c1, subgroupBroadcast(lo, 1u), b0, b1, b2, b3);
+                c2 = quad_fma(c2, subgroupBroadcast(lo, 2u), b0, b1, b2, b3);
+                c3 = quad_fma(c3, subgroupBroadcast(lo, 3u), b0, b1, b2, b3);
+                c4 = quad_fma(c4, subgroupBroadcast(lo, 4u), b0, b1, b2, b3);
+                c5 = quad_fma(c5, subgroupBroadcast(lo, 5u), b0, b1, b2, b3);
+                c6 = quad_fma(c6, subgroupBroadcast(lo, 6u), b0, b1, b2, b3);
+                c7 = quad_fma(c7, subgroupBroadcast(lo, 7u), b0, b1, b2, b3);
+                c8 = quad_fma(c8, subgroupBroadcast(hi, 0u), b0, b1, b2, b3);
+                c9 = quad_fma(c9, subgroupBroadcast(hi, 1u), b0, b1, b2, b3);
+                c10 = quad_fma(c10, subgroupBroadcast(hi, 2u), b0, b1, b2, b3);
+                c11 = quad_fma(c11, subgroupBroadcast(hi, 3u), b0, b1, b2, b3);
+                c12 = quad_fma(c12, subgroupBroadcast(hi, 4u), b0, b1, b2, b3);
+                c13 = quad_fma(c13, subgroupBroadcast(hi, 5u), b0, b1, b2, b3);
+                c14 = quad_fma(c14, subgroupBroadcast(hi, 6u), b0, b1, b2, b3);
+                c15 = quad_fma(c15, subgroupBroadcast(hi, 7u), b0, b1, b2, b3);
+            } else {
+                let at = ab + (k + my_k) * p.a_ks;
+                let lo = a4[(at + quad_lo) / 4u];
+                let hi = a4[(at + quad_hi) / 4u];
+                // Row quad q at k + kk is invocation (q % 2) * 4 + kk's piece.
+                let r0 = rows_of(subgroupBroadcast(lo, 0u), subgroupBroadcast(lo, 1u),
+                                 subgroupBroadcast(lo, 2u), subgroupBroadcast(lo, 3u));
+                let r1 = rows_of(subgroupBroadcast(lo, 4u), subgroupBroadcast(lo, 5u),
+                                 subgroupBroadcast(lo, 6u), subgroupBroadcast(lo, 7u));
+                let r2 = rows_of(subgroupBroadcast(hi, 0u), subgroupBroadcast(hi, 1u),
+                                 subgroupBroadcast(hi, 2u), subgroupBroadcast(hi, 3u));
+                let r3 = rows_of(subgroupBroadcast(hi, 4u), subgroupBroadcast(hi, 5u),
+                                 subgroupBroadcast(hi, 6u), subgroupBroadcast(hi, 7u));
+                c0 = quad_fma(c0, r0.r0, b0, b1, b2, b3);
+                c1 = quad_fma(c1, r0.r1, b0, b1, b2, b3);
+                c2 = quad_fma(c2, r0.r2, b0, b1, b2, b3);
+                c3 = quad_fma(c3, r0.r3, b0, b1, b2, b3);
+                c4 = quad_fma(c4, r1.r0, b0, b1, b2, b3);
+                c5 = quad_fma(c5, r1.r1, b0, b1, b2, b3);
+                c6 = quad_fma(c6, r1.r2, b0, b1, b2, b3);
+                c7 = quad_fma(c7, r1.r3, b0, b1, b2, b3);
+                c8 = quad_fma(c8, r2.r0, b0, b1, b2, b3);
+                c9 = quad_fma(c9, r2.r1, b0, b1, b2, b3);
+                c10 = quad_fma(c10, r2.r2, b0, b1, b2, b3);
+                c11 = quad_fma(c11, r2.r3, b0, b1, b2, b3);
+                c12 = quad_fma(c12, r3.r0, b0, b1, b2, b3);
+                c13 = quad_fma(c13, r3.r1, b0, b1, b2, b3);
+                c14 = quad_fma(c14, r3.r2, b0, b1, b2, b3);
+                c15 = quad_fma(c15, r3.r3, b0, b1, b2, b3);
+            }
         }
     }
     let cols = vec4<u32>(n0, n0 + 1u, n0 + 2u, n0 + 3u);
@@ -103,6 +134,14 @@ fn matmul_quads_sg(wid: vec3<u32>, nwg: vec3<u32>, lid: u32, sid: u32, a_along_k
     put_cols(bo, m0 + 5u, cols, c5);
     put_cols(bo, m0 + 6u, cols, c6);
     put_cols(bo, m0 + 7u, cols, c7);
+    put_cols(bo, m0 + 8u, cols, c8);
+    put_cols(bo, m0 + 9u, cols, c9);
+    put_cols(bo, m0 + 10u, cols, c10);
+    put_cols(bo, m0 + 11u, cols, c11);
+    put_cols(bo, m0 + 12u, cols, c12);
+    put_cols(bo, m0 + 13u, cols, c13);
+    put_cols(bo, m0 + 14u, cols, c14);
+    put_cols(bo, m0 + 15u, cols, c15);
 }
 
 @compute @workgroup_size(WG)

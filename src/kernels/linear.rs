@@ -15,6 +15,9 @@ const TILE: usize = 128;
 /// rows of C per workgroup, 4 columns per invocation.
 const MATMUL_ROWS: Kernel = Kernel::new(Shader::Linear, "matmul_rows", 16);
 const ROWS: usize = 8;
+/// Rows of C per workgroup of the subgroup product (two pieces of A per
+/// invocation).
+const SG_ROWS: usize = 16;
 /// The CPU set's product that reads every operand as vec4s (8 rows x 4
 /// consecutive columns per invocation), one entry point per operand layout:
 /// A along k or m, B along n or k.
@@ -22,8 +25,9 @@ const MATMUL_QUADS: [[Kernel; 2]; 2] = [
     [Kernel::new(Shader::Linear, "matmul_quads_ak_bn", 16), Kernel::new(Shader::Linear, "matmul_quads_ak_bk", 16)],
     [Kernel::new(Shader::Linear, "matmul_quads_am_bn", 16), Kernel::new(Shader::Linear, "matmul_quads_am_bk", 16)],
 ];
-/// The same where the adapter's subgroups hold 8 invocations: each row of
-/// A's block loaded by one invocation and broadcast to the others.
+/// The same where the adapter's subgroups hold 8 invocations, with 16 rows
+/// per workgroup: each row of A's block loaded by one invocation and
+/// broadcast to the others.
 const MATMUL_QUADS_SG: [[Kernel; 2]; 2] = [
     [
         Kernel::new(Shader::LinearSubgroup, "matmul_quads_sg_ak_bn", 16),
@@ -161,8 +165,9 @@ impl Gemm {
         Some(kernels[usize::from(!a_along_k)][usize::from(!b_along_n)])
     }
 
-    fn row_blocks(&self) -> usize {
-        self.m.div_ceil(ROWS) * self.n.div_ceil(4 * MATMUL_ROWS.wg as usize) * self.out_batch()
+    /// Workgroups of `rows` rows x 4 columns per invocation (the CPU set).
+    fn row_blocks(&self, rows: usize) -> usize {
+        self.m.div_ceil(rows) * self.n.div_ceil(4 * MATMUL_ROWS.wg as usize) * self.out_batch()
     }
 
     fn workgroup_tiles(&self) -> usize {
@@ -225,9 +230,10 @@ impl Gemm {
         let (kernel, launch) = if self.tiled(set) {
             (MATMUL_TILED, Launch::groups(self.workgroup_tiles() * split.slices, serial))
         } else if let Some(kernel) = quads {
-            (kernel, Launch::groups(self.row_blocks(), serial))
+            let rows = if kernel.shader == Shader::LinearSubgroup { SG_ROWS } else { ROWS };
+            (kernel, Launch::groups(self.row_blocks(rows), serial))
         } else if self.by_rows(set) && split.slices == 1 {
-            (MATMUL_ROWS, Launch::groups(self.row_blocks(), serial))
+            (MATMUL_ROWS, Launch::groups(self.row_blocks(ROWS), serial))
         } else {
             (MATMUL, Launch::threads(self.tiles() * split.slices, MATMUL.wg, serial))
         };
