@@ -187,12 +187,15 @@ impl DemoCmd {
     pub fn run(&self, gpu: &GpuArgs) -> Result<bool> {
         let gpu = gpu.open()?;
         let (cfg, out) = (demo::config(), &self.out);
+        let people = match cfg.max_people {
+            0 => "all people".to_string(),
+            n => format!("the first {n} people"),
+        };
         println!(
-            "demo: {:?} at {}x{} on the first {} people of {} (ORL faces, credit Olivetti Research Laboratory), {} epochs",
+            "demo: {:?} at {}x{} on {people} of {} (ORL faces, credit Olivetti Research Laboratory), {} epochs",
             cfg.model.arch,
             cfg.model.input,
             cfg.model.input,
-            cfg.max_people,
             demo::data()?.display(),
             cfg.epochs
         );
