@@ -123,6 +123,26 @@ fn sum_slices(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nw
     store_c(t / (p.m * p.n), mi, nj, v);
 }
 
+// One workgroup per element of C, for few outputs of many slices (the GPU
+// set's long-K products, such as a classifier over 401,408 inputs): each
+// invocation adds every WG-th slice in order, then wg_sum's fixed tree.
+@compute @workgroup_size(WG)
+fn sum_slices_wide(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                   @builtin(local_invocation_index) lid: u32) {
+    let t = flat_workgroup(wid, nwg);
+    let out_batch = select(p.batch, 1u, p.reduce_batch != 0u);
+    let count = out_batch * p.m * p.n;
+    let valid = t < count;
+    var v = 0.0;
+    if (valid) {
+        for (var s = lid; s < p.slices; s += WG) { v += part[s * count + t]; }
+    }
+    v = wg_sum(v, lid);
+    if (valid && lid == 0u) {
+        store_c(t / (p.m * p.n), (t / p.n) % p.m, t % p.n, v);
+    }
+}
+
 // ---------------------------------------------------------------------------
 // The GPU set's product (src/kernels/linear.rs: Gemm on KernelSet::Gpu):
 // a 128x128 tile of C per workgroup of 256 (WG must be 256), 8x8 outputs

@@ -8,6 +8,17 @@ use anyhow::{bail, Result};
 
 const MATMUL: Kernel = Kernel::new(Shader::Linear, "matmul", 64);
 const SUM_SLICES: Kernel = Kernel::new(Shader::Linear, "sum_slices", 64);
+/// One workgroup per output: the GPU set's sum for few outputs of a long K.
+const SUM_SLICES_WIDE: Kernel = Kernel::new(Shader::Linear, "sum_slices_wide", 256);
+/// Outputs few enough for the GPU set to cut K finer than `Split` does and
+/// sum each output's slices with a workgroup...
+const WIDE_MAX_OUTPUTS: usize = 4096;
+/// ...into slices of this many terms...
+const WIDE_PER_SLICE: usize = 128;
+/// ...and at most this many of them, where K (times the batch it sums) is
+/// at least `WIDE_MIN_LEN`.
+const WIDE_MAX_SLICES: usize = 4096;
+const WIDE_MIN_LEN: usize = 1 << 15;
 /// 128x128 tiles of C per workgroup of 256 (the shader assumes 256).
 const MATMUL_TILED: Kernel = Kernel::new(Shader::Linear, "matmul_tiled", 256);
 const TILE: usize = 128;
@@ -174,6 +185,17 @@ impl Gemm {
         self.m.div_ceil(TILE) * self.n.div_ceil(TILE) * self.out_batch()
     }
 
+    /// The GPU set's untiled product with few outputs and a long reduction
+    /// (the 401408 -> 10 classifier): K cut into short slices, each
+    /// output's slices summed by a workgroup.
+    fn wide_sum(&self, set: KernelSet) -> bool {
+        let len = self.k * if self.reduce_batch { self.batch } else { 1 };
+        set == KernelSet::Gpu
+            && !self.tiled(set)
+            && self.out_batch() * self.m * self.n <= WIDE_MAX_OUTPUTS
+            && len >= WIDE_MIN_LEN
+    }
+
     /// The reduction (K, or batch x K with `sum_batch`) cut as `set` says:
     /// along the batch first, whole K per slice, where that is enough.
     fn split(&self, set: KernelSet) -> GemmSplit {
@@ -182,6 +204,8 @@ impl Gemm {
         let s = if self.tiled(set) {
             let wanted = TILED_TARGET_WORKGROUPS.div_ceil(self.workgroup_tiles());
             Split::slices(batches * k, wanted.min((batches * k / TILED_MIN_K).max(1)))
+        } else if self.wide_sum(set) {
+            Split::slices(batches * k, (batches * k).div_ceil(WIDE_PER_SLICE).min(WIDE_MAX_SLICES))
         } else {
             Split::for_reduction(set, batches * k, self.tiles())
         };
@@ -250,6 +274,11 @@ impl Gemm {
         let parts = Tensor::uninit(rec.gpu(), &[split.slices, count])?;
         rec.dispatch(kernel, &p, &[(1, Some(a)), (2, Some(b)), (3, None), (4, Some(c)), (5, Some(&parts))], launch)?;
         let args = [(3, bias), (4, Some(c)), (5, Some(&parts))];
+        if self.wide_sum(set) {
+            let wide = SUM_SLICES_WIDE;
+            let serial = split.slices.div_ceil(wide.wg as usize) + wide.wg.trailing_zeros() as usize;
+            return rec.dispatch(wide, &p, &args, Launch::groups(count, serial));
+        }
         rec.dispatch(SUM_SLICES, &p, &args, Launch::threads(count, SUM_SLICES.wg, split.slices))
     }
 }
@@ -340,6 +369,9 @@ fn shapes(rng: &mut Rng) -> Vec<Linear> {
         // The GPU set's tiled product at partial tiles, forward with K cut
         // into two slices.
         Linear { n: 70, inp: 600, out: 66, bias: true },
+        // The GPU set's long-K product with few outputs: K cut into 313
+        // slices, each output's summed by a workgroup.
+        Linear { n: 3, inp: 40_000, out: 5, bias: true },
         Linear { n: rng.range(1, 40), inp: rng.range(1, 300), out: rng.range(1, 70), bias: true },
     ]
 }
@@ -521,9 +553,13 @@ mod tests {
             assert_eq!(g.quads(KernelSet::Cpu, Some(8)), Some(MATMUL_QUADS_SG[a][b]));
             assert_eq!(g.quads(KernelSet::Gpu, Some(8)), None);
         }
-        // The 401408 -> 10 linear: K cut so no invocation loops over 1024.
+        let long = Gemm::plain(3, 5, 40_000, 1).b(0, 1, 40_000);
+        assert!(long.wide_sum(KernelSet::Gpu) && !long.wide_sum(KernelSet::Cpu));
+        assert_eq!(long.split(KernelSet::Gpu).slices, 313);
+        // The 401408 -> 10 linear: K cut into slices of 128, summed wide.
         let long = Gemm::plain(32, 10, 401_408, 1);
         let s = long.split(KernelSet::Gpu);
-        assert!(!long.tiled(KernelSet::Gpu) && s.k_chunk <= 1024 && s.slices <= 1024, "{s:?}");
+        assert!(long.wide_sum(KernelSet::Gpu), "{s:?}");
+        assert!(s.k_chunk <= WIDE_PER_SLICE && s.slices <= WIDE_MAX_SLICES, "{s:?}");
     }
 }
