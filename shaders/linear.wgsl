@@ -364,6 +364,31 @@ fn matmul_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) n
 @group(0) @binding(6) var<storage, read> a4: array<vec4<f32>>;
 @group(0) @binding(7) var<storage, read> b4: array<vec4<f32>>;
 
+// Where an invocation's four columns n0..n0+4 of B are read from: along n,
+// the quad at `along_n` (past N: the last quad); along k, each column's
+// offset (past N: the last column).
+struct BCols { along_n: u32, along_k: vec4<u32> }
+fn b_cols(n0: u32) -> BCols {
+    let last = p.n - 1u;
+    let cols = min(vec4<u32>(n0, n0 + 1u, n0 + 2u, n0 + 3u), vec4<u32>(last)) * p.b_ns;
+    return BCols(min(n0, p.n - 4u), cols);
+}
+
+// B[k + kk, n0..n0+4] for kk in 0..4, from batch entry offset `base`.
+struct BQuads { b0: vec4<f32>, b1: vec4<f32>, b2: vec4<f32>, b3: vec4<f32> }
+fn b_quads(base: u32, k: u32, at: BCols, b_along_n: bool) -> BQuads {
+    if (b_along_n) {
+        let bt = base + k * p.b_ks + at.along_n;
+        return BQuads(b4[bt / 4u], b4[(bt + p.b_ks) / 4u], b4[(bt + 2u * p.b_ks) / 4u], b4[(bt + 3u * p.b_ks) / 4u]);
+    }
+    let e0 = b4[(base + at.along_k.x + k) / 4u];
+    let e1 = b4[(base + at.along_k.y + k) / 4u];
+    let e2 = b4[(base + at.along_k.z + k) / 4u];
+    let e3 = b4[(base + at.along_k.w + k) / 4u];
+    return BQuads(vec4(e0.x, e1.x, e2.x, e3.x), vec4(e0.y, e1.y, e2.y, e3.y),
+                  vec4(e0.z, e1.z, e2.z, e3.z), vec4(e0.w, e1.w, e2.w, e3.w));
+}
+
 // Everything below is written out row by row: on lavapipe a private array
 // indexed in a loop that is not unrolled lives in memory, and its every
 // access is a per-lane loop like a storage load.
@@ -388,13 +413,7 @@ fn matmul_quads(wid: vec3<u32>, nwg: vec3<u32>, lid: u32, a_along_k: bool, b_alo
     let r7 = min(m0 + 7u, last) * p.a_ms;
     // A along m: rows m0..m0+4 and m0+4..m0+8 (past M: the last quad).
     let m_hi = min(m0 + 4u, p.m - 4u);
-    // B along n: columns n0..n0+4 (past N: the last quad); along k: the
-    // offsets of columns n0..n0+4 (past N: the last column).
-    let n_q = min(n0, p.n - 4u);
-    let q0 = min(n0, p.n - 1u) * p.b_ns;
-    let q1 = min(n0 + 1u, p.n - 1u) * p.b_ns;
-    let q2 = min(n0 + 2u, p.n - 1u) * p.b_ns;
-    let q3 = min(n0 + 3u, p.n - 1u) * p.b_ns;
+    let bc = b_cols(n0);
     var c0 = vec4<f32>(0.0);
     var c1 = vec4<f32>(0.0);
     var c2 = vec4<f32>(0.0);
@@ -432,22 +451,11 @@ fn matmul_quads(wid: vec3<u32>, nwg: vec3<u32>, lid: u32, a_along_k: bool, b_alo
                 a4_ = vec4(h0.x, h1.x, h2.x, h3.x); a5 = vec4(h0.y, h1.y, h2.y, h3.y);
                 a6 = vec4(h0.z, h1.z, h2.z, h3.z); a7 = vec4(h0.w, h1.w, h2.w, h3.w);
             }
-            // b_kk = B[k + kk, n0..n0+4]
-            var b0: vec4<f32>; var b1: vec4<f32>; var b2: vec4<f32>; var b3: vec4<f32>;
-            if (b_along_n) {
-                let bt = bbase + k * p.b_ks + n_q;
-                b0 = b4[bt / 4u];
-                b1 = b4[(bt + p.b_ks) / 4u];
-                b2 = b4[(bt + 2u * p.b_ks) / 4u];
-                b3 = b4[(bt + 3u * p.b_ks) / 4u];
-            } else {
-                let e0 = b4[(bbase + q0 + k) / 4u];
-                let e1 = b4[(bbase + q1 + k) / 4u];
-                let e2 = b4[(bbase + q2 + k) / 4u];
-                let e3 = b4[(bbase + q3 + k) / 4u];
-                b0 = vec4(e0.x, e1.x, e2.x, e3.x); b1 = vec4(e0.y, e1.y, e2.y, e3.y);
-                b2 = vec4(e0.z, e1.z, e2.z, e3.z); b3 = vec4(e0.w, e1.w, e2.w, e3.w);
-            }
+            let b = b_quads(bbase, k, bc, b_along_n);
+            let b0 = b.b0;
+            let b1 = b.b1;
+            let b2 = b.b2;
+            let b3 = b.b3;
             c0 += a0.x * b0 + a0.y * b1 + a0.z * b2 + a0.w * b3;
             c1 += a1.x * b0 + a1.y * b1 + a1.z * b2 + a1.w * b3;
             c2 += a2.x * b0 + a2.y * b1 + a2.z * b2 + a2.w * b3;

@@ -42,11 +42,7 @@ fn matmul_quads_sg(wid: vec3<u32>, nwg: vec3<u32>, lid: u32, sid: u32, a_along_k
     let quad_lo = min(m0 + 4u * (sid >> 2u), p.m - 4u);
     let quad_hi = min(m0 + 8u + 4u * (sid >> 2u), p.m - 4u);
     let my_k = sid & 3u;
-    let n_q = min(n0, p.n - 4u);
-    let q0 = min(n0, p.n - 1u) * p.b_ns;
-    let q1 = min(n0 + 1u, p.n - 1u) * p.b_ns;
-    let q2 = min(n0 + 2u, p.n - 1u) * p.b_ns;
-    let q3 = min(n0 + 3u, p.n - 1u) * p.b_ns;
+    let bc = b_cols(n0);
     var c0 = vec4<f32>(0.0); var c1 = vec4<f32>(0.0); var c2 = vec4<f32>(0.0); var c3 = vec4<f32>(0.0);
     var c4 = vec4<f32>(0.0); var c5 = vec4<f32>(0.0); var c6 = vec4<f32>(0.0); var c7 = vec4<f32>(0.0);
     var c8 = vec4<f32>(0.0); var c9 = vec4<f32>(0.0); var c10 = vec4<f32>(0.0); var c11 = vec4<f32>(0.0);
@@ -57,22 +53,11 @@ fn matmul_quads_sg(wid: vec3<u32>, nwg: vec3<u32>, lid: u32, sid: u32, a_along_k
         let ab = bb * p.a_bs;
         let bbase = bb * p.b_bs;
         for (var k = 0u; k < p.k; k += 4u) {
-            // b_kk = B[k + kk, n0..n0+4]
-            var b0: vec4<f32>; var b1: vec4<f32>; var b2: vec4<f32>; var b3: vec4<f32>;
-            if (b_along_n) {
-                let bt = bbase + k * p.b_ks + n_q;
-                b0 = b4[bt / 4u];
-                b1 = b4[(bt + p.b_ks) / 4u];
-                b2 = b4[(bt + 2u * p.b_ks) / 4u];
-                b3 = b4[(bt + 3u * p.b_ks) / 4u];
-            } else {
-                let e0 = b4[(bbase + q0 + k) / 4u];
-                let e1 = b4[(bbase + q1 + k) / 4u];
-                let e2 = b4[(bbase + q2 + k) / 4u];
-                let e3 = b4[(bbase + q3 + k) / 4u];
-                b0 = vec4(e0.x, e1.x, e2.x, e3.x); b1 = vec4(e0.y, e1.y, e2.y, e3.y);
-                b2 = vec4(e0.z, e1.z, e2.z, e3.z); b3 = vec4(e0.w, e1.w, e2.w, e3.w);
-            }
+            let b = b_quads(bbase, k, bc, b_along_n);
+            let b0 = b.b0;
+            let b1 = b.b1;
+            let b2 = b.b2;
+            let b3 = b.b3;
             // Row i of A's block, k..k+4, then its products.
             if (a_along_k) {
                 let lo = a4[(ab + row_lo + k) / 4u];
