@@ -11,8 +11,11 @@
 // feed 32 vec4 FMAs.
 
 // c + A-row quad a times B's quads b0..b3 (rows k..k+4 of four columns).
+// The four products are added up before they meet the accumulator, as in
+// matmul_quads: a K of thousands (a 1x1 weight gradient sums batch x H x W)
+// added term by term into one f32 loses enough to fail the step tests.
 fn quad_fma(c: vec4<f32>, a: vec4<f32>, b0: vec4<f32>, b1: vec4<f32>, b2: vec4<f32>, b3: vec4<f32>) -> vec4<f32> {
-    return c + a.x * b0 + a.y * b1 + a.z * b2 + a.w * b3;
+    return c + (a.x * b0 + a.y * b1 + a.z * b2 + a.w * b3);
 }
 
 // The four k-quads of A's rows r..r+4 (a quad along m each, at k + kk)

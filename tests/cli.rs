@@ -96,17 +96,19 @@ mod infer {
         }
         assert!(rows[1]["error"].as_str().unwrap().contains("notes.png: not a readable image"));
         assert!(rows[2]["error"].as_str().unwrap().contains("missing.jpg: cannot open"));
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
     fn embed_gives_unit_vectors() {
-        let (ckpt, _) = checkpoint("embed");
+        let (ckpt, dir) = checkpoint("embed");
         let out = arcface(&["embed", "--checkpoint", ckpt.to_str().unwrap(), &face("s1_1.pgm"), "--json"]);
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
         let e: Vec<f64> = rows[0]["result"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
         assert_eq!(e.len(), 128);
         assert!((e.iter().map(|v| v * v).sum::<f64>() - 1.0).abs() < 1e-4);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
