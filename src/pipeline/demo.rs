@@ -12,9 +12,9 @@ use std::time::Instant;
 
 /// MobileFaceNet + ArcFace from scratch on all 40 ORL people (320 training
 /// images) with the seed recipe: SGD, momentum 0.9, weight decay 5e-4, lr
-/// 0.1 halved every 3 epochs, batch 16, augmentation. Six epochs: on a
-/// 2-core machine with lavapipe the validation accuracy passed 0.95 in the
-/// fifth (BENCHMARKS.md, "The demo"), and six take under ten minutes there.
+/// 0.1 halved every 3 epochs, batch 16, augmentation. Six epochs take under
+/// eight minutes on a 2-core machine with lavapipe; the validation accuracy
+/// reaches 0.975 in the fifth (BENCHMARKS.md, "The demo").
 pub fn config() -> TrainConfig {
     TrainConfig {
         model: ModelSpec { arch: Arch::MobileFaceNet, input: 112, classes: 0, head: DEFAULT_ARCFACE },
