@@ -314,7 +314,8 @@ fn backward_weight_blocked(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_w
 // and the 9 weights once per row (the direct kernel loads 9 inputs and 9
 // weights per output; on lavapipe every load is a loop over the lanes).
 // Forward at stride 1 or 2, and the stride-1 input gradient, which is the
-// same correlation of dy with the kernel turned by 180 degrees.
+// same correlation of dy with the kernel turned by 180 degrees (the stride-2
+// input gradient, `depthwise_rows_input_s2`, follows).
 // Loop bounds and column tests depend only on the row's width, so all lanes
 // take the same branches.
 
