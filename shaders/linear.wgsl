@@ -290,6 +290,19 @@ fn put_cols(bo: u32, mi: u32, cols: vec4<u32>, v: vec4<f32>) {
     }
 }
 
+// Rows m0..m0+8 of C at `cols` (the CPU set's products own 8 or 16 rows).
+fn put_8_rows(bo: u32, m0: u32, cols: vec4<u32>, c0: vec4<f32>, c1: vec4<f32>, c2: vec4<f32>, c3: vec4<f32>,
+              c4: vec4<f32>, c5: vec4<f32>, c6: vec4<f32>, c7: vec4<f32>) {
+    put_cols(bo, m0, cols, c0);
+    put_cols(bo, m0 + 1u, cols, c1);
+    put_cols(bo, m0 + 2u, cols, c2);
+    put_cols(bo, m0 + 3u, cols, c3);
+    put_cols(bo, m0 + 4u, cols, c4);
+    put_cols(bo, m0 + 5u, cols, c5);
+    put_cols(bo, m0 + 6u, cols, c6);
+    put_cols(bo, m0 + 7u, cols, c7);
+}
+
 @compute @workgroup_size(WG)
 fn matmul_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                @builtin(local_invocation_index) lid: u32) {
@@ -338,14 +351,7 @@ fn matmul_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) n
             bk += p.b_ks;
         }
     }
-    put_cols(bo, m0 + 0u, cols, c0);
-    put_cols(bo, m0 + 1u, cols, c1);
-    put_cols(bo, m0 + 2u, cols, c2);
-    put_cols(bo, m0 + 3u, cols, c3);
-    put_cols(bo, m0 + 4u, cols, c4);
-    put_cols(bo, m0 + 5u, cols, c5);
-    put_cols(bo, m0 + 6u, cols, c6);
-    put_cols(bo, m0 + 7u, cols, c7);
+    put_8_rows(bo, m0, cols, c0, c1, c2, c3, c4, c5, c6, c7);
 }
 
 // ---------------------------------------------------------------------------
@@ -467,14 +473,7 @@ fn matmul_quads(wid: vec3<u32>, nwg: vec3<u32>, lid: u32, a_along_k: bool, b_alo
         }
     }
     let cols = vec4<u32>(n0, n0 + 1u, n0 + 2u, n0 + 3u);
-    put_cols(bo, m0, cols, c0);
-    put_cols(bo, m0 + 1u, cols, c1);
-    put_cols(bo, m0 + 2u, cols, c2);
-    put_cols(bo, m0 + 3u, cols, c3);
-    put_cols(bo, m0 + 4u, cols, c4);
-    put_cols(bo, m0 + 5u, cols, c5);
-    put_cols(bo, m0 + 6u, cols, c6);
-    put_cols(bo, m0 + 7u, cols, c7);
+    put_8_rows(bo, m0, cols, c0, c1, c2, c3, c4, c5, c6, c7);
 }
 
 @compute @workgroup_size(WG)

@@ -114,22 +114,8 @@ fn matmul_quads_sg(wid: vec3<u32>, nwg: vec3<u32>, lid: u32, sid: u32, a_along_k
         }
     }
     let cols = vec4<u32>(n0, n0 + 1u, n0 + 2u, n0 + 3u);
-    put_cols(bo, m0, cols, c0);
-    put_cols(bo, m0 + 1u, cols, c1);
-    put_cols(bo, m0 + 2u, cols, c2);
-    put_cols(bo, m0 + 3u, cols, c3);
-    put_cols(bo, m0 + 4u, cols, c4);
-    put_cols(bo, m0 + 5u, cols, c5);
-    put_cols(bo, m0 + 6u, cols, c6);
-    put_cols(bo, m0 + 7u, cols, c7);
-    put_cols(bo, m0 + 8u, cols, c8);
-    put_cols(bo, m0 + 9u, cols, c9);
-    put_cols(bo, m0 + 10u, cols, c10);
-    put_cols(bo, m0 + 11u, cols, c11);
-    put_cols(bo, m0 + 12u, cols, c12);
-    put_cols(bo, m0 + 13u, cols, c13);
-    put_cols(bo, m0 + 14u, cols, c14);
-    put_cols(bo, m0 + 15u, cols, c15);
+    put_8_rows(bo, m0, cols, c0, c1, c2, c3, c4, c5, c6, c7);
+    put_8_rows(bo, m0 + 8u, cols, c8, c9, c10, c11, c12, c13, c14, c15);
 }
 
 @compute @workgroup_size(WG)
