@@ -500,3 +500,52 @@ fn depthwise_rows_input_s2(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_w
         }
     }
 }
+
+// ---------------------------------------------------------------- im2col
+// Convolutions with few taps per output (the stem: 3 channels x 3x3) as a
+// matrix product (src/kernels/conv2d/im2col.rs). Their direct kernels run
+// 27 multiply-adds per output and load a weight for each; as a product the
+// weights are broadcast rows of A and the taps a contiguous K.
+
+// cols[n][kk][oy * wo + ox] = x[n][ci][oy*s + ky - pad][ox*s + kx - pad],
+// 0 outside the image, kk = (ci * kh + ky) * kw + kx, with kk padded by zero
+// rows to a multiple of 4 (the product reads K in quads). One invocation
+// per row of cols (n, kk, oy): the index arithmetic runs once per row.
+// Written to `y`; one group only.
+@compute @workgroup_size(WG)
+fn im2col(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+          @builtin(local_invocation_index) lid: u32) {
+    let taps = p.cin * p.kh * p.kw;
+    let kp = (taps + 3u) & ~3u;
+    let i = flat_thread(wid, nwg, lid);
+    if (i >= p.n * kp * p.ho) { return; }
+    let oy = i % p.ho;
+    let row = i / p.ho;
+    let kk = row % kp;
+    let n = row / kp;
+    let kx = kk % p.kw;
+    let ky = (kk / p.kw) % p.kh;
+    let ci = min(kk / (p.kw * p.kh), p.cin - 1u);
+    let iy = i32(oy * p.stride + ky) - i32(p.pad);
+    let row_ok = kk < taps && iy >= 0 && iy < i32(p.h);
+    let in_base = (n * p.cin + ci) * p.h * p.w + u32(clamp(iy, 0, i32(p.h) - 1)) * p.w;
+    let out_base = (row * p.ho + oy) * p.wo;
+    let last = i32(p.w) - 1;
+    for (var ox = 0u; ox < p.wo; ox++) {
+        let ix = i32(ox * p.stride + kx) - i32(p.pad);
+        let v = x[in_base + u32(clamp(ix, 0, last))];
+        y[out_base + ox] = select(0.0, v, row_ok && ix >= 0 && ix <= last);
+    }
+}
+
+// The weight [cout, taps] as [cout, kp], zero columns past `taps`, into `y`.
+@compute @workgroup_size(WG)
+fn pad_weight(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+              @builtin(local_invocation_index) lid: u32) {
+    let taps = p.cin * p.kh * p.kw;
+    let kp = (taps + 3u) & ~3u;
+    let i = flat_thread(wid, nwg, lid);
+    if (i >= p.cout * kp) { return; }
+    let kk = i % kp;
+    y[i] = select(0.0, wt[(i / kp) * taps + min(kk, taps - 1u)], kk < taps);
+}

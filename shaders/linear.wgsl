@@ -362,11 +362,13 @@ fn matmul_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) n
 // four steps of k, 8 loads of A and 4 of B feed 32 vec4 FMAs. Each
 // invocation owns 8 rows x 4 consecutive columns of C.
 //
-// A is read along k (a_ks == 1) or along m (a_ms == 1), B along n (b_ns == 1)
-// or along k (b_ks == 1): the four entry points below, each the same loop
-// with the layout fixed, so the compiler drops the other branches. Rust
-// (Gemm::by_quads) checks that K, the strides and the other dimensions
-// needed are multiples of 4, and that slices == 1.
+// A is read along k (a_ks == 1) or along m (a_ms == 1); B along n in quads
+// (b_ns == 1, rows in whole quads), along k (b_ks == 1), or along n by single
+// floats where its rows do not start on quads (a 7x7 feature map's 49
+// columns): the six entry points below, each the same loop with the layout
+// fixed, so the compiler drops the other branches. Rust (Gemm::quads)
+// checks that K, the strides and the other dimensions needed are multiples
+// of 4, and that slices == 1. B is bound both as quads (b4) and as floats (b).
 @group(0) @binding(6) var<storage, read> a4: array<vec4<f32>>;
 @group(0) @binding(7) var<storage, read> b4: array<vec4<f32>>;
 
@@ -380,12 +382,29 @@ fn b_cols(n0: u32) -> BCols {
     return BCols(min(n0, p.n - 4u), cols);
 }
 
+// How B is read (b_quads).
+const B_ALONG_N: u32 = 0u;
+const B_ALONG_K: u32 = 1u;
+const B_ALONG_N_FLOATS: u32 = 2u;
+
 // B[k + kk, n0..n0+4] for kk in 0..4, from batch entry offset `base`.
 struct BQuads { b0: vec4<f32>, b1: vec4<f32>, b2: vec4<f32>, b3: vec4<f32> }
-fn b_quads(base: u32, k: u32, at: BCols, b_along_n: bool) -> BQuads {
-    if (b_along_n) {
+fn b_quads(base: u32, k: u32, at: BCols, b_mode: u32) -> BQuads {
+    if (b_mode == B_ALONG_N) {
         let bt = base + k * p.b_ks + at.along_n;
         return BQuads(b4[bt / 4u], b4[(bt + p.b_ks) / 4u], b4[(bt + 2u * p.b_ks) / 4u], b4[(bt + 3u * p.b_ks) / 4u]);
+    }
+    if (b_mode == B_ALONG_N_FLOATS) {
+        // b_ns == 1: along_k holds the (clamped) columns themselves.
+        let c = at.along_k;
+        let r0 = base + k * p.b_ks;
+        let r1 = r0 + p.b_ks;
+        let r2 = r1 + p.b_ks;
+        let r3 = r2 + p.b_ks;
+        return BQuads(vec4(b[r0 + c.x], b[r0 + c.y], b[r0 + c.z], b[r0 + c.w]),
+                      vec4(b[r1 + c.x], b[r1 + c.y], b[r1 + c.z], b[r1 + c.w]),
+                      vec4(b[r2 + c.x], b[r2 + c.y], b[r2 + c.z], b[r2 + c.w]),
+                      vec4(b[r3 + c.x], b[r3 + c.y], b[r3 + c.z], b[r3 + c.w]));
     }
     let e0 = b4[(base + at.along_k.x + k) / 4u];
     let e1 = b4[(base + at.along_k.y + k) / 4u];
@@ -398,7 +417,7 @@ fn b_quads(base: u32, k: u32, at: BCols, b_along_n: bool) -> BQuads {
 // Everything below is written out row by row: on lavapipe a private array
 // indexed in a loop that is not unrolled lives in memory, and its every
 // access is a per-lane loop like a storage load.
-fn matmul_quads(wid: vec3<u32>, nwg: vec3<u32>, lid: u32, a_along_k: bool, b_along_n: bool) {
+fn matmul_quads(wid: vec3<u32>, nwg: vec3<u32>, lid: u32, a_along_k: bool, b_mode: u32) {
     let row_blocks = (p.m + 7u) / 8u;
     let col_blocks = (p.n + 4u * WG - 1u) / (4u * WG);
     let out_batch = select(p.batch, 1u, p.reduce_batch != 0u);
@@ -457,7 +476,7 @@ fn matmul_quads(wid: vec3<u32>, nwg: vec3<u32>, lid: u32, a_along_k: bool, b_alo
                 a4_ = vec4(h0.x, h1.x, h2.x, h3.x); a5 = vec4(h0.y, h1.y, h2.y, h3.y);
                 a6 = vec4(h0.z, h1.z, h2.z, h3.z); a7 = vec4(h0.w, h1.w, h2.w, h3.w);
             }
-            let b = b_quads(bbase, k, bc, b_along_n);
+            let b = b_quads(bbase, k, bc, b_mode);
             let b0 = b.b0;
             let b1 = b.b1;
             let b2 = b.b2;
@@ -479,20 +498,30 @@ fn matmul_quads(wid: vec3<u32>, nwg: vec3<u32>, lid: u32, a_along_k: bool, b_alo
 @compute @workgroup_size(WG)
 fn matmul_quads_ak_bn(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                       @builtin(local_invocation_index) lid: u32) {
-    matmul_quads(wid, nwg, lid, true, true);
+    matmul_quads(wid, nwg, lid, true, B_ALONG_N);
 }
 @compute @workgroup_size(WG)
 fn matmul_quads_am_bn(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                       @builtin(local_invocation_index) lid: u32) {
-    matmul_quads(wid, nwg, lid, false, true);
+    matmul_quads(wid, nwg, lid, false, B_ALONG_N);
 }
 @compute @workgroup_size(WG)
 fn matmul_quads_ak_bk(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                       @builtin(local_invocation_index) lid: u32) {
-    matmul_quads(wid, nwg, lid, true, false);
+    matmul_quads(wid, nwg, lid, true, B_ALONG_K);
 }
 @compute @workgroup_size(WG)
 fn matmul_quads_am_bk(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                       @builtin(local_invocation_index) lid: u32) {
-    matmul_quads(wid, nwg, lid, false, false);
+    matmul_quads(wid, nwg, lid, false, B_ALONG_K);
+}
+@compute @workgroup_size(WG)
+fn matmul_quads_ak_bf(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                      @builtin(local_invocation_index) lid: u32) {
+    matmul_quads(wid, nwg, lid, true, B_ALONG_N_FLOATS);
+}
+@compute @workgroup_size(WG)
+fn matmul_quads_am_bf(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                      @builtin(local_invocation_index) lid: u32) {
+    matmul_quads(wid, nwg, lid, false, B_ALONG_N_FLOATS);
 }

@@ -28,7 +28,7 @@ fn rows_of(k0: vec4<f32>, k1: vec4<f32>, k2: vec4<f32>, k3: vec4<f32>) -> RowQua
 
 // Each workgroup owns SG_ROWS = 16 rows of C: two loads of A per invocation
 // per four steps of k, against 4 of B, feed 64 vec4 FMAs.
-fn matmul_quads_sg(wid: vec3<u32>, nwg: vec3<u32>, lid: u32, sid: u32, a_along_k: bool, b_along_n: bool) {
+fn matmul_quads_sg(wid: vec3<u32>, nwg: vec3<u32>, lid: u32, sid: u32, a_along_k: bool, b_mode: u32) {
     let row_blocks = (p.m + 15u) / 16u;
     let col_blocks = (p.n + 4u * WG - 1u) / (4u * WG);
     let out_batch = select(p.batch, 1u, p.reduce_batch != 0u);
@@ -56,7 +56,7 @@ fn matmul_quads_sg(wid: vec3<u32>, nwg: vec3<u32>, lid: u32, sid: u32, a_along_k
         let ab = bb * p.a_bs;
         let bbase = bb * p.b_bs;
         for (var k = 0u; k < p.k; k += 4u) {
-            let b = b_quads(bbase, k, bc, b_along_n);
+            let b = b_quads(bbase, k, bc, b_mode);
             let b0 = b.b0;
             let b1 = b.b1;
             let b2 = b.b2;
@@ -121,20 +121,30 @@ fn matmul_quads_sg(wid: vec3<u32>, nwg: vec3<u32>, lid: u32, sid: u32, a_along_k
 @compute @workgroup_size(WG)
 fn matmul_quads_sg_ak_bn(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                          @builtin(local_invocation_index) lid: u32, @builtin(subgroup_invocation_id) sid: u32) {
-    matmul_quads_sg(wid, nwg, lid, sid, true, true);
+    matmul_quads_sg(wid, nwg, lid, sid, true, B_ALONG_N);
 }
 @compute @workgroup_size(WG)
 fn matmul_quads_sg_am_bn(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                          @builtin(local_invocation_index) lid: u32, @builtin(subgroup_invocation_id) sid: u32) {
-    matmul_quads_sg(wid, nwg, lid, sid, false, true);
+    matmul_quads_sg(wid, nwg, lid, sid, false, B_ALONG_N);
 }
 @compute @workgroup_size(WG)
 fn matmul_quads_sg_ak_bk(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                          @builtin(local_invocation_index) lid: u32, @builtin(subgroup_invocation_id) sid: u32) {
-    matmul_quads_sg(wid, nwg, lid, sid, true, false);
+    matmul_quads_sg(wid, nwg, lid, sid, true, B_ALONG_K);
 }
 @compute @workgroup_size(WG)
 fn matmul_quads_sg_am_bk(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                          @builtin(local_invocation_index) lid: u32, @builtin(subgroup_invocation_id) sid: u32) {
-    matmul_quads_sg(wid, nwg, lid, sid, false, false);
+    matmul_quads_sg(wid, nwg, lid, sid, false, B_ALONG_K);
+}
+@compute @workgroup_size(WG)
+fn matmul_quads_sg_ak_bf(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                         @builtin(local_invocation_index) lid: u32, @builtin(subgroup_invocation_id) sid: u32) {
+    matmul_quads_sg(wid, nwg, lid, sid, true, B_ALONG_N_FLOATS);
+}
+@compute @workgroup_size(WG)
+fn matmul_quads_sg_am_bf(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                         @builtin(local_invocation_index) lid: u32, @builtin(subgroup_invocation_id) sid: u32) {
+    matmul_quads_sg(wid, nwg, lid, sid, false, B_ALONG_N_FLOATS);
 }

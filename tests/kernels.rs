@@ -38,12 +38,14 @@ fn conv2d() {
 }
 
 #[test]
-fn conv2d_gemm_path_is_checked() {
+fn conv2d_gemm_and_im2col_paths_are_checked() {
     let gpu = common::gpu();
     let rows = (family("conv2d").unwrap().gradcheck)(&gpu, &mut Rng::new(3)).unwrap();
     common::assert_all_pass(&rows);
     let gemm = rows.iter().filter(|r| r.shape.ends_with("[gemm]")).count();
     assert!(gemm >= 4, "the 1x1 matmul path must be checked in every direction, got {gemm} rows");
+    let im2col = rows.iter().filter(|r| r.shape.ends_with("[im2col]") && r.shape.contains("112x112")).count();
+    assert_eq!(im2col, 3, "the stem's im2col path: forward, input and weight gradients");
 }
 
 /// Where the adapter has subgroups of 8 (lavapipe), the CPU set's vec4
@@ -62,7 +64,7 @@ fn cpu_set_product_with_and_without_subgroups() {
         gpu.subgroup_size = size;
         let rows = (family("linear").unwrap().gradcheck)(&gpu, &mut Rng::new(4)).unwrap();
         common::assert_all_pass(&rows);
-        assert_eq!(rows.iter().filter(|r| r.kernel == "matmul").count(), 4, "the four operand layouts");
+        assert_eq!(rows.iter().filter(|r| r.kernel == "matmul").count(), 6, "the six operand layouts");
     }
 }
 

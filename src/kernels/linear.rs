@@ -29,24 +29,35 @@ const ROWS: usize = 8;
 /// Rows of C per workgroup of the subgroup product (two pieces of A per
 /// invocation).
 const SG_ROWS: usize = 16;
-/// The CPU set's product that reads every operand as vec4s (8 rows x 4
-/// consecutive columns per invocation), one entry point per operand layout:
-/// A along k or m, B along n or k.
-const MATMUL_QUADS: [[Kernel; 2]; 2] = [
-    [Kernel::new(Shader::Linear, "matmul_quads_ak_bn", 16), Kernel::new(Shader::Linear, "matmul_quads_ak_bk", 16)],
-    [Kernel::new(Shader::Linear, "matmul_quads_am_bn", 16), Kernel::new(Shader::Linear, "matmul_quads_am_bk", 16)],
+/// The CPU set's product that reads A as vec4s (8 rows x 4 consecutive
+/// columns of C per invocation), one entry point per operand layout: A along
+/// k or m; B along n or k as vec4s, or along n as floats (rows that do not
+/// start on quads: a 7x7 map's 49 columns).
+const MATMUL_QUADS: [[Kernel; 3]; 2] = [
+    [
+        Kernel::new(Shader::Linear, "matmul_quads_ak_bn", 16),
+        Kernel::new(Shader::Linear, "matmul_quads_ak_bk", 16),
+        Kernel::new(Shader::Linear, "matmul_quads_ak_bf", 16),
+    ],
+    [
+        Kernel::new(Shader::Linear, "matmul_quads_am_bn", 16),
+        Kernel::new(Shader::Linear, "matmul_quads_am_bk", 16),
+        Kernel::new(Shader::Linear, "matmul_quads_am_bf", 16),
+    ],
 ];
 /// The same where the adapter's subgroups hold 8 invocations, with 16 rows
 /// per workgroup: each row of A's block loaded by one invocation and
 /// broadcast to the others.
-const MATMUL_QUADS_SG: [[Kernel; 2]; 2] = [
+const MATMUL_QUADS_SG: [[Kernel; 3]; 2] = [
     [
         Kernel::new(Shader::LinearSubgroup, "matmul_quads_sg_ak_bn", 16),
         Kernel::new(Shader::LinearSubgroup, "matmul_quads_sg_ak_bk", 16),
+        Kernel::new(Shader::LinearSubgroup, "matmul_quads_sg_ak_bf", 16),
     ],
     [
         Kernel::new(Shader::LinearSubgroup, "matmul_quads_sg_am_bn", 16),
         Kernel::new(Shader::LinearSubgroup, "matmul_quads_sg_am_bk", 16),
+        Kernel::new(Shader::LinearSubgroup, "matmul_quads_sg_am_bf", 16),
     ],
 ];
 /// The tiled kernel's workgroups worth having in flight before K is cut
@@ -154,10 +165,10 @@ impl Gemm {
         set == KernelSet::Cpu && self.n >= 16
     }
 
-    /// The CPU set reads A and B four floats at a time where K is a multiple
-    /// of 4 and each operand is contiguous along one of its dimensions with
-    /// the other strides (and that dimension, where a load spans it) whole
-    /// quads: which entry point, or None.
+    /// The CPU set reads A four floats at a time where K is a multiple of 4
+    /// and A is contiguous along one of its dimensions with the other
+    /// strides (and that dimension, where a load spans it) whole quads; B
+    /// likewise, or else along n by single floats: which entry point, or None.
     fn quads(&self, set: KernelSet, subgroup_size: Option<u32>) -> Option<Kernel> {
         let quad = |v: usize| v.is_multiple_of(4);
         if set != KernelSet::Cpu || !quad(self.k) || self.n < 16 {
@@ -167,13 +178,22 @@ impl Gemm {
         let [b_bs, b_ks, b_ns] = self.b;
         let a_along_k = a_ks == 1 && quad(a_ms);
         let a_along_m = a_ms == 1 && quad(a_ks) && quad(self.m);
-        let b_along_n = b_ns == 1 && quad(b_ks) && quad(self.n);
-        let b_along_k = b_ks == 1 && quad(b_ns);
-        if !quad(a_bs) || !quad(b_bs) || !(a_along_k || a_along_m) || !(b_along_n || b_along_k) {
+        let b_quads = quad(b_bs);
+        let b_along_n = b_quads && b_ns == 1 && quad(b_ks) && quad(self.n);
+        let b_along_k = b_quads && b_ks == 1 && quad(b_ns);
+        let b_floats = b_ns == 1;
+        if !quad(a_bs) || !(a_along_k || a_along_m) || !(b_along_n || b_along_k || b_floats) {
             return None;
         }
         let kernels = if subgroup_size == Some(8) { &MATMUL_QUADS_SG } else { &MATMUL_QUADS };
-        Some(kernels[usize::from(!a_along_k)][usize::from(!b_along_n)])
+        let b = if b_along_n {
+            0
+        } else if b_along_k {
+            1
+        } else {
+            2
+        };
+        Some(kernels[usize::from(!a_along_k)][b])
     }
 
     /// Workgroups of `rows` rows x 4 columns per invocation (the CPU set).
@@ -262,7 +282,8 @@ impl Gemm {
             (MATMUL, Launch::threads(self.tiles() * split.slices, MATMUL.wg, serial))
         };
         if quads.is_some() {
-            return rec.dispatch(kernel, &p, &[(6, Some(a)), (7, Some(b)), (3, bias), (4, Some(c))], launch);
+            let args = [(6, Some(a)), (7, Some(b)), (2, Some(b)), (3, bias), (4, Some(c))];
+            return rec.dispatch(kernel, &p, &args, launch);
         }
         if split.slices == 1 {
             // (matmul_rows never writes partial sums, so it has no binding 5)
@@ -376,31 +397,38 @@ fn shapes(rng: &mut Rng) -> Vec<Linear> {
     ]
 }
 
-/// Products with A stored along k or along m and B along n or along k (the
-/// four entry points of the CPU set's vec4 product), at partial row and
-/// column blocks, one summing its batch, against a host product.
-fn layout_products() -> [(bool, bool, Gemm); 4] {
-    let (m, n, k, batch) = (20, 44, 36, 2);
-    let layout = |a_along_k: bool, b_along_n: bool| {
+/// How a layout check reads B: along n in quads, along k, along n by floats.
+const B_LAYOUTS: [&str; 3] = ["n", "k", "n (floats)"];
+
+/// Products with A stored along k or along m and B in each of `B_LAYOUTS`
+/// (the six entry points of the CPU set's vec4 product), at partial row and
+/// column blocks, some summing their batch, against a host product. B's
+/// rows of 45 floats do not start on quads.
+fn layout_products() -> [(bool, usize, Gemm); 6] {
+    let (m, k, batch) = (20, 36, 2);
+    let layout = |a_along_k: bool, b: usize| {
+        let n = if b == 2 { 45 } else { 44 };
         let g = Gemm::plain(m, n, k, batch);
         let g = if a_along_k { g } else { g.a(m * k, 1, m) };
-        if b_along_n {
-            g
-        } else {
+        if b == 1 {
             g.b(k * n, 1, k)
+        } else {
+            g
         }
     };
     [
-        (true, true, layout(true, true)),
-        (false, true, layout(false, true).sum_batch()),
-        (true, false, layout(true, false)),
-        (false, false, layout(false, false).sum_batch()),
+        (true, 0, layout(true, 0)),
+        (false, 0, layout(false, 0).sum_batch()),
+        (true, 1, layout(true, 1)),
+        (false, 1, layout(false, 1).sum_batch()),
+        (true, 2, layout(true, 2).sum_batch()),
+        (false, 2, layout(false, 2)),
     ]
 }
 
 fn layout_rows(gpu: &Gpu, rng: &mut Rng) -> Result<Vec<CheckRow>> {
     let mut rows = Vec::new();
-    for (a_along_k, b_along_n, g) in layout_products() {
+    for (a_along_k, b_layout, g) in layout_products() {
         let a = rng.uniform(g.batch * g.m * g.k, -1.0, 1.0);
         let b = rng.uniform(g.batch * g.k * g.n, -1.0, 1.0);
         let out = g.out_batch() * g.m * g.n;
@@ -431,7 +459,7 @@ fn layout_rows(gpu: &Gpu, rng: &mut Rng) -> Result<Vec<CheckRow>> {
             g.batch,
             if g.reduce_batch { " summed" } else { "" },
             if a_along_k { "k" } else { "m" },
-            if b_along_n { "n" } else { "k" }
+            B_LAYOUTS[b_layout]
         );
         rows.push(compare_f32("matmul", "forward", &shape, &c.to_vec(gpu), &want, Tol::FORWARD));
     }
@@ -546,8 +574,8 @@ mod tests {
         assert!(Gemm::plain(33, 67, 65, 1).by_rows(KernelSet::Cpu));
         assert!(!Gemm::plain(33, 67, 65, 1).by_rows(KernelSet::Gpu));
         // Each layout reaches its vec4 entry point in the CPU set.
-        for (a_along_k, b_along_n, g) in layout_products() {
-            let (a, b) = (usize::from(!a_along_k), usize::from(!b_along_n));
+        for (a_along_k, b, g) in layout_products() {
+            let a = usize::from(!a_along_k);
             assert_eq!(g.quads(KernelSet::Cpu, None), Some(MATMUL_QUADS[a][b]));
             assert_eq!(g.quads(KernelSet::Cpu, Some(4)), Some(MATMUL_QUADS[a][b]));
             assert_eq!(g.quads(KernelSet::Cpu, Some(8)), Some(MATMUL_QUADS_SG[a][b]));

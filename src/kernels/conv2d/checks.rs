@@ -1,7 +1,7 @@
 //! Convolution checks (every GPU path against the reference, the reference
 //! against finite differences) and benchmark cases.
 
-use super::{backward, backward_ref, forward, forward_ref, Conv2d, Path};
+use super::{backward, backward_params, backward_ref, forward, forward_ref, Conv2d, Path};
 use crate::gpu::{BenchCase, Gpu, Recorder, Tensor};
 use crate::kernels::check::{compare_f32, finite_diff, widen, CheckRow, Rng, Tol};
 use crate::kernels::upload;
@@ -78,6 +78,7 @@ pub(crate) fn check_shape(gpu: &Gpu, rng: &mut Rng, name: &str, s: &Conv2d, path
     let tag = match path {
         Path::Gemm => " [gemm]",
         Path::Blocked => " [blocked]",
+        Path::Im2col => " [im2col]",
         _ => "",
     };
     let shape = format!("{}{tag}", s.describe());
@@ -99,6 +100,9 @@ pub(super) fn gradcheck(gpu: &Gpu, rng: &mut Rng) -> Result<Vec<CheckRow>> {
         rows.extend(check_shape(gpu, rng, "conv2d", &s, Path::Blocked)?);
         if s.gemm_applies() {
             rows.extend(check_shape(gpu, rng, "conv2d", &s, Path::Gemm)?);
+        }
+        if s.im2col_fits() {
+            rows.extend(check_shape(gpu, rng, "conv2d", &s, Path::Im2col)?);
         }
     }
     Ok(rows)
@@ -146,17 +150,30 @@ pub(crate) fn bench_shape(gpu: &Gpu, label: &str, s: Conv2d) -> Result<Vec<Bench
     ])
 }
 
+/// A network's first convolution: its backward is the weight (and bias)
+/// gradient alone, as the input is the image.
+fn bench_stem(gpu: &Gpu, label: &str, s: Conv2d) -> Result<Vec<BenchCase>> {
+    let mut cases = bench_shape(gpu, label, s)?;
+    let x = Tensor::zeros(gpu, &[s.n, s.cin, s.h, s.w])?;
+    let dy = Tensor::zeros(gpu, &s.output_shape())?;
+    let io = 4.0 * (x.numel() + dy.numel() + s.weight_shape().iter().product::<usize>()) as f64;
+    let flops = 2.0 * s.macs();
+    cases.push(BenchCase::new(label, "backward weight", &s.describe(), flops, io, move |rec| {
+        backward_params(rec, &s, Path::Auto, &x, &dy).map(drop)
+    }));
+    Ok(cases)
+}
+
 pub(super) fn bench(gpu: &Gpu, batch: usize) -> Result<Vec<BenchCase>> {
     let mut cases = Vec::new();
     // MobileFaceNet: the stem, an expansion 1x1 and the 1x1 to 512.
-    cases.extend(bench_shape(gpu, "conv2d", Conv2d::new(batch, 3, (112, 112), 64, 3, 2, 1))?);
+    cases.extend(bench_stem(gpu, "conv2d", Conv2d::new(batch, 3, (112, 112), 64, 3, 2, 1))?);
     cases.extend(bench_shape(gpu, "conv2d 1x1", Conv2d::new(batch, 64, (28, 28), 128, 1, 1, 0))?);
     cases.extend(bench_shape(gpu, "conv2d 1x1", Conv2d::new(batch, 128, (7, 7), 512, 1, 1, 0))?);
     // MiniNetwork's first two convolutions at 112x112 (the third exceeds a
     // 128 MiB binding at batch 32; the models issue splits the batch).
-    for (cin, cout) in [(3, 32), (32, 64)] {
-        let mini = Conv2d { bias: true, ..Conv2d::new(batch, cin, (112, 112), cout, 3, 1, 1) };
-        cases.extend(bench_shape(gpu, "conv2d", mini)?);
-    }
+    let mini = |cin, cout| Conv2d { bias: true, ..Conv2d::new(batch, cin, (112, 112), cout, 3, 1, 1) };
+    cases.extend(bench_stem(gpu, "conv2d", mini(3, 32))?);
+    cases.extend(bench_shape(gpu, "conv2d", mini(32, 64))?);
     Ok(cases)
 }

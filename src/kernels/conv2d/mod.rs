@@ -9,7 +9,10 @@
 //!   weight gradient at most 3 wide per invocation), the direct kernel elsewhere;
 //! - `Path::Gemm`: 1x1, stride 1, no padding, one group, which is a batched
 //!   matrix multiply (`shaders/linear.wgsl`). MobileFaceNet spends most of
-//!   its multiply-adds in these pointwise convolutions.
+//!   its multiply-adds in these pointwise convolutions;
+//! - `Path::Im2col` (`im2col`): the same product over an im2col matrix, for
+//!   convolutions with few taps (the stem) on the CPU set; its input
+//!   gradient is the blocked kernel's.
 //!
 //! On the GPU kernel set the direct weight gradients cut their (n, oy) rows
 //! into slices summed by a second dispatch (`weight_split`); a network's
@@ -21,6 +24,7 @@
 
 mod checks;
 pub mod depthwise;
+mod im2col;
 mod reference;
 
 pub(crate) use checks::{bench_shape, check_shape, refcheck_shape};
@@ -54,11 +58,12 @@ pub struct Conv2d {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Path {
-    /// Gemm where it applies, Blocked elsewhere.
+    /// Gemm where it applies, then (CPU set) Im2col, Blocked elsewhere.
     Auto,
     Direct,
     Blocked,
     Gemm,
+    Im2col,
 }
 
 impl Conv2d {
@@ -191,12 +196,16 @@ const DEPTHWISE_ROWS_S2: Kernel = Kernel::new(Shader::Conv2d, "depthwise_rows_s2
 const DEPTHWISE_ROWS_INPUT_S1: Kernel = Kernel::new(Shader::Conv2d, "depthwise_rows_input_s1", 16);
 const DEPTHWISE_ROWS_INPUT_S2: Kernel = Kernel::new(Shader::Conv2d, "depthwise_rows_input_s2", 16);
 
-fn path_for(s: &Conv2d, path: Path) -> Result<Path> {
+fn path_for(s: &Conv2d, path: Path, set: KernelSet) -> Result<Path> {
     Ok(match path {
         Path::Auto if s.gemm_applies() => Path::Gemm,
+        Path::Auto if s.im2col_preferred(set) => Path::Im2col,
         Path::Auto => Path::Blocked,
         Path::Gemm if !s.gemm_applies() => {
             bail!("conv2d {}: the gemm path needs 1x1, stride 1, no padding, one group", s.describe())
+        }
+        Path::Im2col if !s.im2col_fits() => {
+            bail!("conv2d {}: the im2col path needs one group and an im2col matrix under 16 M floats", s.describe())
         }
         p => p,
     })
@@ -235,8 +244,9 @@ pub fn forward(
         bail!("conv2d {}: a bias tensor must be given exactly when the layer has a bias", s.describe());
     }
     let y = Tensor::zeros(rec.gpu(), &s.output_shape())?;
-    match path_for(s, path)? {
+    match path_for(s, path, rec.gpu().kernels)? {
         Path::Gemm => pointwise_forward(s).run(rec, w, x, b, &y)?,
+        Path::Im2col => im2col::forward(rec, s, x, w, b, &y)?,
         p => {
             let args = [(1, Some(x)), (2, Some(w)), (3, b), (4, Some(&y))];
             let prm = s.params(Split::whole(1));
@@ -266,10 +276,10 @@ pub fn backward(
 ) -> Result<Grads<Tensor>> {
     let (dw, db) = backward_params(rec, s, path, x, dy)?;
     let dx = Tensor::zeros(rec.gpu(), &x.shape)?;
-    match path_for(s, path)? {
+    match path_for(s, path, rec.gpu().kernels)? {
         Path::Gemm => pointwise_backward_input(s).run(rec, w, dy, None, &dx)?,
         p => {
-            let blocked = p == Path::Blocked;
+            let blocked = p == Path::Blocked || p == Path::Im2col;
             let args = [(2, Some(w)), (5, Some(dy)), (6, Some(&dx))];
             let prm = s.params(Split::whole(1));
             let taps = s.cout / s.groups * s.kh * s.kw;
@@ -300,8 +310,9 @@ pub fn backward_params(
 ) -> Result<(Tensor, Option<Tensor>)> {
     s.validate()?;
     let dw = Tensor::zeros(rec.gpu(), &s.weight_shape())?;
-    match path_for(s, path)? {
+    match path_for(s, path, rec.gpu().kernels)? {
         Path::Gemm => pointwise_backward_weight(s).run(rec, dy, x, None, &dw)?,
+        Path::Im2col => im2col::backward_weight(rec, s, x, dy, &dw)?,
         p => direct_weight_grad(rec, s, p == Path::Blocked && s.kw <= 3, x, dy, &dw)?,
     }
     let (ho, wo) = s.out_hw();
