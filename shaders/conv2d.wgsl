@@ -549,3 +549,47 @@ fn pad_weight(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nw
     let kk = i % kp;
     y[i] = select(0.0, wt[(i / kp) * taps + min(kk, taps - 1u)], kk < taps);
 }
+
+// dx from the gradient of the im2col matrix (bound as `dy`): each input
+// element sums the entries of cols it was copied to. One invocation per row
+// of dx (n, ci, iy); `stride1` drops the divisions by the stride.
+fn col2im_rows(wid: vec3<u32>, nwg: vec3<u32>, lid: u32, stride1: bool) {
+    let taps = p.cin * p.kh * p.kw;
+    let kp = (taps + 3u) & ~3u;
+    let i = flat_thread(wid, nwg, lid);
+    if (i >= p.n * p.cin * p.h) { return; }
+    let iy = i % p.h;
+    let plane = i / p.h;
+    let ci = plane % p.cin;
+    let n = plane / p.cin;
+    let hwo = p.ho * p.wo;
+    let s = i32(p.stride);
+    let out_base = plane * p.h * p.w + iy * p.w;
+    for (var ix = 0u; ix < p.w; ix++) {
+        var acc = 0.0;
+        for (var ky = 0u; ky < p.kh; ky++) {
+            let ty = i32(iy + p.pad) - i32(ky);
+            let oy = select(ty / s, ty, stride1);
+            let y_ok = ty >= 0 && oy * s == ty && oy < i32(p.ho);
+            let row = (n * kp + (ci * p.kh + ky) * p.kw) * hwo + u32(clamp(oy, 0, i32(p.ho) - 1)) * p.wo;
+            for (var kx = 0u; kx < p.kw; kx++) {
+                let tx = i32(ix + p.pad) - i32(kx);
+                let ox = select(tx / s, tx, stride1);
+                let v = dy[row + kx * hwo + u32(clamp(ox, 0, i32(p.wo) - 1))];
+                acc += select(0.0, v, y_ok && tx >= 0 && ox * s == tx && ox < i32(p.wo));
+            }
+        }
+        dx[out_base + ix] = acc;
+    }
+}
+
+@compute @workgroup_size(WG)
+fn col2im_s1(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+             @builtin(local_invocation_index) lid: u32) {
+    col2im_rows(wid, nwg, lid, true);
+}
+@compute @workgroup_size(WG)
+fn col2im(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+          @builtin(local_invocation_index) lid: u32) {
+    col2im_rows(wid, nwg, lid, false);
+}

@@ -1,13 +1,14 @@
-//! Convolutions with few taps per output (MobileFaceNet's and MiniNetwork's
-//! stems: 3 channels x 3x3) as matrix products over an im2col matrix, for
-//! the CPU kernel set: the direct kernels load one weight per multiply-add
-//! there, while the product broadcasts rows of the weight and reads the
-//! taps as a contiguous K in quads.
+//! Convolutions (one group, not 1x1) as matrix products over an im2col
+//! matrix, for the CPU kernel set: the direct kernels load a weight and an
+//! input per multiply-add (4 channels per invocation where blocked), while
+//! the product shares rows of the weight and reads the taps as a contiguous
+//! K in quads. It pays one load and one store per im2col entry, which the
+//! product then reads once per output channel (BENCHMARKS.md, "im2col").
 //!
 //! Per image, `cols` is [kp, ho*wo] (kp = the taps rounded up to 4, extra
-//! rows zero): y = W' cols, with W' the weight padded to kp columns, and
-//! dW = sum over images of dy cols^T. The input gradient stays with the
-//! direct kernels (a stem has none: its input is the image).
+//! rows zero): y = W' cols, with W' the weight padded to kp columns,
+//! dW = sum over images of dy cols^T, and dx gathers dcols = W'^T dy back
+//! onto the image (col2im).
 
 use super::Conv2d;
 use crate::gpu::{Kernel, KernelSet, Launch, Recorder, Shader, Split, Tensor};
@@ -16,10 +17,9 @@ use anyhow::Result;
 
 const IM2COL: Kernel = Kernel::new(Shader::Conv2d, "im2col", 64);
 const PAD_WEIGHT: Kernel = Kernel::new(Shader::Conv2d, "pad_weight", 64);
+const COL2IM: Kernel = Kernel::new(Shader::Conv2d, "col2im", 64);
+const COL2IM_S1: Kernel = Kernel::new(Shader::Conv2d, "col2im_s1", 64);
 
-/// Taps per output up to which the product wins on the CPU set (the direct
-/// blocked kernels are as good past a few dozen, and `cols` grows with them).
-const MAX_TAPS: usize = 32;
 /// `cols` stays well inside a 128 MiB storage binding (MiniNetwork's stem
 /// at batch 32 needs 11.2 M floats); larger batches take the direct kernels.
 const MAX_COLS: usize = 1 << 24;
@@ -44,9 +44,10 @@ impl Conv2d {
         self.groups == 1 && self.cols_len() <= MAX_COLS
     }
 
-    /// Whether `Path::Auto` takes it: the CPU set, few taps, not a 1x1.
+    /// Whether `Path::Auto` takes it: the CPU set, not a 1x1 (that is a
+    /// product already).
     pub(super) fn im2col_preferred(&self, set: KernelSet) -> bool {
-        set == KernelSet::Cpu && self.im2col_fits() && self.taps() <= MAX_TAPS && !self.gemm_applies()
+        set == KernelSet::Cpu && self.im2col_fits() && !self.gemm_applies()
     }
 }
 
@@ -59,12 +60,19 @@ fn cols(rec: &mut Recorder, s: &Conv2d, x: &Tensor) -> Result<Tensor> {
     Ok(cols)
 }
 
-pub(super) fn forward(rec: &mut Recorder, s: &Conv2d, x: &Tensor, w: &Tensor, b: Option<&Tensor>, y: &Tensor) -> Result<()> {
-    let (kp, hw) = (s.padded_taps(), s.out_hw().0 * s.out_hw().1);
-    let cols = cols(rec, s, x)?;
+/// The weight as [cout, kp], zero past the taps.
+fn padded_weight(rec: &mut Recorder, s: &Conv2d, w: &Tensor) -> Result<Tensor> {
+    let kp = s.padded_taps();
     let wp = Tensor::uninit(rec.gpu(), &[s.cout, kp])?;
     let launch = Launch::threads(s.cout * kp, PAD_WEIGHT.wg, 1);
     rec.dispatch(PAD_WEIGHT, &s.params(Split::whole(1)), &[(2, Some(w)), (4, Some(&wp))], launch)?;
+    Ok(wp)
+}
+
+pub(super) fn forward(rec: &mut Recorder, s: &Conv2d, x: &Tensor, w: &Tensor, b: Option<&Tensor>, y: &Tensor) -> Result<()> {
+    let (kp, hw) = (s.padded_taps(), s.out_hw().0 * s.out_hw().1);
+    let cols = cols(rec, s, x)?;
+    let wp = padded_weight(rec, s, w)?;
     let g = Gemm::plain(s.cout, hw, kp, s.n).a(0, kp, 1).b(kp * hw, hw, 1).c(s.cout * hw, hw, 1);
     let g = if b.is_some() { g.bias_per_row() } else { g };
     g.run(rec, &wp, &cols, b, y)
@@ -75,4 +83,15 @@ pub(super) fn backward_weight(rec: &mut Recorder, s: &Conv2d, x: &Tensor, dy: &T
     let cols = cols(rec, s, x)?;
     let g = Gemm::plain(s.cout, s.taps(), hw, s.n).a(s.cout * hw, hw, 1).b(kp * hw, 1, hw).c(0, s.taps(), 1);
     g.sum_batch().run(rec, dy, &cols, None, dw)
+}
+
+pub(super) fn backward_input(rec: &mut Recorder, s: &Conv2d, w: &Tensor, dy: &Tensor, dx: &Tensor) -> Result<()> {
+    let (kp, hw) = (s.padded_taps(), s.out_hw().0 * s.out_hw().1);
+    let wp = padded_weight(rec, s, w)?;
+    let dcols = Tensor::uninit(rec.gpu(), &[s.n, kp, hw])?;
+    let g = Gemm::plain(kp, hw, s.cout, s.n).a(0, 1, kp).b(s.cout * hw, hw, 1).c(kp * hw, hw, 1);
+    g.run(rec, &wp, dy, None, &dcols)?;
+    let k = if s.stride == 1 { COL2IM_S1 } else { COL2IM };
+    let launch = Launch::threads(s.n * s.cin * s.h, k.wg, s.w * s.kh * s.kw);
+    rec.dispatch(k, &s.params(Split::whole(1)), &[(5, Some(&dcols)), (6, Some(dx))], launch)
 }

@@ -11,8 +11,8 @@
 //!   matrix multiply (`shaders/linear.wgsl`). MobileFaceNet spends most of
 //!   its multiply-adds in these pointwise convolutions;
 //! - `Path::Im2col` (`im2col`): the same product over an im2col matrix, for
-//!   convolutions with few taps (the stem) on the CPU set; its input
-//!   gradient is the blocked kernel's.
+//!   the other one-group convolutions on the CPU set (where the matrix fits
+//!   a binding), the input gradient gathered back from the matrix's.
 //!
 //! On the GPU kernel set the direct weight gradients cut their (n, oy) rows
 //! into slices summed by a second dispatch (`weight_split`); a network's
@@ -278,8 +278,9 @@ pub fn backward(
     let dx = Tensor::zeros(rec.gpu(), &x.shape)?;
     match path_for(s, path, rec.gpu().kernels)? {
         Path::Gemm => pointwise_backward_input(s).run(rec, w, dy, None, &dx)?,
+        Path::Im2col => im2col::backward_input(rec, s, w, dy, &dx)?,
         p => {
-            let blocked = p == Path::Blocked || p == Path::Im2col;
+            let blocked = p == Path::Blocked;
             let args = [(2, Some(w)), (5, Some(dy)), (6, Some(&dx))];
             let prm = s.params(Split::whole(1));
             let taps = s.cout / s.groups * s.kh * s.kw;
