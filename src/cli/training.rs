@@ -36,9 +36,9 @@ pub struct TrainArgs {
     /// Only the first N people (in name order); 0 = all
     #[arg(long, default_value_t = 0)]
     people: usize,
-    /// After each epoch, re-estimate the batch-norm running statistics over
-    /// the training images with the epoch's weights ("precise BN"; costs
-    /// about 50 forward batches per epoch); for runs of few steps per epoch
+    /// After each epoch, set the batch-norm running statistics to the
+    /// average over the training images with the epoch's weights ("precise
+    /// BN"; costs one forward pass per epoch); for runs of few steps per epoch
     #[arg(long)]
     recalibrate_bn: bool,
     /// Start from this checkpoint's backbone (`arcface import`ed, or a

@@ -12,7 +12,7 @@ mod recalibrate;
 mod state;
 
 pub use align::aligned_data;
-pub use recalibrate::{recalibrate_bn, RECALIBRATION_BATCHES};
+pub use recalibrate::recalibrate_bn;
 
 use crate::data::dataset::{Dataset, Sample};
 use crate::data::input::Normalization;
@@ -133,7 +133,7 @@ pub fn run(
         }
         if cfg.recalibrate_bn {
             let norm = Normalization::default();
-            recalibrate_bn(&mut b, &mut net, &split.train, &norm, cfg.batch_size, RECALIBRATION_BATCHES)?;
+            recalibrate_bn(&mut b, &mut net, &split.train, &norm, cfg.batch_size)?;
         }
         let m = validate(&mut b, &mut net, &cfg, &split.val, epoch, &t)?;
         if !quiet {
