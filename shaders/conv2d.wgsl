@@ -593,3 +593,128 @@ fn col2im(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: v
           @builtin(local_invocation_index) lid: u32) {
     col2im_rows(wid, nwg, lid, false);
 }
+
+// ------------------------------------------ depthwise 3x3 weight gradient
+// The CPU set's depthwise 3x3 (padding 1) weight gradient: one invocation
+// per (image, channel) plane walks its output rows four outputs at a time,
+// carrying the input window's columns, and adds all 9 taps; `dw` gets one
+// partial gradient per image ([n, c * 9]), summed by reduce.wgsl's
+// sum_slices. Per four outputs and 36 multiply-adds it loads 4 of dy and
+// 12 (stride 1) or 24 (stride 2) of x, where the per-tap kernel loads 48.
+
+// x of a row (base of the clamped row) at `col`; 0 past the row's end or
+// where the row lies outside the image.
+fn dwg_x(base: u32, col: u32, row_ok: bool) -> f32 {
+    return select(0.0, x[base + min(col, p.w - 1u)], row_ok && col < p.w);
+}
+
+// dy of row `base` at columns ox0..ox0+4, 0 past the row's end.
+fn dwg_dy(base: u32, ox0: u32) -> vec4<f32> {
+    let last = p.wo - 1u;
+    let d = vec4(dy[base + min(ox0, last)], dy[base + min(ox0 + 1u, last)],
+                 dy[base + min(ox0 + 2u, last)], dy[base + min(ox0 + 3u, last)]);
+    return select(vec4(0.0), d, vec4<u32>(ox0, ox0 + 1u, ox0 + 2u, ox0 + 3u) <= vec4<u32>(last));
+}
+
+// One kernel row's three taps over four outputs, and the columns to carry.
+struct DwgStep { taps: vec3<f32>, carry: vec2<f32> }
+
+// Stride 1: outputs ox0..ox0+4 read columns ox0-1..ox0+4; the first two are
+// carried from the previous step.
+fn dwg_row_s1(base: u32, ox0: u32, ok: bool, d: vec4<f32>, carry: vec2<f32>) -> DwgStep {
+    let v2 = dwg_x(base, ox0 + 1u, ok);
+    let v3 = dwg_x(base, ox0 + 2u, ok);
+    let v4 = dwg_x(base, ox0 + 3u, ok);
+    let v5 = dwg_x(base, ox0 + 4u, ok);
+    let t = vec3(dot(d, vec4(carry.x, carry.y, v2, v3)),
+                 dot(d, vec4(carry.y, v2, v3, v4)),
+                 dot(d, vec4(v2, v3, v4, v5)));
+    return DwgStep(t, vec2(v4, v5));
+}
+
+// Stride 2: outputs ox0..ox0+4 read columns 2*ox0-1..2*ox0+7; the first is
+// carried.
+fn dwg_row_s2(base: u32, ox0: u32, ok: bool, d: vec4<f32>, carry: f32) -> DwgStep {
+    let c = 2u * ox0;
+    let v1 = dwg_x(base, c, ok);
+    let v2 = dwg_x(base, c + 1u, ok);
+    let v3 = dwg_x(base, c + 2u, ok);
+    let v4 = dwg_x(base, c + 3u, ok);
+    let v5 = dwg_x(base, c + 4u, ok);
+    let v6 = dwg_x(base, c + 5u, ok);
+    let v7 = dwg_x(base, c + 6u, ok);
+    let v8 = dwg_x(base, c + 7u, ok);
+    let t = vec3(dot(d, vec4(carry, v2, v4, v6)),
+                 dot(d, vec4(v1, v3, v5, v7)),
+                 dot(d, vec4(v2, v4, v6, v8)));
+    return DwgStep(t, vec2(v8, 0.0));
+}
+
+fn depthwise_weight_rows(wid: vec3<u32>, nwg: vec3<u32>, lid: u32, stride2: bool) {
+    let plane = flat_thread(wid, nwg, lid);
+    if (plane >= p.n * p.cout) { return; }
+    let s = select(1u, 2u, stride2);
+    let last = i32(p.h) - 1;
+    let x_plane = plane * p.h * p.w;
+    var t0 = vec3(0.0);
+    var t1 = vec3(0.0);
+    var t2 = vec3(0.0);
+    for (var oy = 0u; oy < p.ho; oy++) {
+        let y0 = i32(s * oy) - 1;
+        let ok0 = y0 >= 0 && y0 <= last;
+        let ok1 = y0 + 1 <= last;
+        let ok2 = y0 + 2 <= last;
+        let b0 = x_plane + u32(clamp(y0, 0, last)) * p.w;
+        let b1 = x_plane + u32(clamp(y0 + 1, 0, last)) * p.w;
+        let b2 = x_plane + u32(clamp(y0 + 2, 0, last)) * p.w;
+        let d_row = (plane * p.ho + oy) * p.wo;
+        // Column -1 is padding; stride 1 also carries column 0.
+        var c0 = vec2(0.0, select(0.0, dwg_x(b0, 0u, ok0), !stride2));
+        var c1 = vec2(0.0, select(0.0, dwg_x(b1, 0u, ok1), !stride2));
+        var c2 = vec2(0.0, select(0.0, dwg_x(b2, 0u, ok2), !stride2));
+        // A row's sums before the plane's: 4 x wo terms, then ho of those.
+        var r0 = vec3(0.0);
+        var r1 = vec3(0.0);
+        var r2 = vec3(0.0);
+        for (var ox0 = 0u; ox0 < p.wo; ox0 += 4u) {
+            let d = dwg_dy(d_row, ox0);
+            var s0: DwgStep;
+            var s1: DwgStep;
+            var s2: DwgStep;
+            if (stride2) {
+                s0 = dwg_row_s2(b0, ox0, ok0, d, c0.x);
+                s1 = dwg_row_s2(b1, ox0, ok1, d, c1.x);
+                s2 = dwg_row_s2(b2, ox0, ok2, d, c2.x);
+            } else {
+                s0 = dwg_row_s1(b0, ox0, ok0, d, c0);
+                s1 = dwg_row_s1(b1, ox0, ok1, d, c1);
+                s2 = dwg_row_s1(b2, ox0, ok2, d, c2);
+            }
+            r0 += s0.taps;
+            r1 += s1.taps;
+            r2 += s2.taps;
+            c0 = s0.carry;
+            c1 = s1.carry;
+            c2 = s2.carry;
+        }
+        t0 += r0;
+        t1 += r1;
+        t2 += r2;
+    }
+    // parts[n][c * 9 + tap]: plane = n * c_count + c, so plane * 9 is that.
+    let o = plane * 9u;
+    dw[o] = t0.x; dw[o + 1u] = t0.y; dw[o + 2u] = t0.z;
+    dw[o + 3u] = t1.x; dw[o + 4u] = t1.y; dw[o + 5u] = t1.z;
+    dw[o + 6u] = t2.x; dw[o + 7u] = t2.y; dw[o + 8u] = t2.z;
+}
+
+@compute @workgroup_size(WG)
+fn depthwise_weight_rows_s1(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                            @builtin(local_invocation_index) lid: u32) {
+    depthwise_weight_rows(wid, nwg, lid, false);
+}
+@compute @workgroup_size(WG)
+fn depthwise_weight_rows_s2(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                            @builtin(local_invocation_index) lid: u32) {
+    depthwise_weight_rows(wid, nwg, lid, true);
+}

@@ -122,20 +122,28 @@ impl Conv2d {
         [self.n, self.cout, ho, wo]
     }
 
-    /// The CPU set's row-walking depthwise kernel, where it applies: 3x3,
-    /// padding 1, stride 1 or 2.
-    fn depthwise_rows(&self, set: KernelSet, path: Path, input_grad: bool) -> Option<Kernel> {
+    /// Whether the CPU set's row-walking depthwise kernels apply: 3x3,
+    /// padding 1, stride 1 or 2, not asked for the direct path.
+    fn walks_depthwise_rows(&self, set: KernelSet, path: Path) -> bool {
         let depthwise = self.groups == self.cin && self.cin == self.cout;
-        if set != KernelSet::Cpu || path == Path::Direct || !depthwise || (self.kh, self.kw, self.pad) != (3, 3, 1) {
+        set == KernelSet::Cpu
+            && path != Path::Direct
+            && depthwise
+            && (self.kh, self.kw, self.pad) == (3, 3, 1)
+            && (self.stride == 1 || self.stride == 2)
+    }
+
+    /// The row-walking kernel for the forward pass or the input gradient.
+    fn depthwise_rows(&self, set: KernelSet, path: Path, input_grad: bool) -> Option<Kernel> {
+        if !self.walks_depthwise_rows(set, path) {
             return None;
         }
-        match (self.stride, input_grad) {
-            (1, false) => Some(DEPTHWISE_ROWS_S1),
-            (2, false) => Some(DEPTHWISE_ROWS_S2),
-            (1, true) => Some(DEPTHWISE_ROWS_INPUT_S1),
-            (2, true) => Some(DEPTHWISE_ROWS_INPUT_S2),
-            _ => None,
-        }
+        Some(match (self.stride, input_grad) {
+            (1, false) => DEPTHWISE_ROWS_S1,
+            (1, true) => DEPTHWISE_ROWS_INPUT_S1,
+            (_, false) => DEPTHWISE_ROWS_S2,
+            (_, true) => DEPTHWISE_ROWS_INPUT_S2,
+        })
     }
 
     fn gemm_applies(&self) -> bool {
@@ -195,6 +203,9 @@ const DEPTHWISE_ROWS_S1: Kernel = Kernel::new(Shader::Conv2d, "depthwise_rows_s1
 const DEPTHWISE_ROWS_S2: Kernel = Kernel::new(Shader::Conv2d, "depthwise_rows_s2", 16);
 const DEPTHWISE_ROWS_INPUT_S1: Kernel = Kernel::new(Shader::Conv2d, "depthwise_rows_input_s1", 16);
 const DEPTHWISE_ROWS_INPUT_S2: Kernel = Kernel::new(Shader::Conv2d, "depthwise_rows_input_s2", 16);
+/// Its weight gradient: one invocation per (image, channel) plane.
+const DEPTHWISE_WEIGHT_ROWS_S1: Kernel = Kernel::new(Shader::Conv2d, "depthwise_weight_rows_s1", 16);
+const DEPTHWISE_WEIGHT_ROWS_S2: Kernel = Kernel::new(Shader::Conv2d, "depthwise_weight_rows_s2", 16);
 
 fn path_for(s: &Conv2d, path: Path, set: KernelSet) -> Result<Path> {
     Ok(match path {
@@ -314,6 +325,7 @@ pub fn backward_params(
     match path_for(s, path, rec.gpu().kernels)? {
         Path::Gemm => pointwise_backward_weight(s).run(rec, dy, x, None, &dw)?,
         Path::Im2col => im2col::backward_weight(rec, s, x, dy, &dw)?,
+        p if s.walks_depthwise_rows(rec.gpu().kernels, p) => depthwise_weight_rows(rec, s, x, dy, &dw)?,
         p => direct_weight_grad(rec, s, p == Path::Blocked && s.kw <= 3, x, dy, &dw)?,
     }
     let (ho, wo) = s.out_hw();
@@ -345,6 +357,16 @@ fn direct_weight_grad(
     }
     let parts = Tensor::uninit(rec.gpu(), &[split.slices, dw.numel()])?;
     rec.dispatch(k, &s.params(split), &[(1, Some(x)), (5, Some(dy)), (7, Some(&parts))], launch)?;
+    reduce::sum_slices(rec, &parts, dw)
+}
+
+/// dw of the depthwise row walker: one partial gradient per image, summed.
+fn depthwise_weight_rows(rec: &mut Recorder, s: &Conv2d, x: &Tensor, dy: &Tensor, dw: &Tensor) -> Result<()> {
+    let k = if s.stride == 1 { DEPTHWISE_WEIGHT_ROWS_S1 } else { DEPTHWISE_WEIGHT_ROWS_S2 };
+    let (ho, wo) = s.out_hw();
+    let parts = Tensor::uninit(rec.gpu(), &[s.n, dw.numel()])?;
+    let launch = Launch::threads(s.n * s.cout, k.wg, ho * wo.div_ceil(4));
+    rec.dispatch(k, &s.params(Split::whole(1)), &[(1, Some(x)), (5, Some(dy)), (7, Some(&parts))], launch)?;
     reduce::sum_slices(rec, &parts, dw)
 }
 
