@@ -290,7 +290,7 @@ fn put_cols(bo: u32, mi: u32, cols: vec4<u32>, v: vec4<f32>) {
     }
 }
 
-// Rows m0..m0+8 of C at `cols` (the CPU set's products own 8 or 16 rows).
+// Rows m0..m0+8 of C at `cols` (the CPU set's products own 8 or 32 rows).
 fn put_8_rows(bo: u32, m0: u32, cols: vec4<u32>, c0: vec4<f32>, c1: vec4<f32>, c2: vec4<f32>, c3: vec4<f32>,
               c4: vec4<f32>, c5: vec4<f32>, c6: vec4<f32>, c7: vec4<f32>) {
     put_cols(bo, m0, cols, c0);

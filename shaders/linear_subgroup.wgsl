@@ -26,30 +26,38 @@ fn rows_of(k0: vec4<f32>, k1: vec4<f32>, k2: vec4<f32>, k3: vec4<f32>) -> RowQua
                     vec4(k0.z, k1.z, k2.z, k3.z), vec4(k0.w, k1.w, k2.w, k3.w));
 }
 
-// Each workgroup owns SG_ROWS = 16 rows of C: two loads of A per invocation
-// per four steps of k, against 4 of B, feed 64 vec4 FMAs.
+// Each workgroup owns SG_ROWS = 32 rows of C: 4 loads of A per invocation
+// per four steps of k, against 4 of B, feed 128 vec4 FMAs.
 fn matmul_quads_sg(wid: vec3<u32>, nwg: vec3<u32>, lid: u32, sid: u32, a_along_k: bool, b_mode: u32) {
-    let row_blocks = (p.m + 15u) / 16u;
+    let row_blocks = (p.m + 31u) / 32u;
     let col_blocks = (p.n + 4u * WG - 1u) / (4u * WG);
     let out_batch = select(p.batch, 1u, p.reduce_batch != 0u);
     let g = flat_workgroup(wid, nwg);
     if (g >= row_blocks * col_blocks * out_batch) { return; }
-    let m0 = (g / col_blocks) % row_blocks * 16u;
+    let m0 = (g / col_blocks) % row_blocks * 32u;
     let n0 = ((g % col_blocks) * WG + lid) * 4u;
     let bo = g / (row_blocks * col_blocks);
-    // The pieces of A this invocation loads: along k, rows m0 + sid and
-    // m0 + 8 + sid (past M: the last row); along m, the row quads
-    // sid / 4 and 2 + sid / 4 (past M: the last quad) at k + sid % 4.
-    let row_lo = min(m0 + sid, p.m - 1u) * p.a_ms;
-    let row_hi = min(m0 + 8u + sid, p.m - 1u) * p.a_ms;
-    let quad_lo = min(m0 + 4u * (sid >> 2u), p.m - 4u);
-    let quad_hi = min(m0 + 8u + 4u * (sid >> 2u), p.m - 4u);
+    // The pieces of A this invocation loads: along k, rows m0 + 8 i + sid
+    // (past M: the last row); along m, the row quads m0 + 8 i + 4 (sid / 4)
+    // (past M: the last quad) at k + sid % 4.
+    let row_0 = min(m0 + 0u + sid, p.m - 1u) * p.a_ms;
+    let row_1 = min(m0 + 8u + sid, p.m - 1u) * p.a_ms;
+    let row_2 = min(m0 + 16u + sid, p.m - 1u) * p.a_ms;
+    let row_3 = min(m0 + 24u + sid, p.m - 1u) * p.a_ms;
+    let quad_0 = min(m0 + 0u + 4u * (sid >> 2u), p.m - 4u);
+    let quad_1 = min(m0 + 8u + 4u * (sid >> 2u), p.m - 4u);
+    let quad_2 = min(m0 + 16u + 4u * (sid >> 2u), p.m - 4u);
+    let quad_3 = min(m0 + 24u + 4u * (sid >> 2u), p.m - 4u);
     let my_k = sid & 3u;
     let bc = b_cols(n0);
     var c0 = vec4<f32>(0.0); var c1 = vec4<f32>(0.0); var c2 = vec4<f32>(0.0); var c3 = vec4<f32>(0.0);
     var c4 = vec4<f32>(0.0); var c5 = vec4<f32>(0.0); var c6 = vec4<f32>(0.0); var c7 = vec4<f32>(0.0);
     var c8 = vec4<f32>(0.0); var c9 = vec4<f32>(0.0); var c10 = vec4<f32>(0.0); var c11 = vec4<f32>(0.0);
     var c12 = vec4<f32>(0.0); var c13 = vec4<f32>(0.0); var c14 = vec4<f32>(0.0); var c15 = vec4<f32>(0.0);
+    var c16 = vec4<f32>(0.0); var c17 = vec4<f32>(0.0); var c18 = vec4<f32>(0.0); var c19 = vec4<f32>(0.0);
+    var c20 = vec4<f32>(0.0); var c21 = vec4<f32>(0.0); var c22 = vec4<f32>(0.0); var c23 = vec4<f32>(0.0);
+    var c24 = vec4<f32>(0.0); var c25 = vec4<f32>(0.0); var c26 = vec4<f32>(0.0); var c27 = vec4<f32>(0.0);
+    var c28 = vec4<f32>(0.0); var c29 = vec4<f32>(0.0); var c30 = vec4<f32>(0.0); var c31 = vec4<f32>(0.0);
     let b_first = select(bo, 0u, p.reduce_batch != 0u);
     let b_last = select(bo + 1u, p.batch, p.reduce_batch != 0u);
     for (var bb = b_first; bb < b_last; bb++) {
@@ -63,37 +71,65 @@ fn matmul_quads_sg(wid: vec3<u32>, nwg: vec3<u32>, lid: u32, sid: u32, a_along_k
             let b3 = b.b3;
             // Row i of A's block, k..k+4, then its products.
             if (a_along_k) {
-                let lo = a4[(ab + row_lo + k) / 4u];
-                let hi = a4[(ab + row_hi + k) / 4u];
-                c0 = quad_fma(c0, subgroupBroadcast(lo, 0u), b0, b1, b2, b3);
-                c1 = quad_fma(c1, subgroupBroadcast(lo, 1u), b0, b1, b2, b3);
-                c2 = quad_fma(c2, subgroupBroadcast(lo, 2u), b0, b1, b2, b3);
-                c3 = quad_fma(c3, subgroupBroadcast(lo, 3u), b0, b1, b2, b3);
-                c4 = quad_fma(c4, subgroupBroadcast(lo, 4u), b0, b1, b2, b3);
-                c5 = quad_fma(c5, subgroupBroadcast(lo, 5u), b0, b1, b2, b3);
-                c6 = quad_fma(c6, subgroupBroadcast(lo, 6u), b0, b1, b2, b3);
-                c7 = quad_fma(c7, subgroupBroadcast(lo, 7u), b0, b1, b2, b3);
-                c8 = quad_fma(c8, subgroupBroadcast(hi, 0u), b0, b1, b2, b3);
-                c9 = quad_fma(c9, subgroupBroadcast(hi, 1u), b0, b1, b2, b3);
-                c10 = quad_fma(c10, subgroupBroadcast(hi, 2u), b0, b1, b2, b3);
-                c11 = quad_fma(c11, subgroupBroadcast(hi, 3u), b0, b1, b2, b3);
-                c12 = quad_fma(c12, subgroupBroadcast(hi, 4u), b0, b1, b2, b3);
-                c13 = quad_fma(c13, subgroupBroadcast(hi, 5u), b0, b1, b2, b3);
-                c14 = quad_fma(c14, subgroupBroadcast(hi, 6u), b0, b1, b2, b3);
-                c15 = quad_fma(c15, subgroupBroadcast(hi, 7u), b0, b1, b2, b3);
+                let a0 = a4[(ab + row_0 + k) / 4u];
+                let a1 = a4[(ab + row_1 + k) / 4u];
+                let a2 = a4[(ab + row_2 + k) / 4u];
+                let a3 = a4[(ab + row_3 + k) / 4u];
+                c0 = quad_fma(c0, subgroupBroadcast(a0, 0u), b0, b1, b2, b3);
+                c1 = quad_fma(c1, subgroupBroadcast(a0, 1u), b0, b1, b2, b3);
+                c2 = quad_fma(c2, subgroupBroadcast(a0, 2u), b0, b1, b2, b3);
+                c3 = quad_fma(c3, subgroupBroadcast(a0, 3u), b0, b1, b2, b3);
+                c4 = quad_fma(c4, subgroupBroadcast(a0, 4u), b0, b1, b2, b3);
+                c5 = quad_fma(c5, subgroupBroadcast(a0, 5u), b0, b1, b2, b3);
+                c6 = quad_fma(c6, subgroupBroadcast(a0, 6u), b0, b1, b2, b3);
+                c7 = quad_fma(c7, subgroupBroadcast(a0, 7u), b0, b1, b2, b3);
+                c8 = quad_fma(c8, subgroupBroadcast(a1, 0u), b0, b1, b2, b3);
+                c9 = quad_fma(c9, subgroupBroadcast(a1, 1u), b0, b1, b2, b3);
+                c10 = quad_fma(c10, subgroupBroadcast(a1, 2u), b0, b1, b2, b3);
+                c11 = quad_fma(c11, subgroupBroadcast(a1, 3u), b0, b1, b2, b3);
+                c12 = quad_fma(c12, subgroupBroadcast(a1, 4u), b0, b1, b2, b3);
+                c13 = quad_fma(c13, subgroupBroadcast(a1, 5u), b0, b1, b2, b3);
+                c14 = quad_fma(c14, subgroupBroadcast(a1, 6u), b0, b1, b2, b3);
+                c15 = quad_fma(c15, subgroupBroadcast(a1, 7u), b0, b1, b2, b3);
+                c16 = quad_fma(c16, subgroupBroadcast(a2, 0u), b0, b1, b2, b3);
+                c17 = quad_fma(c17, subgroupBroadcast(a2, 1u), b0, b1, b2, b3);
+                c18 = quad_fma(c18, subgroupBroadcast(a2, 2u), b0, b1, b2, b3);
+                c19 = quad_fma(c19, subgroupBroadcast(a2, 3u), b0, b1, b2, b3);
+                c20 = quad_fma(c20, subgroupBroadcast(a2, 4u), b0, b1, b2, b3);
+                c21 = quad_fma(c21, subgroupBroadcast(a2, 5u), b0, b1, b2, b3);
+                c22 = quad_fma(c22, subgroupBroadcast(a2, 6u), b0, b1, b2, b3);
+                c23 = quad_fma(c23, subgroupBroadcast(a2, 7u), b0, b1, b2, b3);
+                c24 = quad_fma(c24, subgroupBroadcast(a3, 0u), b0, b1, b2, b3);
+                c25 = quad_fma(c25, subgroupBroadcast(a3, 1u), b0, b1, b2, b3);
+                c26 = quad_fma(c26, subgroupBroadcast(a3, 2u), b0, b1, b2, b3);
+                c27 = quad_fma(c27, subgroupBroadcast(a3, 3u), b0, b1, b2, b3);
+                c28 = quad_fma(c28, subgroupBroadcast(a3, 4u), b0, b1, b2, b3);
+                c29 = quad_fma(c29, subgroupBroadcast(a3, 5u), b0, b1, b2, b3);
+                c30 = quad_fma(c30, subgroupBroadcast(a3, 6u), b0, b1, b2, b3);
+                c31 = quad_fma(c31, subgroupBroadcast(a3, 7u), b0, b1, b2, b3);
             } else {
                 let at = ab + (k + my_k) * p.a_ks;
-                let lo = a4[(at + quad_lo) / 4u];
-                let hi = a4[(at + quad_hi) / 4u];
+                let a0 = a4[(at + quad_0) / 4u];
+                let a1 = a4[(at + quad_1) / 4u];
+                let a2 = a4[(at + quad_2) / 4u];
+                let a3 = a4[(at + quad_3) / 4u];
                 // Row quad q at k + kk is invocation (q % 2) * 4 + kk's piece.
-                let r0 = rows_of(subgroupBroadcast(lo, 0u), subgroupBroadcast(lo, 1u),
-                                 subgroupBroadcast(lo, 2u), subgroupBroadcast(lo, 3u));
-                let r1 = rows_of(subgroupBroadcast(lo, 4u), subgroupBroadcast(lo, 5u),
-                                 subgroupBroadcast(lo, 6u), subgroupBroadcast(lo, 7u));
-                let r2 = rows_of(subgroupBroadcast(hi, 0u), subgroupBroadcast(hi, 1u),
-                                 subgroupBroadcast(hi, 2u), subgroupBroadcast(hi, 3u));
-                let r3 = rows_of(subgroupBroadcast(hi, 4u), subgroupBroadcast(hi, 5u),
-                                 subgroupBroadcast(hi, 6u), subgroupBroadcast(hi, 7u));
+                let r0 = rows_of(subgroupBroadcast(a0, 0u), subgroupBroadcast(a0, 1u),
+                                 subgroupBroadcast(a0, 2u), subgroupBroadcast(a0, 3u));
+                let r1 = rows_of(subgroupBroadcast(a0, 4u), subgroupBroadcast(a0, 5u),
+                                 subgroupBroadcast(a0, 6u), subgroupBroadcast(a0, 7u));
+                let r2 = rows_of(subgroupBroadcast(a1, 0u), subgroupBroadcast(a1, 1u),
+                                 subgroupBroadcast(a1, 2u), subgroupBroadcast(a1, 3u));
+                let r3 = rows_of(subgroupBroadcast(a1, 4u), subgroupBroadcast(a1, 5u),
+                                 subgroupBroadcast(a1, 6u), subgroupBroadcast(a1, 7u));
+                let r4 = rows_of(subgroupBroadcast(a2, 0u), subgroupBroadcast(a2, 1u),
+                                 subgroupBroadcast(a2, 2u), subgroupBroadcast(a2, 3u));
+                let r5 = rows_of(subgroupBroadcast(a2, 4u), subgroupBroadcast(a2, 5u),
+                                 subgroupBroadcast(a2, 6u), subgroupBroadcast(a2, 7u));
+                let r6 = rows_of(subgroupBroadcast(a3, 0u), subgroupBroadcast(a3, 1u),
+                                 subgroupBroadcast(a3, 2u), subgroupBroadcast(a3, 3u));
+                let r7 = rows_of(subgroupBroadcast(a3, 4u), subgroupBroadcast(a3, 5u),
+                                 subgroupBroadcast(a3, 6u), subgroupBroadcast(a3, 7u));
                 c0 = quad_fma(c0, r0.r0, b0, b1, b2, b3);
                 c1 = quad_fma(c1, r0.r1, b0, b1, b2, b3);
                 c2 = quad_fma(c2, r0.r2, b0, b1, b2, b3);
@@ -110,12 +146,30 @@ fn matmul_quads_sg(wid: vec3<u32>, nwg: vec3<u32>, lid: u32, sid: u32, a_along_k
                 c13 = quad_fma(c13, r3.r1, b0, b1, b2, b3);
                 c14 = quad_fma(c14, r3.r2, b0, b1, b2, b3);
                 c15 = quad_fma(c15, r3.r3, b0, b1, b2, b3);
+                c16 = quad_fma(c16, r4.r0, b0, b1, b2, b3);
+                c17 = quad_fma(c17, r4.r1, b0, b1, b2, b3);
+                c18 = quad_fma(c18, r4.r2, b0, b1, b2, b3);
+                c19 = quad_fma(c19, r4.r3, b0, b1, b2, b3);
+                c20 = quad_fma(c20, r5.r0, b0, b1, b2, b3);
+                c21 = quad_fma(c21, r5.r1, b0, b1, b2, b3);
+                c22 = quad_fma(c22, r5.r2, b0, b1, b2, b3);
+                c23 = quad_fma(c23, r5.r3, b0, b1, b2, b3);
+                c24 = quad_fma(c24, r6.r0, b0, b1, b2, b3);
+                c25 = quad_fma(c25, r6.r1, b0, b1, b2, b3);
+                c26 = quad_fma(c26, r6.r2, b0, b1, b2, b3);
+                c27 = quad_fma(c27, r6.r3, b0, b1, b2, b3);
+                c28 = quad_fma(c28, r7.r0, b0, b1, b2, b3);
+                c29 = quad_fma(c29, r7.r1, b0, b1, b2, b3);
+                c30 = quad_fma(c30, r7.r2, b0, b1, b2, b3);
+                c31 = quad_fma(c31, r7.r3, b0, b1, b2, b3);
             }
         }
     }
     let cols = vec4<u32>(n0, n0 + 1u, n0 + 2u, n0 + 3u);
-    put_8_rows(bo, m0, cols, c0, c1, c2, c3, c4, c5, c6, c7);
+    put_8_rows(bo, m0 + 0u, cols, c0, c1, c2, c3, c4, c5, c6, c7);
     put_8_rows(bo, m0 + 8u, cols, c8, c9, c10, c11, c12, c13, c14, c15);
+    put_8_rows(bo, m0 + 16u, cols, c16, c17, c18, c19, c20, c21, c22, c23);
+    put_8_rows(bo, m0 + 24u, cols, c24, c25, c26, c27, c28, c29, c30, c31);
 }
 
 @compute @workgroup_size(WG)

@@ -26,9 +26,10 @@ const TILE: usize = 128;
 /// rows of C per workgroup, 4 columns per invocation.
 const MATMUL_ROWS: Kernel = Kernel::new(Shader::Linear, "matmul_rows", 16);
 const ROWS: usize = 8;
-/// Rows of C per workgroup of the subgroup product (two pieces of A per
-/// invocation).
-const SG_ROWS: usize = 16;
+/// Rows of C per workgroup of the subgroup product (four pieces of A per
+/// invocation; 32 rows ran the 1024^3 product 1.25-2.2x and a MobileFaceNet
+/// step 1.04-1.32x faster than 16 in alternating pairs, BENCHMARKS.md).
+const SG_ROWS: usize = 32;
 /// The CPU set's product that reads A as vec4s (8 rows x 4 consecutive
 /// columns of C per invocation), one entry point per operand layout: A along
 /// k or m; B along n or k as vec4s, or along n as floats (rows that do not
@@ -45,7 +46,7 @@ const MATMUL_QUADS: [[Kernel; 3]; 2] = [
         Kernel::new(Shader::Linear, "matmul_quads_am_bf", 16),
     ],
 ];
-/// The same where the adapter's subgroups hold 8 invocations, with 16 rows
+/// The same where the adapter's subgroups hold 8 invocations, with 32 rows
 /// per workgroup: each row of A's block loaded by one invocation and
 /// broadcast to the others.
 const MATMUL_QUADS_SG: [[Kernel; 3]; 2] = [
