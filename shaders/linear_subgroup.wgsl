@@ -7,8 +7,8 @@
 // invocations, yet in matmul_quads each invocation loads all 8 vec4s of them
 // per four steps of k (on lavapipe, 8 loops over the lanes). Here invocation
 // i of each subgroup loads one of them and subgroupBroadcast hands it to the
-// others, a register shuffle: per four steps of k, 1 load of A and 4 of B
-// feed 32 vec4 FMAs.
+// others, a register shuffle: per eight rows and four steps of k, 1 load of
+// A (and the invocation's 4 of B, shared by all its rows) feed 32 vec4 FMAs.
 
 // c + A-row quad a times B's quads b0..b3 (rows k..k+4 of four columns).
 // The four products are added up before they meet the accumulator, as in

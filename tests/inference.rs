@@ -62,8 +62,9 @@ fn a_repeated_inference_call_allocates_nothing() {
     let c = r.per_call;
     assert_eq!((c.buffers_created, c.bind_groups_created, c.bytes_allocated), (0, 0, 0), "{c:?}");
     assert_eq!(c.blocking_readbacks, 1, "the embeddings, once: {c:?}");
-    // Measured: 96 with the CPU-shaped kernels (146 unfolded); 103 with the
+    // Measured: 96 with the CPU-shaped kernels (146 unfolded), 98 since their
+    // stem runs as im2col, weight padding and a product; 103 with the
     // GPU-shaped ones, whose split reductions add second passes.
-    let bound = if gpu.kernels == KernelSet::Cpu { 96 } else { 103 };
+    let bound = if gpu.kernels == KernelSet::Cpu { 98 } else { 103 };
     assert!(c.dispatches <= bound, "{c:?}");
 }

@@ -48,6 +48,30 @@ fn conv2d_gemm_and_im2col_paths_are_checked() {
     assert_eq!(im2col, 3, "the stem's im2col path: forward, input and weight gradients");
 }
 
+/// The CPU set's im2col path in chunks of images: with the adapter's binding
+/// limit lowered to 24 KiB a chunk's matrix holds 3,072 floats, one image's
+/// of this shape 2,304, so the batch of 3 runs as 3 chunks (the dispatch
+/// count says so: per chunk an im2col and a product each way, a col2im).
+#[test]
+fn im2col_runs_in_chunks_where_the_matrix_exceeds_a_binding() {
+    use arcface::kernels::conv2d::{check_shape, Conv2d, Path};
+    let mut gpu = common::gpu();
+    gpu.poison_uninit = true;
+    gpu.kernels = KernelSet::Cpu;
+    let s = Conv2d { bias: true, ..Conv2d::new(3, 4, (8, 8), 4, 3, 1, 1) };
+    let check = |gpu: &arcface::gpu::Gpu| {
+        let (rows, counts) = gpu.counters.during(|| check_shape(gpu, &mut Rng::new(6), "conv2d", &s, Path::Im2col));
+        let rows = rows.unwrap();
+        common::assert_all_pass(&rows);
+        assert_eq!(rows.len(), 4, "forward, input, weight and bias gradients");
+        counts.dispatches
+    };
+    let whole = check(&gpu);
+    gpu.limits.max_storage_buffer_binding_size = 24 * 1024;
+    let chunked = check(&gpu);
+    assert_eq!(chunked, whole + 2 * 6, "two more chunks of six dispatches each");
+}
+
 /// Where the adapter has subgroups of 8 (lavapipe), the CPU set's vec4
 /// product shares A through them; its fallback for other adapters runs here
 /// too, with the subgroup size cleared.

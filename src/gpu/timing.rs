@@ -69,7 +69,7 @@ pub fn longest(launches: &[Launched]) -> Option<Launched> {
 }
 
 /// Dispatches one bench case may time.
-const CASE_DISPATCHES: u32 = 32;
+const CASE_DISPATCHES: u32 = 64;
 
 fn wait(gpu: &Gpu) {
     gpu.device.poll(wgpu::PollType::wait_indefinitely()).expect("waiting for the GPU");

@@ -26,9 +26,9 @@ const TILE: usize = 128;
 /// rows of C per workgroup, 4 columns per invocation.
 const MATMUL_ROWS: Kernel = Kernel::new(Shader::Linear, "matmul_rows", 16);
 const ROWS: usize = 8;
-/// Rows of C per workgroup of the subgroup product (four pieces of A per
-/// invocation; 32 rows ran the 1024^3 product 1.25-2.2x and a MobileFaceNet
-/// step 1.04-1.32x faster than 16 in alternating pairs, BENCHMARKS.md).
+/// Rows of C per workgroup of the subgroup product: four pieces of A per
+/// invocation, so 4 loads of B feed 128 vec4 FMAs (32 rows measured faster
+/// than 16: BENCHMARKS.md).
 const SG_ROWS: usize = 32;
 /// The CPU set's product that reads A as vec4s (8 rows x 4 consecutive
 /// columns of C per invocation), one entry point per operand layout: A along

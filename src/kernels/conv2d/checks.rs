@@ -58,7 +58,7 @@ fn shapes(rng: &mut Rng) -> Vec<Conv2d> {
 
 /// Runs forward and backward of one shape on the GPU and against the
 /// reference; shared with the depthwise family.
-pub(crate) fn check_shape(gpu: &Gpu, rng: &mut Rng, name: &str, s: &Conv2d, path: Path) -> Result<Vec<CheckRow>> {
+pub fn check_shape(gpu: &Gpu, rng: &mut Rng, name: &str, s: &Conv2d, path: Path) -> Result<Vec<CheckRow>> {
     let [co, cig, kh, kw] = s.weight_shape();
     let xs = rng.uniform(s.n * s.cin * s.h * s.w, -1.0, 1.0);
     let ws = rng.uniform(co * cig * kh * kw, -0.5, 0.5);
@@ -101,7 +101,7 @@ pub(super) fn gradcheck(gpu: &Gpu, rng: &mut Rng) -> Result<Vec<CheckRow>> {
         if s.gemm_applies() {
             rows.extend(check_shape(gpu, rng, "conv2d", &s, Path::Gemm)?);
         }
-        if s.im2col_fits() {
+        if s.im2col_chunk(gpu).is_some() {
             rows.extend(check_shape(gpu, rng, "conv2d", &s, Path::Im2col)?);
         }
     }

@@ -11,8 +11,9 @@
 //!   matrix multiply (`shaders/linear.wgsl`). MobileFaceNet spends most of
 //!   its multiply-adds in these pointwise convolutions;
 //! - `Path::Im2col` (`im2col`): the same product over an im2col matrix, for
-//!   the other one-group convolutions on the CPU set (where the matrix fits
-//!   a binding), the input gradient gathered back from the matrix's.
+//!   the other one-group convolutions on the CPU set (in chunks of images
+//!   where the matrix would not fit a binding), the input gradient gathered
+//!   back from the matrix's.
 //!
 //! On the GPU kernel set the direct weight gradients cut their (n, oy) rows
 //! into slices summed by a second dispatch (`weight_split`); a network's
@@ -27,11 +28,12 @@ pub mod depthwise;
 mod im2col;
 mod reference;
 
-pub(crate) use checks::{bench_shape, check_shape, refcheck_shape};
+pub use checks::check_shape;
+pub(crate) use checks::{bench_shape, refcheck_shape};
 pub use reference::{backward_ref, forward_ref};
 
 use super::{linear::Gemm, reduce, Family};
-use crate::gpu::{Kernel, KernelSet, Launch, Params, Recorder, Shader, Split, Tensor};
+use crate::gpu::{Gpu, Kernel, KernelSet, Launch, Params, Recorder, Shader, Split, Tensor};
 use anyhow::{bail, Result};
 
 /// The gradients of a convolution for its input, weight and bias.
@@ -207,16 +209,16 @@ const DEPTHWISE_ROWS_INPUT_S2: Kernel = Kernel::new(Shader::Conv2d, "depthwise_r
 const DEPTHWISE_WEIGHT_ROWS_S1: Kernel = Kernel::new(Shader::Conv2d, "depthwise_weight_rows_s1", 16);
 const DEPTHWISE_WEIGHT_ROWS_S2: Kernel = Kernel::new(Shader::Conv2d, "depthwise_weight_rows_s2", 16);
 
-fn path_for(s: &Conv2d, path: Path, set: KernelSet) -> Result<Path> {
+fn path_for(s: &Conv2d, path: Path, gpu: &Gpu) -> Result<Path> {
     Ok(match path {
         Path::Auto if s.gemm_applies() => Path::Gemm,
-        Path::Auto if s.im2col_preferred(set) => Path::Im2col,
+        Path::Auto if s.im2col_preferred(gpu) => Path::Im2col,
         Path::Auto => Path::Blocked,
         Path::Gemm if !s.gemm_applies() => {
             bail!("conv2d {}: the gemm path needs 1x1, stride 1, no padding, one group", s.describe())
         }
-        Path::Im2col if !s.im2col_fits() => {
-            bail!("conv2d {}: the im2col path needs one group and an im2col matrix under 16 M floats", s.describe())
+        Path::Im2col if s.im2col_chunk(gpu).is_none() => {
+            bail!("conv2d {}: the im2col path needs one group and one image's im2col matrix within a binding", s.describe())
         }
         p => p,
     })
@@ -255,7 +257,7 @@ pub fn forward(
         bail!("conv2d {}: a bias tensor must be given exactly when the layer has a bias", s.describe());
     }
     let y = Tensor::zeros(rec.gpu(), &s.output_shape())?;
-    match path_for(s, path, rec.gpu().kernels)? {
+    match path_for(s, path, rec.gpu())? {
         Path::Gemm => pointwise_forward(s).run(rec, w, x, b, &y)?,
         Path::Im2col => im2col::forward(rec, s, x, w, b, &y)?,
         p => {
@@ -287,7 +289,7 @@ pub fn backward(
 ) -> Result<Grads<Tensor>> {
     let (dw, db) = backward_params(rec, s, path, x, dy)?;
     let dx = Tensor::zeros(rec.gpu(), &x.shape)?;
-    match path_for(s, path, rec.gpu().kernels)? {
+    match path_for(s, path, rec.gpu())? {
         Path::Gemm => pointwise_backward_input(s).run(rec, w, dy, None, &dx)?,
         Path::Im2col => im2col::backward_input(rec, s, w, dy, &dx)?,
         p => {
@@ -322,7 +324,7 @@ pub fn backward_params(
 ) -> Result<(Tensor, Option<Tensor>)> {
     s.validate()?;
     let dw = Tensor::zeros(rec.gpu(), &s.weight_shape())?;
-    match path_for(s, path, rec.gpu().kernels)? {
+    match path_for(s, path, rec.gpu())? {
         Path::Gemm => pointwise_backward_weight(s).run(rec, dy, x, None, &dw)?,
         Path::Im2col => im2col::backward_weight(rec, s, x, dy, &dw)?,
         p if s.walks_depthwise_rows(rec.gpu().kernels, p) => depthwise_weight_rows(rec, s, x, dy, &dw)?,
