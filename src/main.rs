@@ -1,5 +1,5 @@
 //! The `arcface` command line (`arcface::cli`).
 
 fn main() -> std::process::ExitCode {
-    arcface::cli::main_with(std::env::args_os())
+    arcface::cli::main()
 }

@@ -245,3 +245,26 @@ fn infer_checkpoint(dir: &std::path::Path) -> std::path::PathBuf {
     checkpoint::save(&path, &mut b, &net, &CheckpointMeta::new(spec, vec!["alice".into(), "bob".into()])).unwrap();
     path
 }
+
+/// Output piped into a reader that stops early (`| head`) ends the command
+/// quietly: no panic message, and on Unix the default end by SIGPIPE.
+#[test]
+fn a_closed_pipe_on_stdout_ends_quietly() {
+    // The read end is closed before the command starts, so its first line
+    // already meets a broken pipe.
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let out = Command::new(env!("CARGO_BIN_EXE_arcface"))
+        .args(["info", "--model", "mobilefacenet"])
+        .stdout(writer)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked") && !stderr.contains("Broken pipe"), "{stderr}");
+    #[cfg(unix)]
+    {
+        use std::os::unix::process::ExitStatusExt;
+        const SIGPIPE: i32 = 13; // Linux and macOS
+        assert_eq!(out.status.signal(), Some(SIGPIPE), "{:?}", out.status);
+    }
+}

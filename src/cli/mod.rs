@@ -104,7 +104,28 @@ where
     I: IntoIterator<Item = T>,
     T: Into<OsString> + Clone,
 {
-    let cli = Cli::parse_from(args);
+    run(Cli::parse_from(args))
+}
+
+/// The binary's entry: `main_with` on the process's arguments, where a
+/// broken pipe on standard output (`arcface info --model mobilefacenet |
+/// head`) ends the process quietly, as Unix tools do, instead of a panic in
+/// `println!`. Not for `serve`, whose sockets must outlive clients that hang
+/// up (Rust ignores SIGPIPE so that writes fail instead).
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    #[cfg(unix)]
+    if !matches!(cli.command, Command::Serve(_)) {
+        // SAFETY: restores the default disposition of one signal; no handler
+        // of ours is involved.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
+    run(cli)
+}
+
+fn run(cli: Cli) -> ExitCode {
     match cli.command.run(&cli.gpu) {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::FAILURE,
