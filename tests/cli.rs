@@ -231,6 +231,37 @@ mod detection {
         assert_eq!(rows[0]["result"].as_array().unwrap().len(), 2);
         assert!(rows[1]["error"].as_str().unwrap().contains("wall.png: no face found"), "{rows}");
     }
+
+    /// `sweep --align` detects and aligns the photos once, into OUT/aligned,
+    /// and every run trains on those crops (the split it keeps lists them).
+    #[test]
+    fn sweep_align_trains_on_the_aligned_crops() {
+        let d = tmp("sweep-align");
+        let raw = d.join("raw");
+        for (person, id) in [("ann", "001"), ("bob", "002")] {
+            std::fs::create_dir_all(raw.join(person)).unwrap();
+            for face in ["neutral", "smiling"] {
+                let photo = image::open(london(&format!("{id}/{face}.jpg"))).unwrap();
+                photo.save(raw.join(person).join(format!("{face}.png"))).unwrap();
+                image::imageops::flip_horizontal(&photo).save(raw.join(person).join(format!("{face}_mirrored.png"))).unwrap();
+            }
+        }
+        let out_dir = d.join("sweep");
+        let (raw_s, out_s) = (raw.to_str().unwrap(), out_dir.to_str().unwrap());
+        let out = arcface(&[
+            "sweep", "--data", raw_s, "--align", "--model", "mininet", "--input", "16", "--epochs", "1",
+            "--batch-size", "2", "--lrs", "1e-3", "--momentums", "0.9", "--out", out_s, "--quiet",
+        ]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let labels = std::fs::read_to_string(out_dir.join("aligned/labels.csv")).unwrap();
+        assert_eq!(labels.lines().count(), 1 + 8, "{labels}");
+        let split = std::fs::read_to_string(out_dir.join("split.csv")).unwrap();
+        let paths: Vec<&str> = split.lines().skip(1).map(|l| l.split(',').next().unwrap()).collect();
+        assert_eq!(paths.len(), 8, "{split}");
+        let aligned = out_dir.join("aligned");
+        assert!(paths.iter().all(|p| Path::new(p).starts_with(&aligned)), "trained on {paths:?}");
+        std::fs::remove_dir_all(&d).unwrap();
+    }
 }
 
 /// A fresh two-person MobileFaceNet checkpoint in `dir`.

@@ -2,13 +2,14 @@
 
 use super::args::{DetectArgs, GpuArgs, ModelArg, ModelArgs};
 use super::output::json;
+use crate::gpu::Gpu;
 use crate::pipeline::demo;
 use crate::pipeline::evaluate::{self, EvalReport};
 use crate::pipeline::sweep::{self, SweepRow};
 use crate::pipeline::train::{self, TrainConfig, BEST};
 use anyhow::{bail, Result};
 use clap::Args;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// The options of a training run (train and sweep).
 #[derive(Args, Clone, Debug)]
@@ -60,6 +61,16 @@ pub struct TrainArgs {
 }
 
 impl TrainArgs {
+    /// The folder to train on: --data, or with --align its photos detected
+    /// and aligned into `out`/aligned (kept on `resume`).
+    fn training_data(&self, gpu: &Gpu, out: &Path, resume: bool) -> Result<PathBuf> {
+        if !self.align {
+            return Ok(self.data.clone());
+        }
+        let (mtcnn, opt) = (self.det.mtcnn.as_deref(), self.det.options());
+        train::aligned_data(gpu, &self.data, out, resume, mtcnn, opt, self.quiet)
+    }
+
     fn config(&self, lr: f32, momentum: f32) -> TrainConfig {
         TrainConfig {
             model: self.shape.spec(self.model, 0),
@@ -102,19 +113,7 @@ impl TrainCmd {
     pub fn run(&self, gpu: &GpuArgs) -> Result<bool> {
         let gpu = gpu.open()?;
         let o = &self.opts;
-        let data = if o.align {
-            train::aligned_data(
-                &gpu,
-                &o.data,
-                &self.out,
-                self.resume,
-                o.det.mtcnn.as_deref(),
-                o.det.options(),
-                o.quiet,
-            )?
-        } else {
-            o.data.clone()
-        };
+        let data = o.training_data(&gpu, &self.out, self.resume)?;
         let r = train::run(&gpu, &data, &self.out, o.config(self.lr, self.momentum), self.resume, o.quiet)?;
         println!(
             "best epoch {} (validation loss {:.4}); checkpoints, metrics.csv and curves.png in {}",
@@ -143,7 +142,9 @@ impl SweepCmd {
     pub fn run(&self, gpu: &GpuArgs) -> Result<bool> {
         let gpu = gpu.open()?;
         let o = &self.opts;
-        let rows = sweep::run(&gpu, &o.data, &self.out, &o.config(0.0, 0.0), &self.lrs, &self.momentums, o.quiet)?;
+        // With --align the photos are aligned once, into OUT/aligned, for every run.
+        let data = o.training_data(&gpu, &self.out, false)?;
+        let rows = sweep::run(&gpu, &data, &self.out, &o.config(0.0, 0.0), &self.lrs, &self.momentums, o.quiet)?;
         print_sweep(&rows);
         Ok(rows.iter().any(|r| !r.diverged))
     }
