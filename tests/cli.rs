@@ -243,14 +243,33 @@ mod detection {
             for face in ["neutral", "smiling"] {
                 let photo = image::open(london(&format!("{id}/{face}.jpg"))).unwrap();
                 photo.save(raw.join(person).join(format!("{face}.png"))).unwrap();
-                image::imageops::flip_horizontal(&photo).save(raw.join(person).join(format!("{face}_mirrored.png"))).unwrap();
+                image::imageops::flip_horizontal(&photo)
+                    .save(raw.join(person).join(format!("{face}_mirrored.png")))
+                    .unwrap();
             }
         }
         let out_dir = d.join("sweep");
         let (raw_s, out_s) = (raw.to_str().unwrap(), out_dir.to_str().unwrap());
         let out = arcface(&[
-            "sweep", "--data", raw_s, "--align", "--model", "mininet", "--input", "16", "--epochs", "1",
-            "--batch-size", "2", "--lrs", "1e-3", "--momentums", "0.9", "--out", out_s, "--quiet",
+            "sweep",
+            "--data",
+            raw_s,
+            "--align",
+            "--model",
+            "mininet",
+            "--input",
+            "16",
+            "--epochs",
+            "1",
+            "--batch-size",
+            "2",
+            "--lrs",
+            "1e-3",
+            "--momentums",
+            "0.9",
+            "--out",
+            out_s,
+            "--quiet",
         ]);
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         let labels = std::fs::read_to_string(out_dir.join("aligned/labels.csv")).unwrap();

@@ -99,7 +99,14 @@ fn padded_weight(rec: &mut Recorder, s: &Conv2d, w: &Tensor) -> Result<Tensor> {
     Ok(wp)
 }
 
-pub(super) fn forward(rec: &mut Recorder, s: &Conv2d, x: &Tensor, w: &Tensor, b: Option<&Tensor>, y: &Tensor) -> Result<()> {
+pub(super) fn forward(
+    rec: &mut Recorder,
+    s: &Conv2d,
+    x: &Tensor,
+    w: &Tensor,
+    b: Option<&Tensor>,
+    y: &Tensor,
+) -> Result<()> {
     let (kp, hw) = (s.padded_taps(), s.out_hw().0 * s.out_hw().1);
     let wp = padded_weight(rec, s, w)?;
     for part in chunks(rec.gpu(), s)? {

@@ -218,7 +218,10 @@ fn path_for(s: &Conv2d, path: Path, gpu: &Gpu) -> Result<Path> {
             bail!("conv2d {}: the gemm path needs 1x1, stride 1, no padding, one group", s.describe())
         }
         Path::Im2col if s.im2col_chunk(gpu).is_none() => {
-            bail!("conv2d {}: the im2col path needs one group and one image's im2col matrix within a binding", s.describe())
+            bail!(
+                "conv2d {}: the im2col path needs one group and one image's im2col matrix within a binding",
+                s.describe()
+            )
         }
         p => p,
     })
