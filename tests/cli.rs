@@ -285,13 +285,18 @@ mod detection {
 
 /// A fresh two-person MobileFaceNet checkpoint in `dir`.
 fn infer_checkpoint(dir: &std::path::Path) -> std::path::PathBuf {
+    seeded_checkpoint(dir, 1)
+}
+
+/// The same with weights drawn from `seed`, named after it.
+fn seeded_checkpoint(dir: &std::path::Path, seed: u64) -> std::path::PathBuf {
     use ::arcface::io::checkpoint::{self, CheckpointMeta};
     use ::arcface::models::{Arch, Head, ModelSpec, Net};
     let gpu = ::arcface::gpu::Gpu::new().unwrap();
     let mut b = ::arcface::nn::GpuBackend::new(&gpu).unwrap();
     let spec = ModelSpec { arch: Arch::MobileFaceNet, input: 112, classes: 2, head: Head::ArcFace { s: 32.0, m: 0.5 } };
-    let net = Net::init(&mut b, spec, 1).unwrap();
-    let path = dir.join("m.safetensors");
+    let net = Net::init(&mut b, spec, seed).unwrap();
+    let path = dir.join(if seed == 1 { "m.safetensors".to_string() } else { format!("m{seed}.safetensors") });
     checkpoint::save(&path, &mut b, &net, &CheckpointMeta::new(spec, vec!["alice".into(), "bob".into()])).unwrap();
     path
 }
@@ -317,4 +322,33 @@ fn a_closed_pipe_on_stdout_ends_quietly() {
         const SIGPIPE: i32 = 13; // Linux and macOS
         assert_eq!(out.status.signal(), Some(SIGPIPE), "{:?}", out.status);
     }
+}
+
+/// `identify` refuses a checkpoint other than the one the gallery was
+/// enrolled with, naming both, and takes the one it was enrolled with.
+#[test]
+fn identify_refuses_a_checkpoint_the_gallery_was_not_enrolled_with() {
+    let d = std::env::temp_dir().join(format!("arcface-cli-gallery-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    let people = d.join("people");
+    let orl = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("data/orl");
+    for person in ["s1", "s2"] {
+        std::fs::create_dir_all(people.join(person)).unwrap();
+        for i in 1..=2 {
+            std::fs::copy(orl.join(format!("{person}/{i}.pgm")), people.join(format!("{person}/{i}.pgm"))).unwrap();
+        }
+    }
+    let (enrolled, other) = (seeded_checkpoint(&d, 1), seeded_checkpoint(&d, 2));
+    let gallery = d.join("gallery.safetensors");
+    let s = |p: &std::path::Path| p.to_str().unwrap().to_string();
+    let out = arcface(&["enroll", &s(&people), "--checkpoint", &s(&enrolled), "--out", &s(&gallery)]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let probe = s(&people.join("s1/1.pgm"));
+    let out = arcface(&["identify", &probe, "--gallery", &s(&gallery), "--checkpoint", &s(&enrolled)]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = arcface(&["identify", &probe, "--gallery", &s(&gallery), "--checkpoint", &s(&other)]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("enrolled with checkpoint") && stderr.contains("m2.safetensors"), "{stderr}");
+    std::fs::remove_dir_all(&d).unwrap();
 }

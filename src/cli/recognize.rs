@@ -215,6 +215,7 @@ impl IdentifyCmd {
     pub fn run(&self, gpu: &GpuArgs) -> Result<bool> {
         let gpu = gpu.open()?;
         let g = Gallery::load(&self.gallery)?;
+        g.check_checkpoint(&self.gallery, &self.checkpoint)?;
         let mut s = Session::open(&gpu, &self.checkpoint)?;
         s.flip = g.meta.flip;
         if g.meta.align {

@@ -26,6 +26,10 @@ pub struct GalleryMeta {
     pub threshold: f64,
     /// The checkpoint the embeddings came from; identify must use the same.
     pub checkpoint: String,
+    /// `fingerprint` of that checkpoint's file (absent in galleries enrolled
+    /// before it was recorded: those are not checked).
+    #[serde(default)]
+    pub checkpoint_fingerprint: Option<String>,
     pub align: bool,
     pub flip: bool,
 }
@@ -48,6 +52,14 @@ pub struct Identity {
     pub answer: String,
     pub best: Match,
     pub top: Vec<Match>,
+}
+
+/// A checkpoint file's FNV-1a 64 hash, in hex: stable across builds and
+/// platforms (std's hasher is not).
+pub fn fingerprint(checkpoint: &Path) -> Result<String> {
+    let bytes = std::fs::read(checkpoint).with_context(|| format!("{}: cannot read", checkpoint.display()))?;
+    let hash = bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3));
+    Ok(format!("{hash:016x}"))
 }
 
 /// The score below which a fraction `far` of the impostor scores lie above.
@@ -110,6 +122,7 @@ impl Gallery {
             counts: keep.iter().map(|&i| counts[i]).collect(),
             threshold: calibrate(impostor, 0.01),
             checkpoint: checkpoint.display().to_string(),
+            checkpoint_fingerprint: Some(fingerprint(checkpoint)?),
             align: s.align.is_some(),
             flip: s.flip,
         };
@@ -139,6 +152,24 @@ impl Gallery {
             bail!("{}: {} embeddings for {} people", path.display(), means.len(), meta.people.len());
         }
         Ok(Gallery { meta, means })
+    }
+
+    /// Refuses a checkpoint other than the one the gallery (read from
+    /// `path`) was enrolled with: its embeddings live in another space, so
+    /// the scores would mean nothing.
+    pub fn check_checkpoint(&self, path: &Path, checkpoint: &Path) -> Result<()> {
+        let Some(enrolled) = &self.meta.checkpoint_fingerprint else {
+            return Ok(());
+        };
+        if fingerprint(checkpoint)? != *enrolled {
+            bail!(
+                "{}: enrolled with checkpoint {}, and {} is another (its file differs): enroll again with it,                  or identify with the one enrolled",
+                path.display(),
+                self.meta.checkpoint,
+                checkpoint.display()
+            );
+        }
+        Ok(())
     }
 
     pub fn identify(&self, e: &[f32], top: usize) -> Identity {
@@ -181,6 +212,7 @@ mod tests {
                 counts: vec![2, 1],
                 threshold: 0.6,
                 checkpoint: String::new(),
+                checkpoint_fingerprint: None,
                 align: false,
                 flip: true,
             },

@@ -10,7 +10,7 @@ use crate::recognize::session::{Prediction, Session};
 use anyhow::Result;
 use base64::Engine;
 use serde::Serialize;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::mpsc::{channel, Receiver, Sender};
 use std::time::Instant;
 
@@ -119,7 +119,10 @@ fn run(cfg: Config, rx: Receiver<Job>, ready: Sender<Result<Vec<ModelInfo>, Stri
             let people = session.classes().to_vec();
             let (kind, people) = match (&people.is_empty(), &gallery) {
                 (false, _) => ("classifier", people),
-                (true, Some(g)) => ("embedding", g.meta.people.clone()),
+                (true, Some(g)) => {
+                    g.check_checkpoint(cfg.gallery.as_deref().unwrap_or(Path::new("--gallery")), path)?;
+                    ("embedding", g.meta.people.clone())
+                }
                 (true, None) => anyhow::bail!("model {name} names nobody: give --gallery (from `arcface enroll`)"),
             };
             info.push(ModelInfo { name: name.clone(), kind: kind.into(), people });
