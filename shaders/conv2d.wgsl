@@ -605,15 +605,13 @@ fn col2im(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: v
 // x of a row (base of the clamped row) at `col`; 0 past the row's end or
 // where the row lies outside the image.
 fn dwg_x(base: u32, col: u32, row_ok: bool) -> f32 {
-    return select(0.0, x[base + min(col, p.w - 1u)], row_ok && col < p.w);
+    return select(0.0, dw_col(base, col, p.w, false), row_ok);
 }
 
 // dy of row `base` at columns ox0..ox0+4, 0 past the row's end.
 fn dwg_dy(base: u32, ox0: u32) -> vec4<f32> {
-    let last = p.wo - 1u;
-    let d = vec4(dy[base + min(ox0, last)], dy[base + min(ox0 + 1u, last)],
-                 dy[base + min(ox0 + 2u, last)], dy[base + min(ox0 + 3u, last)]);
-    return select(vec4(0.0), d, vec4<u32>(ox0, ox0 + 1u, ox0 + 2u, ox0 + 3u) <= vec4<u32>(last));
+    return vec4(dw_col(base, ox0, p.wo, true), dw_col(base, ox0 + 1u, p.wo, true),
+                dw_col(base, ox0 + 2u, p.wo, true), dw_col(base, ox0 + 3u, p.wo, true));
 }
 
 // One kernel row's three taps over four outputs, and the columns to carry.
