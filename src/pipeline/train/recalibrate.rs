@@ -15,8 +15,7 @@ use anyhow::Result;
 /// augmentation), one pass in batches of `batch`, and sets every running
 /// mean and variance to the average of the batches' statistics. Each batch
 /// starts from zeroed running statistics, so the momentum update leaves
-/// MOMENTUM x its own statistics there, added on the GPU into one sum per
-/// statistic: the pass reads back once, at its end. Weights and momentum
+/// MOMENTUM x its own statistics there to read back. Weights and momentum
 /// buffers are untouched, so training itself is unchanged.
 pub fn recalibrate_bn<'g>(
     b: &mut GpuBackend<'g>,
@@ -37,27 +36,23 @@ pub fn recalibrate_bn<'g>(
     if chunks.is_empty() || names.is_empty() {
         return Ok(());
     }
-    // Per statistic: zeros to start each batch from, and the sum.
-    let mut zeros_and_sums = Vec::new();
-    for (name, shape) in &names {
-        let stat = b.zeros(shape)?;
-        net.params.set(name, stat);
-        zeros_and_sums.push((b.zeros(shape)?, b.zeros(shape)?));
-    }
+    let mut sums: Vec<Vec<f64>> = names.iter().map(|(_, shape)| vec![0.0; shape.iter().product()]).collect();
     for c in &chunks {
         let inputs = Batch::load(c, size, norm)?;
         let x = b.upload(&inputs.x, &inputs.shape())?;
-        for ((name, _), (zeros, _)) in names.iter().zip(&zeros_and_sums) {
-            b.copy(zeros, net.params.get(name))?;
+        for ((name, shape), sum) in names.iter().zip(&sums) {
+            let zeros = b.upload(&vec![0.0; sum.len()], shape)?;
+            net.params.set(name, zeros);
         }
         net.logits_with(b, &x, true)?;
-        for ((name, _), (_, sum)) in names.iter().zip(&zeros_and_sums) {
-            b.accumulate(sum, net.params.get(name))?;
+        for ((name, _), sum) in names.iter().zip(&mut sums) {
+            for (s, v) in sum.iter_mut().zip(b.download(net.params.get(name))) {
+                *s += f64::from(v) / f64::from(MOMENTUM);
+            }
         }
     }
-    let scale = 1.0 / (MOMENTUM * chunks.len() as f32);
-    for ((name, shape), (_, sum)) in names.iter().zip(&zeros_and_sums) {
-        let mean: Vec<f32> = b.download(sum).iter().map(|s| s * scale).collect();
+    for ((name, shape), sum) in names.iter().zip(&sums) {
+        let mean: Vec<f32> = sum.iter().map(|s| (s / chunks.len() as f64) as f32).collect();
         let t = b.upload(&mean, shape)?;
         net.params.set(name, t);
     }
