@@ -90,9 +90,13 @@ fn cols(rec: &mut Recorder, s: &Conv2d, x: &Tensor) -> Result<Tensor> {
     Ok(cols)
 }
 
-/// The weight as [cout, kp], zero past the taps.
+/// The weight as [cout, kp], zero past the taps: the weight itself where
+/// the taps are whole quads already.
 fn padded_weight(rec: &mut Recorder, s: &Conv2d, w: &Tensor) -> Result<Tensor> {
     let kp = s.padded_taps();
+    if kp == s.taps() {
+        return w.reshape(&[s.cout, kp]);
+    }
     let wp = Tensor::uninit(rec.gpu(), &[s.cout, kp])?;
     let launch = Launch::threads(s.cout * kp, PAD_WEIGHT.wg, 1);
     rec.dispatch(PAD_WEIGHT, &s.params(Split::whole(1)), &[(2, Some(w)), (4, Some(&wp))], launch)?;
