@@ -29,7 +29,7 @@ fn unknown_kernel_names_the_flag() {
     let out = arcface(&["gradcheck", "--kernel", "nope"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2));
-    assert!(stderr.contains("--kernel") && stderr.contains("`nope`") && stderr.contains("conv2d"), "{stderr}");
+    assert!(stderr.contains("--kernel") && stderr.contains("'nope'") && stderr.contains("conv2d"), "{stderr}");
 }
 
 #[test]
@@ -89,7 +89,7 @@ mod infer {
         let rows = rows.as_array().unwrap();
         assert_eq!(rows.len(), 4);
         for i in [0, 3] {
-            let preds = rows[i]["result"].as_array().unwrap();
+            let preds = rows[i]["predictions"].as_array().unwrap();
             assert_eq!(preds.len(), 2);
             let p: f64 = preds.iter().map(|p| p["probability"].as_f64().unwrap()).sum();
             assert!((p - 1.0).abs() < 1e-4 && ["alice", "bob"].contains(&preds[0]["person"].as_str().unwrap()));
@@ -105,7 +105,7 @@ mod infer {
         let out = arcface(&["embed", "--checkpoint", ckpt.to_str().unwrap(), &face("s1_1.pgm"), "--json"]);
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-        let e: Vec<f64> = rows[0]["result"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+        let e: Vec<f64> = rows[0]["embedding"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
         assert_eq!(e.len(), 128);
         assert!((e.iter().map(|v| v * v).sum::<f64>() - 1.0).abs() < 1e-4);
         let _ = std::fs::remove_dir_all(&dir);
@@ -114,7 +114,7 @@ mod infer {
     #[test]
     fn missing_checkpoint_is_named() {
         let out = arcface(&["predict", "--checkpoint", "/nonexistent/c.safetensors", &face("s1_1.pgm")]);
-        assert_eq!(out.status.code(), Some(2));
+        assert_eq!(out.status.code(), Some(1));
         assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/c.safetensors: cannot read"));
     }
 
@@ -161,12 +161,12 @@ mod detection {
         ]);
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-        let faces = rows[0]["result"].as_array().unwrap();
+        let faces = rows[0]["faces"].as_array().unwrap();
         assert_eq!(faces.len(), 1);
         assert_eq!(faces[0]["box"].as_array().unwrap().len(), 4);
         assert_eq!(faces[0]["landmarks"].as_array().unwrap().len(), 5);
         assert!(faces[0]["prob"].as_f64().unwrap() > 0.9);
-        assert_eq!(rows[1]["result"].as_array().unwrap().len(), 0, "a blank image has no face");
+        assert_eq!(rows[1]["faces"].as_array().unwrap().len(), 0, "a blank image has no face");
         let drawn: Vec<_> = std::fs::read_dir(&draw).unwrap().collect();
         assert_eq!(drawn.len(), 2, "one drawing per photo");
         // Green box pixels where the face was found.
@@ -228,7 +228,7 @@ mod detection {
         ]);
         assert_eq!(out.status.code(), Some(1));
         let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-        assert_eq!(rows[0]["result"].as_array().unwrap().len(), 2);
+        assert_eq!(rows[0]["predictions"].as_array().unwrap().len(), 2);
         assert!(rows[1]["error"].as_str().unwrap().contains("wall.png: no face found"), "{rows}");
     }
 
@@ -351,4 +351,67 @@ fn identify_refuses_a_checkpoint_the_gallery_was_not_enrolled_with() {
     assert!(!out.status.success(), "{stderr}");
     assert!(stderr.contains("enrolled with checkpoint") && stderr.contains("m2.safetensors"), "{stderr}");
     std::fs::remove_dir_all(&d).unwrap();
+}
+
+/// `train --out` refuses a folder that holds a run unless --force;
+/// `--resume` needs no flag repeated (it reads the run's options), takes a
+/// longer --epochs, and names a flag given again with another value.
+#[test]
+fn train_over_a_run_needs_force_and_resume_reads_the_saved_options() {
+    let d = std::env::temp_dir().join(format!("arcface-cli-rerun-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    let orl = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("data/orl");
+    let run = d.join("run");
+    let (orl_s, run_s) = (orl.to_str().unwrap(), run.to_str().unwrap());
+    let tiny = ["--model", "mininet", "--input", "16", "--people", "2", "--batch-size", "4", "--quiet"];
+    let train = |extra: &[&str]| {
+        let mut args = vec!["train", "--out", run_s];
+        args.extend_from_slice(extra);
+        arcface(&args)
+    };
+    let out = train(&[&["--data", orl_s, "--epochs", "1", "--lr", "0.01"][..], &tiny].concat());
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let first = std::fs::read(run.join("last.safetensors")).unwrap();
+
+    let out = train(&[&["--data", orl_s, "--epochs", "1"][..], &tiny].concat());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("already holds a run") && stderr.contains("--force"), "{stderr}");
+    assert_eq!(std::fs::read(run.join("last.safetensors")).unwrap(), first, "the run is untouched");
+
+    let out = train(&["--resume", "--epochs", "2", "--lr", "0.5"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("--lr 0.5 differs from the run's 0.01"), "{stderr}");
+
+    let out = train(&["--resume", "--epochs", "2", "--lr", "0.01", "--quiet"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let metrics = std::fs::read_to_string(run.join("metrics.csv")).unwrap();
+    assert_eq!(metrics.lines().count(), 1 + 2, "{metrics}");
+
+    let out = train(&[&["--data", orl_s, "--epochs", "1", "--force"][..], &tiny].concat());
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let metrics = std::fs::read_to_string(run.join("metrics.csv")).unwrap();
+    assert_eq!(metrics.lines().count(), 1 + 1, "a new run: {metrics}");
+    std::fs::remove_dir_all(&d).unwrap();
+}
+
+/// Exit codes: 2 for a usage error (clap), 1 for a runtime error.
+#[test]
+fn usage_errors_exit_2_and_runtime_errors_exit_1() {
+    assert_eq!(arcface(&["train", "--no-such-flag"]).status.code(), Some(2));
+    assert_eq!(arcface(&["bench", "kernels", "--batch-size", "many"]).status.code(), Some(2));
+    let out = arcface(&["eval", "--checkpoint", "/nonexistent/c.safetensors"]);
+    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// `arcface completions SHELL` prints a completion script naming the commands.
+#[test]
+fn completions_for_each_shell() {
+    for shell in ["bash", "zsh", "fish"] {
+        let out = arcface(&["completions", shell]);
+        assert!(out.status.success());
+        let script = String::from_utf8_lossy(&out.stdout);
+        assert!(script.contains("eval-pairs") && script.contains("batch-size"), "{shell}: {script:.200}");
+    }
 }

@@ -173,6 +173,7 @@ fn train_init_fine_tunes_an_imported_network() {
         align: false,
         init: Some(init.clone()),
         freeze_backbone_epochs: 1,
+        data: None,
     };
     let orl = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("data/orl");
     let gpu = common::gpu();

@@ -35,6 +35,7 @@ fn config(epochs: usize, lr: f32) -> TrainConfig {
         align: false,
         init: None,
         freeze_backbone_epochs: 0,
+        data: None,
     }
 }
 

@@ -9,15 +9,15 @@ use std::path::PathBuf;
 /// Which GPU: flags first, then the environment.
 #[derive(Args, Clone, Debug)]
 pub struct GpuArgs {
-    /// GPU backend: vulkan, metal or dx12 (default: all; env ARCFACE_BACKEND)
-    #[arg(long, global = true)]
+    /// GPU backend (default: all of them)
+    #[arg(long, global = true, env = "ARCFACE_BACKEND", value_parser = ["vulkan", "metal", "dx12"])]
     pub backend: Option<String>,
-    /// Use the adapter whose name contains this text (env ARCFACE_ADAPTER)
-    #[arg(long, global = true)]
+    /// Use the adapter whose name contains this text
+    #[arg(long, global = true, env = "ARCFACE_ADAPTER")]
     pub adapter: Option<String>,
     /// Kernel set: gpu (split reductions, tiled products) or cpu (for
-    /// lavapipe); default: the one for the adapter (env ARCFACE_KERNELS)
-    #[arg(long, global = true)]
+    /// lavapipe); default: the one for the adapter
+    #[arg(long, global = true, env = "ARCFACE_KERNELS", value_parser = ["gpu", "cpu"])]
     pub kernels: Option<String>,
 }
 
@@ -31,7 +31,27 @@ impl GpuArgs {
         }
     }
 
+    /// The chosen adapter, announced once on stderr: on a software adapter
+    /// (lavapipe, WARP) with a warning, so that a user with a GPU but no
+    /// Vulkan/Metal/DX12 driver for it learns why everything is slow.
     pub fn open(&self) -> anyhow::Result<Gpu> {
+        let gpu = Gpu::with_options(&self.options())?;
+        let r = gpu.report();
+        eprintln!("adapter: {} ({}, {} kernels)", r.name, r.backend, r.kernels.name());
+        if r.software {
+            eprintln!(
+                "warning: `{}` is a software adapter running on the CPU: expect training to be tens of \
+                 times slower than on a GPU (BENCHMARKS.md has measurements). If this machine has a GPU, install its \
+                 Vulkan driver (Linux) and check `arcface info`.",
+                r.name
+            );
+        }
+        Ok(gpu)
+    }
+
+    /// The chosen adapter, without the announcement (for `info`, which
+    /// prints it in full).
+    pub fn open_quietly(&self) -> anyhow::Result<Gpu> {
         Gpu::with_options(&self.options())
     }
 }
@@ -55,11 +75,11 @@ pub struct ModelArgs {
     /// MobileFaceNet's head
     #[arg(long, value_enum, default_value_t = HeadArg::Arcface)]
     pub head: HeadArg,
-    /// ArcFace scale
-    #[arg(long, default_value_t = 32.0)]
+    /// ArcFace scale s of the cosine logits
+    #[arg(long = "scale", visible_alias = "s", default_value_t = 32.0)]
     pub s: f64,
-    /// ArcFace additive angular margin (radians)
-    #[arg(long, default_value_t = 0.5)]
+    /// ArcFace additive angular margin m, in radians
+    #[arg(long = "margin", visible_alias = "m", default_value_t = 0.5)]
     pub m: f64,
     /// Input size (MiniNetwork; MobileFaceNet takes 112)
     #[arg(long, default_value_t = 112)]
@@ -95,8 +115,8 @@ pub struct DetectArgs {
     /// Face-probability thresholds of P-Net, R-Net and O-Net
     #[arg(long, value_delimiter = ',', num_args = 3, default_values_t = [0.6, 0.7, 0.7])]
     pub thresholds: Vec<f32>,
-    /// MTCNN weights (default: data/mtcnn/mtcnn.safetensors or $ARCFACE_MTCNN)
-    #[arg(long)]
+    /// MTCNN weights (default: the ones built into arcface)
+    #[arg(long, env = "ARCFACE_MTCNN")]
     pub mtcnn: Option<PathBuf>,
 }
 
@@ -130,4 +150,10 @@ pub struct EmbedArgs {
     /// Do not add the mirrored image's embedding
     #[arg(long)]
     pub no_flip: bool,
+}
+
+/// `--kernel`'s values: the kernel families' names, so that clap lists them
+/// in the help and in the error for an unknown one.
+pub fn kernel_family() -> clap::builder::PossibleValuesParser {
+    clap::builder::PossibleValuesParser::new(crate::kernels::FAMILIES.iter().map(|f| f.name))
 }

@@ -46,6 +46,7 @@ pub struct DetectBench {
     /// Timed runs after one warm-up
     #[arg(long, default_value_t = 3)]
     repeats: usize,
+    /// Print the result as JSON on stdout (schema: README, "JSON output")
     #[arg(long)]
     json: bool,
 }
@@ -69,12 +70,15 @@ impl DetectBench {
 
 #[derive(Args, Debug)]
 pub struct TrainBench {
+    /// Network to time
     #[arg(long, value_enum, default_value_t = ModelArg::Mobilefacenet)]
     model: ModelArg,
     #[command(flatten)]
     shape: ModelArgs,
-    #[arg(long, default_value_t = 32)]
+    /// Images per training step
+    #[arg(long = "batch-size", visible_alias = "batch", default_value_t = 32)]
     batch: usize,
+    /// Number of people (classes) of the head
     #[arg(long, default_value_t = 10)]
     classes: usize,
     /// Timed steps after one warm-up step
@@ -83,6 +87,7 @@ pub struct TrainBench {
     /// Instead: one step's GPU time by kernel, each dispatch timed alone
     #[arg(long)]
     profile: bool,
+    /// Print the result as JSON on stdout (schema: README, "JSON output")
     #[arg(long)]
     json: bool,
 }
@@ -142,14 +147,15 @@ impl TrainBench {
 #[derive(Args, Debug)]
 pub struct KernelBench {
     /// Batch size of the shapes
-    #[arg(long, default_value_t = 32)]
+    #[arg(long = "batch-size", visible_alias = "batch", default_value_t = 32)]
     batch: usize,
     /// Timed repeats after one warm-up run
     #[arg(long, default_value_t = 5)]
     repeats: usize,
     /// Only this kernel family
-    #[arg(long)]
+    #[arg(long, value_parser = super::args::kernel_family())]
     kernel: Option<String>,
+    /// Print the result as JSON on stdout (schema: README, "JSON output")
     #[arg(long)]
     json: bool,
 }
@@ -201,11 +207,13 @@ pub struct InferBench {
     /// Or a checkpoint (trained here or imported)
     #[arg(long)]
     checkpoint: Option<PathBuf>,
-    #[arg(long, default_value_t = 32)]
+    /// Images per call
+    #[arg(long = "batch-size", visible_alias = "batch", default_value_t = 32)]
     batch: usize,
     /// Timed calls after the warm-up
     #[arg(long, default_value_t = 5)]
     calls: usize,
+    /// Print the result as JSON on stdout (schema: README, "JSON output")
     #[arg(long)]
     json: bool,
 }

@@ -1,7 +1,7 @@
 //! `arcface detect` and `prepare`.
 
 use super::args::{DetectArgs, GpuArgs};
-use super::output::files;
+use super::output::{files, json};
 use crate::detect::prepare;
 use anyhow::Result;
 use clap::Args;
@@ -9,6 +9,7 @@ use std::path::PathBuf;
 
 #[derive(Args, Debug)]
 pub struct DetectCmd {
+    /// Photos to search for faces
     #[arg(required = true)]
     images: Vec<PathBuf>,
     #[command(flatten)]
@@ -16,6 +17,7 @@ pub struct DetectCmd {
     /// Write each photo with its boxes and landmarks drawn into this folder
     #[arg(long)]
     draw: Option<PathBuf>,
+    /// Print the result as JSON on stdout (schema: README, "JSON output")
     #[arg(long)]
     json: bool,
 }
@@ -24,7 +26,7 @@ impl DetectCmd {
     pub fn run(&self, gpu: &GpuArgs) -> Result<bool> {
         let gpu = gpu.open()?;
         let results = self.det.detector(&gpu)?.detect_files(&self.images, self.draw.as_deref())?;
-        files(&results, self.json, |faces| {
+        files(&results, "faces", self.json, |faces| {
             let mut s = format!("{} face(s)", faces.len());
             for f in faces {
                 let b = f.bbox;
@@ -57,6 +59,9 @@ pub struct PrepareCmd {
     /// No progress bar
     #[arg(long)]
     quiet: bool,
+    /// Print the result as JSON on stdout (schema: README, "JSON output")
+    #[arg(long)]
+    json: bool,
 }
 
 impl PrepareCmd {
@@ -72,6 +77,10 @@ impl PrepareCmd {
         }
         for (p, n) in &r.several_faces {
             eprintln!("{n} faces, the largest kept: {}", p.display());
+        }
+        if self.json {
+            json(&r)?;
+            return Ok(true);
         }
         println!(
             "{} of {} photos aligned into {} ({} without a face, {} with several) in {:.1} s; \

@@ -9,13 +9,13 @@ use clap::Args;
 
 #[derive(Args, Debug)]
 pub struct GradcheckCmd {
-    /// Only this kernel family (conv2d, depthwise, batchnorm, bn_act, activation,
-    /// maxpool, linear, residual, l2norm, arcface, softmax_xent, sgd)
-    #[arg(long)]
+    /// Only this kernel family
+    #[arg(long, value_parser = super::args::kernel_family())]
     kernel: Option<String>,
     /// Seed of the random inputs and shapes
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// Print the rows as JSON on stdout (schema: README, "JSON output")
     #[arg(long)]
     json: bool,
 }

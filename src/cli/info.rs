@@ -8,6 +8,7 @@ use clap::Args;
 
 #[derive(Args, Debug)]
 pub struct InfoCmd {
+    /// Print the result as JSON on stdout (schema: README, "JSON output")
     #[arg(long)]
     json: bool,
     /// Describe this model instead of the adapter
@@ -35,7 +36,7 @@ impl InfoCmd {
 }
 
 fn print_adapter(gpu: &GpuArgs, as_json: bool) -> Result<()> {
-    let r = gpu.open()?.report();
+    let r = gpu.open_quietly()?.report();
     if as_json {
         return json(&r);
     }

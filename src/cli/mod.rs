@@ -1,7 +1,8 @@
 //! The `arcface` command line: one module per command group, each owning
 //! its flags and its printing; `args` holds the flag groups they share.
-//! Exit status: 0 success, 1 when something checked failed (a gradcheck
-//! row, a file, a diverged run), 2 on an error.
+//! Exit status: 0 success; 1 on a runtime error, or when something checked
+//! failed (a gradcheck row, a file, a diverged run); 2 on a usage error
+//! (an unknown flag or a bad flag value, reported by clap).
 
 pub mod args;
 mod bench;
@@ -14,7 +15,8 @@ mod serve;
 mod training;
 
 use args::GpuArgs;
-use clap::{Parser, Subcommand};
+use clap::parser::ValueSource;
+use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser, Subcommand};
 use std::ffi::OsString;
 use std::process::ExitCode;
 
@@ -72,6 +74,13 @@ enum Command {
         #[command(subcommand)]
         what: bench::BenchCmd,
     },
+    /// Shell completions on stdout, e.g. `arcface completions bash >
+    /// ~/.local/share/bash-completion/completions/arcface`
+    Completions {
+        /// The shell to complete in
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
 }
 
 impl Command {
@@ -94,6 +103,10 @@ impl Command {
             Command::Eval(c) => c.run(gpu),
             Command::Demo(c) => c.run(gpu),
             Command::Bench { what } => what.run(gpu),
+            Command::Completions { shell } => {
+                clap_complete::generate(*shell, &mut Cli::command(), "arcface", &mut std::io::stdout());
+                Ok(true)
+            }
         }
     }
 }
@@ -104,7 +117,28 @@ where
     I: IntoIterator<Item = T>,
     T: Into<OsString> + Clone,
 {
-    run(Cli::parse_from(args))
+    run(parse(Cli::command().get_matches_from(args)))
+}
+
+/// The parsed command line, with the flags each command needs to know were
+/// given (rather than defaulted) recorded.
+fn parse(matches: ArgMatches) -> Cli {
+    let mut cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    if let (Command::Train(t), Some(("train", m))) = (&mut cli.command, matches.subcommand()) {
+        t.given = given(&Cli::command(), "train", m);
+    }
+    cli
+}
+
+/// The ids of the subcommand's arguments whose values came from the command
+/// line or the environment.
+fn given(cli: &clap::Command, sub: &str, m: &ArgMatches) -> Vec<String> {
+    let cmd = cli.find_subcommand(sub).expect("a known subcommand");
+    cmd.get_arguments()
+        .map(|a| a.get_id().as_str())
+        .filter(|id| matches!(m.value_source(id), Some(ValueSource::CommandLine | ValueSource::EnvVariable)))
+        .map(String::from)
+        .collect()
 }
 
 /// The binary's entry: `main_with` on the process's arguments, where a
@@ -113,7 +147,9 @@ where
 /// `println!`. Not for `serve`, whose sockets must outlive clients that hang
 /// up (Rust ignores SIGPIPE so that writes fail instead).
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    // RUST_LOG=wgpu_hal=info, arcface=debug, ... ; only warnings by default.
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
+    let cli = parse(Cli::command().get_matches());
     #[cfg(unix)]
     if !matches!(cli.command, Command::Serve(_)) {
         // SAFETY: restores the default disposition of one signal; no handler
@@ -131,7 +167,7 @@ fn run(cli: Cli) -> ExitCode {
         Ok(false) => ExitCode::FAILURE,
         Err(e) => {
             eprintln!("error: {e:#}");
-            ExitCode::from(2)
+            ExitCode::FAILURE
         }
     }
 }
@@ -143,4 +179,33 @@ pub fn bench_main(what: &str) -> ExitCode {
     let flags = std::env::args_os().skip(1).filter(|a| a.as_os_str() != "--bench");
     let head = ["arcface", "bench", what].map(OsString::from);
     main_with(head.into_iter().chain(flags))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Cli;
+    use clap::CommandFactory;
+
+    /// Every flag and positional of every command says what it is for.
+    #[test]
+    fn every_argument_has_help() {
+        fn walk(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            for a in cmd.get_arguments() {
+                if a.get_help().is_none() && !matches!(a.get_id().as_str(), "help" | "version") {
+                    missing.push(format!("{path} {}", a.get_id()));
+                }
+            }
+            for sub in cmd.get_subcommands() {
+                walk(sub, &format!("{path} {}", sub.get_name()), missing);
+            }
+        }
+        let mut missing = Vec::new();
+        walk(&Cli::command(), "arcface", &mut missing);
+        assert!(missing.is_empty(), "arguments without help:\n{}", missing.join("\n"));
+    }
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
 }

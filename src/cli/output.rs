@@ -11,10 +11,30 @@ pub fn json<T: Serialize + ?Sized>(v: &T) -> Result<()> {
 }
 
 /// Prints per-file results; a file that failed is reported and the command
-/// exits non-zero after the others are done.
-pub fn files<T: Serialize>(results: &[FileResult<T>], as_json: bool, show: impl Fn(&T) -> String) -> Result<bool> {
+/// exits non-zero after the others are done. In JSON each file is
+/// `{"path", KEY, "error"}`, KEY naming the payload (`embedding`, `faces`, ...).
+pub fn files<T: Serialize>(
+    results: &[FileResult<T>],
+    key: &str,
+    as_json: bool,
+    show: impl Fn(&T) -> String,
+) -> Result<bool> {
     if as_json {
-        json(results)?;
+        let rows: Vec<serde_json::Value> = results
+            .iter()
+            .map(|r| {
+                let mut row = serde_json::Map::new();
+                row.insert("path".into(), serde_json::to_value(&r.path)?);
+                if let Some(v) = &r.result {
+                    row.insert(key.into(), serde_json::to_value(v)?);
+                }
+                if let Some(e) = &r.error {
+                    row.insert("error".into(), e.clone().into());
+                }
+                Ok(serde_json::Value::Object(row))
+            })
+            .collect::<Result<_>>()?;
+        json(&rows)?;
     } else {
         for r in results {
             match (&r.result, &r.error) {

@@ -32,12 +32,15 @@ fn embed_session<'g>(gpu: &'g Gpu, checkpoint: &Path, e: &EmbedArgs) -> Result<S
 
 #[derive(Args, Debug)]
 pub struct EmbedCmd {
+    /// Checkpoint (from `train`, `sweep` or `import`)
     #[arg(long)]
     checkpoint: PathBuf,
+    /// Images (face crops, or whole photos with --align)
     #[arg(required = true)]
     images: Vec<PathBuf>,
     #[command(flatten)]
     emb: EmbedArgs,
+    /// Print the result as JSON on stdout (schema: README, "JSON output")
     #[arg(long)]
     json: bool,
 }
@@ -46,7 +49,7 @@ impl EmbedCmd {
     pub fn run(&self, gpu: &GpuArgs) -> Result<bool> {
         let gpu = gpu.open()?;
         let results = embed_session(&gpu, &self.checkpoint, &self.emb)?.embed(&self.images)?;
-        files(&results, self.json, |e| {
+        files(&results, "embedding", self.json, |e| {
             format!("[{}]", e.iter().map(|v| format!("{v:.6}")).collect::<Vec<_>>().join(", "))
         })
     }
@@ -54,8 +57,10 @@ impl EmbedCmd {
 
 #[derive(Args, Debug)]
 pub struct PredictCmd {
+    /// Checkpoint (from `train`, `sweep` or `import`)
     #[arg(long)]
     checkpoint: PathBuf,
+    /// Images (face crops, or whole photos with --align)
     #[arg(required = true)]
     images: Vec<PathBuf>,
     /// How many people to list per image
@@ -63,6 +68,7 @@ pub struct PredictCmd {
     top: usize,
     #[command(flatten)]
     align: AlignArgs,
+    /// Print the result as JSON on stdout (schema: README, "JSON output")
     #[arg(long)]
     json: bool,
 }
@@ -71,7 +77,7 @@ impl PredictCmd {
     pub fn run(&self, gpu: &GpuArgs) -> Result<bool> {
         let gpu = gpu.open()?;
         let results = session(&gpu, &self.checkpoint, &self.align)?.predict(&self.images, self.top)?;
-        files(&results, self.json, |p| {
+        files(&results, "predictions", self.json, |p| {
             p.iter().map(|p| format!("{} {:.3}", p.person, p.probability)).collect::<Vec<_>>().join(", ")
         })
     }
@@ -79,8 +85,11 @@ impl PredictCmd {
 
 #[derive(Args, Debug)]
 pub struct VerifyCmd {
+    /// First photo
     a: PathBuf,
+    /// Second photo
     b: PathBuf,
+    /// Checkpoint (from `train`, `sweep` or `import`)
     #[arg(long)]
     checkpoint: PathBuf,
     /// Same person at or above this similarity
@@ -88,6 +97,7 @@ pub struct VerifyCmd {
     threshold: f64,
     #[command(flatten)]
     emb: EmbedArgs,
+    /// Print the result as JSON on stdout (schema: README, "JSON output")
     #[arg(long)]
     json: bool,
 }
@@ -118,6 +128,7 @@ impl VerifyCmd {
 
 #[derive(Args, Debug)]
 pub struct EvalPairsCmd {
+    /// Checkpoint (from `train`, `sweep` or `import`)
     #[arg(long)]
     checkpoint: PathBuf,
     /// CSV of `a,b,same` (paths relative to the CSV)
@@ -131,6 +142,7 @@ pub struct EvalPairsCmd {
     roc: PathBuf,
     #[command(flatten)]
     emb: EmbedArgs,
+    /// Print the result as JSON on stdout (schema: README, "JSON output")
     #[arg(long)]
     json: bool,
 }
@@ -167,13 +179,19 @@ impl EvalPairsCmd {
 
 #[derive(Args, Debug)]
 pub struct EnrollCmd {
+    /// Folder with one sub-folder of photos per person to enroll
     gallery_dir: PathBuf,
+    /// Checkpoint (from `train`, `sweep` or `import`)
     #[arg(long)]
     checkpoint: PathBuf,
+    /// Gallery file to write
     #[arg(long)]
     out: PathBuf,
     #[command(flatten)]
     emb: EmbedArgs,
+    /// Print the result as JSON on stdout (schema: README, "JSON output")
+    #[arg(long)]
+    json: bool,
 }
 
 impl EnrollCmd {
@@ -185,6 +203,12 @@ impl EnrollCmd {
             eprintln!("not enrolled: {} ({e})", p.display());
         }
         g.save(&self.out)?;
+        if self.json {
+            let failed: Vec<_> =
+                failed.iter().map(|(p, e)| serde_json::json!({ "path": p, "error": e.to_string() })).collect();
+            json(&serde_json::json!({ "gallery": self.out, "meta": g.meta, "failed": failed }))?;
+            return Ok(true);
+        }
         println!(
             "{} people ({} photos) enrolled in {}; identify threshold {:.4}",
             g.meta.people.len(),
@@ -198,15 +222,19 @@ impl EnrollCmd {
 
 #[derive(Args, Debug)]
 pub struct IdentifyCmd {
+    /// Photos to identify
     #[arg(required = true)]
     photos: Vec<PathBuf>,
+    /// Gallery (from `arcface enroll`)
     #[arg(long)]
     gallery: PathBuf,
+    /// Checkpoint (from `train`, `sweep` or `import`)
     #[arg(long)]
     checkpoint: PathBuf,
     /// How many people to list per photo
     #[arg(long, default_value_t = 3)]
     top: usize,
+    /// Print the result as JSON on stdout (schema: README, "JSON output")
     #[arg(long)]
     json: bool,
 }
@@ -222,7 +250,7 @@ impl IdentifyCmd {
             s.align = Some(Detector::open(&gpu, None, Options::default())?);
         }
         let results: Vec<_> = s.embed(&self.photos)?.into_iter().map(|r| r.map(|e| g.identify(&e, self.top))).collect();
-        files(&results, self.json, |id| {
+        files(&results, "identity", self.json, |id| {
             let list: Vec<String> = id.top.iter().map(|m| format!("{} {:.3}", m.person, m.score)).collect();
             format!("{} ({})", id.answer, list.join(", "))
         })

@@ -15,7 +15,8 @@ pub struct ServeCmd {
     /// Gallery (from `arcface enroll`) for models that give embeddings only
     #[arg(long)]
     gallery: Option<PathBuf>,
-    #[arg(long, default_value = "127.0.0.1:7860")]
+    /// Address and port to listen on
+    #[arg(long, default_value = "127.0.0.1:7860", env = "ARCFACE_BIND")]
     bind: String,
     /// Largest upload, in MB
     #[arg(long, default_value_t = 10.0)]
@@ -60,12 +61,17 @@ impl ServeCmd {
 
 #[derive(Args, Debug)]
 pub struct ImportCmd {
+    /// The ONNX file
     model: PathBuf,
+    /// Checkpoint to write
     #[arg(long)]
     out: PathBuf,
     /// Input height = width the network takes
     #[arg(long, default_value_t = 112)]
     input: usize,
+    /// Print the result as JSON on stdout (schema: README, "JSON output")
+    #[arg(long)]
+    json: bool,
 }
 
 impl ImportCmd {
@@ -73,6 +79,11 @@ impl ImportCmd {
         let (def, weights) = onnx_import::from_onnx(&self.model, self.input)?;
         model_file::save_graph(&self.out, &def, &weights)?;
         let params: usize = weights.values().map(|t| t.values.len()).sum();
+        if self.json {
+            let r = serde_json::json!({ "checkpoint": self.out, "layers": def.ops.len(), "parameters": params });
+            super::output::json(&r)?;
+            return Ok(true);
+        }
         println!(
             "{} layers, {params} parameters from {} -> {}",
             def.ops.len(),

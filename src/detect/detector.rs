@@ -5,6 +5,7 @@ use super::{detect, Face, Nets, Options};
 use crate::data::input::open_rgb;
 use crate::data::FileResult;
 use crate::gpu::Gpu;
+use crate::io::tensorfile::TensorFile;
 use crate::nn::GpuBackend;
 use anyhow::Result;
 use std::path::{Path, PathBuf};
@@ -15,23 +16,19 @@ pub struct Detector<'g> {
     pub opt: Options,
 }
 
-/// `data/mtcnn/mtcnn.safetensors`, or `$ARCFACE_MTCNN`.
-pub fn default_weights() -> Result<PathBuf> {
-    match std::env::var_os("ARCFACE_MTCNN") {
-        Some(p) => Ok(PathBuf::from(p)),
-        None => crate::data::bundled("mtcnn/mtcnn.safetensors"),
-    }
-}
+/// MTCNN's weights (`data/mtcnn/mtcnn.safetensors`, 2 MB) built into the
+/// binary, so that an installed `arcface` detects faces without the source
+/// tree.
+pub static BUILT_IN_WEIGHTS: &[u8] = include_bytes!("../../data/mtcnn/mtcnn.safetensors");
 
 impl<'g> Detector<'g> {
     pub fn open(gpu: &'g Gpu, weights: Option<&Path>, opt: Options) -> Result<Detector<'g>> {
         opt.validate()?;
         let mut b = GpuBackend::new(gpu)?;
-        let path = match weights {
-            Some(p) => p.to_path_buf(),
-            None => default_weights()?,
+        let nets = match weights {
+            Some(path) => Nets::load(&mut b, path)?,
+            None => Nets::from_file(&mut b, &TensorFile::parse(BUILT_IN_WEIGHTS)?)?,
         };
-        let nets = Nets::load(&mut b, &path)?;
         Ok(Detector { b, nets, opt })
     }
 

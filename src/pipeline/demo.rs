@@ -32,10 +32,11 @@ pub fn config() -> TrainConfig {
         align: false,
         init: None,
         freeze_backbone_epochs: 0,
+        data: None,
     }
 }
 
-/// The bundled faces the demo trains on.
+/// The bundled faces the demo trains on by default.
 pub fn data() -> Result<PathBuf> {
     crate::data::bundled("orl")
 }
@@ -46,11 +47,11 @@ pub struct DemoOutcome {
     pub seconds: f64,
 }
 
-/// Splits, trains (`config`) into `out` and evaluates the best checkpoint
-/// on the test split.
-pub fn run(gpu: &Gpu, out: &Path) -> Result<DemoOutcome> {
+/// Splits `data` (one folder per person), trains (`config`) into `out` and
+/// evaluates the best checkpoint on the test split.
+pub fn run(gpu: &Gpu, data: &Path, out: &Path, quiet: bool) -> Result<DemoOutcome> {
     let started = Instant::now();
-    let training = train::run(gpu, &data()?, out, config(), false, false)?;
+    let training = train::run(gpu, data, out, config(), false, quiet)?;
     let test = evaluate::run(gpu, &out.join(BEST), None, false)?;
     Ok(DemoOutcome { training, test, seconds: started.elapsed().as_secs_f64() })
 }

@@ -19,6 +19,11 @@ pub struct SweepRow {
     pub run: String,
 }
 
+/// The pair with the lowest finite validation loss.
+pub fn best(rows: &[SweepRow]) -> Option<&SweepRow> {
+    rows.iter().filter(|r| r.best_val_loss.is_finite()).min_by(|a, b| a.best_val_loss.total_cmp(&b.best_val_loss))
+}
+
 pub fn run(
     gpu: &Gpu,
     data: &Path,
@@ -51,9 +56,7 @@ pub fn run(
             std::fs::write(out.join("sweep.json"), serde_json::to_string_pretty(&rows)?)?;
         }
     }
-    if let Some(best) =
-        rows.iter().filter(|r| r.best_val_loss.is_finite()).min_by(|a, b| a.best_val_loss.total_cmp(&b.best_val_loss))
-    {
+    if let Some(best) = best(&rows) {
         let from = Path::new(&best.run).join(BEST);
         std::fs::copy(&from, out.join(BEST)).with_context(|| format!("copying {}", from.display()))?;
         std::fs::copy(Path::new(&best.run).join(train::SPLIT), out.join(train::SPLIT))?;

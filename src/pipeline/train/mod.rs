@@ -57,6 +57,10 @@ pub struct TrainConfig {
     /// Train only the head for the first N epochs.
     #[serde(default)]
     pub freeze_backbone_epochs: usize,
+    /// The photo folder the run was asked to train on (before alignment),
+    /// so that `--resume` needs no flag repeated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<PathBuf>,
 }
 
 impl TrainConfig {
@@ -90,6 +94,33 @@ pub const LAST: &str = "last.safetensors";
 pub(crate) const STATE: &str = "state.safetensors";
 pub(crate) const CONFIG: &str = "config.json";
 pub const SPLIT: &str = "split.csv";
+
+/// The options saved with the run in `out`.
+pub fn saved_config(out: &Path) -> Result<TrainConfig> {
+    let path = out.join(CONFIG);
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("{}: nothing to resume (no {CONFIG})", out.display()))?;
+    serde_json::from_str(&text).with_context(|| format!("{}: not a run's options", path.display()))
+}
+
+/// Whether `out` already holds a training run (its options are saved).
+pub fn holds_a_run(out: &Path) -> bool {
+    out.join(CONFIG).is_file()
+}
+
+/// Removes what a run leaves in `out` (checkpoints, state, metrics, curves,
+/// split, options), before another run overwrites it; other files stay.
+pub fn clear_run(out: &Path) -> Result<()> {
+    for f in [BEST, LAST, STATE, CONFIG, SPLIT, "metrics.csv", "metrics.json", "curves.png"] {
+        match std::fs::remove_file(out.join(f)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(e).with_context(|| format!("{}: cannot remove", out.join(f).display()))
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
 
 /// Trains a model on `data_dir` into the run folder `out`.
 pub fn run(

@@ -34,10 +34,8 @@ pub fn fresh(out: &Path, cfg: &TrainConfig, data: &Dataset) -> Result<Start> {
 
 /// The stopped run in `out`, whose options must equal `cfg` but for `epochs`.
 pub fn resume(out: &Path, cfg: &TrainConfig) -> Result<Start> {
-    let saved: TrainConfig = serde_json::from_str(
-        &std::fs::read_to_string(out.join(CONFIG)).with_context(|| format!("{}: nothing to resume", out.display()))?,
-    )?;
-    if (TrainConfig { epochs: cfg.epochs, ..saved.clone() }) != *cfg {
+    let saved = super::saved_config(out)?;
+    if (TrainConfig { epochs: cfg.epochs, data: cfg.data.clone(), ..saved.clone() }) != *cfg {
         bail!("--resume: the options differ from the run in {} (only --epochs may change)", out.display());
     }
     let (split, _) = Split::read_csv(&out.join(SPLIT))?;
