@@ -17,5 +17,6 @@ pub mod kernels;
 pub mod models;
 pub mod nn;
 pub mod pipeline;
+pub mod plot;
 pub mod recognize;
 pub mod serve;

@@ -85,12 +85,12 @@ fn oversized_grid_runs_every_element() {
 
 #[test]
 fn every_kernel_family_is_right_with_a_tiny_grid_limit() {
-    // With 40 workgroups per dimension, most dispatches of the check shapes
-    // become 2-D (the largest, conv2d's full-size stem, needs 30 rows),
-    // including the one-workgroup-per-channel reduction of linear's bias
-    // gradient (67 channels).
+    // With 48 workgroups per dimension, most dispatches of the check shapes
+    // become 2-D (the largest, the input gradient of linear's 131072-long
+    // check, needs 43 rows), including the one-workgroup-per-channel
+    // reduction of linear's bias gradient (67 channels).
     let mut gpu = common::gpu();
-    gpu.grid_limit = 40;
+    gpu.grid_limit = 48;
     for name in ["conv2d", "linear", "batchnorm", "softmax_xent", "l2norm", "activation", "maxpool"] {
         let rows = (family(name).unwrap().gradcheck)(&gpu, &mut Rng::new(5)).unwrap();
         common::assert_all_pass(&rows);
@@ -180,4 +180,26 @@ fn kernel_set_is_chosen_from_the_adapter_and_can_be_overridden() {
     }
     let e = Gpu::with_options(&GpuOptions { kernels: Some("tpu".into()), ..Default::default() }).err().unwrap();
     assert!(format!("{e}").contains("--kernels") && format!("{e}").contains("tpu"), "{e}");
+}
+
+/// llvmpipe ends a shader's loops after 65535 iterations without an error
+/// (gallivm's loop limiter), which once made the CPU set's 131072-long
+/// classifier product come out wrong: the limit is known for that driver,
+/// and a dispatch whose invocations would loop longer than the device's
+/// limit is refused, naming the kernel, instead of running.
+#[test]
+fn dispatches_past_the_drivers_loop_limit_are_refused() {
+    let mut gpu = common::gpu();
+    if gpu.info.driver.contains("llvmpipe") {
+        assert_eq!(gpu.max_loop_trips, Some(65_535));
+    }
+    gpu.kernels = KernelSet::Cpu;
+    gpu.max_loop_trips = Some(100);
+    let s = arcface::kernels::linear::Linear { n: 2, inp: 1000, out: 3, bias: false };
+    let x = Tensor::zeros(&gpu, &[2, 1000]).unwrap();
+    let w = Tensor::zeros(&gpu, &[3, 1000]).unwrap();
+    let mut rec = Recorder::new(&gpu);
+    let err = arcface::kernels::linear::forward(&mut rec, &s, &x, &w, None).err().expect("refused");
+    let msg = format!("{err:#}");
+    assert!(msg.contains("`matmul`") && msg.contains("1000 loop iterations"), "{msg}");
 }

@@ -236,3 +236,10 @@ fn mobilefacenet_steps_in_a_row_gpu_equal_reference() {
         (2e-2, 5e-2),
     );
 }
+
+/// MiniNetwork at the size and batch a user trains it at on ORL: larger
+/// maps than the 16x16 case take the im2col path in chunks of images.
+#[test]
+fn mininet_32_batch8_step_gpu_equals_reference() {
+    check(ModelSpec { arch: Arch::MiniNet, input: 32, classes: 12, head: Head::Softmax }, &[0, 3, 7, 11, 2, 5, 9, 1]);
+}

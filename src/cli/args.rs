@@ -40,10 +40,8 @@ impl GpuArgs {
         eprintln!("adapter: {} ({}, {} kernels)", r.name, r.backend, r.kernels.name());
         if r.software {
             eprintln!(
-                "warning: `{}` is a software adapter running on the CPU: expect training to be tens of \
-                 times slower than on a GPU (BENCHMARKS.md has measurements). If this machine has a GPU, install its \
-                 Vulkan driver (Linux) and check `arcface info`.",
-                r.name
+                "warning: a software adapter (the CPU): expect training tens of times slower than on a GPU \
+                 (BENCHMARKS.md). Have a GPU? Install its Vulkan driver and check `arcface info`."
             );
         }
         Ok(gpu)

@@ -9,7 +9,7 @@ use crate::recognize::embedding::dot;
 use crate::recognize::gallery::Gallery;
 use crate::recognize::session::Session;
 use crate::recognize::verify;
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use clap::Args;
 use std::path::{Path, PathBuf};
 
@@ -161,7 +161,9 @@ impl EvalPairsCmd {
             eprintln!("left out (pairs with {}): {e}", p.display());
         }
         let m = verify::metrics(&scored);
-        verify::roc_png(&scored).save(&self.roc)?;
+        crate::plot::roc(&verify::roc(&scored), m.different, m.auc, m.eer)?
+            .save(&self.roc)
+            .with_context(|| format!("--roc {}: cannot write", self.roc.display()))?;
         if self.json {
             json(&m)?;
         } else {

@@ -89,7 +89,16 @@ pub struct Gpu {
     /// fixed size (kernels that exchange values through a subgroup are
     /// written for one size; tests clear it to run their fallbacks).
     pub subgroup_size: Option<u32>,
+    /// The most loop iterations one invocation may run on this driver, where
+    /// it has such a limit: llvmpipe (lavapipe) ends every loop of a shader
+    /// once 65535 back-edges have been taken in it, counted over all its
+    /// loops together (gallivm's loop limiter), so a longer reduction would
+    /// come out wrong without an error. Dispatches are checked against it.
+    pub max_loop_trips: Option<u64>,
 }
+
+/// llvmpipe's `LP_MAX_TGSI_LOOP_ITERATIONS`.
+pub const LLVMPIPE_MAX_LOOP_TRIPS: u64 = 65_535;
 
 /// Ranking of device types: hardware first, software last.
 fn preference(t: wgpu::DeviceType) -> u8 {
@@ -162,6 +171,7 @@ impl Gpu {
                 })
             })
             .collect();
+        let max_loop_trips = info.driver.contains("llvmpipe").then_some(LLVMPIPE_MAX_LOOP_TRIPS);
         Ok(Gpu {
             device,
             queue,
@@ -179,6 +189,7 @@ impl Gpu {
             kernels: kernels.unwrap_or(adapter_set),
             kernels_overridden: kernels.is_some(),
             subgroup_size,
+            max_loop_trips,
         })
     }
 

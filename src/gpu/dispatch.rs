@@ -157,6 +157,14 @@ impl<'g> Recorder<'g> {
             bail!("kernel `{}`: {} storage bindings, over {MAX_ARGS}", kernel.entry, args.len());
         }
         params.check(kernel.shader, kernel.entry)?;
+        if let Some(max) = gpu.max_loop_trips.filter(|&max| launch.serial > max) {
+            bail!(
+                "kernel `{}`: one invocation would run {} loop iterations, over this driver's {max} \
+                 (llvmpipe ends longer loops early, which would give wrong results)",
+                kernel.entry,
+                launch.serial
+            );
+        }
         let grid = grid(launch.workgroups, gpu.grid_limit)?;
         let padded = params.padded();
         if padded.len() > self.stride {

@@ -85,6 +85,10 @@ const GPU_TARGET_INVOCATIONS: usize = 1 << 18;
 /// Slices beyond this are only taken when the serial bound needs them: the
 /// second pass loops over the slices with few invocations (one per output).
 const WANTED_SLICES: usize = 256;
+/// CPU set: the longest loop of one invocation. llvmpipe ends a shader's
+/// loops after 65535 iterations in all (`Gpu::max_loop_trips`); half of it
+/// leaves room for the invocation's other loops.
+pub const CPU_MAX_SERIAL: usize = 32_768;
 /// More slices than this would make the second dispatch the long loop.
 const MAX_SLICES: usize = GPU_MAX_SERIAL;
 
@@ -95,12 +99,13 @@ impl Split {
     }
 
     /// How `set` cuts a reduction of `len` terms into `outputs` results.
-    /// The CPU set never splits: lavapipe's few threads are kept busy by
-    /// the outputs alone, and a second pass would only add memory traffic.
+    /// The CPU set splits only reductions longer than `CPU_MAX_SERIAL`:
+    /// lavapipe's few threads are kept busy by the outputs alone, and a
+    /// second pass would only add memory traffic.
     pub fn for_reduction(set: KernelSet, len: usize, outputs: usize) -> Split {
         let len = len.max(1);
         match set {
-            KernelSet::Cpu => Split::whole(len),
+            KernelSet::Cpu => Split::slices(len, len.div_ceil(CPU_MAX_SERIAL)),
             KernelSet::Gpu => {
                 let needed = len.div_ceil(GPU_MAX_SERIAL);
                 let wanted = GPU_TARGET_INVOCATIONS
@@ -128,8 +133,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn cpu_never_splits_and_gpu_bounds_the_serial_loop() {
-        assert_eq!(Split::for_reduction(KernelSet::Cpu, 1 << 20, 9), Split { slices: 1, per_slice: 1 << 20 });
+    fn cpu_splits_only_past_its_bound_and_gpu_bounds_the_serial_loop() {
+        assert_eq!(Split::for_reduction(KernelSet::Cpu, CPU_MAX_SERIAL, 9), Split::whole(CPU_MAX_SERIAL));
+        let long = Split::for_reduction(KernelSet::Cpu, 1 << 20, 9);
+        assert_eq!(long, Split { slices: (1 << 20) / CPU_MAX_SERIAL, per_slice: CPU_MAX_SERIAL });
         for (len, outputs) in [(100_352, 576), (401_408, 80), (7, 3), (1 << 24, 1), (3136, 1 << 20)] {
             let s = Split::for_reduction(KernelSet::Gpu, len, outputs);
             assert!(s.slices * s.per_slice >= len && (s.slices - 1) * s.per_slice < len, "{len} {s:?}");

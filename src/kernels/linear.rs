@@ -227,6 +227,10 @@ impl Gemm {
             Split::slices(batches * k, wanted.min((batches * k / TILED_MIN_K).max(1)))
         } else if self.wide_sum(set) {
             Split::slices(batches * k, (batches * k).div_ceil(WIDE_PER_SLICE).min(WIDE_MAX_SLICES))
+        } else if self.quads(set, None).is_some() {
+            // The vec4 product takes four terms per iteration.
+            let s = Split::for_reduction(set, (batches * k).div_ceil(4), self.tiles());
+            Split::slices(batches * k, s.slices)
         } else {
             Split::for_reduction(set, batches * k, self.tiles())
         };
@@ -276,7 +280,7 @@ impl Gemm {
             (MATMUL_TILED, Launch::groups(self.workgroup_tiles() * split.slices, serial))
         } else if let Some(kernel) = quads {
             let rows = if kernel.shader == Shader::LinearSubgroup { SG_ROWS } else { ROWS };
-            (kernel, Launch::groups(self.row_blocks(rows), serial))
+            (kernel, Launch::groups(self.row_blocks(rows), serial.div_ceil(4)))
         } else if self.by_rows(set) && split.slices == 1 {
             (MATMUL_ROWS, Launch::groups(self.row_blocks(ROWS), serial))
         } else {
@@ -394,6 +398,9 @@ fn shapes(rng: &mut Rng) -> Vec<Linear> {
         // The GPU set's long-K product with few outputs: K cut into 313
         // slices, each output's summed by a workgroup.
         Linear { n: 3, inp: 40_000, out: 5, bias: true },
+        // Past llvmpipe's 65535 loop iterations per invocation: the CPU set
+        // must cut it too (MiniNetwork's classifier at 32x32 is 131072 long).
+        Linear { n: 3, inp: 131_072, out: 5, bias: true },
         Linear { n: rng.range(1, 40), inp: rng.range(1, 300), out: rng.range(1, 70), bias: true },
     ]
 }
@@ -558,6 +565,7 @@ pub const FAMILY: Family = Family { name: "linear", gradcheck, refcheck, bench }
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::gpu::kernel_set::CPU_MAX_SERIAL;
 
     /// The checked shapes reach the sliced and tiled paths they are there for.
     #[test]
@@ -590,5 +598,12 @@ mod tests {
         let s = long.split(KernelSet::Gpu);
         assert!(long.wide_sum(KernelSet::Gpu), "{s:?}");
         assert!(s.k_chunk <= WIDE_PER_SLICE && s.slices <= WIDE_MAX_SLICES, "{s:?}");
+        // The CPU set cuts what would pass llvmpipe's loop limit: the
+        // 131072 -> 5 check in slices, while a vec4 product four times as
+        // long as the limit's share stays whole.
+        let s = Gemm::plain(3, 5, 131_072, 1).b(0, 1, 131_072).split(KernelSet::Cpu);
+        assert!(s.slices == 4 && s.k_chunk <= CPU_MAX_SERIAL, "{s:?}");
+        let quads = Gemm::plain(64, 64, 4 * CPU_MAX_SERIAL, 1);
+        assert!(quads.quads(KernelSet::Cpu, None).is_some() && quads.split(KernelSet::Cpu).slices == 1);
     }
 }

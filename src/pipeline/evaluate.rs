@@ -1,7 +1,6 @@
 //! `arcface eval`: a checkpoint on the test split saved with its run: loss,
 //! accuracy, per-person accuracy and the confusion matrix (text and PNG).
 
-use super::report;
 use super::scoring::{argmax, eval_logits, score};
 use super::train::SPLIT;
 use crate::data::split::Split;
@@ -70,7 +69,9 @@ pub fn run(gpu: &Gpu, ckpt: &Path, data: Option<&Path>, batch_stats: bool) -> Re
         })
         .collect();
     let png = run_dir.join("confusion.png");
-    report::confusion_png(&confusion).save(&png).with_context(|| format!("{}: cannot write", png.display()))?;
+    crate::plot::confusion(&meta.classes, &confusion)?
+        .save(&png)
+        .with_context(|| format!("{}: cannot write", png.display()))?;
     Ok(EvalReport {
         checkpoint: ckpt.display().to_string(),
         images: labels.len(),

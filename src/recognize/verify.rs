@@ -3,7 +3,6 @@
 //! the other nine folds, ROC AUC, equal error rate, and the true accept rate
 //! at fixed false accept rates. Plus the ROC curve as a picture.
 
-use image::{Rgb, RgbImage};
 use serde::Serialize;
 
 #[derive(Clone, Copy, Debug)]
@@ -155,34 +154,6 @@ pub fn metrics(pairs: &[Pair]) -> Metrics {
         tar_at_far_1e2: tar_at(1e-2),
         tar_at_far_1e3: tar_at(1e-3),
     }
-}
-
-/// The ROC curve on a white square: x false accept rate, y true accept
-/// rate, both 0..1; the chance diagonal in grey.
-pub fn roc_png(pairs: &[Pair]) -> RgbImage {
-    let s = 400i64;
-    let (m, inner) = (30i64, 400 - 60);
-    let mut img = RgbImage::from_pixel(s as u32, s as u32, Rgb([255, 255, 255]));
-    let to_px = |(far, tar): (f64, f64)| (m + (far * inner as f64) as i64, m + inner - (tar * inner as f64) as i64);
-    let mut draw = |a: (i64, i64), b: (i64, i64), c: Rgb<u8>| {
-        let steps = (b.0 - a.0).abs().max((b.1 - a.1).abs()).max(1);
-        for i in 0..=steps {
-            let (x, y) = (a.0 + (b.0 - a.0) * i / steps, a.1 + (b.1 - a.1) * i / steps);
-            for (dx, dy) in [(0, 0), (1, 0), (0, 1)] {
-                if let Some(p) = img.get_pixel_mut_checked((x + dx) as u32, (y + dy) as u32) {
-                    *p = c;
-                }
-            }
-        }
-    };
-    draw(to_px((0.0, 0.0)), to_px((1.0, 0.0)), Rgb([0, 0, 0]));
-    draw(to_px((0.0, 0.0)), to_px((0.0, 1.0)), Rgb([0, 0, 0]));
-    draw(to_px((0.0, 0.0)), to_px((1.0, 1.0)), Rgb([200, 200, 200]));
-    let pts = roc(pairs);
-    for w in pts.windows(2) {
-        draw(to_px(w[0]), to_px(w[1]), Rgb([31, 119, 180]));
-    }
-    img
 }
 
 /// Pairs of photos, from a CSV (`a,b,same` with same 1/0 or true/false;
