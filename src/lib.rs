@@ -18,5 +18,6 @@ pub mod models;
 pub mod nn;
 pub mod pipeline;
 pub mod plot;
+pub mod progress;
 pub mod recognize;
 pub mod serve;

@@ -389,8 +389,12 @@ fn train_over_a_run_needs_force_and_resume_reads_the_saved_options() {
     let metrics = std::fs::read_to_string(run.join("metrics.csv")).unwrap();
     assert_eq!(metrics.lines().count(), 1 + 2, "{metrics}");
 
-    let out = train(&[&["--data", orl_s, "--epochs", "1", "--force"][..], &tiny].concat());
+    let out = train(&[&["--data", orl_s, "--epochs", "1", "--force", "--json"][..], &tiny].concat());
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    for key in ["out", "metrics", "best_epoch", "best_val_loss", "diverged"] {
+        assert!(r.get(key).is_some(), "train --json lacks `{key}`: {r}");
+    }
     let metrics = std::fs::read_to_string(run.join("metrics.csv")).unwrap();
     assert_eq!(metrics.lines().count(), 1 + 1, "a new run: {metrics}");
     std::fs::remove_dir_all(&d).unwrap();

@@ -12,6 +12,7 @@ use arcface::kernels::sgd::Sgd;
 use arcface::models::graph::{GraphDef, Op};
 use arcface::models::{Arch, Head, ModelSpec, Net, BACKBONE};
 use arcface::nn::{Backend, CpuBackend, GpuBackend};
+use arcface::progress::Progress;
 use std::collections::BTreeMap;
 
 const SIZE: usize = 9;
@@ -178,13 +179,13 @@ fn train_init_fine_tunes_an_imported_network() {
     let orl = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("data/orl");
     let gpu = common::gpu();
     let run = dir.join("run");
-    train::run(&gpu, &orl, &run, cfg(1), false, true).unwrap();
+    train::run(&gpu, &orl, &run, cfg(1), false, &Progress::hidden()).unwrap();
     let after1 = arcface::io::tensorfile::TensorFile::read(&run.join(train::LAST)).unwrap();
     for (name, _, v) in &w {
         assert_eq!(&after1.get(&format!("{BACKBONE}{name}")).unwrap().values, v, "{name} moved in the frozen epoch");
     }
     // Resume for a second, unfrozen epoch: the backbone moves.
-    let o = train::run(&gpu, &orl, &run, cfg(2), true, true).unwrap();
+    let o = train::run(&gpu, &orl, &run, cfg(2), true, &Progress::hidden()).unwrap();
     assert_eq!(o.metrics.len(), 2);
     let after2 = arcface::io::tensorfile::TensorFile::read(&run.join(train::LAST)).unwrap();
     assert_ne!(&after2.get(&format!("{BACKBONE}c1.w")).unwrap().values, &w[0].2);

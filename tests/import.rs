@@ -86,8 +86,8 @@ fn write_model(nodes: Vec<NodeProto>, inits: Vec<TensorProto>, tag: &str) -> Pat
         graph: Some(GraphProto {
             node: nodes,
             initializer: inits,
-            input: vec![ValueInfoProto { name: "x".into() }],
-            output: vec![ValueInfoProto { name: "y".into() }],
+            input: vec![ValueInfoProto { name: "x".into(), ..Default::default() }],
+            output: vec![ValueInfoProto { name: "y".into(), ..Default::default() }],
             ..Default::default()
         }),
         ..Default::default()

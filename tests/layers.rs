@@ -9,7 +9,7 @@ use std::path::Path;
 
 /// Bottom to top. Modules on one row are siblings: neither may use the other.
 const LAYERS: &[&[&str]] = &[
-    &["gpu", "plot"],
+    &["gpu", "plot", "progress"],
     &["kernels"],
     &["nn"],
     &["data"],

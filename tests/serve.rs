@@ -279,9 +279,16 @@ fn the_page_names_a_face_in_a_headless_browser() {
         "const s = document.getElementById('model'); s.value = 'orl40'; s.dispatchEvent(new Event('change')); return 1",
     );
     let (photo, person) = test_photos()[12].clone();
+    assert_eq!(photo.extension().unwrap(), "pgm", "the case of a format browsers cannot show");
     b.upload_and_go(&photo);
     let got = b.wait_for("return document.getElementById('person').textContent", 120);
     assert_eq!(got, person);
+    // The PGM is previewed as the server decoded it.
+    b.wait_for(
+        "const p = document.getElementById('preview'); \
+         return p.src.startsWith('data:image/png') && p.naturalWidth === 92 ? 'shown' : ''",
+        30,
+    );
     let bars = b.js("return document.querySelectorAll('#top li').length");
     assert_eq!(bars, 5);
     let shot = b.cmd("GET", "/screenshot", serde_json::json!({}));
@@ -295,6 +302,14 @@ fn the_page_names_a_face_in_a_headless_browser() {
     let err = b.wait_for("return document.getElementById('error').textContent", 60);
     assert!(err.contains("not an image"), "{err}");
     std::fs::remove_file(text).unwrap();
+
+    // An example photo (ORL s1) needs no upload.
+    assert_eq!(b.js("return document.querySelectorAll('#examples button').length"), 4);
+    b.js("document.getElementById('person').textContent = ''; document.querySelector('#examples button').click(); return 1");
+    b.wait_for("return document.getElementById('go').disabled ? '' : 'ready'", 30);
+    b.js("document.getElementById('go').click(); return 1");
+    let got = b.wait_for("return document.getElementById('person').textContent", 120);
+    assert_eq!(got, "s1");
     drop(b);
     h.stop();
 }

@@ -31,6 +31,13 @@ const GRAD_REL_L2: f64 = 1e-3;
 /// with heavy cancellation: measured 2.1e-3 to 3.6e-3 here for the layers
 /// that feed a PReLU (golden.rs shows they are as close to exact as PyTorch's).
 const BN_SCALE_GRAD_REL_L2: f64 = 5e-3;
+/// MobileFaceNet at batch 4 (see the top): how far f32 rounding carries
+/// depends on the seeded draw. Measured on lavapipe with the ChaCha8 draws
+/// of seeds 1, 2, 3 and 7, the worst update of either kernel set was
+/// 1.2e-2 relative L2 (with the old StdRng draws: 1.3e-2 for seed 3, while
+/// seed 7 happened to stay under 1e-3). A wrong kernel is off by O(1), as in
+/// `check_steps`; the golden tests hold both models to PyTorch's step.
+const MFN_REL_L2: f64 = 2e-2;
 
 const LR: f32 = 0.05;
 
@@ -83,7 +90,8 @@ fn check(spec: ModelSpec, labels: &[u32]) {
     for set in [KernelSet::Gpu, KernelSet::Cpu] {
         gpu.kernels = set;
         let g = one_step(&mut GpuBackend::new(&gpu).unwrap(), spec, &x, labels);
-        let bad = compare(&g, &c);
+        let tol = if spec.arch == Arch::MobileFaceNet { MFN_REL_L2 } else { UPDATE_REL_L2 };
+        let bad = compare(&g, &c, tol);
         if !bad.is_empty() {
             failures.push(format!("{:?}, {set:?} kernels: {} mismatches:\n{}", spec.arch, bad.len(), bad.join("\n")));
         }
@@ -92,7 +100,9 @@ fn check(spec: ModelSpec, labels: &[u32]) {
 }
 
 /// What differs between a GPU step and the reference step, one line each.
-fn compare(g: &After, c: &After) -> Vec<String> {
+/// `tol`: relative L2 of each update and gradient (BN scales: at least
+/// `BN_SCALE_GRAD_REL_L2`).
+fn compare(g: &After, c: &After, tol: f64) -> Vec<String> {
     let mut bad = Vec::new();
     let loss_err = ((g.loss - c.loss) / c.loss).abs() as f64;
     if loss_err > LOSS_RTOL {
@@ -120,7 +130,7 @@ fn compare(g: &After, c: &After) -> Vec<String> {
             continue;
         }
         let e = rel_l2(&dg, &dc);
-        if e > if n.ends_with("bn.weight") { BN_SCALE_GRAD_REL_L2 } else { UPDATE_REL_L2 } {
+        if e > if n.ends_with("bn.weight") { BN_SCALE_GRAD_REL_L2.max(tol) } else { tol } {
             bad.push(format!("{n}: update off by {e:.2e} relative L2"));
         }
     }
@@ -131,7 +141,7 @@ fn compare(g: &After, c: &After) -> Vec<String> {
             continue; // exactly-zero gradients (BN bias before another BN): rounding noise
         }
         let e = rel_l2(gv, cv);
-        let tol = if n.ends_with("bn.weight") { BN_SCALE_GRAD_REL_L2 } else { GRAD_REL_L2 };
+        let tol = if n.ends_with("bn.weight") { BN_SCALE_GRAD_REL_L2.max(tol) } else { tol.max(GRAD_REL_L2) };
         if e > tol {
             bad.push(format!("d{n}: {e:.2e}"));
         }
@@ -230,10 +240,11 @@ fn mobilefacenet_steps_in_a_row_gpu_equal_reference() {
         ModelSpec { arch: Arch::MobileFaceNet, input: 112, classes: 5, head: Head::ArcFace { s: 32.0, m: 0.5 } },
         &[1, 4, 0, 1],
         2,
-        // Measured on lavapipe: 1.1e-2 at most, 3.0e-2 for BN scales (as in
-        // one step, their gradients cancel most); a buffer reused too early
-        // or a misplaced view is off by O(1).
-        (2e-2, 5e-2),
+        // Measured on lavapipe: 3.4e-2 at most with the ChaCha8 draws (1.1e-2
+        // with the old StdRng ones), 5.5e-2 for BN scales (3.0e-2; as in one
+        // step, their gradients cancel most); a buffer reused too early or a
+        // misplaced view is off by O(1).
+        (5e-2, 1e-1),
     );
 }
 

@@ -6,6 +6,7 @@ mod common;
 use arcface::io::tensorfile::TensorFile;
 use arcface::models::{Arch, Head, ModelSpec};
 use arcface::pipeline::train::{self, TrainConfig};
+use arcface::progress::Progress;
 use std::path::{Path, PathBuf};
 
 fn orl() -> PathBuf {
@@ -50,19 +51,19 @@ fn weights(path: &Path) -> Vec<(String, Vec<f32>)> {
 fn resumed_run_ends_with_the_same_weights() {
     let gpu = common::gpu();
     let whole = run_dir("whole");
-    let o = train::run(&gpu, &orl(), &whole, config(3, 0.01), false, true).unwrap();
+    let o = train::run(&gpu, &orl(), &whole, config(3, 0.01), false, &Progress::hidden()).unwrap();
     assert_eq!(o.metrics.len(), 3);
     let parted = run_dir("parted");
     // "Interrupted" after 2 epochs, then resumed to 3.
-    train::run(&gpu, &orl(), &parted, config(2, 0.01), false, true).unwrap();
-    let o2 = train::run(&gpu, &orl(), &parted, config(3, 0.01), true, true).unwrap();
+    train::run(&gpu, &orl(), &parted, config(2, 0.01), false, &Progress::hidden()).unwrap();
+    let o2 = train::run(&gpu, &orl(), &parted, config(3, 0.01), true, &Progress::hidden()).unwrap();
     assert_eq!(o2.metrics.len(), 3, "metrics continue from the saved ones");
     assert_eq!(weights(&whole.join(train::LAST)), weights(&parted.join(train::LAST)));
     for f in ["metrics.csv", "metrics.json", "curves.png", "split.csv", "best.safetensors"] {
         assert!(whole.join(f).is_file(), "{f} missing");
     }
     // Options other than --epochs may not change on resume.
-    let err = train::run(&gpu, &orl(), &parted, config(4, 0.02), true, true).err().unwrap();
+    let err = train::run(&gpu, &orl(), &parted, config(4, 0.02), true, &Progress::hidden()).err().unwrap();
     assert!(format!("{err}").contains("--resume"), "{err}");
 }
 
@@ -71,7 +72,8 @@ fn divergence_stops_with_a_message_and_keeps_the_best() {
     let gpu = common::gpu();
     let dir = run_dir("nan");
     // An absurd learning rate blows MiniNetwork up within a few steps.
-    let o = train::run(&gpu, &orl(), &dir, TrainConfig { lr_step: 100, ..config(6, 1e4) }, false, true).unwrap();
+    let o = train::run(&gpu, &orl(), &dir, TrainConfig { lr_step: 100, ..config(6, 1e4) }, false, &Progress::hidden())
+        .unwrap();
     let why = o.diverged.expect("divergence detected");
     assert!(why.contains("loss became"), "{why}");
     assert!(o.metrics.len() < 6);
@@ -84,7 +86,7 @@ fn divergence_stops_with_a_message_and_keeps_the_best() {
 fn eval_uses_the_saved_test_split() {
     let gpu = common::gpu();
     let dir = run_dir("eval");
-    train::run(&gpu, &orl(), &dir, config(1, 0.01), false, true).unwrap();
+    train::run(&gpu, &orl(), &dir, config(1, 0.01), false, &Progress::hidden()).unwrap();
     let r = arcface::pipeline::evaluate::run(&gpu, &dir.join(train::BEST), None, false).unwrap();
     assert_eq!(r.images, 3, "10% of 10 images for each of 3 people");
     assert_eq!(r.per_person.len(), 3);
@@ -102,7 +104,8 @@ fn sweep_records_divergence_and_keeps_the_best() {
     let gpu = common::gpu();
     let dir = run_dir("sweep");
     let base = TrainConfig { lr_step: 100, ..config(2, 0.0) };
-    let rows = arcface::pipeline::sweep::run(&gpu, &orl(), &dir, &base, &[1e-3, 1e4], &[0.9], true).unwrap();
+    let rows =
+        arcface::pipeline::sweep::run(&gpu, &orl(), &dir, &base, &[1e-3, 1e4], &[0.9], &Progress::hidden()).unwrap();
     assert_eq!(rows.len(), 2);
     assert!(!rows[0].diverged && rows[0].best_val_loss.is_finite());
     assert!(rows[1].diverged, "lr 1e4 must diverge: {rows:?}");

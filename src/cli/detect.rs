@@ -3,6 +3,7 @@
 use super::args::{DetectArgs, GpuArgs};
 use super::output::{files, json};
 use crate::detect::prepare;
+use crate::progress::Progress;
 use anyhow::Result;
 use clap::Args;
 use std::path::PathBuf;
@@ -25,7 +26,10 @@ pub struct DetectCmd {
 impl DetectCmd {
     pub fn run(&self, gpu: &GpuArgs) -> Result<bool> {
         let gpu = gpu.open()?;
-        let results = self.det.detector(&gpu)?.detect_files(&self.images, self.draw.as_deref())?;
+        let mut detector = self.det.detector(&gpu)?;
+        detector.progress = Progress::new("photos", 0, false);
+        let results = detector.detect_files(&self.images, self.draw.as_deref())?;
+        drop(detector);
         files(&results, "faces", self.json, |faces| {
             let mut s = format!("{} face(s)", faces.len());
             for f in faces {
@@ -68,7 +72,7 @@ impl PrepareCmd {
     pub fn run(&self, gpu: &GpuArgs) -> Result<bool> {
         let gpu = gpu.open()?;
         let mut d = self.det.detector(&gpu)?;
-        let r = prepare::run(&mut d, &self.raw, &self.out, self.quiet)?;
+        let r = prepare::run(&mut d, &self.raw, &self.out, &Progress::new("photos", 0, self.quiet))?;
         for (p, why) in &r.unreadable {
             eprintln!("skipped {}: {why}", p.display());
         }

@@ -47,6 +47,8 @@ enum Command {
     Prepare(detect::PrepareCmd),
     /// Import an ONNX face-embedding network (a MobileFaceNet-family model) as a checkpoint
     Import(serve::ImportCmd),
+    /// Export a checkpoint as a standard ONNX model (opset 13, dynamic batch)
+    Export(serve::ExportCmd),
     /// Are two photos the same person? Cosine similarity of their embeddings
     Verify(recognize::VerifyCmd),
     /// Verification accuracy (10-fold), ROC AUC, EER and TAR at FAR 1e-2 / 1e-3 on pairs
@@ -91,6 +93,7 @@ impl Command {
             Command::Predict(c) => c.run(gpu),
             Command::Prepare(c) => c.run(gpu),
             Command::Import(c) => c.run(),
+            Command::Export(c) => c.run(),
             Command::Verify(c) => c.run(gpu),
             Command::EvalPairs(c) => c.run(gpu),
             Command::Enroll(c) => c.run(gpu),
@@ -183,7 +186,7 @@ pub fn bench_main(what: &str) -> ExitCode {
 
 #[cfg(test)]
 mod tests {
-    use super::Cli;
+    use crate::cli::Cli;
     use clap::CommandFactory;
 
     /// Every flag and positional of every command says what it is for.

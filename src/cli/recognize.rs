@@ -5,6 +5,7 @@ use super::output::{files, json};
 use crate::data::dataset::Dataset;
 use crate::detect::{Detector, Options};
 use crate::gpu::Gpu;
+use crate::progress::Progress;
 use crate::recognize::embedding::dot;
 use crate::recognize::gallery::Gallery;
 use crate::recognize::session::Session;
@@ -20,6 +21,7 @@ fn session<'g>(gpu: &'g Gpu, checkpoint: &Path, a: &AlignArgs) -> Result<Session
     if a.align || s.trained_on_aligned_faces() {
         s.align = Some(a.det.detector(gpu)?);
     }
+    s.progress = Progress::new("images", 0, false);
     Ok(s)
 }
 
@@ -131,9 +133,14 @@ pub struct EvalPairsCmd {
     /// Checkpoint (from `train`, `sweep` or `import`)
     #[arg(long)]
     checkpoint: PathBuf,
-    /// CSV of `a,b,same` (paths relative to the CSV)
+    /// Pairs: a CSV of `a,b,same`, or LFW's pairs.txt (paths relative to
+    /// its folder, or to --images)
     #[arg(long, conflicts_with = "data", required_unless_present = "data")]
     pairs: Option<PathBuf>,
+    /// Folder the --pairs paths are relative to (LFW: the folder of
+    /// per-person folders)
+    #[arg(long, requires = "pairs")]
+    images: Option<PathBuf>,
     /// Or every pair of photos of a per-person folder
     #[arg(long)]
     data: Option<PathBuf>,
@@ -152,7 +159,7 @@ impl EvalPairsCmd {
         let gpu = gpu.open()?;
         let mut s = embed_session(&gpu, &self.checkpoint, &self.emb)?;
         let list = match (&self.pairs, &self.data) {
-            (Some(p), _) => verify::read_pairs(p)?,
+            (Some(p), _) => verify::read_pairs(p, self.images.as_deref())?,
             (None, Some(d)) => verify::all_pairs(&Dataset::scan(d, false)?),
             (None, None) => unreachable!("clap requires one"),
         };
@@ -247,6 +254,7 @@ impl IdentifyCmd {
         let g = Gallery::load(&self.gallery)?;
         g.check_checkpoint(&self.gallery, &self.checkpoint)?;
         let mut s = Session::open(&gpu, &self.checkpoint)?;
+        s.progress = Progress::new("images", 0, false);
         s.flip = g.meta.flip;
         if g.meta.align {
             s.align = Some(Detector::open(&gpu, None, Options::default())?);

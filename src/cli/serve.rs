@@ -1,7 +1,7 @@
 //! `arcface serve` and `arcface import`.
 
 use super::args::GpuArgs;
-use crate::io::{model_file, onnx_import};
+use crate::io::{model_file, onnx_export, onnx_import};
 use crate::serve;
 use anyhow::Result;
 use clap::Args;
@@ -90,6 +90,43 @@ impl ImportCmd {
             self.model.display(),
             self.out.display()
         );
+        Ok(true)
+    }
+}
+
+#[derive(Args, Debug)]
+pub struct ExportCmd {
+    /// Checkpoint to export (MobileFaceNet or MiniNetwork, trained here)
+    checkpoint: PathBuf,
+    /// ONNX file to write
+    #[arg(long)]
+    onnx: PathBuf,
+    /// MobileFaceNet + ArcFace: also the classifier output `logits` (what
+    /// `predict` ranks by) beside `embedding`
+    #[arg(long)]
+    head: bool,
+    /// Print the result as JSON on stdout (schema: README, "JSON output")
+    #[arg(long)]
+    json: bool,
+}
+
+impl ExportCmd {
+    pub fn run(&self) -> Result<bool> {
+        let r = onnx_export::export(&self.checkpoint, &self.onnx, self.head)?;
+        if self.json {
+            super::output::json(
+                &serde_json::json!({ "onnx": self.onnx, "nodes": r.nodes, "parameters": r.parameters, "outputs": r.outputs }),
+            )?;
+        } else {
+            println!(
+                "{} -> {} ({} nodes, {} parameters; outputs {}; opset 13, batch dimension dynamic)",
+                self.checkpoint.display(),
+                self.onnx.display(),
+                r.nodes,
+                r.parameters,
+                r.outputs.join(", ")
+            );
+        }
         Ok(true)
     }
 }

@@ -8,6 +8,7 @@ use crate::pipeline::demo;
 use crate::pipeline::evaluate::{self, EvalReport};
 use crate::pipeline::sweep::{self, SweepRow};
 use crate::pipeline::train::{self, TrainConfig, BEST};
+use crate::progress::Progress;
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use std::path::{Path, PathBuf};
@@ -79,7 +80,7 @@ impl TrainArgs {
             return Ok(data);
         }
         let (mtcnn, opt) = (self.det.mtcnn.as_deref(), self.det.options());
-        train::aligned_data(gpu, &data, out, resume, mtcnn, opt, self.quiet)
+        train::aligned_data(gpu, &data, out, resume, mtcnn, opt, &Progress::new("photos", 0, self.quiet))
     }
 
     fn config(&self, data: Option<&Path>, lr: f32, momentum: f32) -> TrainConfig {
@@ -156,7 +157,7 @@ impl TrainCmd {
         };
         let gpu = gpu.open()?;
         let data = o.training_data(&gpu, &cfg, &self.out, self.resume)?;
-        let r = train::run(&gpu, &data, &self.out, cfg, self.resume, o.quiet)?;
+        let r = train::run(&gpu, &data, &self.out, cfg, self.resume, &Progress::new("images", 0, o.quiet))?;
         if o.json {
             json(&r)?;
         } else {
@@ -255,7 +256,9 @@ impl SweepCmd {
         let gpu = gpu.open()?;
         // With --align the photos are aligned once, into OUT/aligned, for every run.
         let data = o.training_data(&gpu, &cfg, &self.out, false)?;
-        let rows = sweep::run(&gpu, &data, &self.out, &cfg, &self.lrs, &self.momentums, o.quiet)?;
+        let progress = Progress::new("images", 0, o.quiet).repeated(self.lrs.len() * self.momentums.len());
+        let rows = sweep::run(&gpu, &data, &self.out, &cfg, &self.lrs, &self.momentums, &progress)?;
+        drop(progress);
         if o.json {
             json(&serde_json::json!({ "runs": rows, "best": sweep::best(&rows) }))?;
         } else {
@@ -334,7 +337,7 @@ impl DemoCmd {
                 cfg.epochs
             );
         }
-        let r = demo::run(&gpu, &data, out, self.quiet)?;
+        let r = demo::run(&gpu, &data, out, &Progress::new("images", 0, self.quiet))?;
         if self.json {
             json(&serde_json::json!({
                 "test": r.test, "training": r.training, "seconds": r.seconds, "out": out,

@@ -4,6 +4,7 @@
 
 pub mod augment;
 pub mod batch;
+pub mod csv_file;
 pub mod dataset;
 pub mod file_result;
 pub mod input;

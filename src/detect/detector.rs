@@ -7,6 +7,7 @@ use crate::data::FileResult;
 use crate::gpu::Gpu;
 use crate::io::tensorfile::TensorFile;
 use crate::nn::GpuBackend;
+use crate::progress::Progress;
 use anyhow::Result;
 use std::path::{Path, PathBuf};
 
@@ -14,6 +15,8 @@ pub struct Detector<'g> {
     pub b: GpuBackend<'g>,
     pub nets: Nets<GpuBackend<'g>>,
     pub opt: Options,
+    /// Counts the photos of `detect_files` (hidden by default).
+    pub progress: Progress,
 }
 
 /// MTCNN's weights (`data/mtcnn/mtcnn.safetensors`, 2 MB) built into the
@@ -29,7 +32,7 @@ impl<'g> Detector<'g> {
             Some(path) => Nets::load(&mut b, path)?,
             None => Nets::from_file(&mut b, &TensorFile::parse(BUILT_IN_WEIGHTS)?)?,
         };
-        Ok(Detector { b, nets, opt })
+        Ok(Detector { b, nets, opt, progress: Progress::hidden() })
     }
 
     pub fn detect(&mut self, img: &image::RgbImage) -> Result<Vec<Face>> {
@@ -43,7 +46,9 @@ impl<'g> Detector<'g> {
             std::fs::create_dir_all(d)?;
         }
         let mut out = Vec::new();
+        self.progress.expect(files.len() as u64);
         for (i, path) in files.iter().enumerate() {
+            self.progress.inc(1);
             let img = match open_rgb(path) {
                 Ok(img) => img,
                 Err(e) => {
@@ -59,6 +64,7 @@ impl<'g> Detector<'g> {
             }
             out.push(FileResult::ok(path.clone(), faces));
         }
+        self.progress.finish();
         Ok(out)
     }
 }

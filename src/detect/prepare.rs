@@ -5,6 +5,7 @@
 
 use super::{align, Detector};
 use crate::data::dataset::Dataset;
+use crate::progress::Progress;
 use anyhow::{Context, Result};
 use serde::Serialize;
 use std::io::Write;
@@ -30,7 +31,8 @@ fn crop_path(raw: &Path, out: &Path, photo: &Path) -> PathBuf {
     out.join(rel).with_extension("png")
 }
 
-pub fn run(det: &mut Detector, raw: &Path, out: &Path, quiet: bool) -> Result<Report> {
+/// `progress` counts photos (its length is set here where it is 0).
+pub fn run(det: &mut Detector, raw: &Path, out: &Path, progress: &Progress) -> Result<Report> {
     let started = Instant::now();
     let data = Dataset::scan(raw, false)?;
     std::fs::create_dir_all(out).with_context(|| format!("{}: cannot create the output folder", out.display()))?;
@@ -38,13 +40,11 @@ pub fn run(det: &mut Detector, raw: &Path, out: &Path, quiet: bool) -> Result<Re
     for s in &data.skipped {
         report.unreadable.push((s.path.clone(), s.reason.clone()));
     }
-    let mut csv = String::from("path,person,label\n");
-    for (i, s) in data.samples.iter().enumerate() {
-        if !quiet && i > 0 {
-            let rate = i as f64 / started.elapsed().as_secs_f64();
-            let eta = (data.samples.len() - i) as f64 / rate;
-            eprint!("\rprepare {}/{} photos, {:.1}/s, ETA {:.0}s   ", i, data.samples.len(), rate, eta);
-        }
+    let mut labels = vec![["path".to_string(), "person".into(), "label".into()]];
+    progress.expect(data.samples.len() as u64);
+    progress.message("prepare".into());
+    for s in &data.samples {
+        progress.inc(1);
         let img = match crate::data::input::open_rgb(&s.path) {
             Ok(img) => img,
             Err(e) => {
@@ -69,14 +69,11 @@ pub fn run(det: &mut Detector, raw: &Path, out: &Path, quiet: bool) -> Result<Re
         align::align(&img, face).save_with_format(&tmp, image::ImageFormat::Png)?;
         std::fs::rename(&tmp, &dest)?;
         let rel = dest.strip_prefix(out).unwrap_or(&dest);
-        csv += &format!("{},{},{}\n", rel.display(), data.people[s.label], s.label);
+        labels.push([rel.display().to_string(), data.people[s.label].clone(), s.label.to_string()]);
         report.written += 1;
     }
-    if !quiet {
-        eprintln!();
-    }
     report.seconds = started.elapsed().as_secs_f64();
-    std::fs::write(out.join("labels.csv"), csv)?;
+    crate::data::csv_file::write(&out.join("labels.csv"), &labels)?;
     let mut f = std::fs::File::create(out.join("prepare_report.json"))?;
     writeln!(f, "{}", serde_json::to_string_pretty(&report)?)?;
     Ok(report)

@@ -5,5 +5,6 @@
 pub mod checkpoint;
 pub mod model_file;
 pub mod onnx;
+pub mod onnx_export;
 pub mod onnx_import;
 pub mod tensorfile;

@@ -1,7 +1,7 @@
-//! Reading ONNX files: the few protobuf messages of onnx.proto that a
-//! feed-forward network needs, declared with prost (field numbers from
-//! onnx.proto; unknown fields are skipped by the decoder), and helpers to
-//! read attributes and tensors.
+//! ONNX files: the few protobuf messages of onnx.proto that a feed-forward
+//! network needs, declared with prost (field numbers from onnx.proto;
+//! unknown fields are skipped by the decoder), and helpers to read
+//! attributes and tensors.
 
 use anyhow::{bail, Context, Result};
 use prost::Message;
@@ -17,6 +17,16 @@ pub struct ModelProto {
     pub graph: Option<GraphProto>,
     #[prost(message, repeated, tag = "8")]
     pub opset_import: Vec<OperatorSetIdProto>,
+    #[prost(message, repeated, tag = "14")]
+    pub metadata_props: Vec<StringStringEntryProto>,
+}
+
+#[derive(Clone, PartialEq, Message)]
+pub struct StringStringEntryProto {
+    #[prost(string, tag = "1")]
+    pub key: String,
+    #[prost(string, tag = "2")]
+    pub value: String,
 }
 
 #[derive(Clone, PartialEq, Message)]
@@ -45,6 +55,39 @@ pub struct GraphProto {
 pub struct ValueInfoProto {
     #[prost(string, tag = "1")]
     pub name: String,
+    #[prost(message, optional, tag = "2")]
+    pub r#type: Option<TypeProto>,
+}
+
+/// TypeProto with its one case used here, a tensor (`tensor_type`).
+#[derive(Clone, PartialEq, Message)]
+pub struct TypeProto {
+    #[prost(message, optional, tag = "1")]
+    pub tensor_type: Option<TensorTypeProto>,
+}
+
+#[derive(Clone, PartialEq, Message)]
+pub struct TensorTypeProto {
+    #[prost(int32, tag = "1")]
+    pub elem_type: i32,
+    #[prost(message, optional, tag = "2")]
+    pub shape: Option<TensorShapeProto>,
+}
+
+#[derive(Clone, PartialEq, Message)]
+pub struct TensorShapeProto {
+    #[prost(message, repeated, tag = "1")]
+    pub dim: Vec<Dimension>,
+}
+
+/// One dimension: a size (`dim_value`) or a name (`dim_param`, dynamic);
+/// onnx.proto's oneof, written as its two optional fields.
+#[derive(Clone, PartialEq, Message)]
+pub struct Dimension {
+    #[prost(int64, optional, tag = "1")]
+    pub dim_value: Option<i64>,
+    #[prost(string, optional, tag = "2")]
+    pub dim_param: Option<String>,
 }
 
 #[derive(Clone, PartialEq, Message)]
@@ -79,6 +122,9 @@ pub struct AttributeProto {
     pub floats: Vec<f32>,
     #[prost(int64, repeated, tag = "8")]
     pub ints: Vec<i64>,
+    /// AttributeType: 1 float, 2 int, 4 tensor, 7 ints (set when writing).
+    #[prost(int32, tag = "20")]
+    pub r#type: i32,
 }
 
 #[derive(Clone, PartialEq, Message)]
@@ -98,8 +144,8 @@ pub struct TensorProto {
 }
 
 /// ONNX TensorProto data types used here.
-const FLOAT: i32 = 1;
-const INT64: i32 = 7;
+pub const FLOAT: i32 = 1;
+pub const INT64: i32 = 7;
 
 impl TensorProto {
     pub fn shape(&self) -> Vec<usize> {

@@ -206,12 +206,15 @@ impl Gemm {
         self.m.div_ceil(TILE) * self.n.div_ceil(TILE) * self.out_batch()
     }
 
-    /// The GPU set's untiled product with few outputs and a long reduction
-    /// (the 401408 -> 10 classifier): K cut into short slices, each
-    /// output's slices summed by a workgroup.
+    /// An untiled product with few outputs and a long reduction (the
+    /// 401408 -> 10 classifier): K cut into short slices, each output's
+    /// slices summed by a workgroup. The GPU set for parallelism; the CPU
+    /// set, where its vec4 product does not apply, for precision (one f32
+    /// accumulator over 40000 terms misses the forward tolerance).
     fn wide_sum(&self, set: KernelSet) -> bool {
         let len = self.k * if self.reduce_batch { self.batch } else { 1 };
-        set == KernelSet::Gpu
+        let cpu_plain = set == KernelSet::Cpu && self.quads(set, None).is_none();
+        (set == KernelSet::Gpu || cpu_plain)
             && !self.tiled(set)
             && self.out_batch() * self.m * self.n <= WIDE_MAX_OUTPUTS
             && len >= WIDE_MIN_LEN
@@ -591,18 +594,18 @@ mod tests {
             assert_eq!(g.quads(KernelSet::Gpu, Some(8)), None);
         }
         let long = Gemm::plain(3, 5, 40_000, 1).b(0, 1, 40_000);
-        assert!(long.wide_sum(KernelSet::Gpu) && !long.wide_sum(KernelSet::Cpu));
+        assert!(long.wide_sum(KernelSet::Gpu) && long.wide_sum(KernelSet::Cpu));
         assert_eq!(long.split(KernelSet::Gpu).slices, 313);
+        assert_eq!(long.split(KernelSet::Cpu).slices, 313);
         // The 401408 -> 10 linear: K cut into slices of 128, summed wide.
         let long = Gemm::plain(32, 10, 401_408, 1);
         let s = long.split(KernelSet::Gpu);
         assert!(long.wide_sum(KernelSet::Gpu), "{s:?}");
         assert!(s.k_chunk <= WIDE_PER_SLICE && s.slices <= WIDE_MAX_SLICES, "{s:?}");
-        // The CPU set cuts what would pass llvmpipe's loop limit: the
-        // 131072 -> 5 check in slices, while a vec4 product four times as
-        // long as the limit's share stays whole.
-        let s = Gemm::plain(3, 5, 131_072, 1).b(0, 1, 131_072).split(KernelSet::Cpu);
-        assert!(s.slices == 4 && s.k_chunk <= CPU_MAX_SERIAL, "{s:?}");
+        // The CPU set cuts what would pass llvmpipe's loop limit, while a
+        // vec4 product four times as long as the limit's share stays whole.
+        let s = Gemm::plain(100, 50, 131_073, 1).split(KernelSet::Cpu);
+        assert!(s.slices == 5 && s.k_chunk <= CPU_MAX_SERIAL, "{s:?}");
         let quads = Gemm::plain(64, 64, 4 * CPU_MAX_SERIAL, 1);
         assert!(quads.quads(KernelSet::Cpu, None).is_some() && quads.split(KernelSet::Cpu).slices == 1);
     }

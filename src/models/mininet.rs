@@ -12,7 +12,7 @@ use crate::nn::{Backend, Init, ParamSpec, ParamStore};
 use anyhow::Result;
 
 pub const CHANNELS: [usize; 4] = [3, 32, 64, 128];
-const CONVS: [&str; 3] = ["features.0", "features.2", "features.4"];
+pub const CONVS: [&str; 3] = ["features.0", "features.2", "features.4"];
 
 pub fn param_specs(input: usize, classes: usize) -> Vec<ParamSpec> {
     let mut v = Vec::new();

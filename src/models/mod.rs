@@ -11,7 +11,8 @@ pub use net::Net;
 
 use crate::nn::{Block, Init, ParamSpec};
 use anyhow::{bail, Result};
-use rand::{rngs::StdRng, Rng, SeedableRng};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 /// Name prefix of backbone weights: MobileFaceNet's (PyTorch names) and an
@@ -143,7 +144,7 @@ impl ModelSpec {
 
 /// Initial values of every parameter, seeded.
 pub fn init_values(spec: &ModelSpec, seed: u64) -> Vec<(ParamSpec, Vec<f32>)> {
-    let mut rng = StdRng::seed_from_u64(seed);
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
     spec.param_specs()
         .into_iter()
         .map(|p| {

@@ -6,6 +6,7 @@ use super::evaluate::{self, EvalReport};
 use super::train::{self, TrainConfig, TrainOutcome, BEST};
 use crate::gpu::Gpu;
 use crate::models::{Arch, ModelSpec, DEFAULT_ARCFACE};
+use crate::progress::Progress;
 use anyhow::Result;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -49,9 +50,9 @@ pub struct DemoOutcome {
 
 /// Splits `data` (one folder per person), trains (`config`) into `out` and
 /// evaluates the best checkpoint on the test split.
-pub fn run(gpu: &Gpu, data: &Path, out: &Path, quiet: bool) -> Result<DemoOutcome> {
+pub fn run(gpu: &Gpu, data: &Path, out: &Path, progress: &Progress) -> Result<DemoOutcome> {
     let started = Instant::now();
-    let training = train::run(gpu, data, out, config(), false, quiet)?;
+    let training = train::run(gpu, data, out, config(), false, progress)?;
     let test = evaluate::run(gpu, &out.join(BEST), None, false)?;
     Ok(DemoOutcome { training, test, seconds: started.elapsed().as_secs_f64() })
 }

@@ -1,5 +1,6 @@
 //! Run reports: metrics as CSV and JSON, learning curves as PNG.
 
+use crate::data::csv_file;
 use anyhow::{Context, Result};
 use image::RgbImage;
 use serde::{Deserialize, Serialize};
@@ -17,20 +18,25 @@ pub struct EpochMetrics {
 }
 
 pub fn write_metrics(out: &Path, metrics: &[EpochMetrics]) -> Result<()> {
-    let mut csv = String::from("epoch,lr,train_loss,train_accuracy,val_loss,val_accuracy,images_per_second\n");
+    let mut rows =
+        vec![["epoch", "lr", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "images_per_second"]
+            .map(String::from)];
     for m in metrics {
-        csv.push_str(&format!(
-            "{},{},{:.6},{:.6},{:.6},{:.6},{:.3}\n",
-            m.epoch, m.lr, m.train_loss, m.train_accuracy, m.val_loss, m.val_accuracy, m.images_per_second
-        ));
+        rows.push([
+            m.epoch.to_string(),
+            m.lr.to_string(),
+            format!("{:.6}", m.train_loss),
+            format!("{:.6}", m.train_accuracy),
+            format!("{:.6}", m.val_loss),
+            format!("{:.6}", m.val_accuracy),
+            format!("{:.3}", m.images_per_second),
+        ]);
     }
-    let write = |name: &str, text: String| -> Result<()> {
-        let tmp = out.join(format!(".{name}.tmp"));
-        std::fs::write(&tmp, text).with_context(|| format!("{}: cannot write", tmp.display()))?;
-        std::fs::rename(&tmp, out.join(name)).with_context(|| format!("{}: cannot write", out.join(name).display()))
-    };
-    write("metrics.csv", csv)?;
-    write("metrics.json", serde_json::to_string_pretty(metrics)?)?;
+    csv_file::write(&out.join("metrics.csv"), &rows)?;
+    let (json, tmp) = (out.join("metrics.json"), out.join(".metrics.json.tmp"));
+    std::fs::write(&tmp, serde_json::to_string_pretty(metrics)?)
+        .with_context(|| format!("{}: cannot write", tmp.display()))?;
+    std::fs::rename(&tmp, &json).with_context(|| format!("{}: cannot write", json.display()))?;
     curves(metrics)?
         .save(out.join("curves.png"))
         .with_context(|| format!("{}: cannot write curves.png", out.display()))?;

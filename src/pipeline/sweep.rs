@@ -4,6 +4,7 @@
 
 use super::train::{self, TrainConfig, BEST};
 use crate::gpu::Gpu;
+use crate::progress::Progress;
 use anyhow::{Context, Result};
 use serde::Serialize;
 use std::path::Path;
@@ -31,18 +32,16 @@ pub fn run(
     base: &TrainConfig,
     lrs: &[f32],
     momentums: &[f32],
-    quiet: bool,
+    progress: &Progress,
 ) -> Result<Vec<SweepRow>> {
     std::fs::create_dir_all(out).with_context(|| format!("{}: cannot create", out.display()))?;
     let mut rows = Vec::new();
     for &lr in lrs {
         for &momentum in momentums {
             let dir = out.join(format!("lr{lr:e}_m{momentum}"));
-            if !quiet {
-                eprintln!("== lr {lr:e}, momentum {momentum}");
-            }
+            progress.line(&format!("== lr {lr:e}, momentum {momentum}"));
             let cfg = TrainConfig { lr, momentum, ..base.clone() };
-            let o = train::run(gpu, data, &dir, cfg, false, quiet)?;
+            let o = train::run(gpu, data, &dir, cfg, false, progress)?;
             let best = o.metrics.iter().find(|m| m.epoch == o.best_epoch);
             rows.push(SweepRow {
                 lr,

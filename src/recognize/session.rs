@@ -9,6 +9,7 @@ use crate::detect::{align, Detector};
 use crate::gpu::Gpu;
 use crate::io::model_file::{self, Model};
 use crate::nn::{Backend, GpuBackend};
+use crate::progress::Progress;
 use anyhow::{anyhow, bail, Context, Result};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
@@ -32,13 +33,15 @@ pub struct Session<'g> {
     pub align: Option<Detector<'g>>,
     /// Embeddings add the horizontally flipped image's (then normalise).
     pub flip: bool,
+    /// Counts the files of `embed` and `predict` (hidden by default).
+    pub progress: Progress,
 }
 
 impl<'g> Session<'g> {
     pub fn open(gpu: &'g Gpu, path: &Path) -> Result<Session<'g>> {
         let mut b = GpuBackend::new(gpu)?;
         let model = model_file::open(path, &mut b)?.for_inference(&mut b)?;
-        Ok(Session { b, model, align: None, flip: true })
+        Ok(Session { b, model, align: None, flip: true, progress: Progress::hidden() })
     }
 
     fn input_size(&self) -> usize {
@@ -92,7 +95,9 @@ impl<'g> Session<'g> {
         mut f: impl FnMut(&mut Self, &[Vec<f32>]) -> Result<Vec<T>>,
     ) -> Result<Vec<FileResult<T>>> {
         let mut out: Vec<FileResult<T>> = Vec::new();
+        self.progress.expect(files.len() as u64);
         for chunk in files.chunks(BATCH) {
+            self.progress.inc(chunk.len() as u64);
             let mut inputs = Vec::new();
             let mut slots = Vec::new();
             for path in chunk {
@@ -114,6 +119,7 @@ impl<'g> Session<'g> {
                 out[slot].result = Some(r);
             }
         }
+        self.progress.finish();
         Ok(out)
     }
 

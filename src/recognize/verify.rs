@@ -3,7 +3,9 @@
 //! the other nine folds, ROC AUC, equal error rate, and the true accept rate
 //! at fixed false accept rates. Plus the ROC curve as a picture.
 
+use anyhow::{bail, Context, Result};
 use serde::Serialize;
+use std::path::{Path, PathBuf};
 
 #[derive(Clone, Copy, Debug)]
 pub struct Pair {
@@ -156,27 +158,57 @@ pub fn metrics(pairs: &[Pair]) -> Metrics {
     }
 }
 
-/// Pairs of photos, from a CSV (`a,b,same` with same 1/0 or true/false;
-/// paths relative to the CSV's folder; a header line is skipped).
-pub fn read_pairs(path: &std::path::Path) -> anyhow::Result<Vec<(std::path::PathBuf, std::path::PathBuf, bool)>> {
-    use anyhow::{bail, Context};
+/// Pairs of photos from `path`: a CSV of `a,b,same` (same 1/0 or
+/// true/false, an optional header), or LFW's `pairs.txt` (a first line of
+/// counts, then `name i j` for a matched pair and `name i other j` for a
+/// mismatched one, naming `name/name_000i.jpg`). Paths are relative to
+/// `root`, by default the file's folder.
+pub fn read_pairs(path: &Path, root: Option<&Path>) -> Result<Vec<(PathBuf, PathBuf, bool)>> {
+    let base = root.unwrap_or(path.parent().unwrap_or(Path::new(".")));
     let text = std::fs::read_to_string(path).with_context(|| format!("{}: cannot read", path.display()))?;
-    let base = path.parent().unwrap_or(std::path::Path::new("."));
+    let first = text.lines().find(|l| !l.trim().is_empty()).unwrap_or("");
+    let lfw = !first.is_empty() && first.split_whitespace().all(|t| t.parse::<usize>().is_ok());
+    let out = if lfw { lfw_pairs(path, &text, base)? } else { csv_pairs(path, base)? };
+    if out.is_empty() {
+        bail!("{}: no pairs", path.display());
+    }
+    Ok(out)
+}
+
+fn csv_pairs(path: &Path, base: &Path) -> Result<Vec<(PathBuf, PathBuf, bool)>> {
     let mut out = Vec::new();
-    for (i, line) in text.lines().enumerate() {
-        let f: Vec<&str> = line.split(',').map(str::trim).collect();
-        if line.trim().is_empty() || (i == 0 && f.get(2).is_some_and(|s| s.eq_ignore_ascii_case("same"))) {
-            continue;
-        }
+    let rows = crate::data::csv_file::read(path)?;
+    let header = rows.first().is_some_and(|(_, f)| f.get(2).is_some_and(|s| s.eq_ignore_ascii_case("same")));
+    for (line, f) in rows.into_iter().skip(usize::from(header)) {
         let same = match f.get(2).map(|s| s.to_ascii_lowercase()) {
             Some(s) if s == "1" || s == "true" => true,
             Some(s) if s == "0" || s == "false" => false,
-            _ => bail!("{} line {}: expected `a,b,same` with same 1/0, got `{line}`", path.display(), i + 1),
+            _ => bail!(
+                "{}:{line}: expected `a,b,same` with same 1/0, got {:?}",
+                path.display(),
+                f.iter().collect::<Vec<_>>()
+            ),
         };
-        out.push((base.join(f[0]), base.join(f[1]), same));
+        out.push((base.join(&f[0]), base.join(&f[1]), same));
     }
-    if out.is_empty() {
-        bail!("{}: no pairs", path.display());
+    Ok(out)
+}
+
+fn lfw_pairs(path: &Path, text: &str, base: &Path) -> Result<Vec<(PathBuf, PathBuf, bool)>> {
+    let photo = |name: &str, i: &str| -> Result<PathBuf> {
+        let i: usize = i.parse().with_context(|| format!("{}: `{i}` is not an image number", path.display()))?;
+        Ok(base.join(name).join(format!("{name}_{i:04}.jpg")))
+    };
+    let mut out = Vec::new();
+    for (n, line) in text.lines().enumerate().skip_while(|(_, l)| l.trim().is_empty()).skip(1) {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        let at = || format!("{}:{}", path.display(), n + 1);
+        match f.as_slice() {
+            [] => {}
+            [name, i, j] => out.push((photo(name, i).with_context(at)?, photo(name, j).with_context(at)?, true)),
+            [a, i, b, j] => out.push((photo(a, i).with_context(at)?, photo(b, j).with_context(at)?, false)),
+            _ => bail!("{}: expected `name i j` or `name i other j`, got `{line}`", at()),
+        }
     }
     Ok(out)
 }
@@ -273,5 +305,28 @@ mod tests {
         // Threshold 0.8: FAR 1/4, FRR 1/4 -> EER 0.25.
         assert_eq!(m.eer, 0.25);
         assert_eq!(best_threshold(&p), 0.5, "accepting from between 0.3 and 0.7 gets 7 of 8 right");
+    }
+
+    #[test]
+    fn pairs_from_lfw_pairs_txt_and_from_csv() {
+        let d = std::env::temp_dir().join(format!("arcface-pairs-{}", std::process::id()));
+        std::fs::create_dir_all(&d).unwrap();
+        let lfw = d.join("pairs.txt");
+        std::fs::write(&lfw, "1\t2\nAaron_Peirsol\t1\t2\nAJ_Cook\t1\tMarsha_Thomason\t1\n").unwrap();
+        let p = read_pairs(&lfw, Some(Path::new("/lfw"))).unwrap();
+        assert_eq!(p.len(), 2);
+        let want = Path::new("/lfw/Aaron_Peirsol/Aaron_Peirsol_0002.jpg");
+        assert!(p[0].1 == want && p[0].2, "{p:?}");
+        assert!(p[1].0.ends_with("AJ_Cook/AJ_Cook_0001.jpg") && !p[1].2, "{p:?}");
+        std::fs::write(&lfw, "1 1\nAaron_Peirsol 1\n").unwrap();
+        let err = format!("{:#}", read_pairs(&lfw, None).unwrap_err());
+        assert!(err.contains("pairs.txt:2") && err.contains("name i j"), "{err}");
+
+        let csv = d.join("pairs.csv");
+        std::fs::write(&csv, "a,b,same\n\"x, 1.png\",y.png,1\nx.png,z.png,false\n").unwrap();
+        let p = read_pairs(&csv, None).unwrap();
+        assert_eq!(p.len(), 2);
+        assert!(p[0].0 == d.join("x, 1.png") && p[0].2 && !p[1].2, "{p:?}");
+        std::fs::remove_dir_all(&d).unwrap();
     }
 }

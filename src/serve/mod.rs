@@ -1,12 +1,15 @@
 //! `arcface serve`: one web page (HTML, CSS and JS embedded in the binary)
 //! and a JSON API to recognise faces with the loaded models.
 //!
-//! GET / (the page), GET /healthz, GET /api/models, POST /api/predict
-//! (multipart: image, model), POST /api/verify (multipart: image_a, image_b,
-//! model). Bad input gets a 4xx and `{"error": ...}`. HTTP requests are
+//! GET / (the page), GET /healthz, GET /api/models, GET /api/examples
+//! (photos to try), POST /api/predict (multipart: image, model), POST
+//! /api/verify (multipart: image_a, image_b, model), POST /api/preview
+//! (multipart: image; the decoded photo as PNG, for formats browsers do not
+//! show). Bad input gets a 4xx and `{"error": ...}`. HTTP requests are
 //! handled by several threads; GPU work goes through one queue
 //! (`worker`). Uploads stay in memory and are never written to disk.
 
+pub mod examples;
 pub mod multipart;
 pub mod worker;
 
@@ -96,6 +99,22 @@ fn handle(mut req: Request, jobs: &Sender<Job>, models_json: &str, max_upload: u
         }
         (Method::Get, "/healthz") => reply_json(req, 200, r#"{"ok":true}"#.into()),
         (Method::Get, "/api/models") => reply_json(req, 200, models_json.to_string()),
+        (Method::Get, "/api/examples") => {
+            reply_json(req, 200, serde_json::to_string(&examples::list()).unwrap_or_default())
+        }
+        (Method::Post, "/api/preview") => {
+            let form = match read_form(&mut req, max_upload) {
+                Ok(f) => f,
+                Err(e) => return reply_error(req, e),
+            };
+            let Some(image) = form.get("image") else {
+                return reply_error(req, ApiError::new(400, "no photo uploaded (form field `image`)"));
+            };
+            match examples::preview(image) {
+                Ok(url) => reply_json(req, 200, serde_json::json!({ "image": url }).to_string()),
+                Err(e) => reply_error(req, e),
+            }
+        }
         (Method::Post, "/api/predict") | (Method::Post, "/api/verify") => {
             let form = match read_form(&mut req, max_upload) {
                 Ok(f) => f,

@@ -75,13 +75,13 @@ struct Loaded<'g> {
     session: Session<'g>,
 }
 
-fn png_data_url(img: &image::RgbImage) -> String {
+pub(super) fn png_data_url(img: &image::RgbImage) -> String {
     let mut bytes = Vec::new();
     let _ = img.write_to(&mut std::io::Cursor::new(&mut bytes), image::ImageFormat::Png);
     format!("data:image/png;base64,{}", base64::engine::general_purpose::STANDARD.encode(bytes))
 }
 
-fn decode(bytes: &[u8]) -> Result<image::RgbImage, ApiError> {
+pub(super) fn decode(bytes: &[u8]) -> Result<image::RgbImage, ApiError> {
     if bytes.is_empty() {
         return Err(ApiError::new(400, "the upload is empty"));
     }

@@ -2,6 +2,7 @@
 
 use crate::detect::{prepare, Detector, Options};
 use crate::gpu::Gpu;
+use crate::progress::Progress;
 use anyhow::Result;
 use std::path::{Path, PathBuf};
 
@@ -14,12 +15,12 @@ pub fn aligned_data(
     resume: bool,
     mtcnn: Option<&Path>,
     opt: Options,
-    quiet: bool,
+    progress: &Progress,
 ) -> Result<PathBuf> {
     let aligned = out.join("aligned");
     if !(resume && aligned.join("labels.csv").is_file()) {
         let mut d = Detector::open(gpu, mtcnn, opt)?;
-        let r = prepare::run(&mut d, data, &aligned, quiet)?;
+        let r = prepare::run(&mut d, data, &aligned, progress)?;
         for p in &r.no_face {
             eprintln!("no face found, skipped: {}", p.display());
         }

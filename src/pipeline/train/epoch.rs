@@ -11,11 +11,12 @@ use crate::gpu::readback::AsyncReader;
 use crate::kernels::sgd::Sgd;
 use crate::models::Net;
 use crate::nn::{Backend, GpuBackend};
+use crate::progress::Progress;
 use anyhow::Result;
 use rand::seq::SliceRandom;
-use rand::{rngs::StdRng, SeedableRng};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
 use std::collections::{HashMap, VecDeque};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::sync_channel;
 use std::time::Instant;
@@ -66,13 +67,13 @@ pub fn train_epoch<'g>(
     train: &[Sample],
     images: &Images,
     epoch: usize,
-    quiet: bool,
+    progress: &Progress,
 ) -> Result<EpochTrain> {
     net.freeze_backbone = epoch < cfg.freeze_backbone_epochs;
     let lr = cfg.lr_at(epoch);
     let h = Sgd { lr, momentum: cfg.momentum, weight_decay: cfg.weight_decay };
     let mut order: Vec<usize> = (0..train.len()).collect();
-    order.shuffle(&mut StdRng::seed_from_u64(cfg.seed.wrapping_mul(1_000_003).wrapping_add(epoch as u64)));
+    order.shuffle(&mut ChaCha8Rng::seed_from_u64(cfg.seed.wrapping_mul(1_000_003).wrapping_add(epoch as u64)));
     let started = Instant::now();
     // A last batch of one image is left out: batch norm needs two.
     let batches: Vec<&[usize]> = order.chunks(cfg.batch_size).filter(|c| c.len() > 1).collect();
@@ -87,7 +88,7 @@ pub fn train_epoch<'g>(
         let (tx, rx) = sync_channel::<Batch>(LOADER_DEPTH);
         let loader_batches = batches.clone();
         scope.spawn(move || {
-            let mut aug_rng = StdRng::seed_from_u64(cfg.seed.wrapping_mul(7_919).wrapping_add(epoch as u64 + 1));
+            let mut aug_rng = ChaCha8Rng::seed_from_u64(cfg.seed.wrapping_mul(7_919).wrapping_add(epoch as u64 + 1));
             let (norm, size) = (Normalization::default(), cfg.model.input);
             for indices in loader_batches {
                 let mut batch = Batch::new(size, indices.len());
@@ -106,6 +107,7 @@ pub fn train_epoch<'g>(
             let (loss, logits) = net.train_step(b, &xt, &lt, &h)?;
             b.tally(&tally, &loss, &logits, &lt)?;
             seen += batch.len();
+            progress.inc(batch.len() as u64);
             reader.record(b.recorder(), &tally, seen);
             in_flight.push_back(b.flush());
             reader.submitted();
@@ -117,19 +119,14 @@ pub fn train_epoch<'g>(
                     diverged = Some(why);
                     break;
                 }
-                if !quiet {
-                    let rate = seen as f64 / started.elapsed().as_secs_f64();
-                    progress(epoch + 1, cfg.epochs, seen, total, t[0] as f64 / at as f64, rate);
-                }
+                progress.message(format!("epoch {}/{} loss {:.4}", epoch + 1, cfg.epochs, t[0] as f64 / at as f64));
             }
         }
         Ok(())
     })?;
     // The epoch's one waiting read.
     let t = b.download(&tally);
-    if !quiet {
-        eprintln!();
-    }
+    progress.skip((total - seen) as u64);
     Ok(EpochTrain {
         loss_sum: t[0] as f64,
         seen,
@@ -142,17 +139,4 @@ pub fn train_epoch<'g>(
 /// The message for a tally that saw a non-finite loss.
 fn non_finite(t: &[f32], epoch: usize, lr: f32) -> Option<String> {
     (t[2] != 0.0).then(|| format!("the training loss became {} in epoch {} (lr {lr})", t[3] as f64, epoch + 1))
-}
-
-fn progress(epoch: usize, epochs: usize, done: usize, total: usize, loss: f64, rate: f64) {
-    let width = 24;
-    let filled = width * done / total.max(1);
-    let eta = (total - done) as f64 / rate.max(1e-9);
-    eprint!(
-        "\repoch {epoch}/{epochs} [{}{}] {done}/{total} loss {loss:.4} {rate:.1} img/s ETA {:.0}s   ",
-        "#".repeat(filled),
-        ".".repeat(width - filled),
-        eta
-    );
-    let _ = std::io::stderr().flush();
 }

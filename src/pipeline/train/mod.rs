@@ -22,6 +22,7 @@ use crate::models::{ModelSpec, Net};
 use crate::nn::GpuBackend;
 use crate::pipeline::report::{self, EpochMetrics};
 use crate::pipeline::scoring::{eval_logits, score};
+use crate::progress::Progress;
 use anyhow::{bail, Context, Result};
 use epoch::{EpochTrain, Images};
 use serde::{Deserialize, Serialize};
@@ -129,7 +130,7 @@ pub fn run(
     out: &Path,
     mut cfg: TrainConfig,
     resume: bool,
-    quiet: bool,
+    progress: &Progress,
 ) -> Result<TrainOutcome> {
     cfg.validate()?;
     std::fs::create_dir_all(out).with_context(|| format!("{}: cannot create the run folder", out.display()))?;
@@ -155,11 +156,15 @@ pub fn run(
     let state::Start { split, mut metrics, epoch: first, mut best } = start;
     let images = Images::load(&split.train)?;
     let mut diverged = None;
+    // Images per epoch: a trailing batch of one is left out (batch norm).
+    let per_epoch = (split.train.len() - usize::from(split.train.len() % cfg.batch_size == 1)) as u64;
+    progress.expect(per_epoch * (cfg.epochs - first.min(cfg.epochs)) as u64);
 
     for epoch in first..cfg.epochs {
-        let t = epoch::train_epoch(&mut b, &mut net, &cfg, &split.train, &images, epoch, quiet)?;
+        let t = epoch::train_epoch(&mut b, &mut net, &cfg, &split.train, &images, epoch, progress)?;
         if t.diverged.is_some() {
             diverged = t.diverged;
+            progress.skip(per_epoch * (cfg.epochs - epoch - 1) as u64);
             break;
         }
         if cfg.recalibrate_bn {
@@ -167,14 +172,13 @@ pub fn run(
             recalibrate_bn(&mut b, &mut net, &split.train, &norm, cfg.batch_size)?;
         }
         let m = validate(&mut b, &mut net, &cfg, &split.val, epoch, &t)?;
-        if !quiet {
-            eprintln!(
-                "epoch {}: train loss {:.4} acc {:.3} | val loss {:.4} acc {:.3} | {:.1} img/s",
-                m.epoch, m.train_loss, m.train_accuracy, m.val_loss, m.val_accuracy, m.images_per_second
-            );
-        }
+        progress.line(&format!(
+            "epoch {}/{}: train loss {:.4} acc {:.3} | val loss {:.4} acc {:.3} | {:.1} img/s",
+            m.epoch, cfg.epochs, m.train_loss, m.train_accuracy, m.val_loss, m.val_accuracy, m.images_per_second
+        ));
         if !m.val_loss.is_finite() {
             diverged = Some(format!("the validation loss became {} after epoch {}", m.val_loss, epoch + 1));
+            progress.skip(per_epoch * (cfg.epochs - epoch - 1) as u64);
             break;
         }
         metrics.push(m);
