@@ -58,21 +58,24 @@ pub fn curves(c: &Curves) -> Result<RgbImage> {
         let (left, right) = root.split_horizontally(500);
         let finite = |v: &&f64| v.is_finite();
         let top = c.train_loss.iter().chain(c.val_loss).filter(finite).fold(0.0f64, |a, &b| a.max(b));
-        panel(&left, "Loss", "loss", c.train_loss, c.val_loss, top.max(1e-6) * 1.05, c.best_epoch)?;
+        panel(&left, "Loss", "loss", c.train_loss, c.val_loss, top.max(1e-6), c.best_epoch)?;
         panel(&right, "Accuracy", "accuracy", c.train_accuracy, c.val_accuracy, 1.0, c.best_epoch)
     })
 }
 
+/// One panel, values from 0 to `top`; the legend sits in a band above
+/// `top`, clear of the curves.
 fn panel(
     area: &DrawingArea<BitMapBackend, Shift>,
     title: &str,
     y_desc: &str,
     train: &[f64],
     val: &[f64],
-    y_max: f64,
+    top: f64,
     best: usize,
 ) -> Result<()> {
     let epochs = train.len().max(val.len()).max(1);
+    let y_max = top * 1.3;
     let mut chart = ChartBuilder::on(area)
         .caption(title, (FAMILY, 22))
         .margin(12)
@@ -86,6 +89,7 @@ fn panel(
         .y_desc(y_desc)
         .x_labels(epochs.min(12))
         .x_label_formatter(&|x| format!("{x:.0}"))
+        .y_label_formatter(&|y| if *y > top * 1.0001 { String::new() } else { format!("{y:.1}") })
         .label_style((FAMILY, 14))
         .axis_desc_style((FAMILY, 15))
         .draw()
@@ -103,7 +107,7 @@ fn panel(
     if best > 0 {
         let x = best as f64;
         chart
-            .draw_series(DashedLineSeries::new(vec![(x, 0.0), (x, y_max)], 6, 4, BEST.stroke_width(2)))
+            .draw_series(DashedLineSeries::new(vec![(x, 0.0), (x, top)], 6, 4, BEST.stroke_width(2)))
             .map_err(err)?
             .label(format!("best epoch ({best})"))
             .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BEST.stroke_width(2)));
@@ -113,7 +117,7 @@ fn panel(
         .label_font((FAMILY, 14))
         .background_style(WHITE.mix(0.85))
         .border_style(BLACK)
-        .position(SeriesLabelPosition::UpperRight)
+        .position(SeriesLabelPosition::UpperMiddle)
         .draw()
         .map_err(err)
 }

@@ -419,3 +419,20 @@ fn completions_for_each_shell() {
         assert!(script.contains("eval-pairs") && script.contains("batch-size"), "{shell}: {script:.200}");
     }
 }
+
+/// A GPU command names its adapter once on stderr, and says when it is a
+/// software one; RUST_LOG reaches wgpu's own log.
+#[test]
+fn the_adapter_is_announced_and_rust_log_reaches_wgpu() {
+    let out = arcface(&["gradcheck", "--kernel", "sgd"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.matches("adapter: ").count(), 1, "{stderr}");
+    let info: serde_json::Value = serde_json::from_slice(&arcface(&["info", "--json"]).stdout).unwrap();
+    if info["software"] == true {
+        assert!(stderr.contains("warning: a software adapter"), "{stderr}");
+    }
+    let out =
+        Command::new(env!("CARGO_BIN_EXE_arcface")).arg("info").env("RUST_LOG", "wgpu_core=debug").output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("DEBUG wgpu_core"), "{stderr}");
+}

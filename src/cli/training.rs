@@ -185,8 +185,10 @@ impl TrainCmd {
             Head::Softmax => "softmax",
         };
         let path = |p: &Option<PathBuf>| p.as_ref().map_or("-".into(), |p| p.display().to_string());
-        let checks: [(&str, &str, String, String); 17] = [
-            ("data", "--data", path(&saved.data), path(&asked.data)),
+        // A run saved before its photo folder was recorded takes --data as given.
+        let saved_data = if saved.data.is_some() { path(&saved.data) } else { path(&asked.data) };
+        let checks: [(&str, &str, String, String); 18] = [
+            ("data", "--data", saved_data, path(&asked.data)),
             ("model", "--model", format!("{:?}", saved.model.arch), format!("{:?}", asked.model.arch)),
             ("head", "--head", head_name(&saved).into(), head_name(&asked).into()),
             ("s", "--scale", head(&saved, true), head(&asked, true)),
@@ -203,6 +205,12 @@ impl TrainCmd {
             ("recalibrate_bn", "--recalibrate-bn", saved.recalibrate_bn.to_string(), asked.recalibrate_bn.to_string()),
             ("align", "--align", saved.align.to_string(), asked.align.to_string()),
             ("init", "--init", path(&saved.init), path(&asked.init)),
+            (
+                "freeze_backbone_epochs",
+                "--freeze-backbone-epochs",
+                saved.freeze_backbone_epochs.to_string(),
+                asked.freeze_backbone_epochs.to_string(),
+            ),
         ];
         for (id, flag, was, now) in checks {
             if given(id) && was != now {

@@ -15,7 +15,7 @@ use std::time::Instant;
 /// images) with the seed recipe: SGD, momentum 0.9, weight decay 5e-4, lr
 /// 0.1 halved every 3 epochs, batch 16, augmentation, and precise BN after
 /// each epoch (20 steps an epoch leave the running statistics behind the
-/// weights). Six epochs take six to eight minutes on a 2-core machine with
+/// weights). Six epochs take six to nine minutes on a 2-core machine with
 /// lavapipe (BENCHMARKS.md, "The demo").
 pub fn config() -> TrainConfig {
     TrainConfig {
