@@ -29,6 +29,10 @@ use std::process::ExitCode;
 struct Cli {
     #[command(flatten)]
     gpu: GpuArgs,
+    /// Refuse photos of more pixels than this, from their header, before
+    /// decoding (decompression bombs); the default is 40 megapixels
+    #[arg(long, global = true, env = "ARCFACE_MAX_PIXELS", default_value_t = crate::data::photo::DEFAULT_MAX_PIXELS)]
+    max_pixels: u64,
     #[command(subcommand)]
     command: Command,
 }
@@ -165,6 +169,7 @@ pub fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> ExitCode {
+    crate::data::photo::set_max_pixels(cli.max_pixels);
     match cli.command.run(&cli.gpu) {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::FAILURE,

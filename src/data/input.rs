@@ -3,6 +3,7 @@
 //! bilinear filtering, scale to [0, 1] and normalise per channel, CHW order.
 //! Training, evaluation, `embed` and `predict` all go through here.
 
+use super::photo;
 use anyhow::{Context, Result};
 use image::imageops::FilterType;
 use serde::{Deserialize, Serialize};
@@ -26,15 +27,15 @@ impl Default for Normalization {
     }
 }
 
-/// Decodes an image file; the error names the file and why it is unreadable.
+/// Decodes an image file, refusing one over the process's pixel limit
+/// (`photo::max_pixels`) from its header; the error names the file and why
+/// it is unreadable.
 pub fn open_rgb(path: &Path) -> Result<image::RgbImage> {
-    let img = image::ImageReader::open(path)
-        .with_context(|| format!("{}: cannot open", path.display()))?
-        .with_guessed_format()
-        .with_context(|| format!("{}: cannot read", path.display()))?
-        .decode()
-        .with_context(|| format!("{}: not a readable image", path.display()))?;
-    Ok(img.to_rgb8())
+    let bytes = std::fs::read(path).with_context(|| format!("{}: cannot open", path.display()))?;
+    photo::decode(&bytes, photo::max_pixels()).map_err(|e| match e {
+        photo::PhotoError::NotAnImage(why) => anyhow::anyhow!("{}: not a readable image: {why}", path.display()),
+        e => anyhow::anyhow!("{}: {e}", path.display()),
+    })
 }
 
 /// (3, size, size) values in [0, 1], resized bilinearly.

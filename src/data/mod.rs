@@ -8,6 +8,7 @@ pub mod csv_file;
 pub mod dataset;
 pub mod file_result;
 pub mod input;
+pub mod photo;
 pub mod split;
 
 pub use batch::Batch;

@@ -5,8 +5,11 @@
 //! (photos to try), POST /api/predict (multipart: image, model), POST
 //! /api/verify (multipart: image_a, image_b, model), POST /api/preview
 //! (multipart: image; the decoded photo as PNG, for formats browsers do not
-//! show). Bad input gets a 4xx and `{"error": ...}`. HTTP requests are
-//! handled by several threads; GPU work goes through one queue
+//! show). Bad input gets a 4xx and `{"error": ...}`. Each HTTP request has
+//! its own thread (at most `MAX_OPEN`); photos are decoded there, refused
+//! over the pixel limit from their header (413), and fitted to 2000 pixels
+//! a side; at most `MAX_QUEUED` wait for the GPU (503 with Retry-After
+//! beyond). GPU work goes through one queue
 //! (`worker`). Uploads stay in memory and are never written to disk.
 
 pub mod examples;
@@ -15,14 +18,15 @@ pub mod worker;
 
 use anyhow::Result;
 use std::io::Read;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{channel, Sender};
 use std::sync::{Arc, Mutex};
 use tiny_http::{Header, Method, Request, Response, Server};
 use worker::{ApiError, Job, ModelInfo};
 
 const PAGE: &str = include_str!("page.html");
-/// Threads reading and answering HTTP requests.
-const HTTP_THREADS: usize = 8;
+/// Requests being read or answered at once (one thread each).
+const MAX_OPEN: usize = 256;
 
 pub struct Options {
     pub bind: String,
@@ -58,20 +62,30 @@ pub fn start(opt: Options) -> Result<Handle> {
     let addr = server.server_addr().to_ip().ok_or_else(|| anyhow::anyhow!("not an IP address: {}", opt.bind))?;
     let jobs = Arc::new(Mutex::new(jobs));
     let models_json = Arc::new(serde_json::to_string(&models)?);
-    let mut threads = Vec::new();
-    for _ in 0..HTTP_THREADS {
-        let (server, jobs, models_json) = (server.clone(), jobs.clone(), models_json.clone());
-        let max = opt.max_upload;
-        threads.push(std::thread::spawn(move || {
+    let queued = Arc::new(AtomicUsize::new(0));
+    let open = Arc::new(AtomicUsize::new(0));
+    let max = opt.max_upload;
+    let acceptor = {
+        let server = server.clone();
+        std::thread::spawn(move || {
+            // One thread per request, so that a client that stalls its upload
+            // holds only its own thread (there is no read deadline yet: see
+            // MAX_OPEN); past MAX_OPEN requests, 503 at once.
             while let Ok(req) = server.recv() {
-                let tx = jobs.lock().map(|j| j.clone());
-                match tx {
-                    Ok(tx) => handle(req, &tx, &models_json, max),
-                    Err(_) => return,
-                }
+                let Some(slot) = Slot::take(open.clone(), MAX_OPEN) else {
+                    reply_busy(req);
+                    continue;
+                };
+                let Ok(tx) = jobs.lock().map(|j| j.clone()) else { return };
+                let (models_json, queued) = (models_json.clone(), queued.clone());
+                std::thread::spawn(move || {
+                    let _slot = slot;
+                    handle(req, &tx, &queued, &models_json, max);
+                });
             }
-        }));
-    }
+        })
+    };
+    let threads = vec![acceptor];
     Ok(Handle { addr, models, server, threads })
 }
 
@@ -90,7 +104,35 @@ fn reply_error(req: Request, e: ApiError) {
     reply_json(req, e.status, serde_json::json!({ "error": e.message }).to_string());
 }
 
-fn handle(mut req: Request, jobs: &Sender<Job>, models_json: &str, max_upload: usize) {
+/// Requests decoded and waiting for, or on, the GPU worker; past
+/// `MAX_QUEUED` a request is answered 503 at once.
+const MAX_QUEUED: usize = 64;
+
+/// One of `max` places counted by a shared counter, given back when dropped.
+struct Slot(Arc<AtomicUsize>);
+
+impl Slot {
+    fn take(count: Arc<AtomicUsize>, max: usize) -> Option<Slot> {
+        let before = count.fetch_add(1, Ordering::SeqCst);
+        let slot = Slot(count);
+        (before < max).then_some(slot)
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+fn reply_busy(req: Request) {
+    let body = serde_json::json!({ "error": "the server is busy; try again in a second" }).to_string();
+    let retry = Header::from_bytes("Retry-After", "1").expect("valid header");
+    let _ =
+        req.respond(Response::from_string(body).with_status_code(503).with_header(json_header()).with_header(retry));
+}
+
+fn handle(mut req: Request, jobs: &Sender<Job>, queued: &Arc<AtomicUsize>, models_json: &str, max_upload: usize) {
     let path = req.url().split('?').next().unwrap_or("").to_string();
     match (req.method().clone(), path.as_str()) {
         (Method::Get, "/") | (Method::Get, "/index.html") => {
@@ -124,22 +166,38 @@ fn handle(mut req: Request, jobs: &Sender<Job>, models_json: &str, max_upload: u
             if model.is_empty() {
                 return reply_error(req, ApiError::new(400, "no model chosen (form field `model`)"));
             }
+            // Decoded here, in the request's thread: a bad or oversized photo
+            // never reaches the GPU queue.
+            let photo = |field: &str| -> Result<image::RgbImage, ApiError> {
+                worker::decode(form.get(field).map_or(&[][..], |v| v.as_slice()))
+            };
+            let Some(_slot) = Slot::take(queued.clone(), MAX_QUEUED) else {
+                return reply_busy(req);
+            };
             let answer = if path == "/api/predict" {
-                let Some(image) = form.get("image").cloned() else {
+                if !form.contains_key("image") {
                     return reply_error(req, ApiError::new(400, "no photo uploaded (form field `image`)"));
+                }
+                let image = match photo("image") {
+                    Ok(img) => img,
+                    Err(e) => return reply_error(req, e),
                 };
                 let (tx, rx) = channel();
                 let _ = jobs.send(Job::Predict { model, image, reply: tx });
                 rx.recv().map(|r| r.map(|a| serde_json::to_string(&a).unwrap_or_default()))
             } else {
-                let (Some(a), Some(b)) = (form.get("image_a").cloned(), form.get("image_b").cloned()) else {
+                if !(form.contains_key("image_a") && form.contains_key("image_b")) {
                     return reply_error(
                         req,
                         ApiError::new(400, "two photos are needed (form fields `image_a`, `image_b`)"),
                     );
+                }
+                let images = match (photo("image_a"), photo("image_b")) {
+                    (Ok(a), Ok(b)) => [a, b],
+                    (Err(e), _) | (_, Err(e)) => return reply_error(req, e),
                 };
                 let (tx, rx) = channel();
-                let _ = jobs.send(Job::Verify { model, images: [a, b], reply: tx });
+                let _ = jobs.send(Job::Verify { model, images, reply: tx });
                 rx.recv().map(|r| r.map(|a| serde_json::to_string(&a).unwrap_or_default()))
             };
             match answer {

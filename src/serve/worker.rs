@@ -2,6 +2,7 @@
 //! the face detector, and answers jobs one at a time from a queue, so
 //! concurrent requests never share GPU state.
 
+use crate::data::photo::{self, PhotoError};
 use crate::detect::{align, Detector, Options};
 use crate::gpu::{Gpu, GpuOptions};
 use crate::recognize::embedding::dot;
@@ -9,6 +10,7 @@ use crate::recognize::gallery::Gallery;
 use crate::recognize::session::{Prediction, Session};
 use anyhow::Result;
 use base64::Engine;
+use image::RgbImage;
 use serde::Serialize;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{channel, Receiver, Sender};
@@ -58,8 +60,18 @@ pub struct VerifyAnswer {
 }
 
 pub enum Job {
-    Predict { model: String, image: Vec<u8>, reply: Sender<Result<PredictAnswer, ApiError>> },
-    Verify { model: String, images: [Vec<u8>; 2], reply: Sender<Result<VerifyAnswer, ApiError>> },
+    /// Photos arrive decoded and fitted (`decode`), so the GPU thread never
+    /// spends its time on an upload's pixels.
+    Predict {
+        model: String,
+        image: RgbImage,
+        reply: Sender<Result<PredictAnswer, ApiError>>,
+    },
+    Verify {
+        model: String,
+        images: [RgbImage; 2],
+        reply: Sender<Result<VerifyAnswer, ApiError>>,
+    },
 }
 
 pub struct Config {
@@ -81,13 +93,18 @@ pub(super) fn png_data_url(img: &image::RgbImage) -> String {
     format!("data:image/png;base64,{}", base64::engine::general_purpose::STANDARD.encode(bytes))
 }
 
-pub(super) fn decode(bytes: &[u8]) -> Result<image::RgbImage, ApiError> {
+/// An upload as a photo for the models: refused from its header when over
+/// the pixel limit (413), decoded, its longest side fitted to
+/// `DETECT_MAX_SIDE`.
+pub(super) fn decode(bytes: &[u8]) -> Result<RgbImage, ApiError> {
     if bytes.is_empty() {
         return Err(ApiError::new(400, "the upload is empty"));
     }
-    image::load_from_memory(bytes)
-        .map(|i| i.to_rgb8())
-        .map_err(|_| ApiError::new(400, "not an image (PNG, JPEG, BMP or PNM)"))
+    match photo::decode(bytes, photo::max_pixels()) {
+        Ok(img) => Ok(photo::fit(img, photo::DETECT_MAX_SIDE)),
+        Err(e @ PhotoError::TooLarge { .. }) => Err(ApiError::new(413, e.to_string())),
+        Err(PhotoError::NotAnImage(_)) => Err(ApiError::new(400, "not an image (PNG, JPEG, BMP or PNM)")),
+    }
 }
 
 /// Starts the GPU thread; returns the job queue and the models it serves
@@ -190,14 +207,13 @@ fn predict(
     det: Option<&mut Detector>,
     gallery: Option<&Gallery>,
     model: &str,
-    bytes: &[u8],
+    img: &RgbImage,
 ) -> Result<PredictAnswer, ApiError> {
     let started = Instant::now();
     let s = find(models, model)?;
-    let img = decode(bytes)?;
     let detecting = det.is_some();
-    let (crop, bbox) = face(det, &img)?;
-    let input = s.to_input(if wants_aligned(s) { &crop } else { &img });
+    let (crop, bbox) = face(det, img)?;
+    let input = s.to_input(if wants_aligned(s) { &crop } else { img });
     let top = if s.classes().is_empty() {
         let g = gallery.ok_or_else(|| ApiError::new(500, "an embedding model without a gallery"))?;
         let e = s.embed_inputs(&[input]).map_err(internal)?;
@@ -225,16 +241,15 @@ fn verify(
     models: &mut [Loaded],
     mut det: Option<&mut Detector>,
     model: &str,
-    images: &[Vec<u8>; 2],
+    images: &[RgbImage; 2],
     threshold: f64,
 ) -> Result<VerifyAnswer, ApiError> {
     let started = Instant::now();
     let s = find(models, model)?;
     let mut inputs = Vec::new();
     let mut faces = [None, None];
-    for (i, bytes) in images.iter().enumerate() {
-        let img = decode(bytes)?;
-        let (crop, bbox) = face(det.as_deref_mut(), &img)?;
+    for (i, img) in images.iter().enumerate() {
+        let (crop, bbox) = face(det.as_deref_mut(), img)?;
         if bbox.is_some() {
             faces[i] = Some(png_data_url(&crop));
         }
