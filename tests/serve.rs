@@ -248,6 +248,41 @@ fn a_face_is_answered_while_64_clients_stall_their_uploads() {
     h.stop();
 }
 
+/// SIGTERM: the server stops taking connections, answers the request in
+/// flight, and exits 0.
+#[cfg(unix)]
+#[test]
+fn sigterm_finishes_the_request_in_flight_and_exits_0() {
+    use std::io::BufRead;
+    let model = format!("orl40={}", root().join("data/models/mobilefacenet_orl40.safetensors").display());
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_arcface"))
+        .args(["serve", "--model", &model, "--bind", "127.0.0.1:0"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let addr: SocketAddr = line.trim().strip_prefix("serving on http://").expect(&line).parse().unwrap();
+    let (photo, person) = test_photos()[5].clone();
+    let in_flight = std::thread::spawn(move || predict(addr, &std::fs::read(&photo).unwrap(), "orl40"));
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let kill = std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    assert!(kill.success());
+    let (status, a) = in_flight.join().unwrap();
+    assert_eq!((status, a["person"].as_str().unwrap_or_default()), (200, person.as_str()), "{a}");
+    let started = std::time::Instant::now();
+    let code = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s.code();
+        }
+        assert!(started.elapsed().as_secs() < 30, "still running 30 s after SIGTERM");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    assert_eq!(code, Some(0));
+    assert!(TcpStream::connect(addr).is_err(), "still accepting after SIGTERM");
+}
+
 /// A W3C WebDriver session on chromedriver + headless Chromium (Debian's
 /// `chromium` and `chromium-driver`, installed by scripts/setup).
 struct Browser {

@@ -54,7 +54,24 @@ impl ServeCmd {
             eprintln!("model {} ({}, {} people)", m.name, m.kind, m.people.len());
         }
         println!("serving on http://{}", h.addr);
-        h.wait();
+        // SIGINT / SIGTERM: stop taking connections, answer the requests in
+        // flight (up to DRAIN), exit 0.
+        #[cfg(unix)]
+        {
+            use signal_hook::consts::{SIGINT, SIGTERM};
+            let stopper = h.stopper();
+            let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])?;
+            std::thread::spawn(move || {
+                if let Some(sig) = signals.forever().next() {
+                    eprintln!("signal {sig}: finishing the requests in flight, then stopping");
+                    stopper.stop();
+                }
+            });
+        }
+        const DRAIN: std::time::Duration = std::time::Duration::from_secs(30);
+        if !h.wait(DRAIN) {
+            eprintln!("stopped with requests still unanswered after {} s", DRAIN.as_secs());
+        }
         Ok(true)
     }
 }

@@ -41,15 +41,39 @@ pub struct Handle {
     pub models: Vec<ModelInfo>,
     server: Arc<Server>,
     threads: Vec<std::thread::JoinHandle<()>>,
+    /// Requests being read or answered.
+    open: Arc<AtomicUsize>,
+}
+
+/// Stops a server from another thread (a signal handler's).
+#[derive(Clone)]
+pub struct Stopper(Arc<Server>);
+
+impl Stopper {
+    /// No new connections are taken; requests in flight go on.
+    pub fn stop(&self) {
+        self.0.unblock();
+    }
 }
 
 impl Handle {
-    /// Serves until the process ends.
-    pub fn wait(self) {
+    /// Serves until stopped (`stopper`), then waits up to `drain` for the
+    /// requests in flight to be answered; false if some were not.
+    pub fn wait(self, drain: std::time::Duration) -> bool {
         for t in self.threads {
             let _ = t.join();
         }
+        let until = std::time::Instant::now() + drain;
+        while self.open.load(Ordering::SeqCst) > 0 && std::time::Instant::now() < until {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        self.open.load(Ordering::SeqCst) == 0
     }
+
+    pub fn stopper(&self) -> Stopper {
+        Stopper(self.server.clone())
+    }
+
     pub fn stop(self) {
         self.server.unblock();
     }
@@ -66,7 +90,7 @@ pub fn start(opt: Options) -> Result<Handle> {
     let open = Arc::new(AtomicUsize::new(0));
     let max = opt.max_upload;
     let acceptor = {
-        let server = server.clone();
+        let (server, open) = (server.clone(), open.clone());
         std::thread::spawn(move || {
             // One thread per request, so that a client that stalls its upload
             // holds only its own thread (there is no read deadline yet: see
@@ -86,7 +110,7 @@ pub fn start(opt: Options) -> Result<Handle> {
         })
     };
     let threads = vec![acceptor];
-    Ok(Handle { addr, models, server, threads })
+    Ok(Handle { addr, models, server, threads, open })
 }
 
 fn json_header() -> Header {
