@@ -40,13 +40,6 @@ fn config(epochs: usize, lr: f32) -> TrainConfig {
     }
 }
 
-fn weights(path: &Path) -> Vec<(String, Vec<f32>)> {
-    let f = TensorFile::read(path).unwrap();
-    let mut v: Vec<_> = f.tensors.into_iter().map(|(k, t)| (k, t.values)).collect();
-    v.sort_by(|a, b| a.0.cmp(&b.0));
-    v
-}
-
 #[test]
 fn resumed_run_ends_with_the_same_weights() {
     let gpu = common::gpu();
@@ -58,7 +51,7 @@ fn resumed_run_ends_with_the_same_weights() {
     train::run(&gpu, &orl(), &parted, config(2, 0.01), false, &Progress::hidden()).unwrap();
     let o2 = train::run(&gpu, &orl(), &parted, config(3, 0.01), true, &Progress::hidden()).unwrap();
     assert_eq!(o2.metrics.len(), 3, "metrics continue from the saved ones");
-    assert_eq!(weights(&whole.join(train::LAST)), weights(&parted.join(train::LAST)));
+    assert_eq!(common::weights(&whole.join(train::LAST)), common::weights(&parted.join(train::LAST)));
     for f in ["metrics.csv", "metrics.json", "curves.png", "split.csv", "best.safetensors"] {
         assert!(whole.join(f).is_file(), "{f} missing");
     }

@@ -20,7 +20,7 @@ use anyhow::Result;
 use std::io::Read;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{channel, Sender};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use tiny_http::{Header, Method, Request, Response, Server};
 use worker::{ApiError, Job, ModelInfo};
 
@@ -84,7 +84,6 @@ pub fn start(opt: Options) -> Result<Handle> {
     let (jobs, models) = worker::start(opt.worker)?;
     let server = Arc::new(Server::http(&opt.bind).map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", opt.bind))?);
     let addr = server.server_addr().to_ip().ok_or_else(|| anyhow::anyhow!("not an IP address: {}", opt.bind))?;
-    let jobs = Arc::new(Mutex::new(jobs));
     let models_json = Arc::new(serde_json::to_string(&models)?);
     let queued = Arc::new(AtomicUsize::new(0));
     let open = Arc::new(AtomicUsize::new(0));
@@ -100,8 +99,7 @@ pub fn start(opt: Options) -> Result<Handle> {
                     reply_busy(req);
                     continue;
                 };
-                let Ok(tx) = jobs.lock().map(|j| j.clone()) else { return };
-                let (models_json, queued) = (models_json.clone(), queued.clone());
+                let (tx, models_json, queued) = (jobs.clone(), models_json.clone(), queued.clone());
                 std::thread::spawn(move || {
                     let _slot = slot;
                     handle(req, &tx, &queued, &models_json, max);

@@ -22,3 +22,11 @@ pub fn assert_all_pass(rows: &[arcface::kernels::check::CheckRow]) {
         .collect();
     assert!(failed.is_empty(), "{} of {} checks failed:\n{}", failed.len(), rows.len(), failed.join("\n"));
 }
+
+/// A safetensors file's tensors by name, sorted (to compare two runs' weights).
+pub fn weights(path: &std::path::Path) -> Vec<(String, Vec<f32>)> {
+    let f = arcface::io::tensorfile::TensorFile::read(path).unwrap();
+    let mut v: Vec<_> = f.tensors.into_iter().map(|(k, t)| (k, t.values)).collect();
+    v.sort_by(|a, b| a.0.cmp(&b.0));
+    v
+}

@@ -143,7 +143,7 @@ pub fn run(
     let start = if resume { state::resume(out, &cfg)? } else { state::fresh(out, &cfg, &data)? };
 
     let mut b = GpuBackend::new(gpu)?;
-    let mut net = if resume {
+    let mut net = if resume && state::has_state(out) {
         state::resumed_net(out, &mut b)?
     } else if let Some(init) = &cfg.init {
         init::pretrained(&mut b, init, cfg.model, cfg.seed)?
@@ -154,6 +154,11 @@ pub fn run(
     meta.graph = net.graph.as_deref().cloned();
     meta.training = serde_json::to_value(&cfg)?;
     let state::Start { split, mut metrics, epoch: first, mut best } = start;
+    if !metrics.is_empty() {
+        // The metrics files are rewritten from the state: a stop may have
+        // come before they were.
+        report::write_metrics(out, &metrics)?;
+    }
     let images = Images::load(&split.train)?;
     let mut diverged = None;
     // Images per epoch: a trailing batch of one is left out (batch norm).
@@ -249,6 +254,7 @@ fn save_epoch<'g>(
         checkpoint::save(&out.join(BEST), b, net, meta)?;
     }
     checkpoint::save(&out.join(LAST), b, net, meta)?;
-    state::save(out, net, b, m.epoch, *best)?;
-    report::write_metrics(out, metrics)
+    report::write_metrics(out, metrics)?;
+    // Last: the state commits the epoch (see `state`).
+    state::save(out, net, b, m.epoch, *best, metrics)
 }

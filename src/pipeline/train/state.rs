@@ -1,7 +1,11 @@
 //! What a run folder keeps so that `--resume` continues exactly where a run
-//! stopped: the options (`config.json`), the split (`split.csv`), the
-//! metrics so far, the last checkpoint and the optimiser state (momentum
-//! buffers, epochs done, the best epoch so far).
+//! stopped: the options (`config.json`), the split (`split.csv`), and the
+//! state (`state.safetensors`): the weights, the momentum buffers, the
+//! epochs done, the best epoch so far and the metrics. The state is the
+//! commit point: it is written whole (beside, then renamed) after an
+//! epoch's other files, and a resumed run reads only it, so a process
+//! killed at any moment resumes from the last committed epoch, whatever
+//! else it was writing (tests/crash.rs).
 
 use super::{TrainConfig, CONFIG, LAST, SPLIT, STATE};
 use crate::data::dataset::Dataset;
@@ -32,25 +36,44 @@ pub fn fresh(out: &Path, cfg: &TrainConfig, data: &Dataset) -> Result<Start> {
     Ok(Start { split, metrics: Vec::new(), epoch: 0, best: (0, f64::INFINITY) })
 }
 
-/// The stopped run in `out`, whose options must equal `cfg` but for `epochs`.
+/// The stopped run in `out`, whose options must equal `cfg` but for `epochs`
+/// (and the photo folder). A run stopped before its first epoch was
+/// committed starts again from epoch 0 with its split.
 pub fn resume(out: &Path, cfg: &TrainConfig) -> Result<Start> {
     let saved = super::saved_config(out)?;
     if (TrainConfig { epochs: cfg.epochs, data: cfg.data.clone(), ..saved.clone() }) != *cfg {
         bail!("--resume: the options differ from the run in {} (only --epochs may change)", out.display());
     }
     let (split, _) = Split::read_csv(&out.join(SPLIT))?;
-    let metrics: Vec<EpochMetrics> = serde_json::from_str(&std::fs::read_to_string(out.join("metrics.json"))?)?;
+    if !out.join(STATE).is_file() {
+        return Ok(Start { split, metrics: Vec::new(), epoch: 0, best: (0, f64::INFINITY) });
+    }
     let state = TensorFile::read(&out.join(STATE))?;
     let num = |k: &str| -> Result<String> { state.metadata.get(k).cloned().with_context(|| format!("state: no {k}")) };
     let best = (num("best_epoch")?.parse()?, num("best_val_loss")?.parse()?);
+    let metrics: Vec<EpochMetrics> = match state.metadata.get("metrics") {
+        Some(m) => serde_json::from_str(m)?,
+        // A state written before the metrics were kept in it.
+        None => serde_json::from_str(&std::fs::read_to_string(out.join("metrics.json"))?)?,
+    };
     Ok(Start { split, metrics, epoch: num("epochs_done")?.parse()?, best })
 }
 
-/// The last checkpoint of the run in `out` with its momentum buffers.
+/// Whether the run in `out` has a committed epoch to continue from.
+pub fn has_state(out: &Path) -> bool {
+    out.join(STATE).is_file()
+}
+
+/// The network of the run in `out` as its state holds it: the structure
+/// from the last checkpoint, the weights and momentum buffers from the
+/// state (the checkpoint may be an epoch ahead if a stop came between).
 pub fn resumed_net<'g>(out: &Path, b: &mut GpuBackend<'g>) -> Result<Net<GpuBackend<'g>>> {
     let (mut net, _) = checkpoint::load(&out.join(LAST), b)?;
     let state = TensorFile::read(&out.join(STATE))?;
     for p in &mut net.params.params {
+        if let Ok(v) = state.get(&format!("param.{}", p.name)) {
+            p.value.write(b.gpu, &v.values)?;
+        }
         if let Ok(v) = state.get(&format!("velocity.{}", p.name)) {
             p.velocity = Some(b.upload(&v.values, &v.shape)?);
         }
@@ -65,9 +88,12 @@ pub fn save<'g>(
     b: &mut GpuBackend<'g>,
     epochs_done: usize,
     best: (usize, f64),
+    metrics: &[EpochMetrics],
 ) -> Result<()> {
     let mut tensors = BTreeMap::new();
     for p in &net.params.params {
+        tensors
+            .insert(format!("param.{}", p.name), Loaded { shape: p.value.shape.clone(), values: b.download(&p.value) });
         if let Some(v) = &p.velocity {
             tensors.insert(format!("velocity.{}", p.name), Loaded { shape: v.shape.clone(), values: b.download(v) });
         }
@@ -76,6 +102,7 @@ pub fn save<'g>(
         ("epochs_done".to_string(), epochs_done.to_string()),
         ("best_epoch".to_string(), best.0.to_string()),
         ("best_val_loss".to_string(), best.1.to_string()),
+        ("metrics".to_string(), serde_json::to_string(metrics)?),
     ]);
     write_atomic(&out.join(STATE), &tensors, meta)
 }
