@@ -211,18 +211,24 @@ fn photos_without_faces_tiny_and_huge_ones_do_not_crash() {
     // Smaller than the smallest face: nothing to look at, no error.
     assert!(detect_with(&image::RgbImage::new(10, 7), Options::default()).is_empty());
     assert!(detect_with(&image::RgbImage::new(1, 1), Options::default()).is_empty());
-    // 4000x3000 with a face scaled up in the middle; min face 600 keeps the
-    // pyramid affordable on lavapipe (the default 20 would start at 2400x1800).
+    // 4000x3000 with a face scaled up in the middle: searched at 2000x1500
+    // (the longest side fitted), its face reported in the photo's own
+    // coordinates, with min face 600 (in the searched pixels) and with the
+    // default 20.
     let face = arcface::data::input::open_rgb(&london().join("001/neutral.jpg")).unwrap();
     let big_face = image::imageops::resize(&face, 2400, 2400, image::imageops::FilterType::Triangle);
     let mut big = image::RgbImage::from_pixel(4000, 3000, image::Rgb([90, 90, 90]));
     image::imageops::overlay(&mut big, &big_face, 800, 300);
-    let found = detect_with(&big, Options { min_face: 600.0, ..Options::default() });
-    assert_eq!(found.len(), 1, "{found:?}");
-    // The face of 001 neutral is near (100..199, 82..219) at 300 px: x8, +offset.
-    let b = found[0].bbox;
-    let (cx, cy) = ((b[0] + b[2]) / 2.0, (b[1] + b[3]) / 2.0);
-    assert!((cx - (800.0 + 149.0 * 8.0)).abs() < 80.0 && (cy - (300.0 + 150.0 * 8.0)).abs() < 120.0, "{b:?}");
+    for min_face in [600.0, 20.0] {
+        let found = detect_with(&big, Options { min_face, ..Options::default() });
+        assert_eq!(found.len(), 1, "min face {min_face}: {found:?}");
+        // The face of 001 neutral is near (100..199, 82..219) at 300 px: x8, +offset.
+        let b = found[0].bbox;
+        let (cx, cy) = ((b[0] + b[2]) / 2.0, (b[1] + b[3]) / 2.0);
+        assert!((cx - (800.0 + 149.0 * 8.0)).abs() < 80.0 && (cy - (300.0 + 150.0 * 8.0)).abs() < 120.0, "{b:?}");
+        let eye = found[0].landmarks[0];
+        assert!(eye[0] > 800.0 && eye[0] < 2000.0 && eye[1] > 300.0 && eye[1] < 1700.0, "{eye:?}");
+    }
 }
 
 #[test]

@@ -11,7 +11,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 /// 40 megapixels: any camera photo, no decompression bomb.
 pub const DEFAULT_MAX_PIXELS: u64 = 40_000_000;
-/// The longest side a photo keeps for face detection (`arcface serve`).
+/// The longest side of the photo face detection searches (larger ones are
+/// scaled down to it first).
 pub const DETECT_MAX_SIDE: u32 = 2000;
 
 static MAX_PIXELS: AtomicU64 = AtomicU64::new(DEFAULT_MAX_PIXELS);

@@ -3,6 +3,7 @@
 
 use super::{detect, Face, Nets, Options};
 use crate::data::input::open_rgb;
+use crate::data::photo::{self, DETECT_MAX_SIDE};
 use crate::data::FileResult;
 use crate::gpu::Gpu;
 use crate::io::tensorfile::TensorFile;
@@ -35,8 +36,20 @@ impl<'g> Detector<'g> {
         Ok(Detector { b, nets, opt, progress: Progress::hidden() })
     }
 
+    /// Faces in `img`, in its coordinates. A photo larger than
+    /// `DETECT_MAX_SIDE` on its longest side is searched scaled down to it
+    /// (bounded work: the pyramid of a 40-megapixel photo would take
+    /// minutes), and the faces are scaled back; `min_face` then counts in
+    /// the scaled photo's pixels.
     pub fn detect(&mut self, img: &image::RgbImage) -> Result<Vec<Face>> {
-        detect(&mut self.b, &self.nets, img, &self.opt)
+        let (w, h) = img.dimensions();
+        if w.max(h) <= DETECT_MAX_SIDE {
+            return detect(&mut self.b, &self.nets, img, &self.opt);
+        }
+        let small = photo::fit(img.clone(), DETECT_MAX_SIDE);
+        let factor = w as f32 / small.width() as f32;
+        let faces = detect(&mut self.b, &self.nets, &small, &self.opt)?;
+        Ok(faces.iter().map(|f| f.scaled(factor)).collect())
     }
 
     /// Faces per file; an unreadable file gets its own error, the rest run.

@@ -70,6 +70,15 @@ impl Face {
     pub fn area(&self) -> f32 {
         (self.bbox[2] - self.bbox[0]) * (self.bbox[3] - self.bbox[1])
     }
+
+    /// The same face in an image `factor` times as large.
+    pub fn scaled(&self, factor: f32) -> Face {
+        Face {
+            bbox: self.bbox.map(|v| v * factor),
+            prob: self.prob,
+            landmarks: self.landmarks.map(|[x, y]| [x * factor, y * factor]),
+        }
+    }
 }
 
 /// The pyramid's scales for an image whose shorter side is `min_side`.
