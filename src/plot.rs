@@ -6,7 +6,7 @@
 
 use anyhow::{anyhow, Result};
 use image::RgbImage;
-use plotters::coord::Shift;
+use plotters::coord::{CoordTranslate, Shift};
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 use std::sync::Once;
@@ -39,6 +39,26 @@ fn canvas(w: u32, h: u32, draw: impl FnOnce(&DrawingArea<BitMapBackend, Shift>) 
 
 fn err(e: impl std::fmt::Display) -> anyhow::Error {
     anyhow!("drawing a plot: {e}")
+}
+
+/// A legend entry's mark: a short line in the series' style.
+fn mark(style: ShapeStyle) -> impl Fn((i32, i32)) -> PathElement<(i32, i32)> {
+    move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], style)
+}
+
+/// The legend of `chart`'s labelled series, boxed, at `position`.
+fn legend<'a, CT: CoordTranslate>(
+    chart: &mut ChartContext<'a, BitMapBackend<'a>, CT>,
+    position: SeriesLabelPosition,
+) -> Result<()> {
+    chart
+        .configure_series_labels()
+        .label_font((FAMILY, 14))
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .position(position)
+        .draw()
+        .map_err(err)
 }
 
 /// One run's learning curves, epoch by epoch (epochs count from 1).
@@ -101,7 +121,7 @@ fn panel(
             .draw_series(LineSeries::new(pts.clone(), colour.stroke_width(2)))
             .map_err(err)?
             .label(name)
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], colour.stroke_width(2)));
+            .legend(mark(colour.stroke_width(2)));
         chart.draw_series(pts.into_iter().map(|p| Circle::new(p, 3, colour.filled()))).map_err(err)?;
     }
     if best > 0 {
@@ -110,16 +130,9 @@ fn panel(
             .draw_series(DashedLineSeries::new(vec![(x, 0.0), (x, top)], 6, 4, BEST.stroke_width(2)))
             .map_err(err)?
             .label(format!("best epoch ({best})"))
-            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BEST.stroke_width(2)));
+            .legend(mark(BEST.stroke_width(2)));
     }
-    chart
-        .configure_series_labels()
-        .label_font((FAMILY, 14))
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK)
-        .position(SeriesLabelPosition::UpperMiddle)
-        .draw()
-        .map_err(err)
+    legend(&mut chart, SeriesLabelPosition::UpperMiddle)
 }
 
 /// Rows are true people, columns predicted; a cell's darkness is its share
@@ -198,20 +211,13 @@ pub fn roc(points: &[(f64, f64)], different_pairs: usize, auc: f64, eer: f64) ->
             .draw_series(LineSeries::new(chance, RGBColor(180, 180, 180).stroke_width(1)))
             .map_err(err)?
             .label("chance")
-            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], RGBColor(180, 180, 180)));
+            .legend(mark(RGBColor(180, 180, 180).into()));
         chart
             .draw_series(LineSeries::new(pts, TRAIN.stroke_width(2)))
             .map_err(err)?
             .label("model")
-            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], TRAIN.stroke_width(2)));
-        chart
-            .configure_series_labels()
-            .label_font((FAMILY, 14))
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK)
-            .position(SeriesLabelPosition::LowerRight)
-            .draw()
-            .map_err(err)
+            .legend(mark(TRAIN.stroke_width(2)));
+        legend(&mut chart, SeriesLabelPosition::LowerRight)
     })
 }
 

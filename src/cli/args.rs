@@ -6,7 +6,7 @@ use crate::models::{Arch, Head, ModelSpec};
 use clap::{Args, ValueEnum};
 use std::path::PathBuf;
 
-/// Which GPU: flags first, then the environment.
+/// Which GPU: flags first, then the environment (clap's `env`).
 #[derive(Args, Clone, Debug)]
 pub struct GpuArgs {
     /// GPU backend (default: all of them)
@@ -22,13 +22,10 @@ pub struct GpuArgs {
 }
 
 impl GpuArgs {
+    /// The flags (clap has already read the environment variables for the
+    /// ones not given).
     pub fn options(&self) -> GpuOptions {
-        let env = GpuOptions::from_env();
-        GpuOptions {
-            backend: self.backend.clone().or(env.backend),
-            adapter: self.adapter.clone().or(env.adapter),
-            kernels: self.kernels.clone().or(env.kernels),
-        }
+        GpuOptions { backend: self.backend.clone(), adapter: self.adapter.clone(), kernels: self.kernels.clone() }
     }
 
     /// The chosen adapter, announced once on stderr: on a software adapter

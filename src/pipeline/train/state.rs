@@ -45,7 +45,7 @@ pub fn resume(out: &Path, cfg: &TrainConfig) -> Result<Start> {
         bail!("--resume: the options differ from the run in {} (only --epochs may change)", out.display());
     }
     let (split, _) = Split::read_csv(&out.join(SPLIT))?;
-    if !out.join(STATE).is_file() {
+    if !has_state(out) {
         return Ok(Start { split, metrics: Vec::new(), epoch: 0, best: (0, f64::INFINITY) });
     }
     let state = TensorFile::read(&out.join(STATE))?;
