@@ -15,10 +15,14 @@ fn root() -> &'static Path {
 }
 
 pub fn start(max_upload: usize) -> serve::Handle {
+    start_with(serve::Limits { max_upload, ..Default::default() })
+}
+
+pub fn start_with(limits: serve::Limits) -> serve::Handle {
     common::gpu(); // fails loudly without an adapter
     serve::start(serve::Options {
         bind: "127.0.0.1:0".into(),
-        max_upload,
+        limits,
         worker: worker::Config {
             models: vec![("orl40".into(), root().join("data/models/mobilefacenet_orl40.safetensors"))],
             gallery: None,

@@ -21,12 +21,30 @@ pub struct ServeCmd {
     /// Largest upload, in MB
     #[arg(long, default_value_t = 10.0)]
     max_upload_mb: f64,
+    /// Connections open at once; each one past it is answered 503
+    #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..))]
+    max_connections: u32,
+    /// Seconds a client has to send a request's headers (also how long an
+    /// idle keep-alive connection stays open)
+    #[arg(long, default_value_t = 10.0, value_parser = seconds)]
+    header_timeout: f64,
+    /// Seconds a client has to send an upload once its headers are in (408
+    /// beyond)
+    #[arg(long, default_value_t = 30.0, value_parser = seconds)]
+    body_timeout: f64,
     /// Use the whole photo instead of detecting and aligning the face
     #[arg(long)]
     no_detect: bool,
     /// Compare tab: same person at or above this similarity
     #[arg(long, default_value_t = 0.5)]
     verify_threshold: f64,
+}
+
+fn seconds(s: &str) -> std::result::Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v > 0.0 && v <= 3600.0 => Ok(v),
+        _ => Err(format!("`{s}`: expected seconds, more than 0 and at most 3600")),
+    }
 }
 
 fn parse_model(s: &str) -> std::result::Result<(String, PathBuf), String> {
@@ -40,7 +58,13 @@ impl ServeCmd {
     pub fn run(&self, gpu: &GpuArgs) -> Result<bool> {
         let opt = serve::Options {
             bind: self.bind.clone(),
-            max_upload: (self.max_upload_mb * 1e6) as usize,
+            limits: serve::Limits {
+                max_upload: (self.max_upload_mb * 1e6) as usize,
+                max_connections: self.max_connections as usize,
+                header_timeout: std::time::Duration::from_secs_f64(self.header_timeout),
+                body_timeout: std::time::Duration::from_secs_f64(self.body_timeout),
+                ..serve::Limits::default()
+            },
             worker: serve::worker::Config {
                 models: self.models.clone(),
                 gallery: self.gallery.clone(),

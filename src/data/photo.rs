@@ -59,9 +59,9 @@ fn reader(bytes: &[u8]) -> Result<ImageReader<Cursor<&[u8]>>, PhotoError> {
     ImageReader::new(Cursor::new(bytes)).with_guessed_format().map_err(|e| PhotoError::NotAnImage(e.to_string()))
 }
 
-/// Decodes `bytes` to 8-bit RGB, refusing more than `max_pixels` pixels
-/// from the header alone.
-pub fn decode(bytes: &[u8], max_pixels: u64) -> Result<RgbImage, PhotoError> {
+/// The photo's width and height from its header alone, refused when empty,
+/// not an image or over `max_pixels` pixels.
+pub fn dimensions(bytes: &[u8], max_pixels: u64) -> Result<(u32, u32), PhotoError> {
     if bytes.is_empty() {
         return Err(PhotoError::NotAnImage("the file is empty".into()));
     }
@@ -69,6 +69,13 @@ pub fn decode(bytes: &[u8], max_pixels: u64) -> Result<RgbImage, PhotoError> {
     if width as u64 * height as u64 > max_pixels {
         return Err(PhotoError::TooLarge { width, height, max_pixels });
     }
+    Ok((width, height))
+}
+
+/// Decodes `bytes` to 8-bit RGB, refusing more than `max_pixels` pixels
+/// from the header alone.
+pub fn decode(bytes: &[u8], max_pixels: u64) -> Result<RgbImage, PhotoError> {
+    let (width, height) = dimensions(bytes, max_pixels)?;
     let mut r = reader(bytes)?;
     let mut limits = Limits::default();
     limits.max_image_width = Some(width);
@@ -79,15 +86,22 @@ pub fn decode(bytes: &[u8], max_pixels: u64) -> Result<RgbImage, PhotoError> {
     r.decode().map(|img| img.to_rgb8()).map_err(|e| PhotoError::NotAnImage(e.to_string()))
 }
 
+/// The size `fit` gives a `w` x `h` photo.
+pub fn fitted_size(w: u32, h: u32, max_side: u32) -> (u32, u32) {
+    if w.max(h) <= max_side {
+        return (w, h);
+    }
+    let scale = max_side as f64 / w.max(h) as f64;
+    (((w as f64 * scale).round() as u32).max(1), ((h as f64 * scale).round() as u32).max(1))
+}
+
 /// `img` with its longest side at most `max_side` (bilinear), or as it is.
 pub fn fit(img: RgbImage, max_side: u32) -> RgbImage {
     let (w, h) = img.dimensions();
-    if w.max(h) <= max_side {
-        return img;
+    match fitted_size(w, h, max_side) {
+        (nw, nh) if (nw, nh) == (w, h) => img,
+        (nw, nh) => image::imageops::resize(&img, nw, nh, image::imageops::FilterType::Triangle),
     }
-    let scale = max_side as f64 / w.max(h) as f64;
-    let (nw, nh) = (((w as f64 * scale).round() as u32).max(1), ((h as f64 * scale).round() as u32).max(1));
-    image::imageops::resize(&img, nw, nh, image::imageops::FilterType::Triangle)
 }
 
 #[cfg(test)]

@@ -2,7 +2,9 @@
 //! and the preview of any upload the browser cannot show itself (PGM, the
 //! format of the bundled ORL faces).
 
-use super::worker::{decode, png_data_url, ApiError};
+use super::worker::{decode, png_data_url};
+use crate::data::photo;
+use image::RgbImage;
 use serde::Serialize;
 
 /// (name, file bytes): ORL faces (credit Olivetti Research Laboratory) and
@@ -33,18 +35,9 @@ pub fn list() -> Vec<Example> {
 
 /// An upload decoded as the server decodes it, as a PNG data URL, scaled
 /// down to at most `MAX_SIDE` pixels a side.
-pub fn preview(bytes: &[u8]) -> Result<String, ApiError> {
+pub fn preview(img: RgbImage) -> String {
     const MAX_SIDE: u32 = 480;
-    let img = decode(bytes)?;
-    let (w, h) = img.dimensions();
-    let img = if w.max(h) > MAX_SIDE {
-        let scale = MAX_SIDE as f64 / w.max(h) as f64;
-        let (nw, nh) = (((w as f64 * scale) as u32).max(1), ((h as f64 * scale) as u32).max(1));
-        image::imageops::resize(&img, nw, nh, image::imageops::FilterType::Triangle)
-    } else {
-        img
-    };
-    Ok(png_data_url(&img))
+    png_data_url(&photo::fit(img, MAX_SIDE))
 }
 
 #[cfg(test)]
@@ -52,7 +45,8 @@ mod tests {
     #[test]
     fn every_example_decodes_and_a_pgm_previews() {
         assert_eq!(super::list().len(), super::EXAMPLES.len());
-        let url = super::preview(super::EXAMPLES[0].1).unwrap();
+        let img = super::decode(super::EXAMPLES[0].1).unwrap();
+        let url = super::preview(img);
         assert!(url.starts_with("data:image/png;base64,"));
     }
 }

@@ -15,6 +15,7 @@ use serde::Serialize;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{channel, Receiver, Sender};
 use std::time::Instant;
+use tokio::sync::oneshot;
 
 /// A request's failure: HTTP status and the message shown to the user.
 #[derive(Debug, Clone)]
@@ -65,12 +66,12 @@ pub enum Job {
     Predict {
         model: String,
         image: RgbImage,
-        reply: Sender<Result<PredictAnswer, ApiError>>,
+        reply: oneshot::Sender<Result<PredictAnswer, ApiError>>,
     },
     Verify {
         model: String,
         images: [RgbImage; 2],
-        reply: Sender<Result<VerifyAnswer, ApiError>>,
+        reply: oneshot::Sender<Result<VerifyAnswer, ApiError>>,
     },
 }
 
@@ -93,6 +94,23 @@ pub(super) fn png_data_url(img: &image::RgbImage) -> String {
     format!("data:image/png;base64,{}", base64::engine::general_purpose::STANDARD.encode(bytes))
 }
 
+/// Why an upload is not a photo the server takes, as the user sees it.
+pub(super) fn refusal(e: PhotoError) -> ApiError {
+    match e {
+        e @ PhotoError::TooLarge { .. } => ApiError::new(413, e.to_string()),
+        PhotoError::NotAnImage(_) => ApiError::new(400, "not an image (PNG, JPEG, BMP or PNM)"),
+    }
+}
+
+/// The photo's size from its header (for the server's budgets); 400 or 413
+/// as `decode` would answer.
+pub(super) fn dimensions(bytes: &[u8]) -> Result<(u32, u32), ApiError> {
+    if bytes.is_empty() {
+        return Err(ApiError::new(400, "the upload is empty"));
+    }
+    photo::dimensions(bytes, photo::max_pixels()).map_err(refusal)
+}
+
 /// An upload as a photo for the models: refused from its header when over
 /// the pixel limit (413), decoded, its longest side fitted to
 /// `DETECT_MAX_SIDE`.
@@ -100,11 +118,7 @@ pub(super) fn decode(bytes: &[u8]) -> Result<RgbImage, ApiError> {
     if bytes.is_empty() {
         return Err(ApiError::new(400, "the upload is empty"));
     }
-    match photo::decode(bytes, photo::max_pixels()) {
-        Ok(img) => Ok(photo::fit(img, photo::DETECT_MAX_SIDE)),
-        Err(e @ PhotoError::TooLarge { .. }) => Err(ApiError::new(413, e.to_string())),
-        Err(PhotoError::NotAnImage(_)) => Err(ApiError::new(400, "not an image (PNG, JPEG, BMP or PNM)")),
-    }
+    photo::decode(bytes, photo::max_pixels()).map(|img| photo::fit(img, photo::DETECT_MAX_SIDE)).map_err(refusal)
 }
 
 /// Starts the GPU thread; returns the job queue and the models it serves

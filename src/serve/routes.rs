@@ -1,0 +1,242 @@
+//! One HTTP request, from its headers to its answer: the page, the JSON
+//! API, and the bounds on what a request may hold while it is answered
+//! (`Limits`). Runs on the server's async threads; decoding runs on the
+//! blocking pool and models on the GPU thread (`worker`).
+
+use super::limits::{Limits, Slot, FORM_OVERHEAD, MAX_DECODING};
+use super::worker::{self, ApiError, Job, ModelInfo};
+use super::{examples, multipart};
+use crate::data::photo;
+use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
+use hyper::body::{Bytes, Incoming};
+use hyper::header::{HeaderValue, CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER};
+use hyper::{Method, Request, Response};
+use image::RgbImage;
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::sync::atomic::AtomicUsize;
+use std::sync::mpsc::Sender;
+use std::sync::Arc;
+use tokio::sync::{oneshot, Semaphore, SemaphorePermit};
+
+const PAGE: &str = include_str!("page.html");
+
+pub type Answer = Response<Full<Bytes>>;
+type Form = HashMap<String, Vec<u8>>;
+
+/// What every request of one server shares.
+pub struct Shared {
+    jobs: Sender<Job>,
+    models_json: String,
+    examples_json: String,
+    pub limits: Limits,
+    /// Upload bytes in memory, in KiB.
+    uploads: Semaphore,
+    upload_kib: u32,
+    /// Pixels being decoded.
+    decoding: Semaphore,
+    decode_pixels: u32,
+    /// Requests past reading their upload and not yet answered, and their
+    /// photos' pixels once fitted.
+    queued: Arc<AtomicUsize>,
+    queue: Semaphore,
+    queue_pixels: u32,
+}
+
+impl Shared {
+    pub fn new(jobs: Sender<Job>, models: &[ModelInfo], limits: Limits) -> anyhow::Result<Shared> {
+        let upload_kib = (limits.upload_budget.max(2 * (limits.max_upload + FORM_OVERHEAD)) / 1024) as u32;
+        let decode_pixels = photo::max_pixels().min(u32::MAX as u64 / 2) as u32;
+        // At least one request of two photos fits in the queue.
+        let full = photo::DETECT_MAX_SIDE as u64 * photo::DETECT_MAX_SIDE as u64 * 2;
+        let queue_pixels = limits.queued_pixels.clamp(full, u32::MAX as u64 / 2) as u32;
+        Ok(Shared {
+            jobs,
+            models_json: serde_json::to_string(models)?,
+            examples_json: serde_json::to_string(&examples::list())?,
+            limits,
+            uploads: Semaphore::new(upload_kib as usize),
+            upload_kib,
+            decoding: Semaphore::new(decode_pixels as usize),
+            decode_pixels,
+            queued: Arc::default(),
+            queue: Semaphore::new(queue_pixels as usize),
+            queue_pixels,
+        })
+    }
+}
+
+/// The answer to one request; `last` closes the connection after it.
+pub async fn answer(req: Request<Incoming>, shared: Arc<Shared>, last: bool) -> Result<Answer, Infallible> {
+    let mut a = route(req, &shared).await.unwrap_or_else(error);
+    if last {
+        a.headers_mut().insert(CONNECTION, HeaderValue::from_static("close"));
+    }
+    Ok(a)
+}
+
+/// The answer to every request on a connection past `max_connections`.
+pub fn busy() -> Answer {
+    error(ApiError::new(503, "the server is busy; try again in a second"))
+}
+
+fn json(status: u16, body: String) -> Answer {
+    let mut a = Response::new(Full::new(Bytes::from(body)));
+    *a.status_mut() = hyper::StatusCode::from_u16(status).unwrap_or(hyper::StatusCode::INTERNAL_SERVER_ERROR);
+    a.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    a
+}
+
+fn error(e: ApiError) -> Answer {
+    let mut a = json(e.status, serde_json::json!({ "error": e.message }).to_string());
+    if e.status == 503 {
+        a.headers_mut().insert(RETRY_AFTER, HeaderValue::from_static("1"));
+    }
+    a
+}
+
+fn busy_error() -> ApiError {
+    ApiError::new(503, "the server is busy; try again in a second")
+}
+
+async fn route(req: Request<Incoming>, shared: &Shared) -> Result<Answer, ApiError> {
+    let path = req.uri().path().to_string();
+    match (req.method(), path.as_str()) {
+        (&Method::GET, "/" | "/index.html") => {
+            let mut a = Response::new(Full::new(Bytes::from_static(PAGE.as_bytes())));
+            a.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
+            Ok(a)
+        }
+        (&Method::GET, "/healthz") => Ok(json(200, r#"{"ok":true}"#.into())),
+        (&Method::GET, "/api/models") => Ok(json(200, shared.models_json.clone())),
+        (&Method::GET, "/api/examples") => Ok(json(200, shared.examples_json.clone())),
+        (&Method::POST, "/api/preview") => {
+            let (mut form, upload) = read_form(req, shared).await?;
+            let image = take(&mut form, "image", "no photo uploaded (form field `image`)")?;
+            let ([img], _queued) = decode(shared, [image]).await?;
+            drop(upload);
+            let url = tokio::task::spawn_blocking(move || examples::preview(img)).await.map_err(internal)?;
+            Ok(json(200, serde_json::json!({ "image": url }).to_string()))
+        }
+        (&Method::POST, "/api/predict") => {
+            let (mut form, upload) = read_form(req, shared).await?;
+            let model = model_field(&form)?;
+            let image = take(&mut form, "image", "no photo uploaded (form field `image`)")?;
+            let ([image], _queued) = decode(shared, [image]).await?;
+            drop(upload);
+            let (reply, answer) = oneshot::channel();
+            gpu(shared, Job::Predict { model, image, reply }, answer).await
+        }
+        (&Method::POST, "/api/verify") => {
+            let (mut form, upload) = read_form(req, shared).await?;
+            let model = model_field(&form)?;
+            let two = "two photos are needed (form fields `image_a`, `image_b`)";
+            let photos = [take(&mut form, "image_a", two)?, take(&mut form, "image_b", two)?];
+            let (images, _queued) = decode(shared, photos).await?;
+            drop(upload);
+            let (reply, answer) = oneshot::channel();
+            gpu(shared, Job::Verify { model, images, reply }, answer).await
+        }
+        _ => Err(ApiError::new(404, format!("no such page: {path}"))),
+    }
+}
+
+fn internal(e: impl std::fmt::Display) -> ApiError {
+    ApiError::new(500, format!("{e}"))
+}
+
+fn take(form: &mut Form, field: &str, missing: &str) -> Result<Vec<u8>, ApiError> {
+    form.remove(field).ok_or_else(|| ApiError::new(400, missing))
+}
+
+fn model_field(form: &Form) -> Result<String, ApiError> {
+    let model = form.get("model").map(|m| String::from_utf8_lossy(m).trim().to_string()).unwrap_or_default();
+    if model.is_empty() {
+        return Err(ApiError::new(400, "no model chosen (form field `model`)"));
+    }
+    Ok(model)
+}
+
+/// Hands a job to the GPU thread and waits for its answer.
+async fn gpu<A: serde::Serialize>(
+    shared: &Shared,
+    job: Job,
+    answer: oneshot::Receiver<Result<A, ApiError>>,
+) -> Result<Answer, ApiError> {
+    let stopped = || ApiError::new(503, "the GPU worker stopped");
+    shared.jobs.send(job).map_err(|_| stopped())?;
+    let a = answer.await.map_err(|_| stopped())??;
+    Ok(json(200, serde_json::to_string(&a).map_err(internal)?))
+}
+
+/// The multipart form of a request, with its share of the upload budget
+/// (held until the photos are decoded). Refused: a declared length over
+/// the limit at once (413), a body that grows past it (413), one that does
+/// not arrive within `body_timeout` (408), and any upload while the budget
+/// is spent (503).
+async fn read_form<'s>(req: Request<Incoming>, shared: &'s Shared) -> Result<(Form, SemaphorePermit<'s>), ApiError> {
+    let max = shared.limits.max_upload;
+    let cap = max + FORM_OVERHEAD;
+    let too_big = || ApiError::new(413, format!("the upload is over the size limit ({} MB)", max / 1_000_000));
+    let declared = req.headers().get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > cap) {
+        return Err(too_big());
+    }
+    let ct = req.headers().get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let boundary =
+        multipart::boundary(ct).ok_or_else(|| ApiError::new(400, "expected a multipart/form-data upload"))?;
+    // The body and, while it is split, its fields: twice its length.
+    let kib = (2 * declared.unwrap_or(cap)).div_ceil(1024).clamp(1, shared.upload_kib as usize) as u32;
+    let permit = shared.uploads.try_acquire_many(kib).map_err(|_| busy_error())?;
+    let body = Limited::new(req.into_body(), cap).collect();
+    let body = match tokio::time::timeout(shared.limits.body_timeout, body).await {
+        Err(_) => {
+            let s = shared.limits.body_timeout.as_secs_f64();
+            return Err(ApiError::new(408, format!("the upload did not arrive within {s} s")));
+        }
+        Ok(Err(e)) if e.downcast_ref::<LengthLimitError>().is_some() => return Err(too_big()),
+        Ok(Err(e)) => return Err(ApiError::new(400, format!("reading the upload: {e}"))),
+        Ok(Ok(b)) => b.to_bytes(),
+    };
+    let form = multipart::parse(&body, &boundary);
+    if form.iter().any(|(k, v)| k.starts_with("image") && v.len() > max) {
+        return Err(too_big());
+    }
+    Ok((form, permit))
+}
+
+/// A request's place in the queue for the GPU: counted, and its photos'
+/// pixels held against `queued_pixels`, until it is answered.
+struct Queued<'s> {
+    _slot: Slot,
+    _pixels: SemaphorePermit<'s>,
+}
+
+/// Decodes uploads off the async threads. Each is refused from its header
+/// first; then the request takes its place in the queue (503 when full)
+/// and waits while other decodes hold the pixel budget.
+async fn decode<'s, const N: usize>(
+    shared: &'s Shared,
+    uploads: [Vec<u8>; N],
+) -> Result<([RgbImage; N], Queued<'s>), ApiError> {
+    let (mut pixels, mut fitted) = (0u64, 0u64);
+    for u in &uploads {
+        let (w, h) = worker::dimensions(u)?;
+        let (fw, fh) = photo::fitted_size(w, h, photo::DETECT_MAX_SIDE);
+        pixels += w as u64 * h as u64;
+        fitted += fw as u64 * fh as u64;
+    }
+    let slot = Slot::take(shared.queued.clone(), shared.limits.max_queued).ok_or_else(busy_error)?;
+    let fitted = fitted.clamp(1, shared.queue_pixels as u64) as u32;
+    let queued = Queued { _slot: slot, _pixels: shared.queue.try_acquire_many(fitted).map_err(|_| busy_error())? };
+    let floor = shared.decode_pixels as u64 / MAX_DECODING;
+    let permits = pixels.clamp(floor.max(1), shared.decode_pixels as u64) as u32;
+    let _decoding = shared.decoding.acquire_many(permits).await.map_err(internal)?;
+    let images = tokio::task::spawn_blocking(move || uploads.map(|u| worker::decode(&u))).await.map_err(internal)?;
+    let mut out = Vec::with_capacity(N);
+    for img in images {
+        out.push(img?);
+    }
+    let images = out.try_into().map_err(|_| internal("decode lost a photo"))?;
+    Ok((images, queued))
+}
