@@ -5,6 +5,8 @@
 //! (data/models/mobilefacenet_orl40.split.csv).
 
 mod common;
+#[path = "common/load.rs"]
+mod load;
 use arcface::serve::{self, worker};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -100,14 +102,7 @@ fn predict(addr: SocketAddr, image: &[u8], model: &str) -> (u16, serde_json::Val
 
 /// (photo, person) of the ORL-40 model's test split.
 pub fn test_photos() -> Vec<(PathBuf, String)> {
-    let csv = std::fs::read_to_string(root().join("data/models/mobilefacenet_orl40.split.csv")).unwrap();
-    csv.lines()
-        .filter(|l| l.ends_with(",test"))
-        .map(|l| {
-            let f: Vec<&str> = l.split(',').collect();
-            (root().join(f[0]), f[1].to_string())
-        })
-        .collect()
+    load::test_photos(root())
 }
 
 #[test]
@@ -224,8 +219,9 @@ fn bombs_are_refused_at_once_and_a_face_is_still_answered() {
 
 /// The slow clients of issue 15: 64 connections that send their headers
 /// and stall the body blocked the 8 HTTP threads, so neither a predict nor
-/// `/healthz` answered in 60 s. Now each request has its own thread:
-/// `/healthz` answers within a second and a face is named while they stall.
+/// `/healthz` answered in 60 s. Now a stalled upload holds only its own
+/// connection: `/healthz` answers within a second and a face is named
+/// while they stall (and each is cut off at its deadline: next test).
 #[test]
 fn a_face_is_answered_while_64_clients_stall_their_uploads() {
     let h = start(10_000_000);
@@ -249,6 +245,66 @@ fn a_face_is_answered_while_64_clients_stall_their_uploads() {
     let (status, a) = predict(addr, &std::fs::read(&photo).unwrap(), "orl40");
     assert_eq!((status, a["person"].as_str().unwrap_or_default()), (200, person.as_str()), "{a}");
     drop(stalled);
+    h.stop();
+}
+
+/// A connection opened with `head`, and everything the server sends on it
+/// until it closes (at most `secs` seconds), with how long that took.
+fn held(addr: SocketAddr, head: &str, secs: u64) -> (String, std::time::Duration) {
+    let started = std::time::Instant::now();
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(secs))).unwrap();
+    s.write_all(head.as_bytes()).unwrap();
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    (String::from_utf8_lossy(&out).to_string(), started.elapsed())
+}
+
+/// Read deadlines, the connection limit and the keep-alive limit: a client
+/// that stalls its headers is cut off at the header deadline, one that
+/// stalls its body gets 408 at the body deadline, a connection past the
+/// limit gets 503 with Retry-After at once, and a keep-alive connection is
+/// closed after its last allowed request.
+#[test]
+fn slow_clients_are_cut_off_at_their_deadlines_and_connections_are_bounded() {
+    use std::time::Duration;
+    let h = start_with(serve::Limits {
+        max_connections: 8,
+        header_timeout: Duration::from_secs(1),
+        body_timeout: Duration::from_secs(2),
+        requests_per_connection: 3,
+        ..Default::default()
+    });
+    let addr = h.addr;
+    let (out, took) = held(addr, "GET /healthz HTTP/1.1\r\nHost: x\r\n", 20);
+    assert!(out.is_empty() && took < Duration::from_secs(5), "headers stalled: {out:?} after {took:?}");
+    let body_head = "POST /api/predict HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=x\r\n\
+                     Content-Length: 100000\r\n\r\n--x\r\n";
+    let (out, took) = held(addr, body_head, 20);
+    assert!(out.starts_with("HTTP/1.1 408") && out.contains("within 2 s"), "{out}");
+    assert!(took >= Duration::from_secs(2) && took < Duration::from_secs(6), "{took:?}");
+
+    // Eight connections stall their uploads: the ninth is answered 503 at once.
+    let stalled: Vec<TcpStream> = (0..8)
+        .map(|_| {
+            let mut s = TcpStream::connect(addr).unwrap();
+            s.write_all(body_head.as_bytes()).unwrap();
+            s
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let (out, took) = held(addr, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n", 20);
+    assert!(out.starts_with("HTTP/1.1 503") && out.to_ascii_lowercase().contains("retry-after: 1"), "{out}");
+    assert!(took < Duration::from_secs(1), "{took:?}");
+    drop(stalled);
+    std::thread::sleep(Duration::from_millis(300));
+
+    // Three requests on one connection, the third answered with
+    // `Connection: close`, then the server closes it.
+    let three = "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n".repeat(4);
+    let (out, _) = held(addr, &three, 20);
+    assert_eq!(out.matches("HTTP/1.1 200").count(), 3, "{out}");
+    assert_eq!(out.to_ascii_lowercase().matches("connection: close").count(), 1, "{out}");
     h.stop();
 }
 

@@ -23,6 +23,12 @@ pub struct Nets<B: Backend> {
     w: HashMap<String, B::T>,
 }
 
+/// conv1's output of one P-Net band at most: bounds the detector's memory
+/// on large photos (a 2000-pixel photo's first pyramid level in one band
+/// held over 700 MB on lavapipe); the 10 rows two bands share cost about 6%
+/// more work at this size.
+const PNET_BAND_BYTES: u64 = 8 << 20;
+
 /// P-Net's outputs for one image: face probability (h, w) and box offsets (4, h, w).
 pub struct PnetMaps {
     pub h: usize,
@@ -147,12 +153,14 @@ impl<B: Backend> Nets<B> {
         if h < 12 || w < 12 {
             bail!("P-Net needs at least 12x12 pixels, got {w}x{h}");
         }
-        // Bands of input rows so that no activation outgrows one binding: the
-        // largest is conv1's output, 10 channels at about the input size.
-        // Output row y sees input rows 2y..2y+11; a band starting at an even
-        // row keeps the 2x2 pooling windows aligned with the whole image's.
+        // Bands of input rows so that no activation outgrows one binding or
+        // `PNET_BAND_BYTES`: the largest is conv1's output, 10 channels at
+        // about the input size (and the im2col matrices, a few times that,
+        // on the CPU kernel set). Output row y sees input rows 2y..2y+11; a
+        // band starting at an even row keeps the 2x2 pooling windows aligned
+        // with the whole image's, so the maps are the same for any band.
         let out_h = crate::kernels::maxpool::out_len(h - 2, 2, 2, 0, true) - 4;
-        let budget = (b.max_binding_bytes() / 2) as usize;
+        let budget = (b.max_binding_bytes() / 2).min(PNET_BAND_BYTES) as usize;
         let band_out = ((budget / (10 * 4 * w)).saturating_sub(12) / 2).max(1);
         let mut prob = Vec::new();
         let mut reg = vec![Vec::new(); 4];

@@ -193,6 +193,12 @@ impl Gpu {
         })
     }
 
+    /// The most bytes of free device buffers kept for reuse beyond what the
+    /// last two submissions used (2 GiB by default; see `pool`).
+    pub fn set_buffer_cache(&self, bytes: u64) {
+        self.pool.set_max_free_bytes(bytes);
+    }
+
     /// Every submission goes through here: the buffers the pool handed out
     /// as zeros are cleared first, then `record` encodes the work.
     pub(crate) fn submit(&self, record: impl FnOnce(&mut wgpu::CommandEncoder)) -> wgpu::SubmissionIndex {

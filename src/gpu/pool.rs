@@ -158,6 +158,14 @@ impl Pool {
         Pooled { buf: Some(buf), id, key, pool: self.clone() }
     }
 
+    /// Keeps at most `bytes` of free buffers past the last two submissions'
+    /// (`MAX_FREE_BYTES` by default). Work of ever-changing shapes, a server
+    /// detecting faces in photos of every size, reuses little and wants a
+    /// small cache.
+    pub fn set_max_free_bytes(&self, bytes: u64) {
+        self.0.lock().unwrap().max_free_bytes = bytes;
+    }
+
     /// The clear still due for buffer `id`, taken off the list.
     pub fn take_clear(&self, id: u64) -> Option<wgpu::Buffer> {
         let mut s = self.0.lock().unwrap();
@@ -218,7 +226,7 @@ mod tests {
     fn trimming_keeps_a_steady_steps_buffers() {
         let gpu = Gpu::new().unwrap();
         let pool = Pool::default();
-        pool.0.lock().unwrap().max_free_bytes = 1024;
+        pool.set_max_free_bytes(1024);
         drop(buffers(&pool, &gpu, &[4096]));
         pool.submitted();
         let before = gpu.counters.read().buffers_created;

@@ -75,6 +75,9 @@ pub enum Job {
     },
 }
 
+/// Free device buffers the server keeps for reuse (`Gpu::set_buffer_cache`).
+const SERVER_BUFFER_CACHE: u64 = 64 << 20;
+
 pub struct Config {
     pub models: Vec<(String, PathBuf)>,
     pub gallery: Option<PathBuf>,
@@ -136,7 +139,12 @@ fn run(cfg: Config, rx: Receiver<Job>, ready: Sender<Result<Vec<ModelInfo>, Stri
         Ok((Gpu::with_options(&cfg.gpu)?, cfg.gallery.as_deref().map(Gallery::load).transpose()?))
     };
     let (gpu, gallery) = match setup() {
-        Ok(v) => v,
+        Ok(v) => {
+            // Photos come in every size, so buffers are rarely reused; a
+            // small cache keeps the server's memory bounded.
+            v.0.set_buffer_cache(SERVER_BUFFER_CACHE);
+            v
+        }
         Err(e) => {
             let _ = ready.send(Err(format!("{e:#}")));
             return;

@@ -1,0 +1,44 @@
+//! `cargo bench --bench serve`: the server under the load test's mix
+//! (tests/common/load.rs), twice as long and at 64 clients: latency by kind
+//! of request (p50, p99), `/healthz` while it runs, and the server's peak
+//! memory (VmHWM), as the table in BENCHMARKS.md ("The server under load").
+
+#[path = "../tests/common/load.rs"]
+mod load;
+use load::Kind;
+use std::path::Path;
+use std::sync::Arc;
+
+fn main() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let photos = load::test_photos(root);
+    let inputs = Arc::new(load::Inputs::new(root, &photos, 6));
+    let server = load::Server::start(root, &[]);
+    let mix = [
+        (Kind::Face, 320),
+        (Kind::LargeFace, 12),
+        (Kind::DeepPhoto, 8),
+        (Kind::NotAnImage, 60),
+        (Kind::Bomb, 60),
+        (Kind::Oversize, 32),
+        (Kind::StalledBody, 32),
+        (Kind::StalledHead, 32),
+    ];
+    let report = load::run(server.addr, inputs, &mix, 64, 15);
+    let statuses = {
+        let mut s: Vec<u16> = report.outcomes.iter().map(|o| o.status).collect();
+        s.sort();
+        s.dedup();
+        s.iter()
+            .map(|c| format!("{c}: {}", report.outcomes.iter().filter(|o| o.status == *c).count()))
+            .collect::<Vec<_>>()
+    };
+    println!(
+        "{} requests from 64 clients in {:.1} s (default limits: header 10 s, body 30 s); answers {}; server peak RSS {:.0} MB\n",
+        report.outcomes.len(),
+        report.seconds,
+        statuses.join(", "),
+        server.peak_rss_mb()
+    );
+    print!("{}", load::latency_table(&report));
+}
