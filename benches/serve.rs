@@ -24,6 +24,9 @@ fn main() {
         (Kind::StalledBody, 32),
         (Kind::StalledHead, 32),
     ];
+    // One client alone first: the latency without a queue.
+    let alone = load::run(server.addr, inputs.clone(), &[(Kind::Face, 20), (Kind::LargeFace, 3)], 1, 15);
+    println!("one client alone:\n{}", load::latency_table(&alone));
     let report = load::run(server.addr, inputs, &mix, 64, 15);
     let statuses = {
         let mut s: Vec<u16> = report.outcomes.iter().map(|o| o.status).collect();

@@ -7,14 +7,12 @@ use std::path::Path;
 /// Writes `rows` (the header first) to `path` atomically: beside it, then
 /// renamed, so a stop never leaves half a file.
 pub fn write<R: AsRef<[String]>>(path: &Path, rows: &[R]) -> Result<()> {
-    let tmp = path.with_extension("csv.tmp");
-    let mut w = csv::Writer::from_path(&tmp).with_context(|| format!("{}: cannot write", tmp.display()))?;
+    let mut w = csv::Writer::from_writer(Vec::new());
     for r in rows {
-        w.write_record(r.as_ref()).with_context(|| format!("{}: cannot write", tmp.display()))?;
+        w.write_record(r.as_ref()).with_context(|| format!("{}: cannot write", path.display()))?;
     }
-    w.flush().with_context(|| format!("{}: cannot write", tmp.display()))?;
-    drop(w);
-    std::fs::rename(&tmp, path).with_context(|| format!("{}: cannot write", path.display()))
+    let bytes = w.into_inner().map_err(|e| anyhow::anyhow!("{}: cannot write: {e}", path.display()))?;
+    super::atomic_file::write(path, &bytes)
 }
 
 /// Every record of `path` (a header line too), each with its line number

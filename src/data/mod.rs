@@ -2,6 +2,7 @@
 //! split, augmentation, batches, and per-file results. Knows nothing of the
 //! GPU or the networks.
 
+pub mod atomic_file;
 pub mod augment;
 pub mod batch;
 pub mod csv_file;

@@ -4,6 +4,7 @@
 //! largest kept). `train --align` runs this into the run folder first.
 
 use super::{align, Detector};
+use crate::data::atomic_file;
 use crate::data::dataset::Dataset;
 use crate::progress::Progress;
 use anyhow::{Context, Result};
@@ -64,10 +65,8 @@ pub fn run(det: &mut Detector, raw: &Path, out: &Path, progress: &Progress) -> R
         if let Some(dir) = dest.parent() {
             std::fs::create_dir_all(dir)?;
         }
-        // Written beside, then renamed: a stopped run leaves no half file.
-        let tmp = dest.with_extension("png.tmp");
-        align::align(&img, face).save_with_format(&tmp, image::ImageFormat::Png)?;
-        std::fs::rename(&tmp, &dest)?;
+        // A stopped run leaves no half file.
+        atomic_file::write_png(&dest, &align::align(&img, face))?;
         let rel = dest.strip_prefix(out).unwrap_or(&dest);
         labels.push([rel.display().to_string(), data.people[s.label].clone(), s.label.to_string()]);
         report.written += 1;

@@ -72,9 +72,7 @@ pub fn export(ckpt: &Path, out: &Path, head: bool) -> Result<Exported> {
         opset_import: vec![OperatorSetIdProto { domain: String::new(), version: 13 }],
         metadata_props: props.map(|(k, v)| StringStringEntryProto { key: k.into(), value: v }).to_vec(),
     };
-    let tmp = out.with_extension("onnx.tmp");
-    std::fs::write(&tmp, model.encode_to_vec()).with_context(|| format!("{}: cannot write", tmp.display()))?;
-    std::fs::rename(&tmp, out).with_context(|| format!("{}: cannot write", out.display()))?;
+    crate::data::atomic_file::write(out, &model.encode_to_vec())?;
     Ok(Exported { nodes, parameters, outputs })
 }
 

@@ -60,13 +60,5 @@ pub fn write_atomic(path: &Path, tensors: &BTreeMap<String, Loaded>, metadata: H
     let data = safetensors::tensor::serialize(views, Some(metadata))?;
     let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).with_context(|| format!("{}: cannot create folder", dir.display()))?;
-    let tmp = dir.join(format!(".{}.tmp", path.file_name().and_then(|n| n.to_str()).unwrap_or("checkpoint")));
-    {
-        use std::io::Write;
-        let mut f = std::fs::File::create(&tmp).with_context(|| format!("{}: cannot create", tmp.display()))?;
-        f.write_all(&data).with_context(|| format!("{}: write failed", tmp.display()))?;
-        f.sync_all()?;
-    }
-    std::fs::rename(&tmp, path).with_context(|| format!("{}: cannot replace", path.display()))?;
-    Ok(())
+    crate::data::atomic_file::write(path, &data)
 }

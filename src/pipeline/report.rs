@@ -1,7 +1,7 @@
 //! Run reports: metrics as CSV and JSON, learning curves as PNG.
 
-use crate::data::csv_file;
-use anyhow::{Context, Result};
+use crate::data::{atomic_file, csv_file};
+use anyhow::Result;
 use image::RgbImage;
 use serde::{Deserialize, Serialize};
 use std::path::Path;
@@ -33,14 +33,8 @@ pub fn write_metrics(out: &Path, metrics: &[EpochMetrics]) -> Result<()> {
         ]);
     }
     csv_file::write(&out.join("metrics.csv"), &rows)?;
-    let (json, tmp) = (out.join("metrics.json"), out.join(".metrics.json.tmp"));
-    std::fs::write(&tmp, serde_json::to_string_pretty(metrics)?)
-        .with_context(|| format!("{}: cannot write", tmp.display()))?;
-    std::fs::rename(&tmp, &json).with_context(|| format!("{}: cannot write", json.display()))?;
-    curves(metrics)?
-        .save(out.join("curves.png"))
-        .with_context(|| format!("{}: cannot write curves.png", out.display()))?;
-    Ok(())
+    atomic_file::write(&out.join("metrics.json"), serde_json::to_string_pretty(metrics)?.as_bytes())?;
+    atomic_file::write_png(&out.join("curves.png"), &curves(metrics)?)
 }
 
 /// Loss and accuracy against the epoch, the lowest validation loss marked.

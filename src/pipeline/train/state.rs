@@ -32,7 +32,7 @@ pub struct Start {
 pub fn fresh(out: &Path, cfg: &TrainConfig, data: &Dataset) -> Result<Start> {
     let split = split::stratified(data, cfg.seed);
     split.write_csv(&out.join(SPLIT), &data.people)?;
-    std::fs::write(out.join(CONFIG), serde_json::to_string_pretty(cfg)?)?;
+    crate::data::atomic_file::write(&out.join(CONFIG), serde_json::to_string_pretty(cfg)?.as_bytes())?;
     Ok(Start { split, metrics: Vec::new(), epoch: 0, best: (0, f64::INFINITY) })
 }
 
