@@ -156,6 +156,8 @@ fn a_full_disk_stops_the_run_with_a_clear_error_and_keeps_the_last_epoch() {
     let disk = Tmpfs::mount(&base, "16m");
     let run = base.join("run");
     assert!(train_for(&run, false, Some(2)).status().unwrap().success());
+    // (The metrics files are also rewritten when the run resumes, from the
+    // state file: to the same bytes, as its floats read back exactly.)
     let files = ["best.safetensors", "last.safetensors", "state.safetensors", "metrics.json", "metrics.csv"];
     let before: Vec<Vec<u8>> = files.iter().map(|f| std::fs::read(run.join(f)).unwrap()).collect();
 
@@ -171,6 +173,7 @@ fn a_full_disk_stops_the_run_with_a_clear_error_and_keeps_the_last_epoch() {
     for (f, b) in files.iter().zip(&before) {
         assert!(&std::fs::read(run.join(f)).unwrap() == b, "{f} changed although its write failed");
     }
+    assert_eq!(metrics(&run).len(), 1 + 2, "a header and the two committed epochs");
     let left: Vec<String> = std::fs::read_dir(&run)
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().to_string())

@@ -59,7 +59,7 @@ pub fn save<B: Backend>(path: &Path, b: &mut B, net: &Net<B>, meta: &CheckpointM
         tensors.insert(p.name.clone(), Loaded { shape, values: b.download(&p.value) });
     }
     let metadata = HashMap::from([(KEY.to_string(), serde_json::to_string(meta)?)]);
-    write_atomic(path, &tensors, metadata).with_context(|| format!("saving checkpoint {}", path.display()))
+    write_atomic(path, &tensors, metadata)
 }
 
 /// Reads only the metadata (for listing models, checking before loading).
