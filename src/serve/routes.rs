@@ -77,7 +77,7 @@ pub async fn answer(req: Request<Incoming>, shared: Arc<Shared>, last: bool) -> 
 
 /// The answer to every request on a connection past `max_connections`.
 pub fn busy() -> Answer {
-    error(ApiError::new(503, "the server is busy; try again in a second"))
+    error(busy_error())
 }
 
 fn json(status: u16, body: String) -> Answer {
