@@ -274,28 +274,30 @@ fn networks_match_the_cpu_references_whole_and_in_pieces() {
     let mut rng = Rng::new(5);
     let (h, w) = (37, 29);
     let x = rng.uniform(3 * h * w, -1.0, 1.0);
-    let pg = ng.pnet(&mut g, &x, h, w).unwrap();
-    let pc = nc.pnet(&mut c, &x, h, w).unwrap();
+    let pg = pollster::block_on(ng.pnet(&mut g, &x, h, w)).unwrap();
+    let pc = pollster::block_on(nc.pnet(&mut c, &x, h, w)).unwrap();
     assert_eq!((pg.h, pg.w), (pc.h, pc.w));
     assert_eq!((pg.h, pg.w), (14, 10), "conv 37x29 -> 35x27, ceil-mode pool -> 18x14, two 3x3 convs");
     same("pnet prob", &pg.prob, &pc.prob);
     same("pnet reg", &pg.reg, &pc.reg);
     let r24 = rng.uniform(5 * 3 * 24 * 24, -1.0, 1.0);
-    let (rg, rc) = (ng.rnet(&mut g, &r24).unwrap(), nc.rnet(&mut c, &r24).unwrap());
+    let (rg, rc) =
+        (pollster::block_on(ng.rnet(&mut g, &r24)).unwrap(), pollster::block_on(nc.rnet(&mut c, &r24)).unwrap());
     same("rnet prob", &rg.prob, &rc.prob);
     same("rnet reg", &rg.reg.concat(), &rc.reg.concat());
     let o48 = rng.uniform(3 * 3 * 48 * 48, -1.0, 1.0);
-    let (og, oc) = (ng.onet(&mut g, &o48).unwrap(), nc.onet(&mut c, &o48).unwrap());
+    let (og, oc) =
+        (pollster::block_on(ng.onet(&mut g, &o48)).unwrap(), pollster::block_on(nc.onet(&mut c, &o48)).unwrap());
     same("onet prob", &og.prob, &oc.prob);
     same("onet landmarks", &og.landmarks.concat(), &oc.landmarks.concat());
     assert_eq!(og.landmarks.len(), 3);
 
     // Pieces: budget = limit / 2 = 16 rows of 10 channels of width w -> bands of 2 output rows.
     g.binding_limit = (2 * 16 * 10 * 4 * w) as u64;
-    let banded = ng.pnet(&mut g, &x, h, w).unwrap();
+    let banded = pollster::block_on(ng.pnet(&mut g, &x, h, w)).unwrap();
     same("pnet prob in bands", &banded.prob, &pg.prob);
     same("pnet reg in bands", &banded.reg, &pg.reg);
     g.binding_limit = (2 * 2 * 32 * 46 * 46 * 4) as u64;
-    let chunked = ng.onet(&mut g, &o48).unwrap();
+    let chunked = pollster::block_on(ng.onet(&mut g, &o48)).unwrap();
     same("onet in batches of two", &chunked.landmarks.concat(), &og.landmarks.concat());
 }

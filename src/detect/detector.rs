@@ -36,20 +36,26 @@ impl<'g> Detector<'g> {
         Ok(Detector { b, nets, opt, progress: Progress::hidden() })
     }
 
-    /// Faces in `img`, in its coordinates. A photo larger than
+    /// Faces in `img`, in its coordinates (a future: it reads results back
+    /// from the GPU). A photo larger than
     /// `DETECT_MAX_SIDE` on its longest side is searched scaled down to it
     /// (bounded work: the pyramid of a 40-megapixel photo would take
     /// minutes), and the faces are scaled back; `min_face` then counts in
     /// the scaled photo's pixels.
-    pub fn detect(&mut self, img: &image::RgbImage) -> Result<Vec<Face>> {
+    pub async fn detect_async(&mut self, img: &image::RgbImage) -> Result<Vec<Face>> {
         let (w, h) = img.dimensions();
         if w.max(h) <= DETECT_MAX_SIDE {
-            return detect(&mut self.b, &self.nets, img, &self.opt);
+            return detect(&mut self.b, &self.nets, img, &self.opt).await;
         }
         let small = photo::fit(img.clone(), DETECT_MAX_SIDE);
         let factor = w as f32 / small.width() as f32;
-        let faces = detect(&mut self.b, &self.nets, &small, &self.opt)?;
+        let faces = detect(&mut self.b, &self.nets, &small, &self.opt).await?;
         Ok(faces.iter().map(|f| f.scaled(factor)).collect())
+    }
+
+    /// `detect_async`, waited for (native).
+    pub fn detect(&mut self, img: &image::RgbImage) -> Result<Vec<Face>> {
+        pollster::block_on(self.detect_async(img))
     }
 
     /// Faces per file; an unreadable file gets its own error, the rest run.

@@ -109,7 +109,7 @@ fn crops(img: &Planar, boxes: &mut Vec<Candidate>, size: usize) -> Vec<f32> {
 }
 
 /// All faces in an RGB image, largest box first.
-pub fn detect<B: Backend>(b: &mut B, nets: &Nets<B>, rgb: &image::RgbImage, opt: &Options) -> Result<Vec<Face>> {
+pub async fn detect<B: Backend>(b: &mut B, nets: &Nets<B>, rgb: &image::RgbImage, opt: &Options) -> Result<Vec<Face>> {
     opt.validate()?;
     let img = Planar::from_rgb(rgb);
     let (h, w) = (img.h, img.w);
@@ -122,7 +122,7 @@ pub fn detect<B: Backend>(b: &mut B, nets: &Nets<B>, rgb: &image::RgbImage, opt:
             continue;
         }
         let level = img.resize_area(sh, sw);
-        let maps = nets.pnet(b, &level.normalised(), sh, sw)?;
+        let maps = nets.pnet(b, &level.normalised(), sh, sw).await?;
         let found = boxes::generate(&maps.prob, &maps.reg, maps.h, maps.w, scale as f32, opt.thresholds[0]);
         cands.extend(nms(&found, 0.5, Overlap::Union).into_iter().map(|i| found[i]));
     }
@@ -135,7 +135,7 @@ pub fn detect<B: Backend>(b: &mut B, nets: &Nets<B>, rgb: &image::RgbImage, opt:
 
     // Stage 2: R-Net on 24x24 crops, threshold, NMS 0.7, regression, square.
     let x = crops(&img, &mut cands, 24);
-    let r = nets.rnet(b, &x)?;
+    let r = nets.rnet(b, &x).await?;
     let passed: Vec<Candidate> = cands
         .iter()
         .zip(r.prob.iter().zip(&r.reg))
@@ -152,7 +152,7 @@ pub fn detect<B: Backend>(b: &mut B, nets: &Nets<B>, rgb: &image::RgbImage, opt:
 
     // Stage 3: O-Net on 48x48 crops: threshold, landmarks, regression, "Min" NMS.
     let x = crops(&img, &mut cands, 48);
-    let o = nets.onet(b, &x)?;
+    let o = nets.onet(b, &x).await?;
     let mut faces = Vec::new();
     let mut finals = Vec::new();
     for (i, c) in cands.iter().enumerate() {

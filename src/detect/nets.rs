@@ -149,7 +149,7 @@ impl<B: Backend> Nets<B> {
     }
 
     /// P-Net on one normalised image (3, h, w), h and w >= 12.
-    pub fn pnet(&self, b: &mut B, x: &[f32], h: usize, w: usize) -> Result<PnetMaps> {
+    pub async fn pnet(&self, b: &mut B, x: &[f32], h: usize, w: usize) -> Result<PnetMaps> {
         if h < 12 || w < 12 {
             bail!("P-Net needs at least 12x12 pixels, got {w}x{h}");
         }
@@ -179,7 +179,7 @@ impl<B: Backend> Nets<B> {
             let s = b.shape(&head).to_vec();
             let (bh, bw) = (s[2], s[3]);
             ow = bw;
-            let v = b.download(&head);
+            let v = b.download_async(&head).await;
             let rows = y1 - y0; // the band may compute a partial extra row: ignored
             let plane = |c: usize| &v[c * bh * bw..c * bh * bw + rows * bw];
             prob.extend(plane(0).iter().zip(plane(1)).map(|(&a0, &a1)| face_probability(a0, a1)));
@@ -192,7 +192,7 @@ impl<B: Backend> Nets<B> {
     }
 
     /// R-Net on normalised 24x24 crops, (n, 3, 24, 24) flat.
-    pub fn rnet(&self, b: &mut B, crops: &[f32]) -> Result<CropOutputs> {
+    pub async fn rnet(&self, b: &mut B, crops: &[f32]) -> Result<CropOutputs> {
         self.crops(b, crops, 24, |s, b, x| {
             let a = s.conv_prelu(b, "rnet", 1, x)?;
             let a = s.pool(b, &a, 3)?;
@@ -203,10 +203,11 @@ impl<B: Backend> Nets<B> {
             let a = b.prelu(&a, s.t("rnet.prelu4.weight"))?;
             s.dense(b, "rnet.head", &a)
         })
+        .await
     }
 
     /// O-Net on normalised 48x48 crops, (n, 3, 48, 48) flat.
-    pub fn onet(&self, b: &mut B, crops: &[f32]) -> Result<CropOutputs> {
+    pub async fn onet(&self, b: &mut B, crops: &[f32]) -> Result<CropOutputs> {
         self.crops(b, crops, 48, |s, b, x| {
             let a = s.conv_prelu(b, "onet", 1, x)?;
             let a = s.pool(b, &a, 3)?;
@@ -219,11 +220,12 @@ impl<B: Backend> Nets<B> {
             let a = b.prelu(&a, s.t("onet.prelu5.weight"))?;
             s.dense(b, "onet.head", &a)
         })
+        .await
     }
 
     /// All crops in as few batches as the binding limit allows (the largest
     /// activation is conv1's: 32 channels at (size - 2)^2 per crop).
-    fn crops(
+    async fn crops(
         &self,
         b: &mut B,
         crops: &[f32],
@@ -240,7 +242,7 @@ impl<B: Backend> Nets<B> {
             let x = b.upload(&crops[start * per..(start + m) * per], &[m, 3, size, size])?;
             let y = net(self, b, &x)?;
             let cols = b.shape(&y)[1];
-            for row in b.download(&y).chunks(cols) {
+            for row in b.download_async(&y).await.chunks(cols) {
                 out.prob.push(face_probability(row[0], row[1]));
                 out.reg.push([row[2], row[3], row[4], row[5]]);
                 if cols == 16 {

@@ -221,11 +221,25 @@ impl Gpu {
     }
 
     /// Maps `staging` (the destination of a copy in submission `index`),
-    /// waits for it and returns its bytes: a blocking read-back.
+    /// waits for it and returns its bytes: a blocking read-back (native).
     pub(crate) fn read_mapped(&self, staging: &wgpu::Buffer, index: wgpu::SubmissionIndex) -> Vec<u8> {
+        pollster::block_on(self.read_mapped_async(staging, index))
+    }
+
+    /// `read_mapped` as a future. Natively the device is polled until the
+    /// submission is done, so the future is ready when first polled; on the
+    /// web the browser maps the buffer while the page's event loop runs, and
+    /// nothing may block.
+    pub(crate) async fn read_mapped_async(&self, staging: &wgpu::Buffer, index: wgpu::SubmissionIndex) -> Vec<u8> {
         self.counters.add(Event::BlockingReadback, 1);
-        staging.map_async(wgpu::MapMode::Read, .., |r| r.expect("mapping a read-back buffer"));
+        let mapped = super::readback::Mapped::default();
+        let done = mapped.clone();
+        staging.map_async(wgpu::MapMode::Read, .., move |r| done.finish(r.is_ok()));
+        #[cfg(not(target_arch = "wasm32"))]
         self.wait(Some(index));
+        #[cfg(target_arch = "wasm32")]
+        let _ = index;
+        assert!(mapped.await, "mapping a read-back buffer failed");
         let out = staging.get_mapped_range(..).expect("mapped range").to_vec();
         staging.unmap();
         out

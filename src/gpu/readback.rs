@@ -1,12 +1,17 @@
-//! Reading small results without waiting for them: a ring of host-mappable
-//! buffers. A copy is recorded into the step's own submission, mapped once
-//! that is submitted, and picked up by a later, non-blocking poll. A
-//! training loop shows its running loss this way, steps behind, and never
-//! stalls the queue.
+//! Reading results back. `read` submits the work with a copy behind it and
+//! resolves when the copy is mapped (a future: the web cannot block);
+//! `read_now` waits for it (native). `AsyncReader` reads small results
+//! without waiting: a ring of host-mappable buffers, each copy recorded
+//! into the step's own submission, mapped once that is submitted, and
+//! picked up by a later, non-blocking poll; a training loop shows its
+//! running loss this way, steps behind, and never stalls the queue.
 
 use super::{Gpu, Recorder, Tensor};
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU8, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker};
 
 const FREE: u8 = 0;
 const COPYING: u8 = 1;
@@ -97,7 +102,13 @@ impl AsyncReader {
 
 /// Submits `rec` with a copy of `t` behind it and waits for the values: the
 /// recorded work and the read in one submission.
-pub fn read_now(mut rec: Recorder, t: &Tensor) -> Vec<f32> {
+pub fn read_now(rec: Recorder, t: &Tensor) -> Vec<f32> {
+    pollster::block_on(read(rec, t))
+}
+
+/// `read_now` without blocking (what the web needs): the work and the copy
+/// are submitted at once; the values come when the copy is mapped.
+pub async fn read(mut rec: Recorder<'_>, t: &Tensor) -> Vec<f32> {
     let gpu = rec.gpu();
     if t.numel() == 0 {
         rec.submit();
@@ -106,5 +117,35 @@ pub fn read_now(mut rec: Recorder, t: &Tensor) -> Vec<f32> {
     let staging = gpu.pool.get(&gpu.device, &gpu.counters, t.bytes(), super::tensor::READBACK, false);
     rec.copy_to_host(t, staging.buffer());
     let index = rec.submit();
-    bytemuck::cast_slice(&gpu.read_mapped(staging.buffer(), index)).to_vec()
+    bytemuck::cast_slice(&gpu.read_mapped_async(staging.buffer(), index).await).to_vec()
+}
+
+/// Whether a buffer's mapping finished, and whether it succeeded: a future
+/// that wgpu's `map_async` callback completes.
+#[derive(Clone, Default)]
+pub(crate) struct Mapped(Arc<Mutex<(Option<bool>, Option<Waker>)>>);
+
+impl Mapped {
+    pub(crate) fn finish(&self, ok: bool) {
+        let mut s = self.0.lock().unwrap();
+        s.0 = Some(ok);
+        if let Some(w) = s.1.take() {
+            w.wake();
+        }
+    }
+}
+
+impl Future for Mapped {
+    type Output = bool;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<bool> {
+        let mut s = self.0.lock().unwrap();
+        match s.0 {
+            Some(ok) => Poll::Ready(ok),
+            None => {
+                s.1 = Some(cx.waker().clone());
+                Poll::Pending
+            }
+        }
+    }
 }

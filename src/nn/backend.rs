@@ -26,8 +26,11 @@ pub trait Backend {
     fn upload(&mut self, data: &[f32], shape: &[usize]) -> Result<Self::T>;
     /// Class labels (u32 on the GPU).
     fn labels(&mut self, labels: &[u32]) -> Result<Self::T>;
-    /// Finishes pending work and copies the values out.
+    /// Finishes pending work and copies the values out (blocking: native
+    /// code only).
     fn download(&mut self, t: &Self::T) -> Vec<f32>;
+    /// `download` as a future, for code that also runs on the web.
+    fn download_async(&mut self, t: &Self::T) -> impl std::future::Future<Output = Vec<f32>>;
     fn shape<'a>(&self, t: &'a Self::T) -> &'a [usize];
     /// A view with another shape (flatten): no copy.
     fn reshape(&self, t: &Self::T, shape: &[usize]) -> Result<Self::T>;

@@ -63,6 +63,9 @@ impl Backend for CpuBackend {
     fn download(&mut self, t: &CpuTensor) -> Vec<f32> {
         t.data.borrow().iter().map(|&v| v as f32).collect()
     }
+    fn download_async(&mut self, t: &CpuTensor) -> impl std::future::Future<Output = Vec<f32>> {
+        std::future::ready(self.download(t))
+    }
     fn shape<'a>(&self, t: &'a CpuTensor) -> &'a [usize] {
         &t.shape
     }

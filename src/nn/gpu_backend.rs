@@ -4,7 +4,7 @@
 
 use super::backend::Packing;
 use super::Backend;
-use crate::gpu::readback::read_now;
+use crate::gpu::readback::{self, read_now};
 use crate::gpu::{Gpu, Recorder, Tensor};
 use crate::kernels::activation::{self, Act};
 use crate::kernels::arcface::{self, ArcFace, ArcSaved};
@@ -65,6 +65,9 @@ impl<'g> Backend for GpuBackend<'g> {
     }
     fn download(&mut self, t: &Tensor) -> Vec<f32> {
         read_now(std::mem::replace(&mut self.rec, Recorder::new(self.gpu)), t)
+    }
+    fn download_async(&mut self, t: &Tensor) -> impl std::future::Future<Output = Vec<f32>> {
+        readback::read(std::mem::replace(&mut self.rec, Recorder::new(self.gpu)), t)
     }
     fn shape<'a>(&self, t: &'a Tensor) -> &'a [usize] {
         &t.shape

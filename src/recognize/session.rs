@@ -126,6 +126,11 @@ impl<'g> Session<'g> {
     /// L2-normalised embeddings of model inputs; with `flip`, of the sum of
     /// the image's and its mirror image's embeddings.
     pub fn embed_inputs(&mut self, inputs: &[Vec<f32>]) -> Result<Vec<Vec<f32>>> {
+        pollster::block_on(self.embed_inputs_async(inputs))
+    }
+
+    /// `embed_inputs` as a future (the web's way).
+    pub async fn embed_inputs_async(&mut self, inputs: &[Vec<f32>]) -> Result<Vec<Vec<f32>>> {
         let size = self.input_size();
         let mut batch = Batch::new(size, inputs.len() * 2);
         for x in inputs {
@@ -142,7 +147,7 @@ impl<'g> Session<'g> {
             Model::Imported(g) => g.forward(&mut self.b, &x)?,
         };
         let d = self.b.shape(&raw)[1];
-        let v = self.b.download(&raw);
+        let v = self.b.download_async(&raw).await;
         let rows: Vec<&[f32]> = v.chunks(d).collect();
         Ok((0..inputs.len())
             .map(|i| {
@@ -173,6 +178,11 @@ impl<'g> Session<'g> {
 
     /// The `top` most probable people for each model input.
     pub fn predict_inputs(&mut self, inputs: &[Vec<f32>], top: usize) -> Result<Vec<Vec<Prediction>>> {
+        pollster::block_on(self.predict_inputs_async(inputs, top))
+    }
+
+    /// `predict_inputs` as a future (the web's way).
+    pub async fn predict_inputs_async(&mut self, inputs: &[Vec<f32>], top: usize) -> Result<Vec<Vec<Prediction>>> {
         let mut batch = Batch::new(self.input_size(), inputs.len());
         for x in inputs {
             batch.push(x, 0);
@@ -186,7 +196,8 @@ impl<'g> Session<'g> {
         let c = meta.classes.len();
         Ok(self
             .b
-            .download(&probs)
+            .download_async(&probs)
+            .await
             .chunks(c)
             .map(|row| {
                 let mut idx: Vec<usize> = (0..c).collect();
