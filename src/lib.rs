@@ -7,7 +7,11 @@
 //!
 //! `gpu` -> `kernels` -> `nn` -> `data` -> `models` -> `io` -> `detect`
 //! -> `pipeline` | `recognize` -> `serve` -> `cli`
+//!
+//! The same crate builds for the browser (wasm32, wgpu on WebGPU) without
+//! `serve` and `cli`.
 
+#[cfg(not(target_arch = "wasm32"))]
 pub mod cli;
 pub mod data;
 pub mod detect;
@@ -20,4 +24,5 @@ pub mod pipeline;
 pub mod plot;
 pub mod progress;
 pub mod recognize;
+#[cfg(not(target_arch = "wasm32"))]
 pub mod serve;

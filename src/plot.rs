@@ -20,7 +20,9 @@ const BEST: RGBColor = RGBColor(44, 160, 44);
 fn register_font() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
-        // The bytes are a valid TrueType font, checked by a test.
+        // The bytes are a valid TrueType font, checked by a test. (The
+        // browser build draws no plots: plotters has no font registry there.)
+        #[cfg(not(target_arch = "wasm32"))]
         let _ = plotters::style::register_font(FAMILY, FontStyle::Normal, FONT);
     });
 }

@@ -118,13 +118,32 @@ impl Gpu {
     }
 
     pub fn with_options(opts: &GpuOptions) -> Result<Gpu> {
+        pollster::block_on(Gpu::with_options_async(opts))
+    }
+
+    /// `with_options` as a future: the browser hands out its adapter and
+    /// device asynchronously (and has one adapter: WebGPU's).
+    pub async fn with_options_async(opts: &GpuOptions) -> Result<Gpu> {
+        #[cfg(not(target_arch = "wasm32"))]
         let backends = opts.backends()?;
+        #[cfg(target_arch = "wasm32")]
+        let backends = wgpu::Backends::BROWSER_WEBGPU;
         let kernels =
             opts.kernels.as_deref().map(|k| KernelSet::parse(k, "--kernels / ARCFACE_KERNELS")).transpose()?;
         let mut desc = wgpu::InstanceDescriptor::new_without_display_handle();
         desc.backends = backends;
         let instance = wgpu::Instance::new(desc);
-        let mut adapters = pollster::block_on(instance.enumerate_adapters(backends));
+        #[cfg(not(target_arch = "wasm32"))]
+        let mut adapters = instance.enumerate_adapters(backends).await;
+        #[cfg(target_arch = "wasm32")]
+        let mut adapters: Vec<wgpu::Adapter> = instance
+            .request_adapter(&wgpu::RequestAdapterOptions {
+                power_preference: wgpu::PowerPreference::HighPerformance,
+                ..Default::default()
+            })
+            .await
+            .into_iter()
+            .collect();
         // Never GL, even if a future wgpu build brings it in.
         adapters.retain(|a| a.get_info().backend != wgpu::Backend::Gl);
         if let Some(want) = &opts.adapter {
@@ -152,15 +171,17 @@ impl Gpu {
         let subgroup_size = (features.contains(wgpu::Features::SUBGROUP)
             && info.subgroup_min_size == info.subgroup_max_size)
             .then_some(info.subgroup_min_size);
-        let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
-            label: Some("arcface"),
-            required_features: features,
-            required_limits: limits.clone(),
-            experimental_features: wgpu::ExperimentalFeatures::disabled(),
-            memory_hints: wgpu::MemoryHints::Performance,
-            trace: wgpu::Trace::Off,
-        }))
-        .with_context(|| format!("creating a device on adapter `{}`", info.name))?;
+        let (device, queue) = adapter
+            .request_device(&wgpu::DeviceDescriptor {
+                label: Some("arcface"),
+                required_features: features,
+                required_limits: limits.clone(),
+                experimental_features: wgpu::ExperimentalFeatures::disabled(),
+                memory_hints: wgpu::MemoryHints::Performance,
+                trace: wgpu::Trace::Off,
+            })
+            .await
+            .with_context(|| format!("creating a device on adapter `{}`", info.name))?;
         let placeholders = (0..PLACEHOLDERS)
             .map(|_| {
                 device.create_buffer(&wgpu::BufferDescriptor {

@@ -41,9 +41,14 @@ pub enum Model<B: Backend> {
 impl<B: Backend> Model<B> {
     /// Readies the model for inference only: batch norms folded into the
     /// convolutions (a network trained here; imported graphs run as read).
-    pub fn for_inference(mut self, b: &mut B) -> Result<Model<B>> {
+    pub fn for_inference(self, b: &mut B) -> Result<Model<B>> {
+        pollster::block_on(self.for_inference_async(b))
+    }
+
+    /// `for_inference` as a future (folding reads the weights back).
+    pub async fn for_inference_async(mut self, b: &mut B) -> Result<Model<B>> {
         if let Model::Trained(net, _) = &mut self {
-            net.fold_batch_norms(b)?;
+            net.fold_batch_norms_async(b).await?;
         }
         Ok(self)
     }
@@ -51,7 +56,17 @@ impl<B: Backend> Model<B> {
 
 /// Reads a checkpoint or an imported graph; the error names the file.
 pub fn read(path: &Path) -> Result<ModelFile> {
-    let file = TensorFile::read(path)?;
+    classify(path, TensorFile::read(path)?)
+}
+
+/// A model file's bytes (fetched by the browser); errors name `origin`.
+pub fn parse(origin: &Path, bytes: &[u8]) -> Result<ModelFile> {
+    let file =
+        TensorFile::parse(bytes).with_context(|| format!("{}: not a valid safetensors file", origin.display()))?;
+    classify(origin, file)
+}
+
+fn classify(path: &Path, file: TensorFile) -> Result<ModelFile> {
     match file.metadata.get(GRAPH_KEY) {
         Some(json) => {
             let def = serde_json::from_str(json)
@@ -67,7 +82,12 @@ pub fn read(path: &Path) -> Result<ModelFile> {
 
 /// Opens either kind of model file on a backend.
 pub fn open<B: Backend>(path: &Path, b: &mut B) -> Result<Model<B>> {
-    match read(path)? {
+    upload(path, read(path)?, b)
+}
+
+/// A model file, read or parsed, on a backend; errors name `path`.
+pub fn upload<B: Backend>(path: &Path, file: ModelFile, b: &mut B) -> Result<Model<B>> {
+    match file {
         ModelFile::Graph { def, file } => Ok(Model::Imported(GraphNet::new(b, def, weights(file))?)),
         ModelFile::Checkpoint { meta, file } => {
             let net = checkpoint::net_of(path, &meta, &file, b)?;

@@ -126,10 +126,15 @@ impl<B: Backend> Net<B> {
     /// normalisation). A train-mode pass drops the folded weights; values
     /// set in `params` afterwards need another fold.
     pub fn fold_batch_norms(&mut self, b: &mut B) -> Result<()> {
+        pollster::block_on(self.fold_batch_norms_async(b))
+    }
+
+    /// `fold_batch_norms` as a future (it reads the weights back).
+    pub async fn fold_batch_norms_async(&mut self, b: &mut B) -> Result<()> {
         let mut f = Folded::new();
         for block in self.spec.blocks() {
             for l in &block.layers {
-                f.insert(l.name.clone(), l.fold(b, &self.params)?);
+                f.insert(l.name.clone(), l.fold(b, &self.params).await?);
             }
         }
         self.folded = Some(f);

@@ -123,12 +123,15 @@ impl ConvBn {
     }
 
     /// This layer's folded (weight, bias); see `Folded`.
-    pub fn fold<B: Backend>(&self, b: &mut B, p: &ParamStore<B::T>) -> Result<(B::T, B::T)> {
+    pub async fn fold<B: Backend>(&self, b: &mut B, p: &ParamStore<B::T>) -> Result<(B::T, B::T)> {
         let w_t = p.get(&self.key("conv.weight"));
         let shape = b.shape(w_t).to_vec();
-        let w = b.download(w_t);
-        let [gamma, beta, mean, var] =
-            ["bn.weight", "bn.bias", "bn.running_mean", "bn.running_var"].map(|k| b.download(p.get(&self.key(k))));
+        let w = b.download_async(w_t).await;
+        let mut bn = Vec::new();
+        for k in ["bn.weight", "bn.bias", "bn.running_mean", "bn.running_var"] {
+            bn.push(b.download_async(p.get(&self.key(k))).await);
+        }
+        let [gamma, beta, mean, var] = [&bn[0], &bn[1], &bn[2], &bn[3]];
         let scale: Vec<f32> =
             (0..self.cout).map(|c| (gamma[c] as f64 / (var[c] as f64 + EPS as f64).sqrt()) as f32).collect();
         let per_out = w.len() / self.cout;

@@ -5,5 +5,6 @@
 pub mod bench;
 pub mod embedding;
 pub mod gallery;
+pub mod photo;
 pub mod session;
 pub mod verify;

@@ -3,10 +3,11 @@
 //! concurrent requests never share GPU state.
 
 use crate::data::photo::{self, PhotoError};
-use crate::detect::{align, Detector, Options};
+use crate::detect::{Detector, Options};
 use crate::gpu::{Gpu, GpuOptions};
 use crate::recognize::embedding::dot;
 use crate::recognize::gallery::Gallery;
+use crate::recognize::photo::{self as recognition, Refusal};
 use crate::recognize::session::{Prediction, Session};
 use anyhow::Result;
 use base64::Engine;
@@ -190,29 +191,11 @@ fn run(cfg: Config, rx: Receiver<Job>, ready: Sender<Result<Vec<ModelInfo>, Stri
     }
 }
 
-fn internal(e: anyhow::Error) -> ApiError {
-    ApiError::new(500, format!("{e:#}"))
-}
-
-/// The face to use: the largest detected one, aligned (an error when there
-/// is none), or the whole photo without a detector.
-fn face(det: Option<&mut Detector>, img: &image::RgbImage) -> Result<(image::RgbImage, Option<[f32; 4]>), ApiError> {
-    match det {
-        None => Ok((img.clone(), None)),
-        Some(d) => {
-            let faces = d.detect(img).map_err(internal)?;
-            let f = faces.first().ok_or_else(|| ApiError::new(422, "no face found in the photo"))?;
-            Ok((align::align(img, f), Some(f.bbox)))
-        }
+fn refused(r: Refusal) -> ApiError {
+    match r {
+        Refusal::NoFace => ApiError::new(422, r.to_string()),
+        Refusal::NoGallery | Refusal::Failed(_) => ApiError::new(500, r.to_string()),
     }
-}
-
-/// Models see what they were trained on: aligned crops for models trained
-/// with --align and imported ones (trained on aligned faces elsewhere),
-/// the whole photo otherwise (the detector still finds the face, so a photo
-/// without one is refused and the page shows which face it was).
-fn wants_aligned(s: &Session) -> bool {
-    s.trained_on_aligned_faces() || s.classes().is_empty()
 }
 
 fn find<'a, 'g>(models: &'a mut [Loaded<'g>], name: &str) -> Result<&'a mut Session<'g>, ApiError> {
@@ -233,28 +216,13 @@ fn predict(
 ) -> Result<PredictAnswer, ApiError> {
     let started = Instant::now();
     let s = find(models, model)?;
-    let detecting = det.is_some();
-    let (crop, bbox) = face(det, img)?;
-    let input = s.to_input(if wants_aligned(s) { &crop } else { img });
-    let top = if s.classes().is_empty() {
-        let g = gallery.ok_or_else(|| ApiError::new(500, "an embedding model without a gallery"))?;
-        let e = s.embed_inputs(&[input]).map_err(internal)?;
-        let id = g.identify(&e[0], 5);
-        let mut top: Vec<Prediction> =
-            id.top.iter().map(|m| Prediction { person: m.person.clone(), probability: m.score as f32 }).collect();
-        if id.answer == "unknown" {
-            top.insert(0, Prediction { person: "unknown".into(), probability: id.best.score as f32 });
-        }
-        top
-    } else {
-        s.predict_inputs(&[input], 5).map_err(internal)?.remove(0)
-    };
+    let (top, found) = pollster::block_on(recognition::recognize(s, det, gallery, img, 5)).map_err(refused)?;
     Ok(PredictAnswer {
         model: model.to_string(),
         person: top[0].person.clone(),
         top,
-        face: detecting.then(|| png_data_url(&crop)),
-        bbox,
+        face: found.as_ref().map(|f| png_data_url(&f.crop)),
+        bbox: found.map(|f| f.face.bbox),
         ms: started.elapsed().as_secs_f64() * 1e3,
     })
 }
@@ -271,11 +239,9 @@ fn verify(
     let mut inputs = Vec::new();
     let mut faces = [None, None];
     for (i, img) in images.iter().enumerate() {
-        let (crop, bbox) = face(det.as_deref_mut(), img)?;
-        if bbox.is_some() {
-            faces[i] = Some(png_data_url(&crop));
-        }
-        inputs.push(s.to_input(if wants_aligned(s) { &crop } else { &img }));
+        let found = pollster::block_on(recognition::find_face(det.as_deref_mut(), img)).map_err(refused)?;
+        inputs.push(recognition::model_input(s, img, found.as_ref()));
+        faces[i] = found.map(|f| png_data_url(&f.crop));
     }
     let e = s.embed_inputs(&inputs).map_err(|e| ApiError::new(400, format!("{e:#}")))?;
     let similarity = dot(&e[0], &e[1]);
