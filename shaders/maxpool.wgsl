@@ -13,7 +13,7 @@ struct Params { n: u32, c: u32, h: u32, w: u32, ho: u32, wo: u32, k: u32, stride
 // Flat index (within the plane) of the window's maximum; h*w if the window
 // lies wholly in the padding (not possible with PyTorch's size rule).
 fn argmax(base: u32, oy: u32, ox: u32) -> u32 {
-    var best = -3.4028235e38;
+    var best = -3.4028234e38; // f32::MIN (Chrome refuses -3.4028235e38, just beyond it)
     var at = p.h * p.w;
     for (var ky = 0u; ky < p.k; ky++) {
         let iy = i32(oy * p.stride + ky) - i32(p.pad);

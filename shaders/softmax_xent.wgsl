@@ -21,7 +21,7 @@ fn softmax(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: 
     let r = flat_workgroup(wid, nwg);
     let valid = r < p.b;
     let base = r * p.c;
-    var mx = -3.4028235e38;
+    var mx = -3.4028234e38; // f32::MIN (Chrome refuses -3.4028235e38, just beyond it)
     if (valid) {
         for (var j = lid; j < p.c; j += WG) { mx = max(mx, logits[base + j]); }
     }

@@ -8,8 +8,8 @@
 //! `gpu` -> `kernels` -> `nn` -> `data` -> `models` -> `io` -> `detect`
 //! -> `pipeline` | `recognize` -> `serve` -> `cli`
 //!
-//! The same crate builds for the browser (wasm32, wgpu on WebGPU) without
-//! `serve` and `cli`.
+//! The same crate builds for the browser (wasm32, wgpu on WebGPU): `web`
+//! instead of `serve` and `cli`.
 
 #[cfg(not(target_arch = "wasm32"))]
 pub mod cli;
@@ -26,3 +26,5 @@ pub mod progress;
 pub mod recognize;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod serve;
+#[cfg(target_arch = "wasm32")]
+pub mod web;

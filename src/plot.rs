@@ -11,6 +11,7 @@ use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 use std::sync::Once;
 
+#[cfg_attr(target_arch = "wasm32", allow(dead_code))]
 static FONT: &[u8] = include_bytes!("../data/fonts/DejaVuSans.ttf");
 const FAMILY: &str = "sans-serif";
 const TRAIN: RGBColor = RGBColor(31, 119, 180);

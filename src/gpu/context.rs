@@ -38,6 +38,7 @@ impl GpuOptions {
         }
     }
 
+    #[cfg_attr(target_arch = "wasm32", allow(dead_code))]
     fn backends(&self) -> Result<wgpu::Backends> {
         Ok(match self.backend.as_deref().map(str::to_ascii_lowercase).as_deref() {
             None => wgpu::Backends::VULKAN | wgpu::Backends::METAL | wgpu::Backends::DX12,

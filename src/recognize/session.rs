@@ -44,6 +44,15 @@ impl<'g> Session<'g> {
         Ok(Session { b, model, align: None, flip: true, progress: Progress::hidden() })
     }
 
+    /// A session on a model file's bytes (the browser fetches them); errors
+    /// name `origin`.
+    pub async fn from_bytes(gpu: &'g Gpu, origin: &Path, bytes: &[u8]) -> Result<Session<'g>> {
+        let mut b = GpuBackend::new(gpu)?;
+        let file = model_file::parse(origin, bytes)?;
+        let model = model_file::upload(origin, file, &mut b)?.for_inference_async(&mut b).await?;
+        Ok(Session { b, model, align: None, flip: true, progress: Progress::hidden() })
+    }
+
     fn input_size(&self) -> usize {
         match &self.model {
             Model::Trained(n, _) => n.spec.input,
