@@ -7,10 +7,13 @@
 mod common;
 #[path = "common/load.rs"]
 mod load;
+#[path = "common/web_client.rs"]
+mod web_client;
 use arcface::serve::{self, worker};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
+use web_client::{form, http, predict, Browser};
 
 fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -34,70 +37,6 @@ pub fn start_with(limits: serve::Limits) -> serve::Handle {
         },
     })
     .unwrap()
-}
-
-/// (status, body) of one request.
-fn http(addr: SocketAddr, method: &str, path: &str, content_type: &str, body: &[u8]) -> (u16, String) {
-    let mut s = TcpStream::connect(addr).unwrap();
-    // A server that never answers fails the test instead of hanging it.
-    s.set_read_timeout(Some(std::time::Duration::from_secs(60))).unwrap();
-    let head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\r\n",
-        body.len()
-    );
-    s.write_all(head.as_bytes()).unwrap();
-    s.write_all(body).unwrap();
-    // Read the head, then exactly Content-Length bytes (chromedriver keeps
-    // the connection open despite `Connection: close`).
-    let mut out = Vec::new();
-    let mut buf = [0u8; 65536];
-    let head_end = loop {
-        if let Some(i) = out.windows(4).position(|w| w == b"\r\n\r\n") {
-            break i + 4;
-        }
-        let n = s.read(&mut buf).unwrap();
-        assert!(n > 0, "connection closed before the response head");
-        out.extend_from_slice(&buf[..n]);
-    };
-    let head = String::from_utf8_lossy(&out[..head_end]).to_string();
-    let status = head.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-    let len = head.lines().find_map(|l| {
-        let (k, v) = l.split_once(':')?;
-        k.trim().eq_ignore_ascii_case("content-length").then(|| v.trim().parse::<usize>().ok()).flatten()
-    });
-    match len {
-        Some(len) => {
-            while out.len() < head_end + len {
-                let n = s.read(&mut buf).unwrap();
-                assert!(n > 0, "connection closed inside the body");
-                out.extend_from_slice(&buf[..n]);
-            }
-        }
-        None => {
-            s.read_to_end(&mut out).unwrap();
-        }
-    }
-    (status, String::from_utf8_lossy(&out[head_end..]).to_string())
-}
-
-fn form(fields: &[(&str, &[u8])]) -> (String, Vec<u8>) {
-    let b = "arcfaceTestBoundary7";
-    let mut body = Vec::new();
-    for (name, value) in fields {
-        body.extend_from_slice(
-            format!("--{b}\r\nContent-Disposition: form-data; name=\"{name}\"; filename=\"f\"\r\n\r\n").as_bytes(),
-        );
-        body.extend_from_slice(value);
-        body.extend_from_slice(b"\r\n");
-    }
-    body.extend_from_slice(format!("--{b}--\r\n").as_bytes());
-    (format!("multipart/form-data; boundary={b}"), body)
-}
-
-fn predict(addr: SocketAddr, image: &[u8], model: &str) -> (u16, serde_json::Value) {
-    let (ct, body) = form(&[("image", image), ("model", model.as_bytes())]);
-    let (status, text) = http(addr, "POST", "/api/predict", &ct, &body);
-    (status, serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON: {text}")))
 }
 
 /// (photo, person) of the ORL-40 model's test split.
@@ -343,97 +282,14 @@ fn sigterm_finishes_the_request_in_flight_and_exits_0() {
     assert!(TcpStream::connect(addr).is_err(), "still accepting after SIGTERM");
 }
 
-/// A W3C WebDriver session on chromedriver + headless Chromium (Debian's
-/// `chromium` and `chromium-driver`, installed by scripts/setup).
-struct Browser {
-    driver: std::process::Child,
-    addr: SocketAddr,
-    session: String,
-}
-
-const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
-
-impl Browser {
-    fn open() -> Browser {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let driver = std::process::Command::new("chromedriver")
-            .arg(format!("--port={port}"))
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("chromedriver (Debian: chromium-driver) is needed: {e}; run scripts/setup"));
-        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-        let started = std::time::Instant::now();
-        while TcpStream::connect(addr).is_err() {
-            assert!(started.elapsed().as_secs() < 20, "chromedriver did not start");
-            std::thread::sleep(std::time::Duration::from_millis(100));
-        }
-        let caps = serde_json::json!({"capabilities": {"alwaysMatch": {
-            "browserName": "chrome",
-            "goog:chromeOptions": {"binary": "/usr/bin/chromium",
-                "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=900,1000"]}
-        }}});
-        let mut b = Browser { driver, addr, session: String::new() };
-        let r = b.call("POST", "/session", caps);
-        b.session = r["value"]["sessionId"].as_str().unwrap_or_else(|| panic!("no session: {r}")).to_string();
-        b
-    }
-
-    fn call(&self, method: &str, path: &str, body: serde_json::Value) -> serde_json::Value {
-        let (_, text) = http(self.addr, method, path, "application/json", body.to_string().as_bytes());
-        serde_json::from_str(&text).unwrap_or_else(|_| panic!("chromedriver: {text}"))
-    }
-
-    fn cmd(&self, method: &str, what: &str, body: serde_json::Value) -> serde_json::Value {
-        self.call(method, &format!("/session/{}{what}", self.session), body)["value"].clone()
-    }
-
-    fn element(&self, css: &str) -> String {
-        let v = self.cmd("POST", "/element", serde_json::json!({"using": "css selector", "value": css}));
-        v[ELEMENT].as_str().unwrap_or_else(|| panic!("no element {css}: {v}")).to_string()
-    }
-
-    fn js(&self, script: &str) -> serde_json::Value {
-        self.cmd("POST", "/execute/sync", serde_json::json!({"script": script, "args": []}))
-    }
-
-    /// Polls a script until it returns a non-empty string.
-    fn wait_for(&self, script: &str, secs: u64) -> String {
-        let started = std::time::Instant::now();
-        loop {
-            if let Some(s) = self.js(script).as_str().filter(|s| !s.is_empty()) {
-                return s.to_string();
-            }
-            assert!(started.elapsed().as_secs() < secs, "timed out waiting for `{script}`");
-            std::thread::sleep(std::time::Duration::from_millis(200));
-        }
-    }
-
-    fn upload_and_go(&self, file: &Path) {
-        let input = self.element("#file");
-        self.cmd("POST", &format!("/element/{input}/value"), serde_json::json!({"text": file.to_str().unwrap()}));
-        let go = self.element("#go");
-        self.cmd("POST", &format!("/element/{go}/click"), serde_json::json!({}));
-    }
-}
-
-impl Drop for Browser {
-    fn drop(&mut self) {
-        if !self.session.is_empty() {
-            let _ = self.cmd("DELETE", "", serde_json::json!({}));
-        }
-        let _ = self.driver.kill();
-        let _ = self.driver.wait();
-    }
-}
-
-/// In a real headless browser: load the page, upload a face photo, pick the
-/// model, read the predicted name; then upload a text file and see the
-/// error. Leaves a screenshot of the result in target/serve-screenshot.png.
+/// In a real headless browser without WebGPU (`--disable-gpu`): load the
+/// page, upload a face photo, pick the model, read the predicted name and
+/// that the server answered; then upload a text file and see the error.
+/// Leaves a screenshot of the result in target/serve-screenshot.png.
 #[test]
 fn the_page_names_a_face_in_a_headless_browser() {
     let h = start(10_000_000);
-    let b = Browser::open();
+    let b = Browser::open(&["--disable-gpu"]);
     b.cmd("POST", "/url", serde_json::json!({"url": format!("http://{}/", h.addr)}));
     b.wait_for("return document.querySelectorAll('#model option').length > 0 ? 'ready' : ''", 30);
     b.js(
@@ -444,6 +300,9 @@ fn the_page_names_a_face_in_a_headless_browser() {
     b.upload_and_go(&photo);
     let got = b.wait_for("return document.getElementById('person').textContent", 120);
     assert_eq!(got, person);
+    // Without WebGPU the server answered, and the page says so.
+    let ms = b.js("return document.getElementById('ms').textContent");
+    assert!(ms.as_str().unwrap().contains("on the server"), "{ms}");
     // The PGM is previewed as the server decoded it.
     b.wait_for(
         "const p = document.getElementById('preview'); \

@@ -58,8 +58,13 @@ pub struct Identity {
 /// platforms (std's hasher is not).
 pub fn fingerprint(checkpoint: &Path) -> Result<String> {
     let bytes = std::fs::read(checkpoint).with_context(|| format!("{}: cannot read", checkpoint.display()))?;
+    Ok(fingerprint_bytes(&bytes))
+}
+
+/// `fingerprint` of bytes in memory.
+pub fn fingerprint_bytes(bytes: &[u8]) -> String {
     let hash = bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3));
-    Ok(format!("{hash:016x}"))
+    format!("{hash:016x}")
 }
 
 /// The score below which a fraction `far` of the impostor scores lie above.

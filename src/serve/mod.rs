@@ -91,11 +91,17 @@ impl Handle {
 
 /// Loads the models, binds, and starts answering.
 pub fn start(opt: Options) -> Result<Handle> {
+    // The model files as the browser fetches them to run on its own GPU.
+    let mut files = Vec::new();
+    for (name, path) in &opt.worker.models {
+        let bytes = std::fs::read(path).with_context(|| format!("model {name}: {}: cannot read", path.display()))?;
+        files.push((name.clone(), bytes));
+    }
     let (jobs, models) = worker::start(opt.worker)?;
     let listener = std::net::TcpListener::bind(&opt.bind).with_context(|| format!("cannot listen on {}", opt.bind))?;
     listener.set_nonblocking(true)?;
     let addr = listener.local_addr()?;
-    let shared = Arc::new(Shared::new(jobs, &models, opt.limits)?);
+    let shared = Arc::new(Shared::new(jobs, &models, files, opt.limits)?);
     // Two threads do all the network work; decoding runs on the blocking
     // pool (bounded by the pixel budget), the models on the GPU thread.
     let rt = tokio::runtime::Builder::new_multi_thread()

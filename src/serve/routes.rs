@@ -7,9 +7,12 @@ use super::limits::{Limits, Slot, FORM_OVERHEAD, MAX_DECODING};
 use super::worker::{self, ApiError, Job, ModelInfo};
 use super::{examples, multipart};
 use crate::data::photo;
+use crate::recognize::gallery;
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use hyper::body::{Bytes, Incoming};
-use hyper::header::{HeaderValue, CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER};
+use hyper::header::{
+    HeaderValue, CACHE_CONTROL, CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, ETAG, IF_NONE_MATCH, RETRY_AFTER,
+};
 use hyper::{Method, Request, Response};
 use image::RgbImage;
 use std::collections::HashMap;
@@ -20,6 +23,10 @@ use std::sync::Arc;
 use tokio::sync::{oneshot, Semaphore, SemaphorePermit};
 
 const PAGE: &str = include_str!("page.html");
+/// The engine for the browser (scripts/build-web; tests/web.rs checks it is
+/// built from the current sources).
+const BUNDLE_JS: &str = include_str!("../../web/pkg/arcface.js");
+const BUNDLE_WASM: &[u8] = include_bytes!("../../web/pkg/arcface_bg.wasm");
 
 pub type Answer = Response<Full<Bytes>>;
 type Form = HashMap<String, Vec<u8>>;
@@ -27,6 +34,8 @@ type Form = HashMap<String, Vec<u8>>;
 /// What every request of one server shares.
 pub struct Shared {
     jobs: Sender<Job>,
+    /// Model files by name, with their ETag.
+    weights: HashMap<String, (Bytes, String)>,
     models_json: String,
     examples_json: String,
     pub limits: Limits,
@@ -44,7 +53,19 @@ pub struct Shared {
 }
 
 impl Shared {
-    pub fn new(jobs: Sender<Job>, models: &[ModelInfo], limits: Limits) -> anyhow::Result<Shared> {
+    pub fn new(
+        jobs: Sender<Job>,
+        models: &[ModelInfo],
+        files: Vec<(String, Vec<u8>)>,
+        limits: Limits,
+    ) -> anyhow::Result<Shared> {
+        let weights = files
+            .into_iter()
+            .map(|(name, bytes)| {
+                let etag = format!("\"{}\"", gallery::fingerprint_bytes(&bytes));
+                (name, (Bytes::from(bytes), etag))
+            })
+            .collect();
         let upload_kib = (limits.upload_budget.max(2 * (limits.max_upload + FORM_OVERHEAD)) / 1024) as u32;
         let decode_pixels = photo::max_pixels().min(u32::MAX as u64 / 2) as u32;
         // At least one request of two photos fits in the queue.
@@ -52,6 +73,7 @@ impl Shared {
         let queue_pixels = limits.queued_pixels.clamp(full, u32::MAX as u64 / 2) as u32;
         Ok(Shared {
             jobs,
+            weights,
             models_json: serde_json::to_string(models)?,
             examples_json: serde_json::to_string(&examples::list())?,
             limits,
@@ -103,13 +125,31 @@ async fn route(req: Request<Incoming>, shared: &Shared) -> Result<Answer, ApiErr
     let path = req.uri().path().to_string();
     match (req.method(), path.as_str()) {
         (&Method::GET, "/" | "/index.html") => {
-            let mut a = Response::new(Full::new(Bytes::from_static(PAGE.as_bytes())));
-            a.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
-            Ok(a)
+            Ok(file(Bytes::from_static(PAGE.as_bytes()), "text/html; charset=utf-8"))
         }
         (&Method::GET, "/healthz") => Ok(json(200, r#"{"ok":true}"#.into())),
         (&Method::GET, "/api/models") => Ok(json(200, shared.models_json.clone())),
         (&Method::GET, "/api/examples") => Ok(json(200, shared.examples_json.clone())),
+        (&Method::GET, "/pkg/arcface.js") => Ok(file(Bytes::from_static(BUNDLE_JS.as_bytes()), "text/javascript")),
+        (&Method::GET, "/pkg/arcface_bg.wasm") => Ok(file(Bytes::from_static(BUNDLE_WASM), "application/wasm")),
+        (&Method::GET, p) if p.starts_with("/api/models/") && p.ends_with("/weights") => {
+            let name = &p["/api/models/".len()..p.len() - "/weights".len()];
+            let (bytes, etag) =
+                shared.weights.get(name).ok_or_else(|| ApiError::new(404, format!("unknown model `{name}`")))?;
+            // Revalidated by ETag: the browser keeps the file and asks again
+            // with If-None-Match (304) rather than fetching it each visit.
+            let cached = req.headers().get(IF_NONE_MATCH).is_some_and(|v| v.as_bytes() == etag.as_bytes());
+            let mut a = if cached {
+                let mut a = Response::new(Full::new(Bytes::new()));
+                *a.status_mut() = hyper::StatusCode::NOT_MODIFIED;
+                a
+            } else {
+                file(bytes.clone(), "application/octet-stream")
+            };
+            a.headers_mut().insert(ETAG, HeaderValue::from_str(etag).map_err(internal)?);
+            a.headers_mut().insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+            Ok(a)
+        }
         (&Method::POST, "/api/preview") => {
             let (mut form, upload) = read_form(req, shared).await?;
             let image = take(&mut form, "image", "no photo uploaded (form field `image`)")?;
@@ -139,6 +179,12 @@ async fn route(req: Request<Incoming>, shared: &Shared) -> Result<Answer, ApiErr
         }
         _ => Err(ApiError::new(404, format!("no such page: {path}"))),
     }
+}
+
+fn file(bytes: Bytes, content_type: &'static str) -> Answer {
+    let mut a = Response::new(Full::new(bytes));
+    a.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    a
 }
 
 fn internal(e: impl std::fmt::Display) -> ApiError {

@@ -37,6 +37,10 @@ pub struct ModelInfo {
     /// "classifier" (names its people) or "embedding" (with a gallery).
     pub kind: String,
     pub people: Vec<String>,
+    /// Where the page fetches the model file to run it in the browser, and
+    /// its size in bytes.
+    pub weights: String,
+    pub bytes: u64,
 }
 
 #[derive(Debug, Serialize)]
@@ -165,7 +169,9 @@ fn run(cfg: Config, rx: Receiver<Job>, ready: Sender<Result<Vec<ModelInfo>, Stri
                 }
                 (true, None) => anyhow::bail!("model {name} names nobody: give --gallery (from `arcface enroll`)"),
             };
-            info.push(ModelInfo { name: name.clone(), kind: kind.into(), people });
+            let bytes = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+            let weights = format!("/api/models/{name}/weights");
+            info.push(ModelInfo { name: name.clone(), kind: kind.into(), people, weights, bytes });
             loaded.push(Loaded { name: name.clone(), session });
         }
         let det = if cfg.detect { Some(Detector::open(&gpu, None, Options::default())?) } else { None };
