@@ -17,7 +17,7 @@ const LAYERS: &[&[&str]] = &[
     &["io"],
     &["detect"],
     &["pipeline", "recognize"],
-    &["serve"],
+    &["serve", "web"],
     &["cli"],
 ];
 
