@@ -9,6 +9,7 @@
 use crate::data::photo;
 use crate::detect::{Detector, Options};
 use crate::gpu::{Gpu, GpuOptions};
+use crate::recognize::gallery::Gallery;
 use crate::recognize::photo as recognition;
 use crate::recognize::session::Session;
 use std::cell::RefCell;
@@ -21,6 +22,8 @@ use wasm_bindgen_futures::future_to_promise;
 struct Inner {
     detector: Detector<'static>,
     models: HashMap<String, Session<'static>>,
+    /// Names people for embedding models (`load_gallery`).
+    gallery: Option<Gallery>,
 }
 
 /// The GPU, the detector and the loaded models of one page.
@@ -50,7 +53,8 @@ impl Engine {
         // The page lives as long as the engine: the GPU is never dropped.
         let gpu: &'static Gpu = Box::leak(Box::new(gpu));
         let detector = Detector::open(gpu, None, Options::default()).map_err(js_error)?;
-        Ok(Engine { gpu, inner: Rc::new(RefCell::new(Inner { detector, models: HashMap::new() })) })
+        let inner = Inner { detector, models: HashMap::new(), gallery: None };
+        Ok(Engine { gpu, inner: Rc::new(RefCell::new(inner)) })
     }
 
     /// The adapter, as `arcface info` names it.
@@ -69,6 +73,14 @@ impl Engine {
         })
     }
 
+    /// Loads a gallery file's bytes (from `arcface enroll`): embedding
+    /// models name its people.
+    pub fn load_gallery(&self, bytes: Vec<u8>) -> Result<(), JsValue> {
+        let g = Gallery::parse(Path::new("gallery"), &bytes).map_err(js_error)?;
+        self.inner.try_borrow_mut().map_err(|_| js_error(BUSY))?.gallery = Some(g);
+        Ok(())
+    }
+
     /// Who is in `photo` (file bytes) by model `name`: a JSON string
     /// `{person, probability, top, face: {box, landmarks}, device, ms}`.
     pub fn recognize(&self, name: String, photo: Vec<u8>) -> js_sys::Promise {
@@ -78,9 +90,10 @@ impl Engine {
             let img = photo::decode(&photo, photo::max_pixels()).map_err(js_error)?;
             let img = photo::fit(img, photo::DETECT_MAX_SIDE);
             let mut guard = inner.try_borrow_mut().map_err(|_| js_error(BUSY))?;
-            let Inner { detector, models } = &mut *guard;
+            let Inner { detector, models, gallery } = &mut *guard;
             let s = models.get_mut(&name).ok_or_else(|| js_error(format!("no model `{name}` loaded")))?;
-            let (top, found) = recognition::recognize(s, Some(detector), None, &img, 5).await.map_err(js_error)?;
+            let (top, found) =
+                recognition::recognize(s, Some(detector), gallery.as_ref(), &img, 5).await.map_err(js_error)?;
             let answer = serde_json::json!({
                 "person": top[0].person,
                 "probability": top[0].probability,
@@ -101,7 +114,7 @@ impl Engine {
             let img = photo::decode(&photo, photo::max_pixels()).map_err(js_error)?;
             let img = photo::fit(img, photo::DETECT_MAX_SIDE);
             let mut guard = inner.try_borrow_mut().map_err(|_| js_error(BUSY))?;
-            let Inner { detector, models } = &mut *guard;
+            let Inner { detector, models, .. } = &mut *guard;
             let s = models.get_mut(&name).ok_or_else(|| js_error(format!("no model `{name}` loaded")))?;
             let (e, _) = recognition::embed(s, Some(detector), &img).await.map_err(js_error)?;
             Ok(js_sys::Float32Array::from(e.as_slice()).into())

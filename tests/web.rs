@@ -3,7 +3,8 @@
 //! (SwiftShader: no GPU needed) `window.arcface` recognises and embeds the
 //! bundled model's test photos as the native engine does: the same person,
 //! probabilities within 1e-3, embeddings at cosine >= 0.9999, face boxes at
-//! IoU >= 0.99; and the page says the recognition ran on this device.
+//! IoU >= 0.99; and the page says the recognition ran on this device
+//! (a screenshot in target/web-screenshot.png).
 
 mod common;
 #[path = "common/load.rs"]
@@ -53,6 +54,65 @@ fn the_bundle_is_built_from_the_current_sources() {
     assert!(missing.is_empty(), "new since the bundle was built (run scripts/build-web): {missing:?}");
 }
 
+/// Runs the `arcface` binary; fails the test when it fails.
+fn arcface(args: &[&str]) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_arcface")).args(args).output().unwrap();
+    assert!(out.status.success(), "arcface {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+fn start(models: Vec<(String, std::path::PathBuf)>, gallery: Option<std::path::PathBuf>) -> serve::Handle {
+    serve::start(serve::Options {
+        bind: "127.0.0.1:0".into(),
+        limits: Default::default(),
+        worker: worker::Config { models, gallery, detect: true, verify_threshold: 0.5, gpu: Default::default() },
+    })
+    .unwrap()
+}
+
+/// A browser with WebGPU on the page of `h`, its engine ready.
+fn browser_on(h: &serve::Handle) -> Browser {
+    let b = Browser::open(&["--enable-unsafe-webgpu", "--use-webgpu-adapter=swiftshader"]);
+    b.cmd("POST", "/timeouts", serde_json::json!({"script": 300_000}));
+    b.cmd("POST", "/url", serde_json::json!({"url": format!("http://{}/", h.addr)}));
+    let adapter = b.cmd(
+        "POST",
+        "/execute/async",
+        serde_json::json!({"script": "const done = arguments[0]; \
+            window.arcface.ready.then((a) => done('ok ' + a), (e) => done('error ' + e));", "args": []}),
+    );
+    assert!(adapter.as_str().unwrap().starts_with("ok"), "no WebGPU in the browser: {adapter}");
+    b
+}
+
+/// `window.arcface.recognize` and `.embed` of a photo's bytes by `model`.
+fn in_browser(b: &Browser, bytes: &[u8], model: &str) -> serde_json::Value {
+    use base64::Engine;
+    let script = "const [b64, model, done] = arguments; \
+        const blob = new Blob([Uint8Array.from(atob(b64), (c) => c.charCodeAt(0))]); \
+        Promise.all([window.arcface.recognize(blob, model), window.arcface.embed(blob, model)]) \
+          .then(([r, e]) => done(JSON.stringify({ r, e: Array.from(e) })), (err) => done(JSON.stringify({ error: String(err) })));";
+    let b64 = base64::engine::general_purpose::STANDARD.encode(bytes);
+    let out = b.cmd("POST", "/execute/async", serde_json::json!({"script": script, "args": [b64, model]}));
+    let got: serde_json::Value = serde_json::from_str(out.as_str().unwrap()).unwrap();
+    assert!(got["error"].is_null(), "{got}");
+    got
+}
+
+/// The browser's top people and scores against the server's; the largest
+/// difference in score.
+fn same_top(web: &serde_json::Value, server: &serde_json::Value, what: &str) -> f64 {
+    assert_eq!(web["person"], server["person"], "{what}");
+    assert_eq!(web["device"], "browser");
+    let mut worst = 0.0f64;
+    for (w, s) in web["top"].as_array().unwrap().iter().zip(server["top"].as_array().unwrap()) {
+        assert_eq!(w["person"], s["person"], "{what}");
+        let (pw, ps) = (w["probability"].as_f64().unwrap(), s["probability"].as_f64().unwrap());
+        assert!((pw - ps).abs() <= 1e-3, "{what}: {} {pw} against {ps}", w["person"]);
+        worst = worst.max((pw - ps).abs());
+    }
+    worst
+}
+
 fn iou(a: &[f64], b: &[f32; 4]) -> f64 {
     let (x0, y0) = (a[0].max(b[0] as f64), a[1].max(b[1] as f64));
     let (x1, y1) = (a[2].min(b[2] as f64), a[3].min(b[3] as f64));
@@ -65,58 +125,21 @@ fn iou(a: &[f64], b: &[f32; 4]) -> f64 {
 fn the_browser_engine_answers_as_the_native_one() {
     let gpu: &'static Gpu = Box::leak(Box::new(common::gpu()));
     let model = root().join("data/models/mobilefacenet_orl40.safetensors");
-    let h = serve::start(serve::Options {
-        bind: "127.0.0.1:0".into(),
-        limits: Default::default(),
-        worker: worker::Config {
-            models: vec![("orl40".into(), model.clone())],
-            gallery: None,
-            detect: true,
-            verify_threshold: 0.5,
-            gpu: Default::default(),
-        },
-    })
-    .unwrap();
+    let h = start(vec![("orl40".into(), model.clone())], None);
     let mut session = Session::open(gpu, &model).unwrap();
     let mut det = Detector::open(gpu, None, Options::default()).unwrap();
+    let b = browser_on(&h);
 
-    let b = Browser::open(&["--enable-unsafe-webgpu", "--use-webgpu-adapter=swiftshader"]);
-    b.cmd("POST", "/timeouts", serde_json::json!({"script": 300_000}));
-    b.cmd("POST", "/url", serde_json::json!({"url": format!("http://{}/", h.addr)}));
-    let adapter = b.cmd(
-        "POST",
-        "/execute/async",
-        serde_json::json!({"script": "const done = arguments[0]; \
-            window.arcface.ready.then((a) => done('ok ' + a), (e) => done('error ' + e));", "args": []}),
-    );
-    assert!(adapter.as_str().unwrap().starts_with("ok"), "no WebGPU in the browser: {adapter}");
-
-    use base64::Engine;
     let photos: Vec<_> = load::test_photos(root()).into_iter().step_by(8).take(5).collect();
     let (mut worst_p, mut worst_cos, mut worst_iou) = (0.0f64, 1.0f64, 1.0f64);
     for (photo, person) in &photos {
         let bytes = std::fs::read(photo).unwrap();
-        let script = "const [b64, done] = arguments; \
-            const blob = new Blob([Uint8Array.from(atob(b64), (c) => c.charCodeAt(0))]); \
-            Promise.all([window.arcface.recognize(blob, 'orl40'), window.arcface.embed(blob, 'orl40')]) \
-              .then(([r, e]) => done(JSON.stringify({ r, e: Array.from(e) })), (err) => done(JSON.stringify({ error: String(err) })));";
-        let b64 = base64::engine::general_purpose::STANDARD.encode(&bytes);
-        let out = b.cmd("POST", "/execute/async", serde_json::json!({"script": script, "args": [b64]}));
-        let got: serde_json::Value = serde_json::from_str(out.as_str().unwrap()).unwrap();
-        assert!(got["error"].is_null(), "{}: {got}", photo.display());
+        let got = in_browser(&b, &bytes, "orl40");
         let web = &got["r"];
-
         let (status, server) = predict(h.addr, &bytes, "orl40");
         assert_eq!(status, 200, "{server}");
-        assert_eq!(web["person"], server["person"], "{}", photo.display());
         assert_eq!(web["person"].as_str(), Some(person.as_str()));
-        assert_eq!(web["device"], "browser");
-        for (w, s) in web["top"].as_array().unwrap().iter().zip(server["top"].as_array().unwrap()) {
-            assert_eq!(w["person"], s["person"], "{}", photo.display());
-            let (pw, ps) = (w["probability"].as_f64().unwrap(), s["probability"].as_f64().unwrap());
-            assert!((pw - ps).abs() <= 1e-3, "{}: {} {pw} against {ps}", photo.display(), w["person"]);
-            worst_p = worst_p.max((pw - ps).abs());
-        }
+        worst_p = worst_p.max(same_top(web, &server, &photo.display().to_string()));
         let img = arcface::data::input::open_rgb(photo).unwrap();
         let (native, found) = pollster::block_on(recognition::embed(&mut session, Some(&mut det), &img)).unwrap();
         let web_box: Vec<f64> = web["face"]["box"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
@@ -140,6 +163,47 @@ fn the_browser_engine_answers_as_the_native_one() {
     assert_eq!(got, person);
     let ms = b.js("return document.getElementById('ms').textContent");
     assert!(ms.as_str().unwrap().contains("on this device (WebGPU)"), "{ms}");
+    let shot = b.cmd("GET", "/screenshot", serde_json::json!({}));
+    use base64::Engine;
+    let png = base64::engine::general_purpose::STANDARD.decode(shot.as_str().unwrap()).unwrap();
+    std::fs::write(root().join("target/web-screenshot.png"), png).unwrap();
     drop(b);
     h.stop();
+}
+
+/// An imported network (the MobileFaceNet ONNX fixture) with a gallery of
+/// four ORL people enrolled from five photos each: the browser fetches the
+/// gallery too and names the other photos' people with the server's scores.
+#[test]
+fn an_imported_model_names_the_gallerys_people_in_the_browser() {
+    common::gpu(); // fails loudly without an adapter
+    let d = std::env::temp_dir().join(format!("arcface-web-gallery-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    let people = d.join("people");
+    for person in ["s1", "s2", "s3", "s4"] {
+        std::fs::create_dir_all(people.join(person)).unwrap();
+        for i in 1..=5 {
+            let from = root().join(format!("data/orl/{person}/{i}.pgm"));
+            std::fs::copy(from, people.join(format!("{person}/{i}.pgm"))).unwrap();
+        }
+    }
+    let (mfn, gallery) = (d.join("mfn.safetensors"), d.join("gallery.safetensors"));
+    let onnx = root().join("tests/fixtures/mobilefacenet/mobilefacenet-relu6-112.onnx");
+    let s = |p: &Path| p.to_str().unwrap().to_string();
+    arcface(&["import", &s(&onnx), "--out", &s(&mfn)]);
+    arcface(&["enroll", &s(&people), "--checkpoint", &s(&mfn), "--out", &s(&gallery)]);
+    let h = start(vec![("mfn".into(), mfn)], Some(gallery));
+    let b = browser_on(&h);
+    let mut worst = 0.0f64;
+    for person in ["s1", "s2", "s3", "s4"] {
+        let bytes = std::fs::read(root().join(format!("data/orl/{person}/8.pgm"))).unwrap();
+        let web = &in_browser(&b, &bytes, "mfn")["r"];
+        let (status, server) = predict(h.addr, &bytes, "mfn");
+        assert_eq!(status, 200, "{server}");
+        worst = worst.max(same_top(web, &server, person));
+    }
+    eprintln!("gallery scores within {worst:.2e}");
+    drop(b);
+    h.stop();
+    std::fs::remove_dir_all(&d).unwrap();
 }

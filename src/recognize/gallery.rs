@@ -145,7 +145,18 @@ impl Gallery {
     }
 
     pub fn load(path: &Path) -> Result<Gallery> {
-        let f = TensorFile::read(path)?;
+        Gallery::from_file(path, TensorFile::read(path)?)
+    }
+
+    /// A gallery file's bytes (the browser fetches them); errors name
+    /// `origin`.
+    pub fn parse(origin: &Path, bytes: &[u8]) -> Result<Gallery> {
+        let f =
+            TensorFile::parse(bytes).with_context(|| format!("{}: not a valid safetensors file", origin.display()))?;
+        Gallery::from_file(origin, f)
+    }
+
+    fn from_file(path: &Path, f: TensorFile) -> Result<Gallery> {
         let meta: GalleryMeta = serde_json::from_str(
             f.metadata
                 .get(KEY)

@@ -97,6 +97,10 @@ pub fn start(opt: Options) -> Result<Handle> {
         let bytes = std::fs::read(path).with_context(|| format!("model {name}: {}: cannot read", path.display()))?;
         files.push((name.clone(), bytes));
     }
+    if let Some(path) = &opt.worker.gallery {
+        let bytes = std::fs::read(path).with_context(|| format!("{}: cannot read", path.display()))?;
+        files.push((routes::GALLERY.to_string(), bytes));
+    }
     let (jobs, models) = worker::start(opt.worker)?;
     let listener = std::net::TcpListener::bind(&opt.bind).with_context(|| format!("cannot listen on {}", opt.bind))?;
     listener.set_nonblocking(true)?;

@@ -29,6 +29,9 @@ const BUNDLE_JS: &str = include_str!("../../web/pkg/arcface.js");
 const BUNDLE_WASM: &[u8] = include_bytes!("../../web/pkg/arcface_bg.wasm");
 
 pub type Answer = Response<Full<Bytes>>;
+/// The gallery's key among the files served (no model has this name: it is
+/// not a valid NAME=CHECKPOINT name).
+pub const GALLERY: &str = "=gallery";
 type Form = HashMap<String, Vec<u8>>;
 
 /// What every request of one server shares.
@@ -132,10 +135,12 @@ async fn route(req: Request<Incoming>, shared: &Shared) -> Result<Answer, ApiErr
         (&Method::GET, "/api/examples") => Ok(json(200, shared.examples_json.clone())),
         (&Method::GET, "/pkg/arcface.js") => Ok(file(Bytes::from_static(BUNDLE_JS.as_bytes()), "text/javascript")),
         (&Method::GET, "/pkg/arcface_bg.wasm") => Ok(file(Bytes::from_static(BUNDLE_WASM), "application/wasm")),
-        (&Method::GET, p) if p.starts_with("/api/models/") && p.ends_with("/weights") => {
-            let name = &p["/api/models/".len()..p.len() - "/weights".len()];
-            let (bytes, etag) =
-                shared.weights.get(name).ok_or_else(|| ApiError::new(404, format!("unknown model `{name}`")))?;
+        (&Method::GET, p) if p == "/api/gallery" || (p.starts_with("/api/models/") && p.ends_with("/weights")) => {
+            let name = p.strip_prefix("/api/models/").map_or(GALLERY, |n| &n[..n.len() - "/weights".len()]);
+            let (bytes, etag) = shared.weights.get(name).ok_or_else(|| match name {
+                GALLERY => ApiError::new(404, "no gallery: the server was started without --gallery"),
+                _ => ApiError::new(404, format!("unknown model `{name}`")),
+            })?;
             // Revalidated by ETag: the browser keeps the file and asks again
             // with If-None-Match (304) rather than fetching it each visit.
             let cached = req.headers().get(IF_NONE_MATCH).is_some_and(|v| v.as_bytes() == etag.as_bytes());

@@ -41,6 +41,9 @@ pub struct ModelInfo {
     /// its size in bytes.
     pub weights: String,
     pub bytes: u64,
+    /// Where the page fetches the gallery an embedding model names people
+    /// from.
+    pub gallery: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -171,7 +174,8 @@ fn run(cfg: Config, rx: Receiver<Job>, ready: Sender<Result<Vec<ModelInfo>, Stri
             };
             let bytes = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
             let weights = format!("/api/models/{name}/weights");
-            info.push(ModelInfo { name: name.clone(), kind: kind.into(), people, weights, bytes });
+            let gallery = (kind == "embedding").then(|| "/api/gallery".to_string());
+            info.push(ModelInfo { name: name.clone(), kind: kind.into(), people, weights, bytes, gallery });
             loaded.push(Loaded { name: name.clone(), session });
         }
         let det = if cfg.detect { Some(Detector::open(&gpu, None, Options::default())?) } else { None };
