@@ -57,9 +57,9 @@ impl Engine {
         Ok(Engine { gpu, inner: Rc::new(RefCell::new(inner)) })
     }
 
-    /// The adapter, as `arcface info` names it.
+    /// The adapter's name (browsers may keep it to themselves: empty).
     pub fn adapter(&self) -> String {
-        format!("{} ({:?})", self.gpu.info.name, self.gpu.info.backend)
+        self.gpu.info.name.clone()
     }
 
     /// Loads a model file's bytes (a checkpoint or an imported network) as
