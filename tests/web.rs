@@ -128,6 +128,22 @@ fn the_browser_engine_answers_as_the_native_one() {
     let h = start(vec![("orl40".into(), model.clone())], None);
     let mut session = Session::open(gpu, &model).unwrap();
     let mut det = Detector::open(gpu, None, Options::default()).unwrap();
+    // The model file is fetched once: asked again with its ETag, 304.
+    let head = |extra: &str| {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(h.addr).unwrap();
+        let req = format!("GET /api/models/orl40/weights HTTP/1.1\r\nHost: x\r\nConnection: close\r\n{extra}\r\n");
+        s.write_all(req.as_bytes()).unwrap();
+        let mut out = Vec::new();
+        s.read_to_end(&mut out).unwrap();
+        let text = String::from_utf8_lossy(&out).to_string();
+        (text.split("\r\n\r\n").next().unwrap().to_string(), out.len())
+    };
+    let (first, len) = head("");
+    assert!(first.starts_with("HTTP/1.1 200") && len > 4_000_000, "{first}");
+    let etag = first.lines().find_map(|l| l.strip_prefix("etag: ")).unwrap_or_else(|| panic!("{first}"));
+    let (again, _) = head(&format!("If-None-Match: {etag}\r\n"));
+    assert!(again.starts_with("HTTP/1.1 304"), "{again}");
     let b = browser_on(&h);
 
     let photos: Vec<_> = load::test_photos(root()).into_iter().step_by(8).take(5).collect();
