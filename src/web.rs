@@ -1,7 +1,8 @@
 //! The engine in the browser: wasm32 with wgpu on WebGPU, the same
 //! detector, models and kernels as the native build, every read-back
 //! awaited (`recognize::photo`). JavaScript sees one class, `Engine`:
-//! `Engine.open()`, then `load(name, bytes)` per model file and
+//! `Engine.open()`, then `load(name, bytes)` per model file (and
+//! `load_gallery(bytes)` for embedding models), and
 //! `recognize(name, photo)` / `embed(name, photo)` per photo, each a
 //! promise. Built with `cargo rustc --lib --target wasm32-unknown-unknown
 //! --crate-type cdylib` and wasm-bindgen.
