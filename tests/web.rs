@@ -129,21 +129,27 @@ fn the_browser_engine_answers_as_the_native_one() {
     let mut session = Session::open(gpu, &model).unwrap();
     let mut det = Detector::open(gpu, None, Options::default()).unwrap();
     // The model file is fetched once: asked again with its ETag, 304.
-    let head = |extra: &str| {
+    let get = |path: &str, extra: &str| {
         use std::io::{Read, Write};
         let mut s = std::net::TcpStream::connect(h.addr).unwrap();
-        let req = format!("GET /api/models/orl40/weights HTTP/1.1\r\nHost: x\r\nConnection: close\r\n{extra}\r\n");
+        let req = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n{extra}\r\n");
         s.write_all(req.as_bytes()).unwrap();
         let mut out = Vec::new();
         s.read_to_end(&mut out).unwrap();
-        let text = String::from_utf8_lossy(&out).to_string();
-        (text.split("\r\n\r\n").next().unwrap().to_string(), out.len())
+        let at = out.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+        (String::from_utf8_lossy(&out[..at]).to_string(), out[at + 4..].to_vec())
     };
-    let (first, len) = head("");
-    assert!(first.starts_with("HTTP/1.1 200") && len > 4_000_000, "{first}");
+    let (first, body) = get("/api/models/orl40/weights", "");
+    assert!(first.starts_with("HTTP/1.1 200") && body == std::fs::read(&model).unwrap(), "{first}");
     let etag = first.lines().find_map(|l| l.strip_prefix("etag: ")).unwrap_or_else(|| panic!("{first}"));
-    let (again, _) = head(&format!("If-None-Match: {etag}\r\n"));
+    let (again, _) = get("/api/models/orl40/weights", &format!("If-None-Match: {etag}\r\n"));
     assert!(again.starts_with("HTTP/1.1 304"), "{again}");
+    // The bundle goes out gzipped to a browser that takes it.
+    let (head, gz) = get("/pkg/arcface_bg.wasm", "Accept-Encoding: gzip, br\r\n");
+    assert!(head.contains("content-encoding: gzip") && head.contains("application/wasm"), "{head}");
+    let mut wasm = Vec::new();
+    std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&gz[..]), &mut wasm).unwrap();
+    assert!(wasm == std::fs::read(root().join("web/pkg/arcface_bg.wasm")).unwrap() && gz.len() < 3_000_000);
     let b = browser_on(&h);
 
     let photos: Vec<_> = load::test_photos(root()).into_iter().step_by(8).take(5).collect();

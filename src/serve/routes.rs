@@ -11,7 +11,8 @@ use crate::recognize::gallery;
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use hyper::body::{Bytes, Incoming};
 use hyper::header::{
-    HeaderValue, CACHE_CONTROL, CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, ETAG, IF_NONE_MATCH, RETRY_AFTER,
+    HeaderValue, ACCEPT_ENCODING, CACHE_CONTROL, CONNECTION, CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE, ETAG,
+    IF_NONE_MATCH, RETRY_AFTER, VARY,
 };
 use hyper::{Method, Request, Response};
 use image::RgbImage;
@@ -134,7 +135,25 @@ async fn route(req: Request<Incoming>, shared: &Shared) -> Result<Answer, ApiErr
         (&Method::GET, "/api/models") => Ok(json(200, shared.models_json.clone())),
         (&Method::GET, "/api/examples") => Ok(json(200, shared.examples_json.clone())),
         (&Method::GET, "/pkg/arcface.js") => Ok(file(Bytes::from_static(BUNDLE_JS.as_bytes()), "text/javascript")),
-        (&Method::GET, "/pkg/arcface_bg.wasm") => Ok(file(Bytes::from_static(BUNDLE_WASM), "application/wasm")),
+        (&Method::GET, "/pkg/arcface_bg.wasm") => {
+            // Gzipped once, on the first request (0.3 s, off the network
+            // threads): 4.7 MB becomes 2.75 MB.
+            static GZIPPED: std::sync::OnceLock<Bytes> = std::sync::OnceLock::new();
+            let gzip =
+                req.headers().get(ACCEPT_ENCODING).and_then(|v| v.to_str().ok()).is_some_and(|v| v.contains("gzip"));
+            let mut a = if gzip {
+                let bytes = tokio::task::spawn_blocking(|| GZIPPED.get_or_init(|| gzipped(BUNDLE_WASM)).clone())
+                    .await
+                    .map_err(internal)?;
+                let mut a = file(bytes, "application/wasm");
+                a.headers_mut().insert(CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+                a
+            } else {
+                file(Bytes::from_static(BUNDLE_WASM), "application/wasm")
+            };
+            a.headers_mut().insert(VARY, HeaderValue::from_static("Accept-Encoding"));
+            Ok(a)
+        }
         (&Method::GET, p) if p == "/api/gallery" || (p.starts_with("/api/models/") && p.ends_with("/weights")) => {
             let name = p.strip_prefix("/api/models/").map_or(GALLERY, |n| &n[..n.len() - "/weights".len()]);
             let (bytes, etag) = shared.weights.get(name).ok_or_else(|| match name {
@@ -184,6 +203,12 @@ async fn route(req: Request<Incoming>, shared: &Shared) -> Result<Answer, ApiErr
         }
         _ => Err(ApiError::new(404, format!("no such page: {path}"))),
     }
+}
+
+fn gzipped(bytes: &'static [u8]) -> Bytes {
+    use std::io::Write;
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    gz.write_all(bytes).and_then(|_| gz.finish()).map(Bytes::from).unwrap_or_else(|_| Bytes::from_static(bytes))
 }
 
 fn file(bytes: Bytes, content_type: &'static str) -> Answer {
