@@ -14,16 +14,7 @@ fn main() {
     let photos = load::test_photos(root);
     let inputs = Arc::new(load::Inputs::new(root, &photos, 6));
     let server = load::Server::start(root, &[]);
-    let mix = [
-        (Kind::Face, 320),
-        (Kind::LargeFace, 12),
-        (Kind::DeepPhoto, 8),
-        (Kind::NotAnImage, 60),
-        (Kind::Bomb, 60),
-        (Kind::Oversize, 32),
-        (Kind::StalledBody, 32),
-        (Kind::StalledHead, 32),
-    ];
+    let mix = load::MIX.map(|(kind, n)| (kind, 2 * n));
     // One client alone first: the latency without a queue.
     let alone = load::run(server.addr, inputs.clone(), &[(Kind::Face, 20), (Kind::LargeFace, 3)], 1, 15);
     println!("one client alone:\n{}", load::latency_table(&alone));

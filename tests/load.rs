@@ -25,16 +25,7 @@ fn a_mixed_load_is_answered_right_within_the_memory_bound() {
     let photos = load::test_photos(root);
     let inputs = Arc::new(load::Inputs::new(root, &photos, 3));
     let server = load::Server::start(root, &["--header-timeout", "2", "--body-timeout", "3"]);
-    let mix = [
-        (Kind::Face, 160),
-        (Kind::LargeFace, 6),
-        (Kind::DeepPhoto, 4),
-        (Kind::NotAnImage, 30),
-        (Kind::Bomb, 30),
-        (Kind::Oversize, 16),
-        (Kind::StalledBody, 16),
-        (Kind::StalledHead, 16),
-    ];
+    let mix = load::MIX;
     let report = load::run(server.addr, inputs, &mix, 40, 15);
     let peak = server.peak_rss_mb();
     eprintln!(

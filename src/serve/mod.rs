@@ -26,7 +26,8 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 pub use limits::Limits;
 use limits::Slot;
-use routes::Shared;
+use routes::{Download, Shared};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{channel, Receiver};
 use std::sync::Arc;
@@ -91,21 +92,17 @@ impl Handle {
 
 /// Loads the models, binds, and starts answering.
 pub fn start(opt: Options) -> Result<Handle> {
-    // The model files as the browser fetches them to run on its own GPU.
-    let mut files = Vec::new();
+    // The files the browser fetches to run the models on its own GPU.
+    let mut weights = HashMap::new();
     for (name, path) in &opt.worker.models {
-        let bytes = std::fs::read(path).with_context(|| format!("model {name}: {}: cannot read", path.display()))?;
-        files.push((name.clone(), bytes));
+        weights.insert(name.clone(), Download::read(path).with_context(|| format!("model {name}"))?);
     }
-    if let Some(path) = &opt.worker.gallery {
-        let bytes = std::fs::read(path).with_context(|| format!("{}: cannot read", path.display()))?;
-        files.push((routes::GALLERY.to_string(), bytes));
-    }
+    let gallery = opt.worker.gallery.as_deref().map(Download::read).transpose()?;
     let (jobs, models) = worker::start(opt.worker)?;
     let listener = std::net::TcpListener::bind(&opt.bind).with_context(|| format!("cannot listen on {}", opt.bind))?;
     listener.set_nonblocking(true)?;
     let addr = listener.local_addr()?;
-    let shared = Arc::new(Shared::new(jobs, &models, files, opt.limits)?);
+    let shared = Arc::new(Shared::new(jobs, &models, weights, gallery, opt.limits)?);
     // Two threads do all the network work; decoding runs on the blocking
     // pool (bounded by the pixel budget), the models on the GPU thread.
     let rt = tokio::runtime::Builder::new_multi_thread()

@@ -8,6 +8,7 @@ use super::worker::{self, ApiError, Job, ModelInfo};
 use super::{examples, multipart};
 use crate::data::photo;
 use crate::recognize::gallery;
+use anyhow::Context;
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use hyper::body::{Bytes, Incoming};
 use hyper::header::{
@@ -18,6 +19,7 @@ use hyper::{Method, Request, Response};
 use image::RgbImage;
 use std::collections::HashMap;
 use std::convert::Infallible;
+use std::path::Path;
 use std::sync::atomic::AtomicUsize;
 use std::sync::mpsc::Sender;
 use std::sync::Arc;
@@ -30,16 +32,45 @@ const BUNDLE_JS: &str = include_str!("../../web/pkg/arcface.js");
 const BUNDLE_WASM: &[u8] = include_bytes!("../../web/pkg/arcface_bg.wasm");
 
 pub type Answer = Response<Full<Bytes>>;
-/// The gallery's key among the files served (no model has this name: it is
-/// not a valid NAME=CHECKPOINT name).
-pub const GALLERY: &str = "=gallery";
 type Form = HashMap<String, Vec<u8>>;
+
+/// A file the browser fetches once and then revalidates by its ETag.
+pub struct Download {
+    bytes: Bytes,
+    etag: String,
+}
+
+impl Download {
+    pub fn read(path: &Path) -> anyhow::Result<Download> {
+        let bytes = std::fs::read(path).with_context(|| format!("{}: cannot read", path.display()))?;
+        let etag = format!("\"{}\"", gallery::fingerprint_bytes(&bytes));
+        Ok(Download { bytes: Bytes::from(bytes), etag })
+    }
+
+    /// The file, or 304 when the request names its ETag (the browser keeps
+    /// it and asks again with If-None-Match rather than fetching it each
+    /// visit).
+    fn answer(&self, req: &Request<Incoming>) -> Result<Answer, ApiError> {
+        let cached = req.headers().get(IF_NONE_MATCH).is_some_and(|v| v.as_bytes() == self.etag.as_bytes());
+        let mut a = if cached {
+            let mut a = Response::new(Full::new(Bytes::new()));
+            *a.status_mut() = hyper::StatusCode::NOT_MODIFIED;
+            a
+        } else {
+            file(self.bytes.clone(), "application/octet-stream")
+        };
+        a.headers_mut().insert(ETAG, HeaderValue::from_str(&self.etag).map_err(internal)?);
+        a.headers_mut().insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+        Ok(a)
+    }
+}
 
 /// What every request of one server shares.
 pub struct Shared {
     jobs: Sender<Job>,
-    /// Model files by name, with their ETag.
-    weights: HashMap<String, (Bytes, String)>,
+    /// Model files by name, and the gallery: what the browser fetches.
+    weights: HashMap<String, Download>,
+    gallery: Option<Download>,
     models_json: String,
     examples_json: String,
     pub limits: Limits,
@@ -60,16 +91,10 @@ impl Shared {
     pub fn new(
         jobs: Sender<Job>,
         models: &[ModelInfo],
-        files: Vec<(String, Vec<u8>)>,
+        weights: HashMap<String, Download>,
+        gallery: Option<Download>,
         limits: Limits,
     ) -> anyhow::Result<Shared> {
-        let weights = files
-            .into_iter()
-            .map(|(name, bytes)| {
-                let etag = format!("\"{}\"", gallery::fingerprint_bytes(&bytes));
-                (name, (Bytes::from(bytes), etag))
-            })
-            .collect();
         let upload_kib = (limits.upload_budget.max(2 * (limits.max_upload + FORM_OVERHEAD)) / 1024) as u32;
         let decode_pixels = photo::max_pixels().min(u32::MAX as u64 / 2) as u32;
         // At least one request of two photos fits in the queue.
@@ -78,6 +103,7 @@ impl Shared {
         Ok(Shared {
             jobs,
             weights,
+            gallery,
             models_json: serde_json::to_string(models)?,
             examples_json: serde_json::to_string(&examples::list())?,
             limits,
@@ -154,25 +180,15 @@ async fn route(req: Request<Incoming>, shared: &Shared) -> Result<Answer, ApiErr
             a.headers_mut().insert(VARY, HeaderValue::from_static("Accept-Encoding"));
             Ok(a)
         }
-        (&Method::GET, p) if p == "/api/gallery" || (p.starts_with("/api/models/") && p.ends_with("/weights")) => {
-            let name = p.strip_prefix("/api/models/").map_or(GALLERY, |n| &n[..n.len() - "/weights".len()]);
-            let (bytes, etag) = shared.weights.get(name).ok_or_else(|| match name {
-                GALLERY => ApiError::new(404, "no gallery: the server was started without --gallery"),
-                _ => ApiError::new(404, format!("unknown model `{name}`")),
-            })?;
-            // Revalidated by ETag: the browser keeps the file and asks again
-            // with If-None-Match (304) rather than fetching it each visit.
-            let cached = req.headers().get(IF_NONE_MATCH).is_some_and(|v| v.as_bytes() == etag.as_bytes());
-            let mut a = if cached {
-                let mut a = Response::new(Full::new(Bytes::new()));
-                *a.status_mut() = hyper::StatusCode::NOT_MODIFIED;
-                a
-            } else {
-                file(bytes.clone(), "application/octet-stream")
-            };
-            a.headers_mut().insert(ETAG, HeaderValue::from_str(etag).map_err(internal)?);
-            a.headers_mut().insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-            Ok(a)
+        (&Method::GET, "/api/gallery") => shared
+            .gallery
+            .as_ref()
+            .ok_or_else(|| ApiError::new(404, "no gallery: the server was started without --gallery"))?
+            .answer(&req),
+        (&Method::GET, p) if p.starts_with("/api/models/") && p.ends_with("/weights") => {
+            let name = &p["/api/models/".len()..p.len() - "/weights".len()];
+            let d = shared.weights.get(name).ok_or_else(|| ApiError::new(404, format!("unknown model `{name}`")))?;
+            d.answer(&req)
         }
         (&Method::POST, "/api/preview") => {
             let (mut form, upload) = read_form(req, shared).await?;
@@ -309,10 +325,6 @@ async fn decode<'s, const N: usize>(
     let permits = pixels.clamp(floor.max(1), shared.decode_pixels as u64) as u32;
     let _decoding = shared.decoding.acquire_many(permits).await.map_err(internal)?;
     let images = tokio::task::spawn_blocking(move || uploads.map(|u| worker::decode(&u))).await.map_err(internal)?;
-    let mut out = Vec::with_capacity(N);
-    for img in images {
-        out.push(img?);
-    }
-    let images = out.try_into().map_err(|_| internal("decode lost a photo"))?;
-    Ok((images, queued))
+    let images: Vec<RgbImage> = images.into_iter().collect::<Result<_, _>>()?;
+    Ok((images.try_into().map_err(|_| internal("decode lost a photo"))?, queued))
 }

@@ -126,9 +126,7 @@ pub(super) fn dimensions(bytes: &[u8]) -> Result<(u32, u32), ApiError> {
 /// the pixel limit (413), decoded, its longest side fitted to
 /// `DETECT_MAX_SIDE`.
 pub(super) fn decode(bytes: &[u8]) -> Result<RgbImage, ApiError> {
-    if bytes.is_empty() {
-        return Err(ApiError::new(400, "the upload is empty"));
-    }
+    dimensions(bytes)?;
     photo::decode(bytes, photo::max_pixels()).map(|img| photo::fit(img, photo::DETECT_MAX_SIDE)).map_err(refusal)
 }
 

@@ -86,6 +86,18 @@ pub enum Kind {
     StalledHead,
 }
 
+/// The load test's mix (kind, count); the benchmark sends it twice over.
+pub const MIX: [(Kind, usize); 8] = [
+    (Kind::Face, 160),
+    (Kind::LargeFace, 6),
+    (Kind::DeepPhoto, 4),
+    (Kind::NotAnImage, 30),
+    (Kind::Bomb, 30),
+    (Kind::Oversize, 16),
+    (Kind::StalledBody, 16),
+    (Kind::StalledHead, 16),
+];
+
 /// What the load sends: photos with the person in each, and the bad ones.
 pub struct Inputs {
     pub faces: Vec<(Vec<u8>, String)>,
