@@ -93,12 +93,13 @@ impl Engine {
             let mut guard = inner.try_borrow_mut().map_err(|_| js_error(BUSY))?;
             let Inner { detector, models, gallery } = &mut *guard;
             let s = models.get_mut(&name).ok_or_else(|| js_error(format!("no model `{name}` loaded")))?;
-            let (top, found) =
+            let (a, found) =
                 recognition::recognize(s, Some(detector), gallery.as_ref(), &img, 5).await.map_err(js_error)?;
             let answer = serde_json::json!({
-                "person": top[0].person,
-                "probability": top[0].probability,
-                "top": top,
+                "person": a.person,
+                "probability": a.top[0].probability,
+                "threshold": a.threshold,
+                "top": a.top,
                 "face": found.map(|f| serde_json::json!({ "box": f.face.bbox, "landmarks": f.face.landmarks })),
                 "device": "browser",
                 "ms": now_ms() - started,

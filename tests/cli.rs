@@ -95,7 +95,7 @@ mod infer {
             assert!((p - 1.0).abs() < 1e-4 && ["alice", "bob"].contains(&preds[0]["person"].as_str().unwrap()));
         }
         assert!(rows[1]["error"].as_str().unwrap().contains("notes.png: not a readable image"));
-        assert!(rows[2]["error"].as_str().unwrap().contains("missing.jpg: cannot open"));
+        assert!(rows[2]["error"].as_str().unwrap().contains("missing.jpg: cannot read"));
         let _ = std::fs::remove_dir_all(&dir);
     }
 

@@ -190,10 +190,11 @@ fn train_init_fine_tunes_an_imported_network() {
     let after2 = arcface::io::tensorfile::TensorFile::read(&run.join(train::LAST)).unwrap();
     assert_ne!(&after2.get(&format!("{BACKBONE}c1.w")).unwrap().values, &w[0].2);
     // The fine-tuned checkpoint is an ordinary one: it loads and predicts.
-    let mut s = arcface::recognize::session::Session::open(&gpu, &run.join(train::LAST)).unwrap();
+    let session = arcface::recognize::session::Session::open(&gpu, &run.join(train::LAST)).unwrap();
+    let mut r = arcface::recognize::photo::Recognizer { session, detector: None };
     let face = orl.join("s1/1.pgm");
-    let p = s.predict(&[face], 3).unwrap();
-    assert_eq!(p[0].result.as_ref().unwrap().len(), 3);
-    assert_eq!(s.classes(), ["s1", "s2", "s3"]);
+    let p = r.answer_files(None, &[face], 3).unwrap();
+    assert_eq!(p[0].result.as_ref().unwrap().top.len(), 3);
+    assert_eq!(r.session.classes(), ["s1", "s2", "s3"]);
     std::fs::remove_dir_all(dir).unwrap();
 }

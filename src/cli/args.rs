@@ -129,12 +129,29 @@ impl DetectArgs {
 /// Detection and alignment of whole photos before a model sees them.
 #[derive(Args, Clone, Debug)]
 pub struct AlignArgs {
-    /// Detect the face (MTCNN; the largest if several) and align it to the
-    /// 112x112 template first; on by default for checkpoints trained with --align
-    #[arg(long)]
+    /// Show the model the largest face, detected (MTCNN) and aligned to the
+    /// 112x112 template, whatever it was trained on (default: as it was
+    /// trained; imported networks and --align runs are shown aligned faces)
+    #[arg(long, conflicts_with = "no_align")]
     pub align: bool,
+    /// Show the model the whole photo, resized, whatever it was trained on
+    /// (for photos that are already face crops)
+    #[arg(long)]
+    pub no_align: bool,
     #[command(flatten)]
     pub det: DetectArgs,
+}
+
+impl AlignArgs {
+    /// The framing asked for, if any.
+    pub fn framing(&self) -> Option<crate::data::input::Framing> {
+        use crate::data::input::Framing;
+        match (self.align, self.no_align) {
+            (true, _) => Some(Framing::AlignedFace),
+            (_, true) => Some(Framing::WholePhoto),
+            _ => None,
+        }
+    }
 }
 
 /// How photos become embeddings.

@@ -27,14 +27,47 @@ use std::process::ExitCode;
     about = "Train and run face-recognition networks on any Vulkan, Metal or DX12 GPU"
 )]
 struct Cli {
-    #[command(flatten)]
+    #[command(flatten, next_help_heading = "Global options (every command)")]
     gpu: GpuArgs,
+    #[command(flatten)]
+    limits: LimitArgs,
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// What one input may cost, for every command that reads files.
+#[derive(clap::Args, Debug)]
+#[command(next_help_heading = "Global options (every command)")]
+struct LimitArgs {
     /// Refuse photos of more pixels than this, from their header, before
     /// decoding (decompression bombs); the default is 40 megapixels
     #[arg(long, global = true, env = "ARCFACE_MAX_PIXELS", default_value_t = crate::data::photo::DEFAULT_MAX_PIXELS)]
     max_pixels: u64,
-    #[command(subcommand)]
-    command: Command,
+    /// Refuse photos and other input files (CSV, JSON) larger than this,
+    /// before reading; default: the largest a photo under --max-pixels can
+    /// be (8 bytes a pixel: 321 MB for 40 megapixels)
+    #[arg(long, global = true, env = "ARCFACE_MAX_FILE_MB", value_parser = megabytes)]
+    max_file_mb: Option<f64>,
+    /// Refuse model files (checkpoints, galleries, ONNX) larger than this
+    #[arg(long, global = true, env = "ARCFACE_MAX_MODEL_MB", default_value_t = 2000.0, value_parser = megabytes)]
+    max_model_mb: f64,
+}
+
+fn megabytes(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v > 0.0 && v.is_finite() => Ok(v),
+        _ => Err(format!("`{s}`: expected megabytes, a number above 0")),
+    }
+}
+
+impl LimitArgs {
+    /// Sets this process's limits.
+    fn apply(&self) {
+        use crate::data::bounded::{set_max_bytes, Kind};
+        crate::data::photo::set_max_pixels(self.max_pixels);
+        set_max_bytes(Kind::Input, self.max_file_mb.map(|mb| (mb * 1e6) as u64));
+        set_max_bytes(Kind::Model, Some((self.max_model_mb * 1e6) as u64));
+    }
 }
 
 #[derive(Subcommand, Debug)]
@@ -169,7 +202,7 @@ pub fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> ExitCode {
-    crate::data::photo::set_max_pixels(cli.max_pixels);
+    cli.limits.apply();
     match cli.command.run(&cli.gpu) {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::FAILURE,

@@ -18,12 +18,9 @@ pub fn write<R: AsRef<[String]>>(path: &Path, rows: &[R]) -> Result<()> {
 /// Every record of `path` (a header line too), each with its line number
 /// (for errors that name the line).
 pub fn read(path: &Path) -> Result<Vec<(u64, csv::StringRecord)>> {
-    let mut r = csv::ReaderBuilder::new()
-        .has_headers(false)
-        .flexible(true)
-        .trim(csv::Trim::All)
-        .from_path(path)
-        .with_context(|| format!("{}: cannot read", path.display()))?;
+    let bytes = super::bounded::read(path, super::bounded::Kind::Input)?;
+    let mut r =
+        csv::ReaderBuilder::new().has_headers(false).flexible(true).trim(csv::Trim::All).from_reader(bytes.as_slice());
     let mut out = Vec::new();
     for rec in r.records() {
         let rec = rec.with_context(|| format!("{}: not valid CSV", path.display()))?;

@@ -54,6 +54,41 @@ fn is_image_name(p: &Path) -> bool {
     p.extension().and_then(|e| e.to_str()).is_some_and(|e| EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
 }
 
+/// The photos named on a command line: a file as it is, a folder as the
+/// image files in it and its sub-folders (in name order, numbers by value).
+pub fn photos_in(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
+    fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
+        let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
+            .with_context(|| format!("{}: cannot read the folder", dir.display()))?
+            .filter_map(|e| e.ok())
+            .map(|e| e.path())
+            .filter(|p| !p.file_name().is_some_and(|n| n.to_string_lossy().starts_with('.')))
+            .collect();
+        entries.sort_by_key(|f| natural_key(&f.file_name().unwrap_or_default().to_string_lossy()));
+        for p in entries {
+            if p.is_dir() {
+                walk(&p, out)?;
+            } else if is_image_name(&p) {
+                out.push(p);
+            }
+        }
+        Ok(())
+    }
+    let mut out = Vec::new();
+    for p in paths {
+        if p.is_dir() {
+            let before = out.len();
+            walk(p, &mut out)?;
+            if out.len() == before {
+                bail!("{}: no photos in this folder ({})", p.display(), EXTENSIONS.join(", "));
+            }
+        } else {
+            out.push(p.clone());
+        }
+    }
+    Ok(out)
+}
+
 impl Dataset {
     /// Scans `root`. With `decode`, every image is decoded once so that
     /// broken files are found now rather than in the middle of training.

@@ -4,7 +4,7 @@
 //! Training, evaluation, `embed` and `predict` all go through here.
 
 use super::photo;
-use anyhow::{Context, Result};
+use anyhow::Result;
 use image::imageops::FilterType;
 use serde::{Deserialize, Serialize};
 use std::path::Path;
@@ -27,13 +27,36 @@ impl Default for Normalization {
     }
 }
 
+/// What of a photo a model is shown: what it was trained on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Framing {
+    /// The largest face, detected (MTCNN) and aligned to the 112 x 112
+    /// template: models trained with `--align` or on `arcface prepare`d
+    /// crops, and imported embedding networks.
+    AlignedFace,
+    /// The whole photo, resized: models trained on photos of one fixed
+    /// framing (ORL's faces).
+    WholePhoto,
+}
+
+impl Framing {
+    pub fn name(self) -> &'static str {
+        match self {
+            Framing::AlignedFace => "aligned faces",
+            Framing::WholePhoto => "whole photos",
+        }
+    }
+}
+
 /// Decodes an image file, refusing one over the process's pixel limit
 /// (`photo::max_pixels`) from its header; the error names the file and why
 /// it is unreadable.
 pub fn open_rgb(path: &Path) -> Result<image::RgbImage> {
-    let bytes = std::fs::read(path).with_context(|| format!("{}: cannot open", path.display()))?;
+    let bytes = super::bounded::read(path, super::bounded::Kind::Input)?;
     photo::decode(&bytes, photo::max_pixels()).map_err(|e| match e {
         photo::PhotoError::NotAnImage(why) => anyhow::anyhow!("{}: not a readable image: {why}", path.display()),
+        e @ photo::PhotoError::Broken { .. } => anyhow::anyhow!("{}: not a readable image: {e}", path.display()),
         e => anyhow::anyhow!("{}: {e}", path.display()),
     })
 }

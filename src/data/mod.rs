@@ -5,6 +5,7 @@
 pub mod atomic_file;
 pub mod augment;
 pub mod batch;
+pub mod bounded;
 pub mod csv_file;
 pub mod dataset;
 pub mod file_result;

@@ -5,7 +5,7 @@
 //! checks everything and names the file and the mismatch.
 
 use super::tensorfile::{write_atomic, Loaded, TensorFile};
-use crate::data::input::Normalization;
+use crate::data::input::{Framing, Normalization};
 use crate::models::{ModelSpec, Net, BACKBONE};
 use crate::nn::Backend;
 use anyhow::{bail, Context, Result};
@@ -30,6 +30,31 @@ pub struct CheckpointMeta {
     /// `Arch::Imported`: the backbone's layers (its weights are `backbone.*`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub graph: Option<crate::models::graph::GraphDef>,
+    /// What the model was trained on (absent in checkpoints from before it
+    /// was recorded: `framing()` derives it from the training options).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub framing: Option<Framing>,
+    /// The open-set threshold of an ArcFace classifier, calibrated on the
+    /// validation split: below it, a photo is "unknown".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub open_set: Option<OpenSet>,
+}
+
+/// A classifier's open-set threshold: the cosine similarity between a
+/// face's embedding and a person's class centre (the ArcFace weight row)
+/// that only `far` of the impostor comparisons on the validation split
+/// reach (each validation photo against every other person's centre), as a
+/// gallery's threshold is calibrated on its impostors.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct OpenSet {
+    pub threshold: f64,
+    pub far: f64,
+    /// Validation photos and impostor comparisons it was calibrated on.
+    pub photos: usize,
+    pub impostors: usize,
+    /// The share of validation photos whose own person scored at or above
+    /// the threshold.
+    pub genuine_accepted: f64,
 }
 
 impl CheckpointMeta {
@@ -42,7 +67,18 @@ impl CheckpointMeta {
             training: serde_json::Value::Null,
             metrics: serde_json::Value::Null,
             graph: None,
+            framing: None,
+            open_set: None,
         }
+    }
+
+    /// What the model must be shown: as recorded, or for older checkpoints
+    /// aligned faces when the run used `--align`, whole photos otherwise.
+    pub fn framing(&self) -> Framing {
+        self.framing.unwrap_or(match self.training.get("align").and_then(|v| v.as_bool()) {
+            Some(true) => Framing::AlignedFace,
+            _ => Framing::WholePhoto,
+        })
     }
 }
 

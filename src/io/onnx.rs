@@ -198,7 +198,7 @@ impl NodeProto {
 }
 
 pub fn read(path: &Path) -> Result<ModelProto> {
-    let bytes = std::fs::read(path).with_context(|| format!("{}: cannot read", path.display()))?;
+    let bytes = crate::data::bounded::read(path, crate::data::bounded::Kind::Model)?;
     let m = ModelProto::decode(bytes.as_slice()).with_context(|| format!("{}: not an ONNX model", path.display()))?;
     if m.graph.is_none() {
         bail!("{}: not an ONNX model (no graph)", path.display());

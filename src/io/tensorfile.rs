@@ -20,7 +20,7 @@ pub struct TensorFile {
 
 impl TensorFile {
     pub fn read(path: &Path) -> Result<TensorFile> {
-        let bytes = std::fs::read(path).with_context(|| format!("{}: cannot read", path.display()))?;
+        let bytes = crate::data::bounded::read(path, crate::data::bounded::Kind::Model)?;
         Self::parse(&bytes).with_context(|| format!("{}: not a valid safetensors file", path.display()))
     }
 

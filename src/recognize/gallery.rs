@@ -9,7 +9,9 @@
 //! or with fewer than 100 such scores, their maximum.
 
 use super::embedding::{dot, normalise};
-use super::session::Session;
+use super::photo::{Answer, Recognizer};
+use super::session::Prediction;
+use crate::data::input::Framing;
 use crate::data::dataset::Dataset;
 use crate::io::tensorfile::{write_atomic, Loaded, TensorFile};
 use anyhow::{bail, Context, Result};
@@ -57,7 +59,7 @@ pub struct Identity {
 /// A checkpoint file's FNV-1a 64 hash, in hex: stable across builds and
 /// platforms (std's hasher is not).
 pub fn fingerprint(checkpoint: &Path) -> Result<String> {
-    let bytes = std::fs::read(checkpoint).with_context(|| format!("{}: cannot read", checkpoint.display()))?;
+    let bytes = crate::data::bounded::read(checkpoint, crate::data::bounded::Kind::Model)?;
     Ok(fingerprint_bytes(&bytes))
 }
 
@@ -79,10 +81,10 @@ pub fn calibrate(mut impostor: Vec<f64>, far: f64) -> f64 {
 
 impl Gallery {
     /// Embeds every photo of `dir` (one folder per person).
-    pub fn enroll(s: &mut Session, dir: &Path, checkpoint: &Path) -> Result<(Gallery, Vec<(PathBuf, String)>)> {
+    pub fn enroll(r: &mut Recognizer, dir: &Path, checkpoint: &Path) -> Result<(Gallery, Vec<(PathBuf, String)>)> {
         let data = Dataset::scan(dir, false)?;
         let files: Vec<PathBuf> = data.samples.iter().map(|x| x.path.clone()).collect();
-        let results = s.embed(&files)?;
+        let results = r.embed_files(&files)?;
         let mut sums = vec![vec![0f32; 0]; data.people.len()];
         let mut counts = vec![0usize; data.people.len()];
         let mut per_photo = Vec::new();
@@ -126,10 +128,11 @@ impl Gallery {
             people: keep.iter().map(|&i| data.people[i].clone()).collect(),
             counts: keep.iter().map(|&i| counts[i]).collect(),
             threshold: calibrate(impostor, 0.01),
-            checkpoint: checkpoint.display().to_string(),
+            // Absolute, so that `identify` finds it from anywhere.
+            checkpoint: std::fs::canonicalize(checkpoint).unwrap_or(checkpoint.to_path_buf()).display().to_string(),
             checkpoint_fingerprint: Some(fingerprint(checkpoint)?),
-            align: s.align.is_some(),
-            flip: s.flip,
+            align: r.session.framing == Framing::AlignedFace,
+            flip: r.session.flip,
         };
         Ok((Gallery { meta, means }, failed))
     }
@@ -170,6 +173,20 @@ impl Gallery {
         Ok(Gallery { meta, means })
     }
 
+    /// The checkpoint the gallery (read from `path`) was enrolled with:
+    /// where it was then, or beside the gallery.
+    pub fn enrolled_checkpoint(&self, path: &Path) -> Result<PathBuf> {
+        let recorded = PathBuf::from(&self.meta.checkpoint);
+        let beside = path.parent().unwrap_or(Path::new(".")).join(recorded.file_name().unwrap_or_default());
+        [recorded, beside].into_iter().find(|p| p.is_file()).with_context(|| {
+            format!(
+                "{}: enrolled with {}, which is not there any more: give --checkpoint",
+                path.display(),
+                self.meta.checkpoint
+            )
+        })
+    }
+
     /// Refuses a checkpoint other than the one the gallery (read from
     /// `path`) was enrolled with: its embeddings live in another space, so
     /// the scores would mean nothing.
@@ -186,6 +203,27 @@ impl Gallery {
             );
         }
         Ok(())
+    }
+
+    /// What the gallery shows a photo as: aligned faces unless enrolled on
+    /// whole photos.
+    pub fn framing(&self) -> Framing {
+        if self.meta.align {
+            Framing::AlignedFace
+        } else {
+            Framing::WholePhoto
+        }
+    }
+
+    /// `identify` as the answer every path gives.
+    pub fn answer(&self, e: &[f32], top: usize) -> Answer {
+        let id = self.identify(e, top);
+        let top = id
+            .top
+            .iter()
+            .map(|m| Prediction { person: m.person.clone(), probability: None, cosine: Some(m.score as f32) })
+            .collect();
+        Answer { person: id.answer, threshold: Some(self.meta.threshold), top }
     }
 
     pub fn identify(&self, e: &[f32], top: usize) -> Identity {

@@ -1,13 +1,22 @@
-//! One photo to an answer, the same for the server and the browser: the
-//! largest face found and aligned, the model input each model wants, then
-//! the most probable people (a classifier) or the gallery's closest (an
-//! embedding model). Futures all the way: the browser awaits every
-//! read-back; native callers wait with `pollster`.
+//! One photo to an answer: the one path the command line, the server and
+//! the browser take. A photo (decoded upright) is shown to the model as the
+//! model was trained (`Framing`): the largest face detected and aligned, or
+//! the whole photo; a photo without a face where one is needed is refused,
+//! never embedded whole. Then the people: a classifier's most probable,
+//! "unknown" below its calibrated open-set threshold, or for an embedding
+//! model the gallery's closest, "unknown" below the gallery's threshold.
+//! Futures all the way: the browser awaits every read-back; native callers
+//! wait with `pollster`.
 
 use super::gallery::Gallery;
-use super::session::{Prediction, Session};
+use super::session::{Prediction, Session, NAMES_NOBODY};
+use crate::data::input::{open_rgb, Framing};
+use crate::data::FileResult;
 use crate::detect::{align, Detector, Face};
+use anyhow::{anyhow, Result};
 use image::RgbImage;
+use serde::Serialize;
+use std::path::PathBuf;
 
 /// Why a photo got no answer.
 #[derive(Debug)]
@@ -42,63 +51,186 @@ pub struct FoundFace {
     pub crop: RgbImage,
 }
 
-/// The largest face, aligned; `None` without a detector (the whole photo
-/// is used).
-pub async fn find_face(det: Option<&mut Detector<'_>>, img: &RgbImage) -> Result<Option<FoundFace>, Refusal> {
-    let Some(d) = det else { return Ok(None) };
-    let faces = d.detect_async(img).await?;
-    let face = faces.into_iter().next().ok_or(Refusal::NoFace)?;
-    let crop = align::align(img, &face);
-    Ok(Some(FoundFace { face, crop }))
+/// Who is in a photo.
+#[derive(Debug, Serialize, Clone)]
+pub struct Answer {
+    /// The person named, or "unknown" below the threshold.
+    pub person: String,
+    /// The cosine similarity below which a face is "unknown": the
+    /// gallery's, or the classifier's calibrated open-set threshold; none
+    /// for classifiers without one.
+    pub threshold: Option<f64>,
+    /// The closest people, best first: a classifier's probabilities (and
+    /// cosines for ArcFace), a gallery's cosines.
+    pub top: Vec<Prediction>,
 }
 
-/// Models see what they were trained on: aligned crops for models trained
-/// with --align and imported ones (trained on aligned faces elsewhere),
-/// the whole photo otherwise (the detector still finds the face, so a photo
-/// without one is refused and the user sees which face it was).
-pub fn model_input(s: &Session, img: &RgbImage, found: Option<&FoundFace>) -> Vec<f32> {
-    let aligned = s.trained_on_aligned_faces() || s.classes().is_empty();
-    match found {
-        Some(f) if aligned => s.to_input(&f.crop),
-        _ => s.to_input(img),
+impl Answer {
+    pub fn is_unknown(&self) -> bool {
+        self.person == UNKNOWN
+    }
+
+    /// The score the threshold is on, of the best match.
+    pub fn best_cosine(&self) -> Option<f32> {
+        self.top.first().and_then(|p| p.cosine)
     }
 }
 
-/// The `top` most probable people in `img`, and the face they were read
-/// from.
+pub const UNKNOWN: &str = "unknown";
+
+/// The model input for `img` as `s` must be shown it, and the face it was
+/// read from. With a detector the largest face is found (a photo without
+/// one is refused); aligned-face models need one.
+pub async fn look(
+    s: &Session<'_>,
+    det: Option<&mut Detector<'_>>,
+    img: &RgbImage,
+) -> Result<(Vec<f32>, Option<FoundFace>), Refusal> {
+    let found = match det {
+        Some(d) => {
+            let face = d.detect_async(img).await?.into_iter().next().ok_or(Refusal::NoFace)?;
+            let crop = align::align(img, &face);
+            Some(FoundFace { face, crop })
+        }
+        None => None,
+    };
+    let input = match (s.framing, &found) {
+        (Framing::AlignedFace, Some(f)) => s.to_input(&f.crop),
+        (Framing::AlignedFace, None) => {
+            return Err(anyhow!("the model is shown aligned faces, and no face detector was given").into())
+        }
+        (Framing::WholePhoto, _) => s.to_input(img),
+    };
+    Ok((input, found))
+}
+
+/// Who is in each model input: a classifier's `top` most probable people
+/// ("unknown" first when the best is below the open-set threshold), or the
+/// gallery's closest for an embedding model.
+pub async fn answer_inputs(
+    s: &mut Session<'_>,
+    gallery: Option<&Gallery>,
+    inputs: &[Vec<f32>],
+    top: usize,
+) -> Result<Vec<Answer>, Refusal> {
+    if s.classes().is_empty() {
+        let g = gallery.ok_or(Refusal::NoGallery)?;
+        let embeddings = s.embed_inputs_async(inputs).await?;
+        return Ok(embeddings.iter().map(|e| g.answer(e, top)).collect());
+    }
+    let threshold = s.open_set().map(|o| o.threshold);
+    let predictions = s.predict_inputs_async(inputs, top).await?;
+    Ok(predictions
+        .into_iter()
+        .map(|top| {
+            let best = &top[0];
+            let below = matches!((threshold, best.cosine), (Some(t), Some(c)) if (c as f64) < t);
+            let person = if below { UNKNOWN.to_string() } else { best.person.clone() };
+            Answer { person, threshold, top }
+        })
+        .collect())
+}
+
+/// Who is in `img`, and the face it was read from.
 pub async fn recognize(
     s: &mut Session<'_>,
     det: Option<&mut Detector<'_>>,
     gallery: Option<&Gallery>,
     img: &RgbImage,
     top: usize,
-) -> Result<(Vec<Prediction>, Option<FoundFace>), Refusal> {
-    let found = find_face(det, img).await?;
-    let input = model_input(s, img, found.as_ref());
-    let people = if s.classes().is_empty() {
-        let g = gallery.ok_or(Refusal::NoGallery)?;
-        let e = s.embed_inputs_async(&[input]).await?;
-        let id = g.identify(&e[0], top);
-        let mut people: Vec<Prediction> =
-            id.top.iter().map(|m| Prediction { person: m.person.clone(), probability: m.score as f32 }).collect();
-        if id.answer == "unknown" {
-            people.insert(0, Prediction { person: "unknown".into(), probability: id.best.score as f32 });
-        }
-        people
-    } else {
-        s.predict_inputs_async(&[input], top).await?.remove(0)
-    };
-    Ok((people, found))
+) -> Result<(Answer, Option<FoundFace>), Refusal> {
+    let (input, found) = look(s, det, img).await?;
+    Ok((answer_inputs(s, gallery, &[input], top).await?.remove(0), found))
 }
 
-/// The L2-normalised embedding of `img` (of its face when detecting), and
-/// the face.
+/// The L2-normalised embedding of `img` as the model is shown it, and the
+/// face.
 pub async fn embed(
     s: &mut Session<'_>,
     det: Option<&mut Detector<'_>>,
     img: &RgbImage,
 ) -> Result<(Vec<f32>, Option<FoundFace>), Refusal> {
-    let found = find_face(det, img).await?;
-    let input = model_input(s, img, found.as_ref());
+    let (input, found) = look(s, det, img).await?;
     Ok((s.embed_inputs_async(&[input]).await?.remove(0), found))
+}
+
+/// Photo files per GPU batch.
+const BATCH: usize = 16;
+
+/// A model and, when it is shown aligned faces, the detector: photo files
+/// to answers for the command line. A file that cannot be read, or has no
+/// face where one is needed, gets its own error; the others still run.
+pub struct Recognizer<'g> {
+    pub session: Session<'g>,
+    pub detector: Option<Detector<'g>>,
+}
+
+impl<'g> Recognizer<'g> {
+    /// L2-normalised embeddings of photo files.
+    pub fn embed_files(&mut self, files: &[PathBuf]) -> Result<Vec<FileResult<Vec<f32>>>> {
+        self.over_files(files, |s, inputs| Ok(s.embed_inputs(inputs)?))
+    }
+
+    /// Who is in each photo file (`answer_inputs`).
+    pub fn answer_files(
+        &mut self,
+        gallery: Option<&Gallery>,
+        files: &[PathBuf],
+        top: usize,
+    ) -> Result<Vec<FileResult<Answer>>> {
+        if self.session.classes().is_empty() && gallery.is_none() {
+            anyhow::bail!(NAMES_NOBODY);
+        }
+        self.over_files(files, |s, inputs| {
+            pollster::block_on(answer_inputs(s, gallery, inputs, top)).map_err(|r| anyhow!("{r}"))
+        })
+    }
+
+    /// Runs `f` on batches of the files' model inputs.
+    fn over_files<T>(
+        &mut self,
+        files: &[PathBuf],
+        mut f: impl FnMut(&mut Session<'g>, &[Vec<f32>]) -> Result<Vec<T>>,
+    ) -> Result<Vec<FileResult<T>>> {
+        let mut out: Vec<FileResult<T>> = Vec::new();
+        let progress = std::mem::replace(&mut self.session.progress, crate::progress::Progress::hidden());
+        progress.expect(files.len() as u64);
+        for chunk in files.chunks(BATCH) {
+            progress.inc(chunk.len() as u64);
+            let (mut inputs, mut slots) = (Vec::new(), Vec::new());
+            for path in chunk {
+                match self.input_of(path) {
+                    Ok(v) => {
+                        slots.push(out.len());
+                        inputs.push(v);
+                        out.push(FileResult { path: path.clone(), result: None, error: None });
+                    }
+                    Err(e) => out.push(FileResult::failed(path.clone(), &e)),
+                }
+            }
+            if inputs.is_empty() {
+                continue;
+            }
+            for (slot, r) in slots.into_iter().zip(f(&mut self.session, &inputs)?) {
+                out[slot].result = Some(r);
+            }
+        }
+        progress.finish();
+        self.session.progress = progress;
+        Ok(out)
+    }
+
+    /// A photo file as the model input; errors name the file.
+    fn input_of(&mut self, path: &std::path::Path) -> Result<Vec<f32>> {
+        let img = open_rgb(path)?;
+        match pollster::block_on(look(&self.session, self.detector.as_mut(), &img)) {
+            Ok((input, _)) => Ok(input),
+            Err(Refusal::NoFace) => Err(anyhow!(
+                "{}: no face found (the model is shown {}; --no-align shows it the whole photo)",
+                path.display(),
+                self.session.framing.name()
+            )),
+            Err(e) => Err(anyhow!("{}: {e}", path.display())),
+        }
+    }
 }

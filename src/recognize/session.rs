@@ -1,36 +1,42 @@
-//! Inference on image files with a checkpoint (trained here or imported):
-//! embeddings and predictions. A file that cannot be read gets its own
-//! error; the others still run.
+//! A model readied for inference (trained here or imported): model inputs
+//! to embeddings and predictions, and what the model must be shown of a
+//! photo (`framing`). Photos become model inputs in `photo`, the one path
+//! every command, the server and the browser take.
 
 use super::embedding::normalise;
-use crate::data::input::{self, flip_horizontal, Normalization};
-use crate::data::{Batch, FileResult};
-use crate::detect::{align, Detector};
+use crate::data::input::{self, flip_horizontal, Framing, Normalization};
+use crate::data::Batch;
 use crate::gpu::Gpu;
+use crate::io::checkpoint::OpenSet;
 use crate::io::model_file::{self, Model};
+use crate::models::Head;
 use crate::nn::{Backend, GpuBackend};
 use crate::progress::Progress;
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{bail, Result};
 use serde::Serialize;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-/// Images per GPU batch.
-const BATCH: usize = 16;
-
-#[derive(Serialize, Debug)]
+#[derive(Serialize, Debug, Clone)]
 pub struct Prediction {
     pub person: String,
-    pub probability: f32,
+    /// A classifier's softmax probability (none for a gallery's matches).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub probability: Option<f32>,
+    /// ArcFace classifiers: the cosine similarity of the face's embedding
+    /// to the person's class centre (what the open-set threshold is on).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cosine: Option<f32>,
 }
 
-const NAMES_NOBODY: &str =
+pub const NAMES_NOBODY: &str =
     "an imported network gives embeddings, not people: use embed, verify or identify (or train --init)";
 
 pub struct Session<'g> {
     pub b: GpuBackend<'g>,
     pub model: Model<GpuBackend<'g>>,
-    /// Detect and align the face of each photo first (the largest face).
-    pub align: Option<Detector<'g>>,
+    /// What the model is shown of a photo: what it was trained on, unless
+    /// overridden (`--align`, `--no-align`).
+    pub framing: Framing,
     /// Embeddings add the horizontally flipped image's (then normalise).
     pub flip: bool,
     /// Counts the files of `embed` and `predict` (hidden by default).
@@ -41,7 +47,7 @@ impl<'g> Session<'g> {
     pub fn open(gpu: &'g Gpu, path: &Path) -> Result<Session<'g>> {
         let mut b = GpuBackend::new(gpu)?;
         let model = model_file::open(path, &mut b)?.for_inference(&mut b)?;
-        Ok(Session { b, model, align: None, flip: true, progress: Progress::hidden() })
+        Ok(Session::new(b, model))
     }
 
     /// A session on a model file's bytes (the browser fetches them); errors
@@ -50,7 +56,16 @@ impl<'g> Session<'g> {
         let mut b = GpuBackend::new(gpu)?;
         let file = model_file::parse(origin, bytes)?;
         let model = model_file::upload(origin, file, &mut b)?.for_inference_async(&mut b).await?;
-        Ok(Session { b, model, align: None, flip: true, progress: Progress::hidden() })
+        Ok(Session::new(b, model))
+    }
+
+    fn new(b: GpuBackend<'g>, model: Model<GpuBackend<'g>>) -> Session<'g> {
+        let framing = match &model {
+            Model::Trained(_, meta) => meta.framing(),
+            // Embedding networks from elsewhere are trained on aligned crops.
+            Model::Imported(_) => Framing::AlignedFace,
+        };
+        Session { b, model, framing, flip: true, progress: Progress::hidden() }
     }
 
     fn input_size(&self) -> usize {
@@ -75,61 +90,12 @@ impl<'g> Session<'g> {
         }
     }
 
-    /// Whether the checkpoint's training run used `--align`.
-    pub fn trained_on_aligned_faces(&self) -> bool {
+    /// A classifier's calibrated open-set threshold, if it has one.
+    pub fn open_set(&self) -> Option<&OpenSet> {
         match &self.model {
-            Model::Trained(_, m) => m.training.get("align").and_then(|v| v.as_bool()).unwrap_or(false),
-            Model::Imported(_) => false,
+            Model::Trained(_, m) => m.open_set.as_ref(),
+            Model::Imported(_) => None,
         }
-    }
-
-    /// The model input for a photo: the aligned face when aligning (an error
-    /// when there is none), else the whole photo resized.
-    pub fn input(&mut self, img: &image::RgbImage) -> Result<Vec<f32>> {
-        let (size, norm) = (self.input_size(), self.normalization());
-        match &mut self.align {
-            Some(d) => {
-                let faces = d.detect(img)?;
-                let face = faces.first().ok_or_else(|| anyhow!("no face found"))?;
-                Ok(input::to_input(&align::align(img, face), size, &norm))
-            }
-            None => Ok(input::to_input(img, size, &norm)),
-        }
-    }
-
-    /// Runs `f` on batches of the readable files; unreadable ones keep their error.
-    fn run<T>(
-        &mut self,
-        files: &[PathBuf],
-        mut f: impl FnMut(&mut Self, &[Vec<f32>]) -> Result<Vec<T>>,
-    ) -> Result<Vec<FileResult<T>>> {
-        let mut out: Vec<FileResult<T>> = Vec::new();
-        self.progress.expect(files.len() as u64);
-        for chunk in files.chunks(BATCH) {
-            self.progress.inc(chunk.len() as u64);
-            let mut inputs = Vec::new();
-            let mut slots = Vec::new();
-            for path in chunk {
-                let input = input::open_rgb(path)
-                    .and_then(|img| self.input(&img).with_context(|| format!("{}", path.display())));
-                match input {
-                    Ok(v) => {
-                        slots.push(out.len());
-                        inputs.push(v);
-                        out.push(FileResult { path: path.clone(), result: None, error: None });
-                    }
-                    Err(e) => out.push(FileResult::failed(path.clone(), &e)),
-                }
-            }
-            if inputs.is_empty() {
-                continue;
-            }
-            for (slot, r) in slots.into_iter().zip(f(self, &inputs)?) {
-                out[slot].result = Some(r);
-            }
-        }
-        self.progress.finish();
-        Ok(out)
     }
 
     /// L2-normalised embeddings of model inputs; with `flip`, of the sum of
@@ -172,19 +138,6 @@ impl<'g> Session<'g> {
             .collect())
     }
 
-    /// L2-normalised embeddings of image files.
-    pub fn embed(&mut self, files: &[PathBuf]) -> Result<Vec<FileResult<Vec<f32>>>> {
-        self.run(files, |s, inputs| s.embed_inputs(inputs))
-    }
-
-    /// The `top` most probable people per image.
-    pub fn predict(&mut self, files: &[PathBuf], top: usize) -> Result<Vec<FileResult<Vec<Prediction>>>> {
-        if matches!(self.model, Model::Imported(_)) {
-            bail!(NAMES_NOBODY);
-        }
-        self.run(files, |s, inputs| s.predict_inputs(inputs, top))
-    }
-
     /// The `top` most probable people for each model input.
     pub fn predict_inputs(&mut self, inputs: &[Vec<f32>], top: usize) -> Result<Vec<Vec<Prediction>>> {
         pollster::block_on(self.predict_inputs_async(inputs, top))
@@ -201,19 +154,31 @@ impl<'g> Session<'g> {
             bail!(NAMES_NOBODY);
         };
         let logits = net.logits(&mut self.b, &x)?;
-        let probs = self.b.softmax(&logits)?;
+        // ArcFace logits are s x cosine (no margin at inference).
+        let scale = match net.spec.head {
+            Head::ArcFace { s, .. } => Some(s),
+            Head::Softmax => None,
+        };
         let c = meta.classes.len();
         Ok(self
             .b
-            .download_async(&probs)
+            .download_async(&logits)
             .await
             .chunks(c)
             .map(|row| {
+                // Softmax in f64 on the host: a few dozen numbers a photo.
+                let most = row.iter().copied().fold(f32::MIN, f32::max) as f64;
+                let exp: Vec<f64> = row.iter().map(|&v| (v as f64 - most).exp()).collect();
+                let sum: f64 = exp.iter().sum();
                 let mut idx: Vec<usize> = (0..c).collect();
                 idx.sort_by(|&a, &b| row[b].total_cmp(&row[a]));
                 idx.iter()
                     .take(top.max(1))
-                    .map(|&i| Prediction { person: meta.classes[i].clone(), probability: row[i] })
+                    .map(|&i| Prediction {
+                        person: meta.classes[i].clone(),
+                        probability: Some((exp[i] / sum) as f32),
+                        cosine: scale.map(|s| (row[i] as f64 / s) as f32),
+                    })
                     .collect()
             })
             .collect())

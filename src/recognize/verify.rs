@@ -26,6 +26,9 @@ pub struct Metrics {
     pub eer: f64,
     /// Threshold at the equal error rate.
     pub eer_threshold: f64,
+    /// The threshold with the best accuracy on all the pairs: the one to
+    /// verify with (`verify --threshold-from`).
+    pub threshold: f64,
     pub tar_at_far_1e2: f64,
     pub tar_at_far_1e3: f64,
 }
@@ -153,6 +156,7 @@ pub fn metrics(pairs: &[Pair]) -> Metrics {
         auc: auc(pairs),
         eer: eer.1,
         eer_threshold: eer.2,
+        threshold: best_threshold(pairs),
         tar_at_far_1e2: tar_at(1e-2),
         tar_at_far_1e3: tar_at(1e-3),
     }
@@ -165,7 +169,7 @@ pub fn metrics(pairs: &[Pair]) -> Metrics {
 /// `root`, by default the file's folder.
 pub fn read_pairs(path: &Path, root: Option<&Path>) -> Result<Vec<(PathBuf, PathBuf, bool)>> {
     let base = root.unwrap_or(path.parent().unwrap_or(Path::new(".")));
-    let text = std::fs::read_to_string(path).with_context(|| format!("{}: cannot read", path.display()))?;
+    let text = crate::data::bounded::read_to_string(path, crate::data::bounded::Kind::Input)?;
     let first = text.lines().find(|l| !l.trim().is_empty()).unwrap_or("");
     let lfw = !first.is_empty() && first.split_whitespace().all(|t| t.parse::<usize>().is_ok());
     let out = if lfw { lfw_pairs(path, &text, base)? } else { csv_pairs(path, base)? };
@@ -225,16 +229,47 @@ pub fn all_pairs(data: &crate::data::dataset::Dataset) -> Vec<(std::path::PathBu
     out
 }
 
+/// A scored pair and its photos.
+#[derive(Clone, Debug, Serialize)]
+pub struct Scored {
+    #[serde(skip)]
+    pub pair: Pair,
+    pub a: PathBuf,
+    pub b: PathBuf,
+    pub score: f64,
+}
+
+/// The pairs a threshold gets most wrong, worst first.
+#[derive(Debug, Serialize)]
+pub struct Worst {
+    /// Different people scored at or above the threshold.
+    pub false_accepts: Vec<Scored>,
+    /// The same person scored below it.
+    pub false_rejects: Vec<Scored>,
+}
+
+/// The `k` highest-scoring different pairs at or above `threshold`, and
+/// the `k` lowest-scoring same pairs below it.
+pub fn worst(scored: &[Scored], threshold: f64, k: usize) -> Worst {
+    let mut fa: Vec<Scored> = scored.iter().filter(|s| !s.pair.same && s.score >= threshold).cloned().collect();
+    fa.sort_by(|x, y| y.score.total_cmp(&x.score));
+    let mut fr: Vec<Scored> = scored.iter().filter(|s| s.pair.same && s.score < threshold).cloned().collect();
+    fr.sort_by(|x, y| x.score.total_cmp(&y.score));
+    fa.truncate(k);
+    fr.truncate(k);
+    Worst { false_accepts: fa, false_rejects: fr }
+}
+
 /// Embeds each distinct photo once and scores the pairs; pairs with a photo
 /// that failed are left out and returned with the reason.
 pub fn score_pairs(
-    session: &mut super::session::Session,
+    r: &mut super::photo::Recognizer,
     pairs: &[(std::path::PathBuf, std::path::PathBuf, bool)],
-) -> anyhow::Result<(Vec<Pair>, Vec<(std::path::PathBuf, String)>)> {
+) -> anyhow::Result<(Vec<Scored>, Vec<(std::path::PathBuf, String)>)> {
     let mut files: Vec<std::path::PathBuf> = pairs.iter().flat_map(|(a, b, _)| [a.clone(), b.clone()]).collect();
     files.sort();
     files.dedup();
-    let results = session.embed(&files)?;
+    let results = r.embed_files(&files)?;
     let mut emb = std::collections::HashMap::new();
     let mut failed = Vec::new();
     for r in results {
@@ -247,7 +282,10 @@ pub fn score_pairs(
     }
     let scored = pairs
         .iter()
-        .filter_map(|(a, b, same)| Some(Pair { score: super::embedding::dot(emb.get(a)?, emb.get(b)?), same: *same }))
+        .filter_map(|(a, b, same)| {
+            let score = super::embedding::dot(emb.get(a)?, emb.get(b)?);
+            Some(Scored { pair: Pair { score, same: *same }, a: a.clone(), b: b.clone(), score })
+        })
         .collect();
     Ok((scored, failed))
 }

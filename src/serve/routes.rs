@@ -8,7 +8,6 @@ use super::worker::{self, ApiError, Job, ModelInfo};
 use super::{examples, multipart};
 use crate::data::photo;
 use crate::recognize::gallery;
-use anyhow::Context;
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use hyper::body::{Bytes, Incoming};
 use hyper::header::{
@@ -42,7 +41,7 @@ pub struct Download {
 
 impl Download {
     pub fn read(path: &Path) -> anyhow::Result<Download> {
-        let bytes = std::fs::read(path).with_context(|| format!("{}: cannot read", path.display()))?;
+        let bytes = crate::data::bounded::read(path, crate::data::bounded::Kind::Model)?;
         let etag = format!("\"{}\"", gallery::fingerprint_bytes(&bytes));
         Ok(Download { bytes: Bytes::from(bytes), etag })
     }

@@ -49,7 +49,11 @@ pub struct ModelInfo {
 #[derive(Debug, Serialize)]
 pub struct PredictAnswer {
     pub model: String,
+    /// The person named, or "unknown" below `threshold`.
     pub person: String,
+    /// The cosine similarity below which a face is "unknown" (a gallery's,
+    /// or a classifier's calibrated one).
+    pub threshold: Option<f64>,
     pub top: Vec<Prediction>,
     /// The aligned face that was used, as a PNG data URL (when detecting).
     pub face: Option<String>,
@@ -110,6 +114,7 @@ pub(super) fn refusal(e: PhotoError) -> ApiError {
     match e {
         e @ PhotoError::TooLarge { .. } => ApiError::new(413, e.to_string()),
         PhotoError::NotAnImage(_) => ApiError::new(400, "not an image (PNG, JPEG, BMP or PNM)"),
+        e @ PhotoError::Broken { .. } => ApiError::new(400, e.to_string()),
     }
 }
 
@@ -160,7 +165,11 @@ fn run(cfg: Config, rx: Receiver<Job>, ready: Sender<Result<Vec<ModelInfo>, Stri
         let mut loaded = Vec::new();
         let mut info = Vec::new();
         for (name, path) in &cfg.models {
-            let session = Session::open(&gpu, path).map_err(|e| e.context(format!("model {name}")))?;
+            let mut session = Session::open(&gpu, path).map_err(|e| e.context(format!("model {name}")))?;
+            if !cfg.detect {
+                // --no-detect: the uploads are face crops already.
+                session.framing = crate::data::input::Framing::WholePhoto;
+            }
             let people = session.classes().to_vec();
             let (kind, people) = match (&people.is_empty(), &gallery) {
                 (false, _) => ("classifier", people),
@@ -224,11 +233,12 @@ fn predict(
 ) -> Result<PredictAnswer, ApiError> {
     let started = Instant::now();
     let s = find(models, model)?;
-    let (top, found) = pollster::block_on(recognition::recognize(s, det, gallery, img, 5)).map_err(refused)?;
+    let (a, found) = pollster::block_on(recognition::recognize(s, det, gallery, img, 5)).map_err(refused)?;
     Ok(PredictAnswer {
         model: model.to_string(),
-        person: top[0].person.clone(),
-        top,
+        person: a.person,
+        threshold: a.threshold,
+        top: a.top,
         face: found.as_ref().map(|f| png_data_url(&f.crop)),
         bbox: found.map(|f| f.face.bbox),
         ms: started.elapsed().as_secs_f64() * 1e3,
@@ -247,8 +257,8 @@ fn verify(
     let mut inputs = Vec::new();
     let mut faces = [None, None];
     for (i, img) in images.iter().enumerate() {
-        let found = pollster::block_on(recognition::find_face(det.as_deref_mut(), img)).map_err(refused)?;
-        inputs.push(recognition::model_input(s, img, found.as_ref()));
+        let (input, found) = pollster::block_on(recognition::look(s, det.as_deref_mut(), img)).map_err(refused)?;
+        inputs.push(input);
         faces[i] = found.map(|f| png_data_url(&f.crop));
     }
     let e = s.embed_inputs(&inputs).map_err(|e| ApiError::new(400, format!("{e:#}")))?;

@@ -99,8 +99,10 @@ pub const SPLIT: &str = "split.csv";
 /// The options saved with the run in `out`.
 pub fn saved_config(out: &Path) -> Result<TrainConfig> {
     let path = out.join(CONFIG);
-    let text = std::fs::read_to_string(&path)
-        .with_context(|| format!("{}: nothing to resume (no {CONFIG})", out.display()))?;
+    if !path.exists() {
+        bail!("{}: nothing to resume (no {CONFIG})", out.display());
+    }
+    let text = crate::data::bounded::read_to_string(&path, crate::data::bounded::Kind::Input)?;
     serde_json::from_str(&text).with_context(|| format!("{}: not a run's options", path.display()))
 }
 
