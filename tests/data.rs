@@ -4,7 +4,7 @@ use arcface::data::augment::rotate;
 use arcface::data::dataset::Dataset;
 use arcface::data::input::Normalization;
 use arcface::data::input::{flip_horizontal, to_unit_chw};
-use arcface::data::split::{stratified, Split};
+use arcface::data::split::{stratified, Split, TEST_FRACTION, VAL_FRACTION};
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
@@ -36,9 +36,9 @@ fn people(tag: &str, counts: &[usize]) -> PathBuf {
 fn split_is_stratified_seeded_and_covers_small_classes() {
     let root = people("split", &[10, 10, 3, 4, 2, 1, 25]);
     let data = Dataset::scan(&root, false).unwrap();
-    let a = stratified(&data, 7);
-    let b = stratified(&data, 7);
-    let c = stratified(&data, 8);
+    let a = stratified(&data, 7, VAL_FRACTION, TEST_FRACTION);
+    let b = stratified(&data, 7, VAL_FRACTION, TEST_FRACTION);
+    let c = stratified(&data, 8, VAL_FRACTION, TEST_FRACTION);
     let paths = |s: &Split| s.test.iter().map(|x| x.path.clone()).collect::<Vec<_>>();
     assert_eq!(paths(&a), paths(&b), "same seed, same split");
     assert_ne!(paths(&a), paths(&c), "another seed, another split");

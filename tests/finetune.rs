@@ -3,6 +3,7 @@
 //! frozen-backbone epochs, and `train --init` end to end.
 
 mod common;
+use arcface::data::split::{TEST_FRACTION, VAL_FRACTION};
 use arcface::data::input::Normalization;
 use arcface::io::model_file;
 use arcface::io::tensorfile::Loaded;
@@ -175,6 +176,8 @@ fn train_init_fine_tunes_an_imported_network() {
         init: Some(init.clone()),
         freeze_backbone_epochs: 1,
         data: None,
+        val_fraction: VAL_FRACTION,
+        test_fraction: TEST_FRACTION,
     };
     let orl = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("data/orl");
     let gpu = common::gpu();

@@ -3,6 +3,7 @@
 //! its best checkpoint; eval reads the saved split.
 
 mod common;
+use arcface::data::split::{TEST_FRACTION, VAL_FRACTION};
 use arcface::io::tensorfile::TensorFile;
 use arcface::models::{Arch, Head, ModelSpec};
 use arcface::pipeline::train::{self, TrainConfig};
@@ -37,6 +38,8 @@ fn config(epochs: usize, lr: f32) -> TrainConfig {
         init: None,
         freeze_backbone_epochs: 0,
         data: None,
+        val_fraction: VAL_FRACTION,
+        test_fraction: TEST_FRACTION,
     }
 }
 

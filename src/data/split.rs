@@ -50,15 +50,17 @@ fn take(n: usize, fraction: f64, min_total: usize) -> usize {
     }
 }
 
-pub fn stratified(data: &Dataset, seed: u64) -> Split {
+/// The split with `val_fraction` of what the test part leaves for
+/// validation and `test_fraction` for the test part.
+pub fn stratified(data: &Dataset, seed: u64, val_fraction: f64, test_fraction: f64) -> Split {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let mut split = Split::default();
     for label in 0..data.people.len() {
         let mut mine: Vec<Sample> = data.samples.iter().filter(|s| s.label == label).cloned().collect();
         mine.shuffle(&mut rng);
         let n = mine.len();
-        let n_test = take(n, TEST_FRACTION, n);
-        let n_val = take(n - n_test, VAL_FRACTION, n);
+        let n_test = if test_fraction > 0.0 { take(n, test_fraction, n) } else { 0 };
+        let n_val = take(n - n_test, val_fraction, n);
         let rest = mine.split_off(n_test);
         split.test.extend(mine);
         let mut rest = rest;

@@ -3,6 +3,10 @@
 //! report of the photos without a face (skipped) and with several faces (the
 //! largest kept). `train --align` runs this into the run folder first.
 
+/// The report `prepare` leaves beside the crops; a folder holding one is
+/// aligned crops (training records that its model is shown aligned faces).
+pub const REPORT: &str = "prepare_report.json";
+
 use super::{align, Detector};
 use crate::data::atomic_file;
 use crate::data::dataset::Dataset;
@@ -73,7 +77,7 @@ pub fn run(det: &mut Detector, raw: &Path, out: &Path, progress: &Progress) -> R
     }
     report.seconds = started.elapsed().as_secs_f64();
     crate::data::csv_file::write(&out.join("labels.csv"), &labels)?;
-    let mut f = std::fs::File::create(out.join("prepare_report.json"))?;
+    let mut f = std::fs::File::create(out.join(REPORT))?;
     writeln!(f, "{}", serde_json::to_string_pretty(&report)?)?;
     Ok(report)
 }

@@ -57,6 +57,18 @@ pub struct OpenSet {
     pub genuine_accepted: f64,
 }
 
+/// The score that a fraction `far` of the impostor scores reach: the
+/// (1 - far) quantile, or with few scores their maximum; 0.5 with none.
+/// Galleries and classifiers calibrate "unknown" with it.
+pub fn impostor_threshold(mut impostor: Vec<f64>, far: f64) -> f64 {
+    if impostor.is_empty() {
+        return 0.5;
+    }
+    impostor.sort_by(f64::total_cmp);
+    let k = ((impostor.len() as f64) * (1.0 - far)).floor() as usize;
+    impostor[k.min(impostor.len() - 1)]
+}
+
 impl CheckpointMeta {
     pub fn new(model: ModelSpec, classes: Vec<String>) -> CheckpointMeta {
         CheckpointMeta {

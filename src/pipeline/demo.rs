@@ -4,6 +4,7 @@
 
 use super::evaluate::{self, EvalReport};
 use super::train::{self, TrainConfig, TrainOutcome, BEST};
+use crate::data::split::{TEST_FRACTION, VAL_FRACTION};
 use crate::gpu::Gpu;
 use crate::models::{Arch, ModelSpec, DEFAULT_ARCFACE};
 use crate::progress::Progress;
@@ -34,6 +35,8 @@ pub fn config() -> TrainConfig {
         init: None,
         freeze_backbone_epochs: 0,
         data: None,
+        val_fraction: VAL_FRACTION,
+        test_fraction: TEST_FRACTION,
     }
 }
 

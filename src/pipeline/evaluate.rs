@@ -40,6 +40,13 @@ pub fn run(gpu: &Gpu, ckpt: &Path, data: Option<&Path>, batch_stats: bool) -> Re
     let split_path = run_dir.join(SPLIT);
     let (split, _) = Split::read_csv(&split_path)
         .with_context(|| format!("eval needs the split saved with the run ({} next to the checkpoint)", SPLIT))?;
+    if split.test.is_empty() {
+        anyhow::bail!(
+            "{}: the run has no test photos (trained with --no-test, or too few photos per person): nothing to \
+             evaluate",
+            split_path.display()
+        );
+    }
     let mut b = GpuBackend::new(gpu)?;
     let (mut net, meta) = checkpoint::load(ckpt, &mut b)?;
     let mut test = split.test.clone();

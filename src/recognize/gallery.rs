@@ -69,15 +69,7 @@ pub fn fingerprint_bytes(bytes: &[u8]) -> String {
     format!("{hash:016x}")
 }
 
-/// The score below which a fraction `far` of the impostor scores lie above.
-pub fn calibrate(mut impostor: Vec<f64>, far: f64) -> f64 {
-    if impostor.is_empty() {
-        return 0.5;
-    }
-    impostor.sort_by(f64::total_cmp);
-    let k = ((impostor.len() as f64) * (1.0 - far)).floor() as usize;
-    impostor[k.min(impostor.len() - 1)]
-}
+use crate::io::checkpoint::impostor_threshold;
 
 impl Gallery {
     /// Embeds every photo of `dir` (one folder per person).
@@ -127,7 +119,7 @@ impl Gallery {
         let meta = GalleryMeta {
             people: keep.iter().map(|&i| data.people[i].clone()).collect(),
             counts: keep.iter().map(|&i| counts[i]).collect(),
-            threshold: calibrate(impostor, 0.01),
+            threshold: impostor_threshold(impostor, 0.01),
             // Absolute, so that `identify` finds it from anywhere.
             checkpoint: std::fs::canonicalize(checkpoint).unwrap_or(checkpoint.to_path_buf()).display().to_string(),
             checkpoint_fingerprint: Some(fingerprint(checkpoint)?),
@@ -250,8 +242,8 @@ mod tests {
     fn calibration_takes_the_far_quantile() {
         let scores: Vec<f64> = (0..200).map(|i| i as f64 / 200.0).collect();
         // 1% of 200 = 2 scores above: sorted index 198.
-        assert_eq!(calibrate(scores, 0.01), 198.0 / 200.0);
-        assert_eq!(calibrate(vec![0.1, 0.4, 0.2], 0.01), 0.4, "few scores: the maximum");
+        assert_eq!(impostor_threshold(scores, 0.01), 198.0 / 200.0);
+        assert_eq!(impostor_threshold(vec![0.1, 0.4, 0.2], 0.01), 0.4, "few scores: the maximum");
     }
 
     #[test]

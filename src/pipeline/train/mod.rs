@@ -15,9 +15,10 @@ pub use align::aligned_data;
 pub use recalibrate::recalibrate_bn;
 
 use crate::data::dataset::{Dataset, Sample};
-use crate::data::input::Normalization;
+use crate::data::input::{Framing, Normalization};
+use crate::data::split;
 use crate::gpu::Gpu;
-use crate::io::checkpoint::{self, CheckpointMeta};
+use crate::io::checkpoint::{self, CheckpointMeta, OpenSet};
 use crate::models::{ModelSpec, Net};
 use crate::nn::GpuBackend;
 use crate::pipeline::report::{self, EpochMetrics};
@@ -62,6 +63,20 @@ pub struct TrainConfig {
     /// so that `--resume` needs no flag repeated.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub data: Option<PathBuf>,
+    /// Shares of each person's photos held out for validation (of what the
+    /// test part leaves) and for the test part (0: no test part).
+    #[serde(default = "default_val_fraction")]
+    pub val_fraction: f64,
+    #[serde(default = "default_test_fraction")]
+    pub test_fraction: f64,
+}
+
+fn default_val_fraction() -> f64 {
+    split::VAL_FRACTION
+}
+
+fn default_test_fraction() -> f64 {
+    split::TEST_FRACTION
 }
 
 impl TrainConfig {
@@ -74,6 +89,9 @@ impl TrainConfig {
         }
         if !(self.lr > 0.0) || !(0.0..1.0).contains(&self.momentum) || self.weight_decay < 0.0 {
             bail!("--lr must be > 0, --momentum in [0, 1), --weight-decay >= 0");
+        }
+        if !(self.val_fraction > 0.0 && self.val_fraction < 1.0) || !(0.0..1.0).contains(&self.test_fraction) {
+            bail!("--val-fraction must be in (0, 1) and --test-fraction in [0, 1)");
         }
         Ok(())
     }
@@ -135,14 +153,18 @@ pub fn run(
     progress: &Progress,
 ) -> Result<TrainOutcome> {
     cfg.validate()?;
-    std::fs::create_dir_all(out).with_context(|| format!("{}: cannot create the run folder", out.display()))?;
     let data = dataset(data_dir, cfg.max_people)?;
+    let fresh_split = if resume { None } else { Some(checked_split(&data, &cfg)?) };
+    std::fs::create_dir_all(out).with_context(|| format!("{}: cannot create the run folder", out.display()))?;
     cfg.model.classes = data.people.len();
     if let Some(init) = &cfg.init {
         cfg.model = init::pretrained_spec(init, &cfg.model)?;
     }
     cfg.model.validate()?;
-    let start = if resume { state::resume(out, &cfg)? } else { state::fresh(out, &cfg, &data)? };
+    let start = match fresh_split {
+        Some(split) => state::fresh(out, &cfg, &data, split)?,
+        None => state::resume(out, &cfg)?,
+    };
 
     let mut b = GpuBackend::new(gpu)?;
     let mut net = if resume && state::has_state(out) {
@@ -155,6 +177,9 @@ pub fn run(
     let mut meta = CheckpointMeta::new(cfg.model, data.people.clone());
     meta.graph = net.graph.as_deref().cloned();
     meta.training = serde_json::to_value(&cfg)?;
+    // Photos prepared by `arcface prepare` (or `--align`) are aligned crops.
+    let prepared = cfg.align || data_dir.join(crate::detect::prepare::REPORT).is_file();
+    meta.framing = Some(if prepared { Framing::AlignedFace } else { Framing::WholePhoto });
     let state::Start { split, mut metrics, epoch: first, mut best } = start;
     if !metrics.is_empty() {
         // The metrics files are rewritten from the state: a stop may have
@@ -178,17 +203,25 @@ pub fn run(
             let norm = Normalization::default();
             recalibrate_bn(&mut b, &mut net, &split.train, &norm, cfg.batch_size)?;
         }
-        let m = validate(&mut b, &mut net, &cfg, &split.val, epoch, &t)?;
+        let (m, val_logits) = validate(&mut b, &mut net, &cfg, &split.val, epoch, &t)?;
         progress.line(&format!(
             "epoch {}/{}: train loss {:.4} acc {:.3} | val loss {:.4} acc {:.3} | {:.1} img/s",
             m.epoch, cfg.epochs, m.train_loss, m.train_accuracy, m.val_loss, m.val_accuracy, m.images_per_second
         ));
         if !m.val_loss.is_finite() {
-            diverged = Some(format!("the validation loss became {} after epoch {}", m.val_loss, epoch + 1));
+            diverged = Some(format!(
+                "the validation loss became {} after epoch {} (lr {}); try --lr {} (one tenth)",
+                m.val_loss,
+                epoch + 1,
+                cfg.lr_at(epoch),
+                cfg.lr / 10.0
+            ));
             progress.skip(per_epoch * (cfg.epochs - epoch - 1) as u64);
             break;
         }
         metrics.push(m);
+        let labels: Vec<usize> = split.val.iter().map(|s| s.label).collect();
+        meta.open_set = open_set(&val_logits, &labels, &cfg.model);
         save_epoch(out, &mut b, &net, &mut meta, &metrics, &mut best)?;
     }
     if let Some(why) = &diverged {
@@ -215,7 +248,69 @@ fn dataset(dir: &Path, max_people: usize) -> Result<Dataset> {
     Ok(data)
 }
 
-/// The epoch's metrics: its training figures and the validation split's.
+/// The split of a new run, refused when its validation part (or its test
+/// part, unless there is to be none) came out empty: a best epoch chosen on
+/// nothing, or a test accuracy of nothing, would look like results.
+fn checked_split(data: &Dataset, cfg: &TrainConfig) -> Result<split::Split> {
+    let s = split::stratified(data, cfg.seed, cfg.val_fraction, cfg.test_fraction);
+    let counts: Vec<usize> = (0..data.people.len()).map(|l| data.count(l)).collect();
+    let (least, most) = (counts.iter().min().copied().unwrap_or(0), counts.iter().max().copied().unwrap_or(0));
+    let photos = format!(
+        "{} photos of {} people ({least} to {most} each)",
+        data.samples.len(),
+        data.people.len()
+    );
+    if s.val.is_empty() {
+        bail!(
+            "{}: the validation split is empty ({photos}; --val-fraction {} of each person's photos rounds to none):              add photos (3 or more per person put one in every part) or raise --val-fraction",
+            data.root.display(),
+            cfg.val_fraction
+        );
+    }
+    if s.test.is_empty() && cfg.test_fraction > 0.0 {
+        bail!(
+            "{}: the test split is empty ({photos}; --test-fraction {} rounds to none): add photos, raise              --test-fraction, or pass --no-test to train without a test part",
+            data.root.display(),
+            cfg.test_fraction
+        );
+    }
+    if s.train.len() < 2 {
+        bail!("{}: {} training photo(s) left after the split ({photos}): add photos", data.root.display(), s.train.len());
+    }
+    Ok(s)
+}
+
+/// An ArcFace classifier's open-set threshold from its validation logits
+/// (s x cosine to each class centre): the gallery's calibration, every
+/// validation photo against every other person's centre at a false accept
+/// rate of 1%. None for softmax heads (no centres) and empty splits.
+pub fn open_set(logits: &[f32], labels: &[usize], spec: &crate::models::ModelSpec) -> Option<OpenSet> {
+    let crate::models::Head::ArcFace { s, .. } = spec.head else { return None };
+    let c = spec.classes;
+    if labels.is_empty() || c < 2 {
+        return None;
+    }
+    let mut impostor = Vec::new();
+    let mut genuine = Vec::new();
+    for (row, &y) in logits.chunks(c).zip(labels) {
+        for (j, &v) in row.iter().enumerate() {
+            let cos = v as f64 / s;
+            if j == y {
+                genuine.push(cos);
+            } else {
+                impostor.push(cos);
+            }
+        }
+    }
+    let far = 0.01;
+    let impostors = impostor.len();
+    let threshold = checkpoint::impostor_threshold(impostor, far);
+    let accepted = genuine.iter().filter(|&&g| g >= threshold).count() as f64 / genuine.len() as f64;
+    Some(OpenSet { threshold, far, photos: labels.len(), impostors, genuine_accepted: accepted })
+}
+
+/// The epoch's metrics: its training figures and the validation split's,
+/// and the validation logits.
 fn validate<'g>(
     b: &mut GpuBackend<'g>,
     net: &mut Net<GpuBackend<'g>>,
@@ -223,11 +318,11 @@ fn validate<'g>(
     val: &[Sample],
     epoch: usize,
     t: &EpochTrain,
-) -> Result<EpochMetrics> {
+) -> Result<(EpochMetrics, Vec<f32>)> {
     let labels: Vec<usize> = val.iter().map(|s| s.label).collect();
     let logits = eval_logits(b, net, val, &Normalization::default(), cfg.batch_size, false)?;
     let (val_loss, val_correct) = score(&logits, &labels, cfg.model.classes);
-    Ok(EpochMetrics {
+    let m = EpochMetrics {
         epoch: epoch + 1,
         lr: cfg.lr_at(epoch),
         train_loss: t.loss_sum / t.seen.max(1) as f64,
@@ -235,7 +330,8 @@ fn validate<'g>(
         val_loss,
         val_accuracy: val_correct as f64 / labels.len().max(1) as f64,
         images_per_second: t.seen as f64 / t.seconds,
-    })
+    };
+    Ok((m, logits))
 }
 
 /// After a completed epoch: the best checkpoint when validation improved,

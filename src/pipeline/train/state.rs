@@ -9,7 +9,7 @@
 
 use super::{TrainConfig, CONFIG, LAST, SPLIT, STATE};
 use crate::data::dataset::Dataset;
-use crate::data::split::{self, Split};
+use crate::data::split::Split;
 use crate::io::checkpoint;
 use crate::io::tensorfile::{write_atomic, Loaded, TensorFile};
 use crate::models::Net;
@@ -29,8 +29,7 @@ pub struct Start {
 }
 
 /// A new run: the split drawn and saved with the options.
-pub fn fresh(out: &Path, cfg: &TrainConfig, data: &Dataset) -> Result<Start> {
-    let split = split::stratified(data, cfg.seed);
+pub fn fresh(out: &Path, cfg: &TrainConfig, data: &Dataset, split: Split) -> Result<Start> {
     split.write_csv(&out.join(SPLIT), &data.people)?;
     crate::data::atomic_file::write(&out.join(CONFIG), serde_json::to_string_pretty(cfg)?.as_bytes())?;
     Ok(Start { split, metrics: Vec::new(), epoch: 0, best: (0, f64::INFINITY) })
