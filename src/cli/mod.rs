@@ -106,6 +106,9 @@ enum Command {
     Sweep(training::SweepCmd),
     /// Evaluate a checkpoint on the test split saved with its run
     Eval(training::EvalCmd),
+    /// A classifier's "unknown" threshold calibrated again on its run's
+    /// validation split, written into the checkpoint
+    Calibrate(training::CalibrateCmd),
     /// The whole pipeline on the bundled ORL faces: split, train, evaluate
     Demo(training::DemoCmd),
     /// Benchmarks
@@ -141,6 +144,7 @@ impl Command {
             Command::Train(c) => c.run(gpu),
             Command::Sweep(c) => c.run(gpu),
             Command::Eval(c) => c.run(gpu),
+            Command::Calibrate(c) => c.run(gpu),
             Command::Demo(c) => c.run(gpu),
             Command::Bench { what } => what.run(gpu),
             Command::Completions { shell } => {

@@ -332,6 +332,33 @@ impl EvalCmd {
 }
 
 #[derive(Args, Debug)]
+pub struct CalibrateCmd {
+    /// Checkpoint of an ArcFace classifier (rewritten with the threshold)
+    #[arg(long)]
+    checkpoint: PathBuf,
+    /// The run's split (default: split.csv beside the checkpoint)
+    #[arg(long)]
+    split: Option<PathBuf>,
+}
+
+impl CalibrateCmd {
+    pub fn run(&self, gpu: &GpuArgs) -> Result<bool> {
+        let o = crate::pipeline::calibrate::run(&gpu.open()?, &self.checkpoint, self.split.as_deref())?;
+        println!(
+            "{}: unknown below cosine {:.4} (false accept rate {} on {} impostor comparisons of {} validation \
+             photos; {:.1}% of them named right at it)",
+            self.checkpoint.display(),
+            o.threshold,
+            o.far,
+            o.impostors,
+            o.photos,
+            o.genuine_accepted * 100.0
+        );
+        Ok(true)
+    }
+}
+
+#[derive(Args, Debug)]
 pub struct DemoCmd {
     /// Run folder (a demo run already there is replaced)
     #[arg(long, default_value = "runs/demo")]
