@@ -81,6 +81,25 @@ impl Face {
     }
 }
 
+/// The most candidates R-Net and O-Net refine (the highest P-Net or R-Net
+/// scores): photos of faces leave far fewer, while noise or a damaged
+/// photo can leave tens of thousands, each a crop through a network. The
+/// bound keeps what one photo costs the GPU bounded.
+pub const MAX_REFINED: usize = 1000;
+
+/// The `most` highest-scoring of `cands`, in their order (all of them when
+/// there are no more).
+fn best_of(cands: Vec<Candidate>, most: usize) -> Vec<Candidate> {
+    if cands.len() <= most {
+        return cands;
+    }
+    let mut order: Vec<usize> = (0..cands.len()).collect();
+    order.sort_by(|&a, &b| cands[b].score.total_cmp(&cands[a].score));
+    let mut keep = vec![false; cands.len()];
+    order.into_iter().take(most).for_each(|i| keep[i] = true);
+    cands.into_iter().zip(keep).filter(|(_, k)| *k).map(|(c, _)| c).collect()
+}
+
 /// The pyramid's scales for an image whose shorter side is `min_side`.
 pub fn scales(min_side: usize, opt: &Options) -> Vec<f64> {
     let m = 12.0 / opt.min_face;
@@ -127,8 +146,9 @@ pub async fn detect<B: Backend>(b: &mut B, nets: &Nets<B>, rgb: &image::RgbImage
         cands.extend(nms(&found, 0.5, Overlap::Union).into_iter().map(|i| found[i]));
     }
     let keep = nms(&cands, 0.7, Overlap::Union);
-    let mut cands: Vec<Candidate> =
+    let cands: Vec<Candidate> =
         keep.into_iter().map(|i| Candidate { b: square(&regress_first(&cands[i])), ..cands[i] }).collect();
+    let mut cands = best_of(cands, MAX_REFINED);
     if cands.is_empty() {
         return Ok(Vec::new());
     }
@@ -142,10 +162,11 @@ pub async fn detect<B: Backend>(b: &mut B, nets: &Nets<B>, rgb: &image::RgbImage
         .filter(|(_, (&p, _))| p > opt.thresholds[1])
         .map(|(c, (&p, &reg))| Candidate { b: c.b, score: p, reg })
         .collect();
-    let mut cands: Vec<Candidate> = nms(&passed, 0.7, Overlap::Union)
+    let cands: Vec<Candidate> = nms(&passed, 0.7, Overlap::Union)
         .into_iter()
         .map(|i| Candidate { b: square(&regress(&passed[i].b, &passed[i].reg)), ..passed[i] })
         .collect();
+    let mut cands = best_of(cands, MAX_REFINED);
     if cands.is_empty() {
         return Ok(Vec::new());
     }

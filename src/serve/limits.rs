@@ -36,6 +36,10 @@ pub struct Limits {
     /// Pixels of those requests' photos once fitted for detection, 3 bytes
     /// each (503 beyond).
     pub queued_pixels: u64,
+    /// Requests one client address may have in progress at once (429
+    /// beyond): with the fair GPU queue, what one client sends delays the
+    /// others by at most one job.
+    pub max_per_client: usize,
 }
 
 impl Default for Limits {
@@ -49,9 +53,21 @@ impl Default for Limits {
             upload_budget: 128 << 20,
             max_queued: 64,
             queued_pixels: 64_000_000,
+            max_per_client: 8,
         }
     }
 }
+
+/// Declared pixels per uploaded byte beyond which a photo is refused before
+/// decoding: compressed camera photos of faces hold 5 to 30 pixels a byte
+/// (a 30-megapixel JPEG of a smooth, upscaled face at quality 85: 27; any
+/// face photo at JPEG quality 10: under 20), so 200 leaves them a margin of
+/// seven, while a 5 KB JPEG that declares 6000 x 6000 (7,000 pixels a byte)
+/// would cost seconds of decoding and detection for nothing.
+pub const MAX_PIXELS_PER_BYTE: u64 = 200;
+/// Photos of up to this many pixels are cheap whatever their size in bytes
+/// (a second of detection at most on a CPU): the density bound starts above.
+pub const DENSITY_FROM_PIXELS: u64 = 1_000_000;
 
 /// Multipart framing allowed on top of `max_upload` (field headers,
 /// boundaries, the model's name).

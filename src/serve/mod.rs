@@ -13,9 +13,11 @@
 //! goes through one queue (`worker`). Uploads stay in memory and are never
 //! written to disk.
 
+mod connections;
 pub mod examples;
 pub mod limits;
 pub mod multipart;
+mod queue;
 mod routes;
 pub mod worker;
 
@@ -25,7 +27,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 pub use limits::Limits;
-use limits::Slot;
+use connections::Connections;
 use routes::{Download, Shared};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -134,11 +136,11 @@ async fn serve(
     mut stop: watch::Receiver<bool>,
 ) -> GracefulShutdown {
     let graceful = GracefulShutdown::new();
-    let open = Arc::new(AtomicUsize::new(0));
+    let table = Connections::new(shared.limits.max_connections);
     loop {
-        let stream = tokio::select! {
+        let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
+                Ok(accepted) => accepted,
                 // Out of file descriptors, most likely: let some close.
                 Err(_) => {
                     tokio::time::sleep(Duration::from_millis(50)).await;
@@ -151,21 +153,36 @@ async fn serve(
         let mut http = http1::Builder::new();
         http.timer(TokioTimer::new()).header_read_timeout(limits.header_timeout).max_buf_size(64 * 1024);
         let io = TokioIo::new(stream);
-        match Slot::take(open.clone(), limits.max_connections) {
-            Some(slot) => {
+        match table.admit() {
+            Some(ticket) => {
+                let ticket = Arc::new(ticket);
                 let (shared, served, most) =
                     (shared.clone(), Arc::new(AtomicUsize::new(0)), limits.requests_per_connection);
+                let on_request = ticket.clone();
                 let conn = http.serve_connection(
                     io,
                     service_fn(move |req| {
                         let last = served.fetch_add(1, Ordering::Relaxed) + 1 >= most;
-                        routes::answer(req, shared.clone(), last)
+                        let (ticket, shared) = (on_request.clone(), shared.clone());
+                        ticket.set_busy(true);
+                        async move {
+                            let a = routes::answer(req, shared, last, peer.ip()).await;
+                            ticket.set_busy(false);
+                            a
+                        }
                     }),
                 );
                 let conn = graceful.watch(conn);
                 tokio::spawn(async move {
-                    let _slot = slot;
-                    let _ = conn.await;
+                    let mut conn = std::pin::pin!(conn);
+                    loop {
+                        tokio::select! {
+                            _ = &mut conn => break,
+                            // Told to make room: an idle connection closes
+                            // (dropped), one answering a request goes on.
+                            _ = ticket.close.notified() => if !ticket.is_busy() { break },
+                        }
+                    }
                 });
             }
             None => {

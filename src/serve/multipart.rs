@@ -21,11 +21,17 @@ fn find(hay: &[u8], needle: &[u8], from: usize) -> Option<usize> {
     (from..=hay.len() - needle.len()).find(|&i| &hay[i..i + needle.len()] == needle)
 }
 
-/// Field name -> bytes. Parts without a name are ignored.
-pub fn parse(body: &[u8], boundary: &str) -> HashMap<String, Vec<u8>> {
+/// Field name -> bytes. Parts without a name are ignored. Refused, with
+/// what is wrong: a body without the boundary its Content-Type announced,
+/// and a field sent twice (which of two photos was meant?).
+pub fn parse(body: &[u8], boundary: &str) -> Result<HashMap<String, Vec<u8>>, String> {
     let delim = format!("--{boundary}").into_bytes();
     let mut out = HashMap::new();
-    let Some(mut pos) = find(body, &delim, 0) else { return out };
+    let Some(mut pos) = find(body, &delim, 0) else {
+        return Err(format!(
+            "the upload is not the multipart form its Content-Type announces (boundary `{boundary}` not found)"
+        ));
+    };
     loop {
         pos += delim.len();
         if body[pos..].starts_with(b"--") {
@@ -43,11 +49,13 @@ pub fn parse(body: &[u8], boundary: &str) -> HashMap<String, Vec<u8>> {
             l.split(';').find_map(|p| p.trim().strip_prefix("name=").map(|n| n.trim_matches('"').to_string()))
         });
         if let Some(n) = name {
-            out.insert(n, body[start..next].to_vec());
+            if out.insert(n.clone(), body[start..next].to_vec()).is_some() {
+                return Err(format!("the form field `{n}` was sent twice; send one"));
+            }
         }
         pos = next + 2;
     }
-    out
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -57,11 +65,13 @@ mod tests {
     #[test]
     fn parses_fields_and_files() {
         let body = b"--XyZ\r\nContent-Disposition: form-data; name=\"model\"\r\n\r\norl\r\n--XyZ\r\nContent-Disposition: form-data; name=\"image\"; filename=\"a.png\"\r\nContent-Type: image/png\r\n\r\n\x89PNG\r\n\x00\x01\r\n--XyZ--\r\n";
-        let p = parse(body, "XyZ");
+        let p = parse(body, "XyZ").unwrap();
         assert_eq!(p["model"], b"orl");
         assert_eq!(p["image"], b"\x89PNG\r\n\x00\x01");
         assert_eq!(boundary("multipart/form-data; boundary=XyZ").as_deref(), Some("XyZ"));
         assert_eq!(boundary("application/json"), None);
-        assert!(parse(b"garbage", "XyZ").is_empty());
+        assert!(parse(b"garbage", "XyZ").unwrap_err().contains("boundary `XyZ` not found"));
+        let twice = b"--B\r\nContent-Disposition: form-data; name=\"image\"\r\n\r\na\r\n--B\r\nContent-Disposition: form-data; name=\"image\"\r\n\r\nb\r\n--B--\r\n";
+        assert!(parse(twice, "B").unwrap_err().contains("`image` was sent twice"));
     }
 }

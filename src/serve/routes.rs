@@ -3,7 +3,7 @@
 //! (`Limits`). Runs on the server's async threads; decoding runs on the
 //! blocking pool and models on the GPU thread (`worker`).
 
-use super::limits::{Limits, Slot, FORM_OVERHEAD, MAX_DECODING};
+use super::limits::{Limits, Slot, DENSITY_FROM_PIXELS, FORM_OVERHEAD, MAX_DECODING, MAX_PIXELS_PER_BYTE};
 use super::worker::{self, ApiError, Job, ModelInfo};
 use super::{examples, multipart};
 use crate::data::photo;
@@ -11,7 +11,7 @@ use crate::recognize::gallery;
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use hyper::body::{Bytes, Incoming};
 use hyper::header::{
-    HeaderValue, ACCEPT_ENCODING, CACHE_CONTROL, CONNECTION, CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE, ETAG,
+    HeaderValue, ACCEPT_ENCODING, ALLOW, CACHE_CONTROL, CONNECTION, CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE, ETAG,
     IF_NONE_MATCH, RETRY_AFTER, VARY,
 };
 use hyper::{Method, Request, Response};
@@ -19,9 +19,10 @@ use image::RgbImage;
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::path::Path;
+use super::queue::FairQueue;
+use std::net::IpAddr;
 use std::sync::atomic::AtomicUsize;
-use std::sync::mpsc::Sender;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use tokio::sync::{oneshot, Semaphore, SemaphorePermit};
 
 const PAGE: &str = include_str!("page.html");
@@ -66,7 +67,9 @@ impl Download {
 
 /// What every request of one server shares.
 pub struct Shared {
-    jobs: Sender<Job>,
+    jobs: Arc<FairQueue>,
+    /// Requests in flight per client address.
+    clients: Mutex<HashMap<IpAddr, usize>>,
     /// Model files by name, and the gallery: what the browser fetches.
     weights: HashMap<String, Download>,
     gallery: Option<Download>,
@@ -86,9 +89,16 @@ pub struct Shared {
     queue_pixels: u32,
 }
 
+impl Drop for Shared {
+    fn drop(&mut self) {
+        // No request is left to queue a job: the worker may stop.
+        self.jobs.close();
+    }
+}
+
 impl Shared {
     pub fn new(
-        jobs: Sender<Job>,
+        jobs: Arc<FairQueue>,
         models: &[ModelInfo],
         weights: HashMap<String, Download>,
         gallery: Option<Download>,
@@ -101,6 +111,7 @@ impl Shared {
         let queue_pixels = limits.queued_pixels.clamp(full, u32::MAX as u64 / 2) as u32;
         Ok(Shared {
             jobs,
+            clients: Mutex::default(),
             weights,
             gallery,
             models_json: serde_json::to_string(models)?,
@@ -118,8 +129,18 @@ impl Shared {
 }
 
 /// The answer to one request; `last` closes the connection after it.
-pub async fn answer(req: Request<Incoming>, shared: Arc<Shared>, last: bool) -> Result<Answer, Infallible> {
-    let mut a = route(req, &shared).await.unwrap_or_else(error);
+/// `client` is the address it came from (its share of the server).
+pub async fn answer(
+    req: Request<Incoming>,
+    shared: Arc<Shared>,
+    last: bool,
+    client: IpAddr,
+) -> Result<Answer, Infallible> {
+    let allow = allowed(req.uri().path());
+    let mut a = route(req, &shared, client).await.unwrap_or_else(error);
+    if a.status() == hyper::StatusCode::METHOD_NOT_ALLOWED {
+        a.headers_mut().insert(ALLOW, HeaderValue::from_static(allow.unwrap_or("GET, HEAD")));
+    }
     if last {
         a.headers_mut().insert(CONNECTION, HeaderValue::from_static("close"));
     }
@@ -150,9 +171,57 @@ fn busy_error() -> ApiError {
     ApiError::new(503, "the server is busy; try again in a second")
 }
 
-async fn route(req: Request<Incoming>, shared: &Shared) -> Result<Answer, ApiError> {
+/// The methods a path answers, if it is one of ours.
+fn allowed(path: &str) -> Option<&'static str> {
+    match path {
+        "/api/predict" | "/api/verify" | "/api/preview" => Some("POST"),
+        "/" | "/index.html" | "/healthz" | "/api/models" | "/api/examples" | "/api/gallery" => Some("GET, HEAD"),
+        "/pkg/arcface.js" | "/pkg/arcface_bg.wasm" => Some("GET, HEAD"),
+        p if p.starts_with("/api/models/") && p.ends_with("/weights") => Some("GET, HEAD"),
+        _ => None,
+    }
+}
+
+/// One of a client's places among the requests in flight, given back when
+/// dropped.
+struct ClientSlot<'s> {
+    shared: &'s Shared,
+    client: IpAddr,
+}
+
+impl Drop for ClientSlot<'_> {
+    fn drop(&mut self) {
+        let mut m = self.shared.clients.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = m.get_mut(&self.client) {
+            *n -= 1;
+            if *n == 0 {
+                m.remove(&self.client);
+            }
+        }
+    }
+}
+
+/// A place for one more request of `client` in flight, or 429 when it has
+/// `max_per_client` already: one address cannot hold the whole server.
+fn client_slot(shared: &Shared, client: IpAddr) -> Result<ClientSlot<'_>, ApiError> {
+    let mut m = shared.clients.lock().unwrap_or_else(|e| e.into_inner());
+    let n = m.entry(client).or_insert(0);
+    if *n >= shared.limits.max_per_client {
+        return Err(ApiError::new(
+            429,
+            format!("{} requests from your address are in progress already; wait for their answers", *n),
+        ));
+    }
+    *n += 1;
+    Ok(ClientSlot { shared, client })
+}
+
+async fn route(req: Request<Incoming>, shared: &Shared, client: IpAddr) -> Result<Answer, ApiError> {
     let path = req.uri().path().to_string();
-    match (req.method(), path.as_str()) {
+    // HEAD is GET without the body (hyper leaves the body out).
+    let method = if req.method() == Method::HEAD { Method::GET } else { req.method().clone() };
+    let _mine = if method == Method::POST { Some(client_slot(shared, client)?) } else { None };
+    match (&method, path.as_str()) {
         (&Method::GET, "/" | "/index.html") => {
             Ok(file(Bytes::from_static(PAGE.as_bytes()), "text/html; charset=utf-8"))
         }
@@ -204,7 +273,7 @@ async fn route(req: Request<Incoming>, shared: &Shared) -> Result<Answer, ApiErr
             let ([image], _queued) = decode(shared, [image]).await?;
             drop(upload);
             let (reply, answer) = oneshot::channel();
-            gpu(shared, Job::Predict { model, image, reply }, answer).await
+            gpu(shared, client, Job::Predict { model, image, reply }, answer).await
         }
         (&Method::POST, "/api/verify") => {
             let (mut form, upload) = read_form(req, shared).await?;
@@ -214,7 +283,10 @@ async fn route(req: Request<Incoming>, shared: &Shared) -> Result<Answer, ApiErr
             let (images, _queued) = decode(shared, photos).await?;
             drop(upload);
             let (reply, answer) = oneshot::channel();
-            gpu(shared, Job::Verify { model, images, reply }, answer).await
+            gpu(shared, client, Job::Verify { model, images, reply }, answer).await
+        }
+        _ if allowed(&path).is_some() => {
+            Err(ApiError::new(405, format!("{path} does not answer {}", req.method())))
         }
         _ => Err(ApiError::new(404, format!("no such page: {path}"))),
     }
@@ -251,11 +323,12 @@ fn model_field(form: &Form) -> Result<String, ApiError> {
 /// Hands a job to the GPU thread and waits for its answer.
 async fn gpu<A: serde::Serialize>(
     shared: &Shared,
+    client: IpAddr,
     job: Job,
     answer: oneshot::Receiver<Result<A, ApiError>>,
 ) -> Result<Answer, ApiError> {
     let stopped = || ApiError::new(503, "the GPU worker stopped");
-    shared.jobs.send(job).map_err(|_| stopped())?;
+    shared.jobs.push(client, job);
     let a = answer.await.map_err(|_| stopped())??;
     Ok(json(200, serde_json::to_string(&a).map_err(internal)?))
 }
@@ -289,7 +362,7 @@ async fn read_form<'s>(req: Request<Incoming>, shared: &'s Shared) -> Result<(Fo
         Ok(Err(e)) => return Err(ApiError::new(400, format!("reading the upload: {e}"))),
         Ok(Ok(b)) => b.to_bytes(),
     };
-    let form = multipart::parse(&body, &boundary);
+    let form = multipart::parse(&body, &boundary).map_err(|e| ApiError::new(400, e))?;
     if form.iter().any(|(k, v)| k.starts_with("image") && v.len() > max) {
         return Err(too_big());
     }
@@ -313,6 +386,17 @@ async fn decode<'s, const N: usize>(
     let (mut pixels, mut fitted) = (0u64, 0u64);
     for u in &uploads {
         let (w, h) = worker::dimensions(u)?;
+        let declared = w as u64 * h as u64;
+        if declared > DENSITY_FROM_PIXELS && declared > u.len() as u64 * MAX_PIXELS_PER_BYTE {
+            return Err(ApiError::new(
+                422,
+                format!(
+                    "the photo declares {w} x {h} pixels in {} bytes: over {MAX_PIXELS_PER_BYTE} pixels a byte, \
+                     which no camera's photo reaches (a damaged or crafted file)",
+                    u.len()
+                ),
+            ));
+        }
         let (fw, fh) = photo::fitted_size(w, h, photo::DETECT_MAX_SIDE);
         pixels += w as u64 * h as u64;
         fitted += fw as u64 * fh as u64;

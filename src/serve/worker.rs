@@ -14,7 +14,9 @@ use base64::Engine;
 use image::RgbImage;
 use serde::Serialize;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::{channel, Receiver, Sender};
+use super::queue::FairQueue;
+use std::sync::mpsc::{channel, Sender};
+use std::sync::Arc;
 use std::time::Instant;
 use tokio::sync::oneshot;
 
@@ -137,15 +139,19 @@ pub(super) fn decode(bytes: &[u8]) -> Result<RgbImage, ApiError> {
 
 /// Starts the GPU thread; returns the job queue and the models it serves
 /// once they are loaded (or why they could not be).
-pub fn start(cfg: Config) -> Result<(Sender<Job>, Vec<ModelInfo>)> {
-    let (tx, rx) = channel::<Job>();
+pub fn start(cfg: Config) -> Result<(Arc<FairQueue>, Vec<ModelInfo>)> {
+    let queue = Arc::new(FairQueue::default());
     let (ready_tx, ready_rx) = channel::<Result<Vec<ModelInfo>, String>>();
-    std::thread::spawn(move || run(cfg, rx, ready_tx));
+    let jobs = queue.clone();
+    std::thread::spawn(move || {
+        run(cfg, &jobs, ready_tx);
+        jobs.close();
+    });
     let models = ready_rx.recv()?.map_err(anyhow::Error::msg)?;
-    Ok((tx, models))
+    Ok((queue, models))
 }
 
-fn run(cfg: Config, rx: Receiver<Job>, ready: Sender<Result<Vec<ModelInfo>, String>>) {
+fn run(cfg: Config, jobs: &FairQueue, ready: Sender<Result<Vec<ModelInfo>, String>>) {
     let setup = || -> Result<(Gpu, Option<Gallery>)> {
         Ok((Gpu::with_options(&cfg.gpu)?, cfg.gallery.as_deref().map(Gallery::load).transpose()?))
     };
@@ -196,7 +202,7 @@ fn run(cfg: Config, rx: Receiver<Job>, ready: Sender<Result<Vec<ModelInfo>, Stri
         }
     };
     let _ = ready.send(Ok(info));
-    for job in rx {
+    while let Some(job) = jobs.pop() {
         match job {
             Job::Predict { model, image, reply } => {
                 let _ = reply.send(predict(&mut models, det.as_mut(), gallery.as_ref(), &model, &image));

@@ -1,0 +1,64 @@
+//! The GPU worker's queue, fair between clients: each client address has
+//! its own line, and the worker takes one job from each line in turn, so a
+//! client that sends many costly photos delays another's by at most one job
+//! of its own, however many it queued.
+
+use super::worker::Job;
+use std::collections::VecDeque;
+use std::net::IpAddr;
+use std::sync::{Condvar, Mutex};
+
+#[derive(Default)]
+pub struct FairQueue {
+    state: Mutex<Lines>,
+    ready: Condvar,
+}
+
+#[derive(Default)]
+struct Lines {
+    /// One line per client with jobs waiting, in the order they are served.
+    lines: VecDeque<(IpAddr, VecDeque<Job>)>,
+    closed: bool,
+}
+
+impl FairQueue {
+    /// Queues `job` behind the same client's earlier ones. Once the queue
+    /// is closed (the worker stopped) the job is dropped, and with it its
+    /// reply: the request is answered that the worker stopped.
+    pub fn push(&self, client: IpAddr, job: Job) {
+        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if s.closed {
+            return;
+        }
+        match s.lines.iter_mut().find(|(c, _)| *c == client) {
+            Some((_, line)) => line.push_back(job),
+            None => s.lines.push_back((client, VecDeque::from([job]))),
+        }
+        self.ready.notify_one();
+    }
+
+    /// The next job: the first of the next client's line; waits for one,
+    /// and is `None` once the queue is closed and empty.
+    pub fn pop(&self) -> Option<Job> {
+        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        loop {
+            if let Some((client, mut line)) = s.lines.pop_front() {
+                let job = line.pop_front();
+                if !line.is_empty() {
+                    s.lines.push_back((client, line));
+                }
+                return job;
+            }
+            if s.closed {
+                return None;
+            }
+            s = self.ready.wait(s).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+
+    /// No more jobs will come: the worker stops once the queue is empty.
+    pub fn close(&self) {
+        self.state.lock().unwrap_or_else(|e| e.into_inner()).closed = true;
+        self.ready.notify_all();
+    }
+}
