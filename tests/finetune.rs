@@ -3,8 +3,8 @@
 //! frozen-backbone epochs, and `train --init` end to end.
 
 mod common;
-use arcface::data::split::{TEST_FRACTION, VAL_FRACTION};
 use arcface::data::input::Normalization;
+use arcface::data::split::{TEST_FRACTION, VAL_FRACTION};
 use arcface::io::model_file;
 use arcface::io::tensorfile::Loaded;
 use arcface::kernels::activation::Act;

@@ -388,8 +388,11 @@ impl IdentifyCmd {
             Framing::WholePhoto => None,
         };
         let mut r = Recognizer { session, detector };
-        let results: Vec<_> =
-            r.embed_files(&photos)?.into_iter().map(|f| f.map(|e| (g.identify(&e, self.top), g.answer(&e, 1)))).collect();
+        let results: Vec<_> = r
+            .embed_files(&photos)?
+            .into_iter()
+            .map(|f| f.map(|e| (g.identify(&e, self.top), g.answer(&e, 1))))
+            .collect();
         let ok = if self.csv {
             csv_rows(&results, answer_header(), |(_, a)| answer_cells(a))?
         } else {
@@ -408,7 +411,8 @@ impl IdentifyCmd {
         };
         let named = results.iter().filter(|f| f.result.as_ref().is_some_and(|(_, a)| !a.is_unknown())).count();
         let unknown = results.iter().filter(|f| f.result.as_ref().is_some_and(|(_, a)| a.is_unknown())).count();
-        let no_face = results.iter().filter(|f| f.error.as_deref().is_some_and(|e| e.contains("no face found"))).count();
+        let no_face =
+            results.iter().filter(|f| f.error.as_deref().is_some_and(|e| e.contains("no face found"))).count();
         let other = results.len() - named - unknown - no_face;
         eprintln!(
             "{named} named, {unknown} unknown, {no_face} without a face{} (threshold {:.4})",

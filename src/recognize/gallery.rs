@@ -11,8 +11,8 @@
 use super::embedding::{dot, normalise};
 use super::photo::{Answer, Recognizer};
 use super::session::Prediction;
-use crate::data::input::Framing;
 use crate::data::dataset::Dataset;
+use crate::data::input::Framing;
 use crate::io::tensorfile::{write_atomic, Loaded, TensorFile};
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};

@@ -116,6 +116,8 @@ mod tests {
 
     fn told_to_close(t: &Ticket) -> bool {
         let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
-        rt.block_on(async { tokio::time::timeout(std::time::Duration::from_millis(1), t.close.notified()).await.is_ok() })
+        rt.block_on(async {
+            tokio::time::timeout(std::time::Duration::from_millis(1), t.close.notified()).await.is_ok()
+        })
     }
 }

@@ -22,12 +22,12 @@ mod routes;
 pub mod worker;
 
 use anyhow::{Context, Result};
+use connections::Connections;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 pub use limits::Limits;
-use connections::Connections;
 use routes::{Download, Shared};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -4,6 +4,7 @@
 //! blocking pool and models on the GPU thread (`worker`).
 
 use super::limits::{Limits, Slot, DENSITY_FROM_PIXELS, FORM_OVERHEAD, MAX_DECODING, MAX_PIXELS_PER_BYTE};
+use super::queue::FairQueue;
 use super::worker::{self, ApiError, Job, ModelInfo};
 use super::{examples, multipart};
 use crate::data::photo;
@@ -11,16 +12,15 @@ use crate::recognize::gallery;
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use hyper::body::{Bytes, Incoming};
 use hyper::header::{
-    HeaderValue, ACCEPT_ENCODING, ALLOW, CACHE_CONTROL, CONNECTION, CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE, ETAG,
-    IF_NONE_MATCH, RETRY_AFTER, VARY,
+    HeaderValue, ACCEPT_ENCODING, ALLOW, CACHE_CONTROL, CONNECTION, CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE,
+    ETAG, IF_NONE_MATCH, RETRY_AFTER, VARY,
 };
 use hyper::{Method, Request, Response};
 use image::RgbImage;
 use std::collections::HashMap;
 use std::convert::Infallible;
-use std::path::Path;
-use super::queue::FairQueue;
 use std::net::IpAddr;
+use std::path::Path;
 use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Mutex};
 use tokio::sync::{oneshot, Semaphore, SemaphorePermit};
@@ -285,9 +285,7 @@ async fn route(req: Request<Incoming>, shared: &Shared, client: IpAddr) -> Resul
             let (reply, answer) = oneshot::channel();
             gpu(shared, client, Job::Verify { model, images, reply }, answer).await
         }
-        _ if allowed(&path).is_some() => {
-            Err(ApiError::new(405, format!("{path} does not answer {}", req.method())))
-        }
+        _ if allowed(&path).is_some() => Err(ApiError::new(405, format!("{path} does not answer {}", req.method()))),
         _ => Err(ApiError::new(404, format!("no such page: {path}"))),
     }
 }

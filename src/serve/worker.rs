@@ -2,6 +2,7 @@
 //! the face detector, and answers jobs one at a time from a queue, so
 //! concurrent requests never share GPU state.
 
+use super::queue::FairQueue;
 use crate::data::photo::{self, PhotoError};
 use crate::detect::{Detector, Options};
 use crate::gpu::{Gpu, GpuOptions};
@@ -14,7 +15,6 @@ use base64::Engine;
 use image::RgbImage;
 use serde::Serialize;
 use std::path::{Path, PathBuf};
-use super::queue::FairQueue;
 use std::sync::mpsc::{channel, Sender};
 use std::sync::Arc;
 use std::time::Instant;

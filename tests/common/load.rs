@@ -7,7 +7,7 @@
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -84,10 +84,12 @@ pub enum Kind {
     StalledBody,
     /// Half the headers, then nothing.
     StalledHead,
+    /// A JPEG of 7 KB whose header declares 6000 x 6000 pixels.
+    TinyHuge,
 }
 
 /// The load test's mix (kind, count); the benchmark sends it twice over.
-pub const MIX: [(Kind, usize); 8] = [
+pub const MIX: [(Kind, usize); 9] = [
     (Kind::Face, 160),
     (Kind::LargeFace, 6),
     (Kind::DeepPhoto, 4),
@@ -96,6 +98,7 @@ pub const MIX: [(Kind, usize); 8] = [
     (Kind::Oversize, 16),
     (Kind::StalledBody, 16),
     (Kind::StalledHead, 16),
+    (Kind::TinyHuge, 16),
 ];
 
 /// What the load sends: photos with the person in each, and the bad ones.
@@ -104,6 +107,7 @@ pub struct Inputs {
     pub large: Vec<(Vec<u8>, String)>,
     pub bomb: Vec<u8>,
     pub deep: Vec<u8>,
+    pub tiny_huge: Vec<u8>,
 }
 
 impl Inputs {
@@ -123,8 +127,23 @@ impl Inputs {
             large: faces.iter().take(large).map(big).collect(),
             bomb: std::fs::read(root.join("tests/fixtures/bomb-20000x20000.png")).unwrap(),
             deep: deep_png(6000, 6500),
+            tiny_huge: tiny_huge_jpeg(6000, 6000),
         }
     }
+}
+
+/// A small JPEG whose frame header is rewritten to declare `w` x `h`
+/// pixels: 7 KB that decode to seconds of work unless refused.
+pub fn tiny_huge_jpeg(w: u16, h: u16) -> Vec<u8> {
+    let img =
+        image::RgbImage::from_fn(64, 64, |x, y| image::Rgb([(x * 37 + y * 11) as u8, (x * y) as u8, (x ^ y) as u8]));
+    let mut jpeg = Vec::new();
+    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut jpeg, 90).encode_image(&img).unwrap();
+    // SOF0: FF C0, length (2), precision (1), height (2), width (2).
+    let at = jpeg.windows(2).position(|m| m == [0xff, 0xc0]).unwrap();
+    jpeg[at + 5..at + 7].copy_from_slice(&h.to_be_bytes());
+    jpeg[at + 7..at + 9].copy_from_slice(&w.to_be_bytes());
+    jpeg
 }
 
 /// A `w` x `h` 16-bit RGBA PNG of a soft gradient.
@@ -160,7 +179,7 @@ pub struct Report {
 
 const BOUNDARY: &str = "arcfaceLoadBoundary";
 
-fn form(image: &[u8]) -> Vec<u8> {
+pub fn form(image: &[u8]) -> Vec<u8> {
     let mut body = format!(
         "--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"model\"\r\n\r\norl40\r\n--{BOUNDARY}\r\n\
          Content-Disposition: form-data; name=\"image\"; filename=\"photo\"\r\n\r\n"
@@ -171,7 +190,7 @@ fn form(image: &[u8]) -> Vec<u8> {
     body
 }
 
-fn post_head(len: usize) -> String {
+pub fn post_head(len: usize) -> String {
     format!(
         "POST /api/predict HTTP/1.1\r\nHost: load\r\nConnection: close\r\n\
          Content-Type: multipart/form-data; boundary={BOUNDARY}\r\nContent-Length: {len}\r\n\r\n"
@@ -181,8 +200,8 @@ fn post_head(len: usize) -> String {
 /// Sends `head` and `body` (a write the server cuts short is not an error:
 /// it may answer before the upload is in) and reads the answer until the
 /// connection closes.
-fn exchange(addr: SocketAddr, head: &[u8], body: &[u8]) -> (u16, String, String) {
-    let mut s = TcpStream::connect(addr).unwrap();
+pub fn exchange(addr: SocketAddr, from: IpAddr, head: &[u8], body: &[u8]) -> (u16, String, String) {
+    let mut s = connect_from(addr, from);
     s.set_read_timeout(Some(Duration::from_secs(120))).unwrap();
     if s.write_all(head).is_ok() {
         let _ = s.write_all(body);
@@ -201,7 +220,23 @@ fn exchange(addr: SocketAddr, head: &[u8], body: &[u8]) -> (u16, String, String)
     (status, head.to_string(), body.to_string())
 }
 
-fn send(addr: SocketAddr, inputs: &Inputs, kind: Kind, i: usize) -> Outcome {
+/// A connection to `addr` from the loopback address `from` (the server
+/// counts requests in flight per address, as clients on their own
+/// machines would be).
+pub fn connect_from(addr: SocketAddr, from: IpAddr) -> TcpStream {
+    let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    s.bind(&SocketAddr::new(from, 0).into()).unwrap();
+    s.connect(&addr.into()).unwrap();
+    s.into()
+}
+
+/// The loopback address of load client `i` (127.0.0.10 and up; 127.0.0.1
+/// stays for the tests' own requests).
+pub fn client_address(i: usize) -> IpAddr {
+    IpAddr::V4(std::net::Ipv4Addr::new(127, 0, (10 + i / 200) as u8, (10 + i % 200) as u8))
+}
+
+fn send(addr: SocketAddr, from: IpAddr, inputs: &Inputs, kind: Kind, i: usize) -> Outcome {
     let started = Instant::now();
     let mut person = String::new();
     let (status, headers, body) = match kind {
@@ -210,26 +245,32 @@ fn send(addr: SocketAddr, inputs: &Inputs, kind: Kind, i: usize) -> Outcome {
             let (photo, who) = &pool[i % pool.len()];
             person = who.clone();
             let body = form(photo);
-            exchange(addr, post_head(body.len()).as_bytes(), &body)
+            exchange(addr, from, post_head(body.len()).as_bytes(), &body)
         }
         Kind::NotAnImage => {
             let body = form(format!("not a photo, request {i}\n").repeat(100).as_bytes());
-            exchange(addr, post_head(body.len()).as_bytes(), &body)
+            exchange(addr, from, post_head(body.len()).as_bytes(), &body)
         }
         Kind::DeepPhoto => {
             let body = form(&inputs.deep);
-            exchange(addr, post_head(body.len()).as_bytes(), &body)
+            exchange(addr, from, post_head(body.len()).as_bytes(), &body)
         }
         Kind::Bomb => {
             let body = form(&inputs.bomb);
-            exchange(addr, post_head(body.len()).as_bytes(), &body)
+            exchange(addr, from, post_head(body.len()).as_bytes(), &body)
         }
         Kind::Oversize => {
             let body = form(&vec![0x5a; 11_000_000]);
-            exchange(addr, post_head(body.len()).as_bytes(), &body)
+            exchange(addr, from, post_head(body.len()).as_bytes(), &body)
         }
-        Kind::StalledBody => exchange(addr, post_head(100_000).as_bytes(), format!("--{BOUNDARY}\r\n").as_bytes()),
-        Kind::StalledHead => exchange(addr, b"POST /api/predict HTTP/1.1\r\nHost: load\r\n", b""),
+        Kind::TinyHuge => {
+            let body = form(&inputs.tiny_huge);
+            exchange(addr, from, post_head(body.len()).as_bytes(), &body)
+        }
+        Kind::StalledBody => {
+            exchange(addr, from, post_head(100_000).as_bytes(), format!("--{BOUNDARY}\r\n").as_bytes())
+        }
+        Kind::StalledHead => exchange(addr, from, b"POST /api/predict HTTP/1.1\r\nHost: load\r\n", b""),
     };
     Outcome { kind, person, status, body, headers, seconds: started.elapsed().as_secs_f64() }
 }
@@ -255,8 +296,12 @@ pub fn run(addr: SocketAddr, inputs: Arc<Inputs>, mix: &[(Kind, usize)], clients
             let mut took = Vec::new();
             while !done.load(Ordering::SeqCst) {
                 let t = Instant::now();
-                let (status, _, _) =
-                    exchange(addr, b"GET /healthz HTTP/1.1\r\nHost: load\r\nConnection: close\r\n\r\n", b"");
+                let (status, _, _) = exchange(
+                    addr,
+                    client_address(0),
+                    b"GET /healthz HTTP/1.1\r\nHost: load\r\nConnection: close\r\n\r\n",
+                    b"",
+                );
                 assert_eq!(status, 200, "/healthz");
                 took.push(t.elapsed().as_secs_f64());
                 std::thread::sleep(Duration::from_millis(100));
@@ -266,12 +311,13 @@ pub fn run(addr: SocketAddr, inputs: Arc<Inputs>, mix: &[(Kind, usize)], clients
     };
     let started = Instant::now();
     let threads: Vec<_> = (0..clients)
-        .map(|_| {
+        .map(|c| {
+            let from = client_address(c + 1);
             let (order, next, outcomes, inputs) = (order.clone(), next.clone(), outcomes.clone(), inputs.clone());
             std::thread::spawn(move || loop {
                 let i = next.fetch_add(1, Ordering::SeqCst);
                 let Some(&kind) = order.get(i) else { break };
-                let o = send(addr, &inputs, kind, i);
+                let o = send(addr, from, &inputs, kind, i);
                 outcomes.lock().unwrap().push(o);
             })
         })

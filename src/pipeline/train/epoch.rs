@@ -132,7 +132,9 @@ pub fn train_epoch<'g>(
         seen,
         correct: t[1] as usize,
         seconds: started.elapsed().as_secs_f64(),
-        diverged: diverged.or_else(|| non_finite(&t, epoch, lr)).map(|why| format!("{why}; try --lr {} (one tenth)", cfg.lr / 10.0)),
+        diverged: diverged
+            .or_else(|| non_finite(&t, epoch, lr))
+            .map(|why| format!("{why}; try --lr {} (one tenth)", cfg.lr / 10.0)),
     })
 }
 

@@ -255,11 +255,7 @@ fn checked_split(data: &Dataset, cfg: &TrainConfig) -> Result<split::Split> {
     let s = split::stratified(data, cfg.seed, cfg.val_fraction, cfg.test_fraction);
     let counts: Vec<usize> = (0..data.people.len()).map(|l| data.count(l)).collect();
     let (least, most) = (counts.iter().min().copied().unwrap_or(0), counts.iter().max().copied().unwrap_or(0));
-    let photos = format!(
-        "{} photos of {} people ({least} to {most} each)",
-        data.samples.len(),
-        data.people.len()
-    );
+    let photos = format!("{} photos of {} people ({least} to {most} each)", data.samples.len(), data.people.len());
     if s.val.is_empty() {
         bail!(
             "{}: the validation split is empty ({photos}; --val-fraction {} of each person's photos rounds to none):              add photos (3 or more per person put one in every part) or raise --val-fraction",
@@ -275,7 +271,11 @@ fn checked_split(data: &Dataset, cfg: &TrainConfig) -> Result<split::Split> {
         );
     }
     if s.train.len() < 2 {
-        bail!("{}: {} training photo(s) left after the split ({photos}): add photos", data.root.display(), s.train.len());
+        bail!(
+            "{}: {} training photo(s) left after the split ({photos}): add photos",
+            data.root.display(),
+            s.train.len()
+        );
     }
     Ok(s)
 }

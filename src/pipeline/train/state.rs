@@ -53,7 +53,10 @@ pub fn resume(out: &Path, cfg: &TrainConfig) -> Result<Start> {
     let metrics: Vec<EpochMetrics> = match state.metadata.get("metrics") {
         Some(m) => serde_json::from_str(m)?,
         // A state written before the metrics were kept in it.
-        None => serde_json::from_str(&crate::data::bounded::read_to_string(&out.join("metrics.json"), crate::data::bounded::Kind::Input)?)?,
+        None => serde_json::from_str(&crate::data::bounded::read_to_string(
+            &out.join("metrics.json"),
+            crate::data::bounded::Kind::Input,
+        )?)?,
     };
     Ok(Start { split, metrics, epoch: num("epochs_done")?.parse()?, best })
 }
