@@ -107,18 +107,31 @@ pub struct DetectArgs {
     /// Scale factor between pyramid levels
     #[arg(long, default_value_t = 0.709)]
     pub factor: f64,
-    /// Face-probability thresholds of P-Net, R-Net and O-Net
-    #[arg(long, value_delimiter = ',', num_args = 3, default_values_t = [0.6, 0.7, 0.7])]
-    pub thresholds: Vec<f32>,
+    /// Face-probability thresholds of P-Net, R-Net and O-Net, as P,R,O
+    #[arg(long, value_parser = three_thresholds, default_value = "0.6,0.7,0.7")]
+    pub thresholds: Thresholds,
     /// MTCNN weights (default: the ones built into arcface)
     #[arg(long, env = "ARCFACE_MTCNN")]
     pub mtcnn: Option<PathBuf>,
 }
 
+/// `--thresholds P,R,O`.
+#[derive(Clone, Copy, Debug)]
+pub struct Thresholds(pub [f32; 3]);
+
+fn three_thresholds(s: &str) -> Result<Thresholds, String> {
+    let v: Vec<f32> = s.split(',').map(|t| t.trim().parse::<f32>()).collect::<Result<_, _>>().map_err(|_| {
+        format!("`{s}`: expected three numbers separated by commas, e.g. 0.6,0.7,0.7")
+    })?;
+    match v.as_slice() {
+        &[p, r, o] => Ok(Thresholds([p, r, o])),
+        _ => Err(format!("`{s}`: expected three thresholds (P-Net, R-Net, O-Net), got {}", v.len())),
+    }
+}
+
 impl DetectArgs {
     pub fn options(&self) -> crate::detect::Options {
-        let t = &self.thresholds;
-        crate::detect::Options { min_face: self.min_face, factor: self.factor, thresholds: [t[0], t[1], t[2]] }
+        crate::detect::Options { min_face: self.min_face, factor: self.factor, thresholds: self.thresholds.0 }
     }
 
     pub fn detector<'g>(&self, gpu: &'g Gpu) -> anyhow::Result<crate::detect::Detector<'g>> {

@@ -431,6 +431,14 @@ fn print_eval(r: &EvalReport) {
         }
     }
     println!("\nconfusion matrix image: {}", r.confusion_png);
+    if r.misclassified.is_empty() {
+        println!("every test photo named right");
+    } else {
+        println!("\nnamed wrong ({}):", r.misclassified.len());
+        for m in &r.misclassified {
+            println!("  {}: {} named {}", m.path.display(), m.person, m.predicted);
+        }
+    }
 }
 
 fn print_sweep(rows: &[SweepRow]) {

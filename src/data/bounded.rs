@@ -83,6 +83,16 @@ fn what_it_is(t: std::fs::FileType) -> &'static str {
     }
 }
 
+/// Refuses, from its metadata alone, what `read` would refuse: a path that
+/// is not a regular file or is over the limit of its kind (a path that
+/// cannot be found is left to `read`).
+pub fn refuse_unfit(path: &Path, kind: Kind) -> Result<()> {
+    match std::fs::metadata(path) {
+        Ok(meta) => check(path, &meta, kind, max_bytes(kind)),
+        Err(_) => Ok(()),
+    }
+}
+
 /// Refuses what is not a regular file of at most `max` bytes.
 fn check(path: &Path, meta: &std::fs::Metadata, kind: Kind, max: u64) -> Result<()> {
     if !meta.is_file() {

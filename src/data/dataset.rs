@@ -83,6 +83,9 @@ pub fn photos_in(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
                 bail!("{}: no photos in this folder ({})", p.display(), EXTENSIONS.join(", "));
             }
         } else {
+            // A device or an oversized file named here stops the command
+            // before any work; a missing one is that file's own error.
+            super::bounded::refuse_unfit(p, super::bounded::Kind::Input)?;
             out.push(p.clone());
         }
     }

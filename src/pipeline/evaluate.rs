@@ -19,6 +19,14 @@ pub struct PersonResult {
     pub accuracy: f64,
 }
 
+/// A test photo the model named wrong.
+#[derive(Serialize, Debug)]
+pub struct Miss {
+    pub path: std::path::PathBuf,
+    pub person: String,
+    pub predicted: String,
+}
+
 #[derive(Serialize, Debug)]
 pub struct EvalReport {
     pub checkpoint: String,
@@ -29,6 +37,8 @@ pub struct EvalReport {
     /// Rows: true person; columns: predicted person (label order).
     pub confusion: Vec<Vec<usize>>,
     pub confusion_png: String,
+    /// The test photos named wrong, in split order.
+    pub misclassified: Vec<Miss>,
 }
 
 /// Evaluates on the run's test split. With `data`, the images are looked up
@@ -62,8 +72,14 @@ pub fn run(gpu: &Gpu, ckpt: &Path, data: Option<&Path>, batch_stats: bool) -> Re
     let labels: Vec<usize> = test.iter().map(|s| s.label).collect();
     let (loss, correct) = score(&logits, &labels, c);
     let mut confusion = vec![vec![0usize; c]; c];
-    for (row, &y) in logits.chunks(c).zip(&labels) {
-        confusion[y][argmax(row)] += 1;
+    let mut misclassified = Vec::new();
+    for ((row, &y), s) in logits.chunks(c).zip(&labels).zip(&test) {
+        let p = argmax(row);
+        confusion[y][p] += 1;
+        if p != y {
+            let (person, predicted) = (meta.classes[y].clone(), meta.classes[p].clone());
+            misclassified.push(Miss { path: s.path.clone(), person, predicted });
+        }
     }
     let per_person = meta
         .classes
@@ -87,5 +103,6 @@ pub fn run(gpu: &Gpu, ckpt: &Path, data: Option<&Path>, batch_stats: bool) -> Re
         per_person,
         confusion,
         confusion_png: png.display().to_string(),
+        misclassified,
     })
 }
