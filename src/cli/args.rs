@@ -120,9 +120,11 @@ pub struct DetectArgs {
 pub struct Thresholds(pub [f32; 3]);
 
 fn three_thresholds(s: &str) -> Result<Thresholds, String> {
-    let v: Vec<f32> = s.split(',').map(|t| t.trim().parse::<f32>()).collect::<Result<_, _>>().map_err(|_| {
-        format!("`{s}`: expected three numbers separated by commas, e.g. 0.6,0.7,0.7")
-    })?;
+    let v: Vec<f32> = s
+        .split(',')
+        .map(|t| t.trim().parse::<f32>())
+        .collect::<Result<_, _>>()
+        .map_err(|_| format!("`{s}`: expected three numbers separated by commas, e.g. 0.6,0.7,0.7"))?;
     match v.as_slice() {
         &[p, r, o] => Ok(Thresholds([p, r, o])),
         _ => Err(format!("`{s}`: expected three thresholds (P-Net, R-Net, O-Net), got {}", v.len())),

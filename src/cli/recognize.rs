@@ -303,8 +303,11 @@ impl EvalPairsCmd {
 
 #[derive(Args, Debug)]
 pub struct EnrollCmd {
-    /// Folder with one sub-folder of photos per person to enroll
-    gallery_dir: PathBuf,
+    /// Who to enroll: a folder with one sub-folder of photos per person, a
+    /// folder of one person's photos, or photos (each person named by the
+    /// photo's folder)
+    #[arg(required = true)]
+    people: Vec<PathBuf>,
     /// Checkpoint (from `train`, `sweep` or `import`)
     #[arg(long)]
     checkpoint: PathBuf,
@@ -322,7 +325,7 @@ impl EnrollCmd {
     pub fn run(&self, gpu: &GpuArgs) -> Result<bool> {
         let gpu = gpu.open()?;
         let mut r = embedder(&gpu, &self.checkpoint, &self.emb)?;
-        let (g, failed) = Gallery::enroll(&mut r, &self.gallery_dir, &self.checkpoint)?;
+        let (g, failed) = Gallery::enroll(&mut r, &self.people, &self.checkpoint)?;
         for (_, e) in &failed {
             eprintln!("not enrolled: {e}");
         }

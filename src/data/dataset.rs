@@ -146,6 +146,54 @@ impl Dataset {
         Ok(Dataset { root: root.to_path_buf(), people, samples, skipped })
     }
 
+    /// People from command-line paths: a folder of per-person folders (as
+    /// `scan`), a folder of one person's photos (named by the folder), or
+    /// photo files (each named by its folder). The same name in several
+    /// paths is one person.
+    pub fn from_paths(paths: &[PathBuf]) -> Result<Dataset> {
+        let mut people: Vec<String> = Vec::new();
+        let mut samples = Vec::new();
+        let mut skipped = Vec::new();
+        let mut add = |name: String, path: PathBuf| {
+            let label = people.iter().position(|p| *p == name).unwrap_or_else(|| {
+                people.push(name);
+                people.len() - 1
+            });
+            samples.push(Sample { path, label });
+        };
+        let name_of = |p: &Path| p.file_name().map_or(String::new(), |n| n.to_string_lossy().to_string());
+        for p in paths {
+            let per_person = p.is_dir()
+                && std::fs::read_dir(p)
+                    .with_context(|| format!("{}: cannot read the folder", p.display()))?
+                    .filter_map(|e| e.ok())
+                    .any(|e| e.path().is_dir());
+            if per_person {
+                let d = Dataset::scan(p, false)?;
+                skipped.extend(d.skipped);
+                for s in d.samples {
+                    add(d.people[s.label].clone(), s.path);
+                }
+            } else if p.is_dir() {
+                for f in photos_in(std::slice::from_ref(p))? {
+                    add(name_of(p), f);
+                }
+            } else {
+                let folder = p.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+                let folder = std::fs::canonicalize(folder).unwrap_or(folder.to_path_buf());
+                add(name_of(&folder), p.clone());
+            }
+        }
+        if people.is_empty() {
+            bail!(
+                "no photos to enroll in {}",
+                paths.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
+            );
+        }
+        let root = paths.first().cloned().unwrap_or_default();
+        Ok(Dataset { root, people, samples, skipped })
+    }
+
     pub fn count(&self, label: usize) -> usize {
         self.samples.iter().filter(|s| s.label == label).count()
     }

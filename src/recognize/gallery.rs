@@ -73,8 +73,15 @@ use crate::io::checkpoint::impostor_threshold;
 
 impl Gallery {
     /// Embeds every photo of `dir` (one folder per person).
-    pub fn enroll(r: &mut Recognizer, dir: &Path, checkpoint: &Path) -> Result<(Gallery, Vec<(PathBuf, String)>)> {
-        let data = Dataset::scan(dir, false)?;
+    /// Embeds every photo of `paths` (`Dataset::from_paths`: folders of
+    /// per-person folders, a person's folder, or photos named by their
+    /// folder).
+    pub fn enroll(
+        r: &mut Recognizer,
+        paths: &[PathBuf],
+        checkpoint: &Path,
+    ) -> Result<(Gallery, Vec<(PathBuf, String)>)> {
+        let data = Dataset::from_paths(paths)?;
         let files: Vec<PathBuf> = data.samples.iter().map(|x| x.path.clone()).collect();
         let results = r.embed_files(&files)?;
         let mut sums = vec![vec![0f32; 0]; data.people.len()];
@@ -97,7 +104,7 @@ impl Gallery {
         }
         let keep: Vec<usize> = (0..data.people.len()).filter(|&i| counts[i] > 0).collect();
         if keep.is_empty() {
-            bail!("{}: no face could be embedded", dir.display());
+            bail!("{}: no face could be embedded", data.root.display());
         }
         let means: Vec<Vec<f32>> = keep
             .iter()
