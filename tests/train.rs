@@ -169,3 +169,123 @@ fn bn_recalibration_sets_the_running_statistics_to_the_batch_average() {
     }
     assert!(stats > 0, "no running statistics found");
 }
+
+/// A folder of `people` ORL people with `each` photos, copied.
+fn small_set(tag: &str, people: usize, each: usize) -> PathBuf {
+    let d = run_dir(tag).join("photos");
+    for p in 1..=people {
+        std::fs::create_dir_all(d.join(format!("s{p}"))).unwrap();
+        for i in 1..=each {
+            std::fs::copy(orl().join(format!("s{p}/{i}.pgm")), d.join(format!("s{p}/{i}.pgm"))).unwrap();
+        }
+    }
+    d
+}
+
+fn cli(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_arcface")).args(args).output().unwrap()
+}
+
+#[test]
+fn empty_validation_or_test_splits_are_refused_before_anything_is_written() {
+    let data = small_set("two-each", 3, 2);
+    let out = data.parent().unwrap().join("run");
+    let (d, o) = (data.to_str().unwrap(), out.to_str().unwrap());
+    let run = cli(&["train", "--data", d, "--model", "mininet", "--input", "12", "--epochs", "1", "--out", o]);
+    let err = String::from_utf8_lossy(&run.stderr);
+    assert_eq!(run.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("the validation split is empty") && err.contains("6 photos of 3 people (2 to 2 each)"),
+        "{err}"
+    );
+    assert!(err.contains("--val-fraction"), "{err}");
+    assert!(!out.exists(), "nothing written");
+    // Half for validation: then the test part is the empty one.
+    let run = cli(&[
+        "train",
+        "--data",
+        d,
+        "--model",
+        "mininet",
+        "--input",
+        "12",
+        "--epochs",
+        "1",
+        "--val-fraction",
+        "0.5",
+        "--out",
+        o,
+    ]);
+    let err = String::from_utf8_lossy(&run.stderr);
+    assert!(err.contains("the test split is empty") && err.contains("--no-test"), "{err}");
+    // Without a test part it trains; eval then says there is nothing to test.
+    let args =
+        ["--model", "mininet", "--input", "12", "--epochs", "1", "--val-fraction", "0.5", "--no-test", "--quiet"];
+    let run = cli(&[&["train", "--data", d, "--out", o][..], &args].concat());
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let best = out.join(train::BEST);
+    let eval = cli(&["eval", "--checkpoint", best.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&eval.stderr);
+    assert_eq!(eval.status.code(), Some(1), "{err}");
+    assert!(err.contains("no test photos"), "{err}");
+}
+
+#[test]
+fn minis_default_learning_rate_trains_at_32_pixels() {
+    // lr 0.1 (the old default for every model) turned this loss into NaN in
+    // the first epoch.
+    let data = small_set("mini32", 10, 10);
+    let out = data.parent().unwrap().join("run");
+    let run = cli(&[
+        "train",
+        "--data",
+        data.to_str().unwrap(),
+        "--model",
+        "mininet",
+        "--input",
+        "32",
+        "--epochs",
+        "1",
+        "--quiet",
+        "--json",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let r: serde_json::Value = serde_json::from_slice(&run.stdout).unwrap();
+    assert!(r["diverged"].is_null() && r["metrics"][0]["train_loss"].as_f64().unwrap().is_finite(), "{r}");
+    assert_eq!(r["metrics"][0]["lr"], 0.001);
+    // Diverging on purpose: the message names the epoch and lr, and a tenth.
+    let run = cli(&[
+        "train",
+        "--data",
+        data.to_str().unwrap(),
+        "--model",
+        "mininet",
+        "--input",
+        "32",
+        "--epochs",
+        "1",
+        "--quiet",
+        "--lr",
+        "1000",
+        "--force",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    let err = String::from_utf8_lossy(&run.stderr);
+    assert!(err.contains("in epoch 1 (lr 1000)") && err.contains("try --lr 100 (one tenth)"), "{err}");
+}
+
+#[test]
+fn an_arcface_classifier_is_calibrated_for_strangers() {
+    let spec = ModelSpec { arch: Arch::MobileFaceNet, input: 112, classes: 3, head: Head::ArcFace { s: 10.0, m: 0.5 } };
+    // Three validation photos: logits are s x cosine; the own person first.
+    let logits = [8.0f32, 2.0, 1.0, 3.0, 9.0, 0.0, -1.0, 4.0, 7.0];
+    let o = train::open_set(&logits, &[0, 1, 2], &spec).unwrap();
+    assert_eq!((o.photos, o.impostors), (3, 6));
+    // Impostor cosines 0.2, 0.1, 0.3, 0.0, -0.1, 0.4: the highest (1% of 6).
+    assert!((o.threshold - 0.4).abs() < 1e-6, "{o:?}");
+    assert_eq!(o.genuine_accepted, 1.0);
+    assert!(train::open_set(&logits, &[0, 1, 2], &ModelSpec { head: Head::Softmax, ..spec }).is_none());
+}
