@@ -333,3 +333,60 @@ fn the_page_names_a_face_in_a_headless_browser() {
     drop(b);
     h.stop();
 }
+
+/// Answers that say what is wrong, and the methods each path takes.
+#[test]
+fn bad_requests_are_named_and_methods_answered() {
+    let h = start_with(serve::Limits { max_per_client: 1, ..Default::default() });
+    let addr = h.addr;
+    let local = "127.0.0.1".parse().unwrap();
+    let head = load::exchange(addr, local, b"HEAD / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", b"");
+    assert_eq!((head.0, head.2.as_str()), (200, ""), "{head:?}");
+    let get = load::exchange(addr, local, b"GET /api/predict HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", b"");
+    assert_eq!(get.0, 405, "{get:?}");
+    assert!(get.1.to_ascii_lowercase().contains("allow: post"), "{get:?}");
+
+    let bad = |ct: &str, body: &[u8], want: u16, says: &str| {
+        let (status, e) = http(addr, "POST", "/api/predict", ct, body);
+        assert_eq!(status, want, "{e}");
+        assert!(e.contains(says), "`{e}` should say `{says}`");
+    };
+    let (ct, body) = form(&[("image", b"x"), ("model", b"orl40")]);
+    bad("multipart/form-data; boundary=notTheOne", &body, 400, "boundary `notTheOne` not found");
+    let face = std::fs::read(&test_photos()[0].0).unwrap();
+    let (ct2, twice) = form(&[("image", &face), ("image", &face), ("model", b"orl40")]);
+    bad(&ct2, &twice, 400, "`image` was sent twice");
+    let (ct3, huge) = form(&[("image", &load::tiny_huge_jpeg(6000, 6000)), ("model", b"orl40")]);
+    let started = std::time::Instant::now();
+    bad(&ct3, &huge, 422, "over 200 pixels a byte");
+    assert!(started.elapsed().as_secs_f64() < 1.0, "refused from the header: {:?}", started.elapsed());
+    let mut png = Vec::new();
+    image::RgbImage::new(64, 64).write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png).unwrap();
+    let (ct4, cut) = form(&[("image", &png[..png.len() / 2]), ("model", b"orl40")]);
+    bad(&ct4, &cut, 400, "a damaged PNG file");
+    let _ = ct;
+
+    // The calibrated classifier answers with its threshold and cosines.
+    let (status, a) = predict(addr, &face, "orl40");
+    assert_eq!(status, 200, "{a}");
+    assert!(a["threshold"].as_f64().is_some_and(|t| t > 0.0 && t < 1.0), "{a}");
+    assert!(a["top"][0]["cosine"].as_f64().unwrap() >= a["threshold"].as_f64().unwrap(), "{a}");
+
+    // One request in flight per address here: a second waits its turn (429).
+    let mut slow = TcpStream::connect(addr).unwrap();
+    let (ct5, body5) = form(&[("image", &face), ("model", b"orl40")]);
+    let head5 = format!(
+        "POST /api/predict HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: {ct5}\r\nContent-Length: {}\r\n\r\n",
+        body5.len()
+    );
+    slow.write_all(head5.as_bytes()).unwrap();
+    slow.write_all(&body5[..100]).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let (status, e) = predict(addr, &face, "orl40");
+    assert_eq!(status, 429, "{e}");
+    slow.write_all(&body5[100..]).unwrap();
+    let mut answer = String::new();
+    slow.read_to_string(&mut answer).ok();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    h.stop();
+}

@@ -62,3 +62,36 @@ impl FairQueue {
         self.ready.notify_all();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(name: &str) -> Job {
+        let (reply, _) = tokio::sync::oneshot::channel();
+        Job::Predict { model: name.into(), image: image::RgbImage::new(1, 1), reply }
+    }
+
+    fn name(j: Job) -> String {
+        match j {
+            Job::Predict { model, .. } | Job::Verify { model, .. } => model,
+        }
+    }
+
+    #[test]
+    fn clients_take_turns() {
+        let q = FairQueue::default();
+        let (a, b): (IpAddr, IpAddr) = ("127.0.0.2".parse().unwrap(), "127.0.0.3".parse().unwrap());
+        for j in ["a1", "a2", "a3"] {
+            q.push(a, job(j));
+        }
+        q.push(b, job("b1"));
+        q.push(b, job("b2"));
+        let order: Vec<String> = (0..5).map(|_| name(q.pop().unwrap())).collect();
+        assert_eq!(order, ["a1", "b1", "a2", "b2", "a3"]);
+        q.close();
+        assert!(q.pop().is_none());
+        q.push(a, job("late"));
+        assert!(q.pop().is_none(), "a closed queue takes nothing");
+    }
+}
