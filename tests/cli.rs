@@ -111,6 +111,78 @@ mod infer {
         let _ = std::fs::remove_dir_all(&dir);
     }
 
+    /// Folders stand for the photos in them; `--csv` prints one row per
+    /// photo; eval-pairs names its threshold and the pairs it gets most wrong.
+    #[test]
+    fn folders_csv_rows_and_the_worst_pairs() {
+        let (ckpt, dir) = checkpoint("folders");
+        let orl = format!("{}/data/orl", env!("CARGO_MANIFEST_DIR"));
+        let (s1, s2) = (format!("{orl}/s1"), format!("{orl}/s2"));
+        let out = arcface(&["predict", "--checkpoint", ckpt.to_str().unwrap(), &s1, &face("s2_1.pgm"), "--csv"]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let csv = String::from_utf8_lossy(&out.stdout).to_string();
+        let rows: Vec<&str> = csv.lines().collect();
+        assert_eq!(rows[0], "path,person,closest,probability,cosine,threshold,error");
+        assert_eq!(rows.len(), 1 + 10 + 1, "{csv}");
+        assert!(rows[1].contains("data/orl/s1/1.pgm,") && rows[2].contains("data/orl/s1/2.pgm,"), "{csv}");
+        let out = arcface(&["embed", "--checkpoint", ckpt.to_str().unwrap(), &s2, "--csv"]);
+        let csv = String::from_utf8_lossy(&out.stdout).to_string();
+        assert_eq!(csv.lines().count(), 11, "{csv}");
+        assert_eq!(csv.lines().next().unwrap().split(',').count(), 1 + 128 + 1);
+        let empty = dir.join("empty");
+        std::fs::create_dir_all(&empty).unwrap();
+        let out = arcface(&["embed", "--checkpoint", ckpt.to_str().unwrap(), empty.to_str().unwrap()]);
+        assert!(String::from_utf8_lossy(&out.stderr).contains("no photos in this folder"));
+
+        let pairs = dir.join("pairs");
+        for (p, n) in [("s1", 3), ("s2", 3)] {
+            std::fs::create_dir_all(pairs.join(p)).unwrap();
+            for i in 1..=n {
+                std::fs::copy(format!("{orl}/{p}/{i}.pgm"), pairs.join(p).join(format!("{i}.pgm"))).unwrap();
+            }
+        }
+        let roc = dir.join("roc.png");
+        let out = arcface(&[
+            "eval-pairs",
+            "--checkpoint",
+            ckpt.to_str().unwrap(),
+            "--data",
+            pairs.to_str().unwrap(),
+            "--roc",
+            roc.to_str().unwrap(),
+            "--worst",
+            "2",
+            "--json",
+        ]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let m: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let t = m["threshold"].as_f64().unwrap();
+        for fa in m["worst"]["false_accepts"].as_array().unwrap() {
+            assert!(fa["score"].as_f64().unwrap() >= t && fa["a"].is_string(), "{m}");
+        }
+        let worst = m["worst"]["false_accepts"].as_array().unwrap().len()
+            + m["worst"]["false_rejects"].as_array().unwrap().len();
+        assert!(
+            m["accuracy"].as_f64().unwrap() == 1.0 || worst > 0,
+            "a threshold short of perfect has its worst pairs: {m}"
+        );
+        // verify takes that threshold and says where it came from.
+        let json = dir.join("pairs.json");
+        std::fs::write(&json, &out.stdout).unwrap();
+        let out = arcface(&[
+            "verify",
+            &face("s1_1.pgm"),
+            &face("s2_1.pgm"),
+            "--checkpoint",
+            ckpt.to_str().unwrap(),
+            "--threshold-from",
+            json.to_str().unwrap(),
+        ]);
+        let said = String::from_utf8_lossy(&out.stdout).to_string();
+        assert!(said.contains(&format!("threshold {t:.4}: the accuracy-maximising threshold of eval-pairs")), "{said}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
     #[test]
     fn missing_checkpoint_is_named() {
         let out = arcface(&["predict", "--checkpoint", "/nonexistent/c.safetensors", &face("s1_1.pgm")]);
@@ -158,6 +230,8 @@ mod detection {
             "--json",
             "--draw",
             draw.to_str().unwrap(),
+            "--thresholds",
+            "0.6,0.7,0.7",
         ]);
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();

@@ -68,3 +68,28 @@ fn a_repeated_inference_call_allocates_nothing() {
     let bound = if gpu.kernels == KernelSet::Cpu { 98 } else { 103 };
     assert!(c.dispatches <= bound, "{c:?}");
 }
+
+/// A classifier says "unknown" below its open-set threshold and still lists
+/// the closest people; at or above it, it names the person.
+#[test]
+fn a_classifier_answers_unknown_below_its_threshold() {
+    use arcface::io::checkpoint::OpenSet;
+    use arcface::recognize::photo::Recognizer;
+    use arcface::recognize::session::Session;
+    let gpu = common::gpu();
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let session = Session::open(&gpu, &root.join("data/models/mobilefacenet_orl40.safetensors")).unwrap();
+    let mut r = Recognizer { session, detector: None };
+    let face = vec![root.join("data/orl/s7/3.pgm")];
+    let calibrated = r.answer_files(None, &face, 3).unwrap().remove(0).result.unwrap();
+    assert_eq!(calibrated.person, "s7", "{calibrated:?}");
+    let best = calibrated.best_cosine().unwrap() as f64;
+    assert!(calibrated.threshold.unwrap() <= best);
+    let mut set_threshold = |t: f64| {
+        let Model::Trained(_, meta) = &mut r.session.model else { panic!("a classifier") };
+        meta.open_set = Some(OpenSet { threshold: t, ..meta.open_set.clone().unwrap() });
+    };
+    set_threshold(best + 1e-3);
+    let stranger = r.answer_files(None, &face, 3).unwrap().remove(0).result.unwrap();
+    assert_eq!((stranger.person.as_str(), stranger.top[0].person.as_str()), ("unknown", "s7"), "{stranger:?}");
+}
