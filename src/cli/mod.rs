@@ -164,6 +164,16 @@ where
     run(parse(Cli::command().get_matches_from(args)))
 }
 
+/// Whether `args` (the program name first) parse as a command line, or
+/// clap's usage error (the README's commands are checked with it).
+pub fn parses<I, T>(args: I) -> Result<(), String>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<OsString> + Clone,
+{
+    Cli::command().try_get_matches_from(args).map(|_| ()).map_err(|e| e.to_string())
+}
+
 /// The parsed command line, with the flags each command needs to know were
 /// given (rather than defaulted) recorded.
 fn parse(matches: ArgMatches) -> Cli {

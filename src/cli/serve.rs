@@ -32,10 +32,14 @@ pub struct ServeCmd {
     /// beyond)
     #[arg(long, default_value_t = 30.0, value_parser = seconds)]
     body_timeout: f64,
+    /// Requests one client address may have in progress at once (429
+    /// beyond); the GPU takes clients' photos in turn
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..))]
+    max_per_client: u32,
     /// Use the whole photo instead of detecting and aligning the face
     #[arg(long)]
     no_detect: bool,
-    /// Compare tab: same person at or above this similarity
+    /// Compare tab: same person at or above this cosine similarity
     #[arg(long, default_value_t = 0.5)]
     verify_threshold: f64,
 }
@@ -63,6 +67,7 @@ impl ServeCmd {
                 max_connections: self.max_connections as usize,
                 header_timeout: std::time::Duration::from_secs_f64(self.header_timeout),
                 body_timeout: std::time::Duration::from_secs_f64(self.body_timeout),
+                max_per_client: self.max_per_client as usize,
                 ..serve::Limits::default()
             },
             worker: serve::worker::Config {
