@@ -194,7 +194,7 @@ fn train_init_fine_tunes_an_imported_network() {
     assert_ne!(&after2.get(&format!("{BACKBONE}c1.w")).unwrap().values, &w[0].2);
     // The fine-tuned checkpoint is an ordinary one: it loads and predicts.
     let session = arcface::recognize::session::Session::open(&gpu, &run.join(train::LAST)).unwrap();
-    let mut r = arcface::recognize::photo::Recognizer { session, detector: None };
+    let mut r = arcface::recognize::photo::Recognizer::new(session, None);
     let face = orl.join("s1/1.pgm");
     let p = r.answer_files(None, &[face], 3).unwrap();
     assert_eq!(p[0].result.as_ref().unwrap().top.len(), 3);

@@ -79,7 +79,7 @@ fn a_classifier_answers_unknown_below_its_threshold() {
     let gpu = common::gpu();
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
     let session = Session::open(&gpu, &root.join("data/models/mobilefacenet_orl40.safetensors")).unwrap();
-    let mut r = Recognizer { session, detector: None };
+    let mut r = Recognizer::new(session, None);
     let face = vec![root.join("data/orl/s7/3.pgm")];
     let calibrated = r.answer_files(None, &face, 3).unwrap().remove(0).result.unwrap();
     assert_eq!(calibrated.person, "s7", "{calibrated:?}");

@@ -22,12 +22,11 @@ use std::path::{Path, PathBuf};
 fn recognizer<'g>(gpu: &'g Gpu, checkpoint: &Path, framing: Option<Framing>, a: &AlignArgs) -> Result<Recognizer<'g>> {
     let mut session = Session::open(gpu, checkpoint)?;
     session.framing = framing.unwrap_or(session.framing);
-    session.progress = Progress::new("images", 0, false);
     let detector = match session.framing {
         Framing::AlignedFace => Some(a.det.detector(gpu)?),
         Framing::WholePhoto => None,
     };
-    Ok(Recognizer { session, detector })
+    Ok(Recognizer { progress: Progress::new("images", 0, false), ..Recognizer::new(session, detector) })
 }
 
 /// A recognizer for embeddings: framing and flip as asked.
@@ -382,7 +381,6 @@ impl IdentifyCmd {
         g.check_checkpoint(&self.gallery, &checkpoint)?;
         let gpu = gpu.open()?;
         let mut session = Session::open(&gpu, &checkpoint)?;
-        session.progress = Progress::new("images", 0, false);
         session.flip = g.meta.flip;
         // Shown as at enrolment, so that the scores compare.
         session.framing = g.framing();
@@ -390,7 +388,7 @@ impl IdentifyCmd {
             Framing::AlignedFace => Some(crate::detect::Detector::open(&gpu, None, Default::default())?),
             Framing::WholePhoto => None,
         };
-        let mut r = Recognizer { session, detector };
+        let mut r = Recognizer { progress: Progress::new("images", 0, false), ..Recognizer::new(session, detector) };
         let results: Vec<_> = r
             .embed_files(&photos)?
             .into_iter()

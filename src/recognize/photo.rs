@@ -13,6 +13,7 @@ use super::session::{Prediction, Session, NAMES_NOBODY};
 use crate::data::input::{open_rgb, Framing};
 use crate::data::FileResult;
 use crate::detect::{align, Detector, Face};
+use crate::progress::Progress;
 use anyhow::{anyhow, Result};
 use image::RgbImage;
 use serde::Serialize;
@@ -163,9 +164,15 @@ const BATCH: usize = 16;
 pub struct Recognizer<'g> {
     pub session: Session<'g>,
     pub detector: Option<Detector<'g>>,
+    /// Counts the files (hidden unless set).
+    pub progress: Progress,
 }
 
 impl<'g> Recognizer<'g> {
+    pub fn new(session: Session<'g>, detector: Option<Detector<'g>>) -> Recognizer<'g> {
+        Recognizer { session, detector, progress: Progress::hidden() }
+    }
+
     /// L2-normalised embeddings of photo files.
     pub fn embed_files(&mut self, files: &[PathBuf]) -> Result<Vec<FileResult<Vec<f32>>>> {
         self.over_files(files, |s, inputs| Ok(s.embed_inputs(inputs)?))
@@ -193,10 +200,9 @@ impl<'g> Recognizer<'g> {
         mut f: impl FnMut(&mut Session<'g>, &[Vec<f32>]) -> Result<Vec<T>>,
     ) -> Result<Vec<FileResult<T>>> {
         let mut out: Vec<FileResult<T>> = Vec::new();
-        let progress = std::mem::replace(&mut self.session.progress, crate::progress::Progress::hidden());
-        progress.expect(files.len() as u64);
+        self.progress.expect(files.len() as u64);
         for chunk in files.chunks(BATCH) {
-            progress.inc(chunk.len() as u64);
+            self.progress.inc(chunk.len() as u64);
             let (mut inputs, mut slots) = (Vec::new(), Vec::new());
             for path in chunk {
                 match self.input_of(path) {
@@ -215,8 +221,7 @@ impl<'g> Recognizer<'g> {
                 out[slot].result = Some(r);
             }
         }
-        progress.finish();
-        self.session.progress = progress;
+        self.progress.finish();
         Ok(out)
     }
 

@@ -11,7 +11,6 @@ use crate::io::checkpoint::OpenSet;
 use crate::io::model_file::{self, Model};
 use crate::models::Head;
 use crate::nn::{Backend, GpuBackend};
-use crate::progress::Progress;
 use anyhow::{bail, Result};
 use serde::Serialize;
 use std::path::Path;
@@ -39,8 +38,6 @@ pub struct Session<'g> {
     pub framing: Framing,
     /// Embeddings add the horizontally flipped image's (then normalise).
     pub flip: bool,
-    /// Counts the files of `embed` and `predict` (hidden by default).
-    pub progress: Progress,
 }
 
 impl<'g> Session<'g> {
@@ -65,7 +62,7 @@ impl<'g> Session<'g> {
             // Embedding networks from elsewhere are trained on aligned crops.
             Model::Imported(_) => Framing::AlignedFace,
         };
-        Session { b, model, framing, flip: true, progress: Progress::hidden() }
+        Session { b, model, framing, flip: true }
     }
 
     fn input_size(&self) -> usize {
