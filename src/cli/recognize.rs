@@ -324,7 +324,7 @@ impl EnrollCmd {
     pub fn run(&self, gpu: &GpuArgs) -> Result<bool> {
         let gpu = gpu.open()?;
         let mut r = embedder(&gpu, &self.checkpoint, &self.emb)?;
-        let (g, failed) = Gallery::enroll(&mut r, &self.people, &self.checkpoint)?;
+        let (g, failed) = r.enroll(&self.people, &self.checkpoint)?;
         for (_, e) in &failed {
             eprintln!("not enrolled: {e}");
         }

@@ -8,11 +8,12 @@
 //! only 1% of those exceed (a false accept rate of about 1% per comparison),
 //! or with fewer than 100 such scores, their maximum.
 
+use super::answer::Answer;
 use super::embedding::{dot, normalise};
-use super::photo::{Answer, Recognizer};
 use super::session::Prediction;
 use crate::data::dataset::Dataset;
 use crate::data::input::Framing;
+use crate::data::FileResult;
 use crate::io::tensorfile::{write_atomic, Loaded, TensorFile};
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
@@ -73,17 +74,16 @@ use crate::io::checkpoint::impostor_threshold;
 
 impl Gallery {
     /// Embeds every photo of `dir` (one folder per person).
-    /// Embeds every photo of `paths` (`Dataset::from_paths`: folders of
-    /// per-person folders, a person's folder, or photos named by their
-    /// folder).
+    /// A gallery from the embeddings of `data`'s photos (in its order; the
+    /// photos that failed are returned with why), made with `checkpoint`
+    /// shown photos as `framing`, with or without the mirrored image.
     pub fn enroll(
-        r: &mut Recognizer,
-        paths: &[PathBuf],
+        data: &Dataset,
+        results: Vec<FileResult<Vec<f32>>>,
         checkpoint: &Path,
+        framing: Framing,
+        flip: bool,
     ) -> Result<(Gallery, Vec<(PathBuf, String)>)> {
-        let data = Dataset::from_paths(paths)?;
-        let files: Vec<PathBuf> = data.samples.iter().map(|x| x.path.clone()).collect();
-        let results = r.embed_files(&files)?;
         let mut sums = vec![vec![0f32; 0]; data.people.len()];
         let mut counts = vec![0usize; data.people.len()];
         let mut per_photo = Vec::new();
@@ -130,8 +130,8 @@ impl Gallery {
             // Absolute, so that `identify` finds it from anywhere.
             checkpoint: std::fs::canonicalize(checkpoint).unwrap_or(checkpoint.to_path_buf()).display().to_string(),
             checkpoint_fingerprint: Some(fingerprint(checkpoint)?),
-            align: r.session.framing == Framing::AlignedFace,
-            flip: r.session.flip,
+            align: framing == Framing::AlignedFace,
+            flip,
         };
         Ok((Gallery { meta, means }, failed))
     }

@@ -2,6 +2,7 @@
 //! into embeddings or predictions; `verify` scores pairs, `gallery` enrolls
 //! and identifies people; `embedding` holds the vector arithmetic they share.
 
+pub mod answer;
 pub mod bench;
 pub mod embedding;
 pub mod gallery;

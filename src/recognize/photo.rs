@@ -8,16 +8,17 @@
 //! Futures all the way: the browser awaits every read-back; native callers
 //! wait with `pollster`.
 
+pub use super::answer::{Answer, UNKNOWN};
 use super::gallery::Gallery;
-use super::session::{Prediction, Session, NAMES_NOBODY};
+use super::session::{Session, NAMES_NOBODY};
+use crate::data::dataset::Dataset;
 use crate::data::input::{open_rgb, Framing};
 use crate::data::FileResult;
 use crate::detect::{align, Detector, Face};
 use crate::progress::Progress;
 use anyhow::{anyhow, Result};
 use image::RgbImage;
-use serde::Serialize;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// Why a photo got no answer.
 #[derive(Debug)]
@@ -51,33 +52,6 @@ pub struct FoundFace {
     pub face: Face,
     pub crop: RgbImage,
 }
-
-/// Who is in a photo.
-#[derive(Debug, Serialize, Clone)]
-pub struct Answer {
-    /// The person named, or "unknown" below the threshold.
-    pub person: String,
-    /// The cosine similarity below which a face is "unknown": the
-    /// gallery's, or the classifier's calibrated open-set threshold; none
-    /// for classifiers without one.
-    pub threshold: Option<f64>,
-    /// The closest people, best first: a classifier's probabilities (and
-    /// cosines for ArcFace), a gallery's cosines.
-    pub top: Vec<Prediction>,
-}
-
-impl Answer {
-    pub fn is_unknown(&self) -> bool {
-        self.person == UNKNOWN
-    }
-
-    /// The score the threshold is on, of the best match.
-    pub fn best_cosine(&self) -> Option<f32> {
-        self.top.first().and_then(|p| p.cosine)
-    }
-}
-
-pub const UNKNOWN: &str = "unknown";
 
 /// The model input for `img` as `s` must be shown it, and the face it was
 /// read from. With a detector the largest face is found (a photo without
@@ -178,6 +152,16 @@ impl<'g> Recognizer<'g> {
         self.over_files(files, |s, inputs| Ok(s.embed_inputs(inputs)?))
     }
 
+    /// A gallery of the people in `paths` (`Dataset::from_paths`: folders
+    /// of per-person folders, a person's folder, or photos named by their
+    /// folder), with the photos that could not be embedded and why.
+    pub fn enroll(&mut self, paths: &[PathBuf], checkpoint: &Path) -> Result<(Gallery, Vec<(PathBuf, String)>)> {
+        let data = Dataset::from_paths(paths)?;
+        let files: Vec<PathBuf> = data.samples.iter().map(|x| x.path.clone()).collect();
+        let results = self.embed_files(&files)?;
+        Gallery::enroll(&data, results, checkpoint, self.session.framing, self.session.flip)
+    }
+
     /// Who is in each photo file (`answer_inputs`).
     pub fn answer_files(
         &mut self,
@@ -226,7 +210,7 @@ impl<'g> Recognizer<'g> {
     }
 
     /// A photo file as the model input; errors name the file.
-    fn input_of(&mut self, path: &std::path::Path) -> Result<Vec<f32>> {
+    fn input_of(&mut self, path: &Path) -> Result<Vec<f32>> {
         let img = open_rgb(path)?;
         match pollster::block_on(look(&self.session, self.detector.as_mut(), &img)) {
             Ok((input, _)) => Ok(input),

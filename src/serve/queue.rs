@@ -3,25 +3,28 @@
 //! client that sends many costly photos delays another's by at most one job
 //! of its own, however many it queued.
 
-use super::worker::Job;
 use std::collections::VecDeque;
 use std::net::IpAddr;
 use std::sync::{Condvar, Mutex};
 
-#[derive(Default)]
-pub struct FairQueue {
-    state: Mutex<Lines>,
+pub struct FairQueue<Job> {
+    state: Mutex<Lines<Job>>,
     ready: Condvar,
 }
 
-#[derive(Default)]
-struct Lines {
+struct Lines<Job> {
     /// One line per client with jobs waiting, in the order they are served.
     lines: VecDeque<(IpAddr, VecDeque<Job>)>,
     closed: bool,
 }
 
-impl FairQueue {
+impl<Job> Default for FairQueue<Job> {
+    fn default() -> Self {
+        FairQueue { state: Mutex::new(Lines { lines: VecDeque::new(), closed: false }), ready: Condvar::new() }
+    }
+}
+
+impl<Job> FairQueue<Job> {
     /// Queues `job` behind the same client's earlier ones. Once the queue
     /// is closed (the worker stopped) the job is dropped, and with it its
     /// reply: the request is answered that the worker stopped.
@@ -67,31 +70,20 @@ impl FairQueue {
 mod tests {
     use super::*;
 
-    fn job(name: &str) -> Job {
-        let (reply, _) = tokio::sync::oneshot::channel();
-        Job::Predict { model: name.into(), image: image::RgbImage::new(1, 1), reply }
-    }
-
-    fn name(j: Job) -> String {
-        match j {
-            Job::Predict { model, .. } | Job::Verify { model, .. } => model,
-        }
-    }
-
     #[test]
     fn clients_take_turns() {
         let q = FairQueue::default();
         let (a, b): (IpAddr, IpAddr) = ("127.0.0.2".parse().unwrap(), "127.0.0.3".parse().unwrap());
         for j in ["a1", "a2", "a3"] {
-            q.push(a, job(j));
+            q.push(a, j);
         }
-        q.push(b, job("b1"));
-        q.push(b, job("b2"));
-        let order: Vec<String> = (0..5).map(|_| name(q.pop().unwrap())).collect();
+        q.push(b, "b1");
+        q.push(b, "b2");
+        let order: Vec<&str> = (0..5).map(|_| q.pop().unwrap()).collect();
         assert_eq!(order, ["a1", "b1", "a2", "b2", "a3"]);
         q.close();
         assert!(q.pop().is_none());
-        q.push(a, job("late"));
+        q.push(a, "late");
         assert!(q.pop().is_none(), "a closed queue takes nothing");
     }
 }

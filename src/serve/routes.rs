@@ -67,7 +67,7 @@ impl Download {
 
 /// What every request of one server shares.
 pub struct Shared {
-    jobs: Arc<FairQueue>,
+    jobs: Arc<FairQueue<Job>>,
     /// Requests in flight per client address.
     clients: Mutex<HashMap<IpAddr, usize>>,
     /// Model files by name, and the gallery: what the browser fetches.
@@ -98,7 +98,7 @@ impl Drop for Shared {
 
 impl Shared {
     pub fn new(
-        jobs: Arc<FairQueue>,
+        jobs: Arc<FairQueue<Job>>,
         models: &[ModelInfo],
         weights: HashMap<String, Download>,
         gallery: Option<Download>,

@@ -139,7 +139,7 @@ pub(super) fn decode(bytes: &[u8]) -> Result<RgbImage, ApiError> {
 
 /// Starts the GPU thread; returns the job queue and the models it serves
 /// once they are loaded (or why they could not be).
-pub fn start(cfg: Config) -> Result<(Arc<FairQueue>, Vec<ModelInfo>)> {
+pub fn start(cfg: Config) -> Result<(Arc<FairQueue<Job>>, Vec<ModelInfo>)> {
     let queue = Arc::new(FairQueue::default());
     let (ready_tx, ready_rx) = channel::<Result<Vec<ModelInfo>, String>>();
     let jobs = queue.clone();
@@ -151,7 +151,7 @@ pub fn start(cfg: Config) -> Result<(Arc<FairQueue>, Vec<ModelInfo>)> {
     Ok((queue, models))
 }
 
-fn run(cfg: Config, jobs: &FairQueue, ready: Sender<Result<Vec<ModelInfo>, String>>) {
+fn run(cfg: Config, jobs: &FairQueue<Job>, ready: Sender<Result<Vec<ModelInfo>, String>>) {
     let setup = || -> Result<(Gpu, Option<Gallery>)> {
         Ok((Gpu::with_options(&cfg.gpu)?, cfg.gallery.as_deref().map(Gallery::load).transpose()?))
     };
