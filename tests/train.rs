@@ -236,43 +236,15 @@ fn minis_default_learning_rate_trains_at_32_pixels() {
     // the first epoch.
     let data = small_set("mini32", 10, 10);
     let out = data.parent().unwrap().join("run");
-    let run = cli(&[
-        "train",
-        "--data",
-        data.to_str().unwrap(),
-        "--model",
-        "mininet",
-        "--input",
-        "32",
-        "--epochs",
-        "1",
-        "--quiet",
-        "--json",
-        "--out",
-        out.to_str().unwrap(),
-    ]);
+    let (d, o) = (data.to_str().unwrap(), out.to_str().unwrap());
+    let mini = ["train", "--data", d, "--model", "mininet", "--input", "32", "--epochs", "1", "--quiet", "--out", o];
+    let run = cli(&[&mini[..], &["--json"]].concat());
     assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
     let r: serde_json::Value = serde_json::from_slice(&run.stdout).unwrap();
     assert!(r["diverged"].is_null() && r["metrics"][0]["train_loss"].as_f64().unwrap().is_finite(), "{r}");
     assert_eq!(r["metrics"][0]["lr"], 0.001);
     // Diverging on purpose: the message names the epoch and lr, and a tenth.
-    let run = cli(&[
-        "train",
-        "--data",
-        data.to_str().unwrap(),
-        "--model",
-        "mininet",
-        "--input",
-        "32",
-        "--epochs",
-        "1",
-        "--quiet",
-        "--lr",
-        "1000",
-        "--force",
-        "--out",
-        out.to_str().unwrap(),
-    ]);
+    let run = cli(&[&mini[..], &["--lr", "1000", "--force"]].concat());
     let err = String::from_utf8_lossy(&run.stderr);
     assert!(err.contains("in epoch 1 (lr 1000)") && err.contains("try --lr 100 (one tenth)"), "{err}");
 }
