@@ -161,7 +161,7 @@ fn json(status: u16, body: String) -> Answer {
 
 fn error(e: ApiError) -> Answer {
     let mut a = json(e.status, serde_json::json!({ "error": e.message }).to_string());
-    if e.status == 503 {
+    if e.status == 503 || e.status == 429 {
         a.headers_mut().insert(RETRY_AFTER, HeaderValue::from_static("1"));
     }
     a
