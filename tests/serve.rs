@@ -305,6 +305,13 @@ fn the_page_names_a_face_in_a_headless_browser() {
     // Without WebGPU the server answered, and the page says so.
     let ms = b.js("return document.getElementById('ms').textContent");
     assert!(ms.as_str().unwrap().contains("on the server"), "{ms}");
+    // Plainly, to a visitor: why the browser could not is for the console.
+    let why = b.js("return document.getElementById('local-why').textContent");
+    assert_eq!(why, "running on the server");
+    // A classifier's probabilities are percentages; its threshold is named.
+    let bars = b.js("return document.getElementById('top').textContent");
+    assert!(bars.as_str().unwrap().contains('%'), "{bars}");
+    assert!(ms.as_str().unwrap().contains("\"unknown\" below cosine"), "{ms}");
     // The PGM is previewed as the server decoded it.
     b.wait_for(
         "const p = document.getElementById('preview'); \

@@ -87,6 +87,9 @@ fn eval_uses_the_saved_test_split() {
     assert_eq!(r.images, 3, "10% of 10 images for each of 3 people");
     assert_eq!(r.per_person.len(), 3);
     assert_eq!(r.confusion.iter().flatten().sum::<usize>(), 3);
+    let right: usize = r.per_person.iter().map(|p| p.correct).sum();
+    assert_eq!(r.misclassified.len(), 3 - right, "every photo named wrong is listed");
+    assert!(r.misclassified.iter().all(|m| m.person != m.predicted && m.path.is_file()));
     assert!(Path::new(&r.confusion_png).is_file());
     let moved = arcface::pipeline::evaluate::run(&gpu, &dir.join(train::BEST), Some(&orl()), false).unwrap();
     assert_eq!(moved.accuracy, r.accuracy);
