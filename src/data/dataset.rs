@@ -161,7 +161,11 @@ impl Dataset {
             });
             samples.push(Sample { path, label });
         };
-        let name_of = |p: &Path| p.file_name().map_or(String::new(), |n| n.to_string_lossy().to_string());
+        // Named by the folder's own name, also for `.` or a trailing `/`.
+        let name_of = |p: &Path| {
+            let p = std::fs::canonicalize(p).unwrap_or(p.to_path_buf());
+            p.file_name().map_or(String::new(), |n| n.to_string_lossy().to_string())
+        };
         for p in paths {
             let per_person = p.is_dir()
                 && std::fs::read_dir(p)
@@ -180,8 +184,7 @@ impl Dataset {
                 }
             } else {
                 let folder = p.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
-                let folder = std::fs::canonicalize(folder).unwrap_or(folder.to_path_buf());
-                add(name_of(&folder), p.clone());
+                add(name_of(folder), p.clone());
             }
         }
         if people.is_empty() {
