@@ -173,3 +173,33 @@ fn open_graph<B: Backend>(b: &mut B, path: &Path) -> GraphNet<B> {
         Model::Trained(..) => panic!("{} is not an imported graph", path.display()),
     }
 }
+
+/// `import --mean --std` records how the network's photos were normalised
+/// (insightface's arcface_torch: 0.5 and 0.5), and every photo is then
+/// normalised that way.
+#[test]
+fn import_records_the_normalisation_it_is_given() {
+    use arcface::io::model_file::ModelFile;
+    let dir = std::env::temp_dir().join(format!("arcface-import-norm-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let out = dir.join("m.safetensors");
+    let onnx = fixtures().join("mobilefacenet/mobilefacenet-relu6-112.onnx");
+    let run = std::process::Command::new(env!("CARGO_BIN_EXE_arcface"))
+        .args(["import", onnx.to_str().unwrap(), "--out", out.to_str().unwrap()])
+        .args(["--mean", "0.5,0.5,0.5", "--std", "0.5,0.5,0.5"])
+        .output()
+        .unwrap();
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let ModelFile::Graph { def, .. } = model_file::read(&out).unwrap() else { panic!("an imported graph") };
+    assert_eq!((def.normalization.mean, def.normalization.std), ([0.5; 3], [0.5; 3]));
+    let gpu = common::gpu();
+    let s = arcface::recognize::session::Session::open(&gpu, &out).unwrap();
+    let x = s.to_input(&image::RgbImage::from_pixel(112, 112, image::Rgb([255, 0, 128])));
+    assert_eq!((x[0], x[112 * 112], x[2 * 112 * 112]), (1.0, -1.0, (128.0 / 255.0 - 0.5) / 0.5));
+    let bad = std::process::Command::new(env!("CARGO_BIN_EXE_arcface"))
+        .args(["import", onnx.to_str().unwrap(), "--out", out.to_str().unwrap(), "--std", "0.5,0,0.5"])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("--std"), "{}", String::from_utf8_lossy(&bad.stderr));
+    std::fs::remove_dir_all(&dir).unwrap();
+}

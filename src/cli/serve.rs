@@ -115,14 +115,38 @@ pub struct ImportCmd {
     /// Input height = width the network takes
     #[arg(long, default_value_t = 112)]
     input: usize,
+    /// Per-channel mean the network was trained with, as R,G,B in units of
+    /// 0..1 pixel values (insightface's arcface_torch: 0.5,0.5,0.5; default:
+    /// ImageNet's)
+    #[arg(long, value_parser = rgb, default_value = "0.485,0.456,0.406")]
+    mean: [f32; 3],
+    /// Per-channel standard deviation, as R,G,B (arcface_torch: 0.5,0.5,0.5;
+    /// default: ImageNet's)
+    #[arg(long, value_parser = rgb, default_value = "0.229,0.224,0.225")]
+    std: [f32; 3],
     /// Print the result as JSON on stdout (schema: README, "JSON output")
     #[arg(long)]
     json: bool,
 }
 
+/// `R,G,B`: three numbers.
+fn rgb(s: &str) -> std::result::Result<[f32; 3], String> {
+    let v: Vec<f32> = s
+        .split(',')
+        .map(|t| t.trim().parse::<f32>())
+        .collect::<Result<_, _>>()
+        .map_err(|_| format!("`{s}`: expected three numbers R,G,B, e.g. 0.5,0.5,0.5"))?;
+    <[f32; 3]>::try_from(v.as_slice()).map_err(|_| format!("`{s}`: expected three numbers R,G,B, got {}", v.len()))
+}
+
 impl ImportCmd {
     pub fn run(&self) -> Result<bool> {
-        let (def, weights) = onnx_import::from_onnx(&self.model, self.input)?;
+        if self.std.iter().any(|&s| !(s > 0.0)) {
+            anyhow::bail!("--std {:?}: every channel's standard deviation must be above 0", self.std);
+        }
+        let (mut def, weights) = onnx_import::from_onnx(&self.model, self.input)?;
+        // How its photos were normalised in training: recorded with it.
+        def.normalization = crate::data::input::Normalization { mean: self.mean, std: self.std };
         model_file::save_graph(&self.out, &def, &weights)?;
         let params: usize = weights.values().map(|t| t.values.len()).sum();
         if self.json {
