@@ -424,6 +424,7 @@ fn identify_refuses_a_checkpoint_the_gallery_was_not_enrolled_with() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{stderr}");
     assert!(stderr.contains("enrolled with checkpoint") && stderr.contains("m2.safetensors"), "{stderr}");
+    assert!(!stderr.contains("  "), "one line of words, no runs of spaces: {stderr}");
     std::fs::remove_dir_all(&d).unwrap();
 }
 

@@ -202,6 +202,7 @@ fn empty_validation_or_test_splits_are_refused_before_anything_is_written() {
         "{err}"
     );
     assert!(err.contains("--val-fraction"), "{err}");
+    assert!(!err.contains("  "), "one line of words, no runs of spaces: {err}");
     assert!(!out.exists(), "nothing written");
     // Half for validation: then the test part is the empty one.
     let run = cli(&[

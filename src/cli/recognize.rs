@@ -2,7 +2,7 @@
 //! `identify`: photos (files or folders) through the one photo-to-answer
 //! path (`recognize::photo`), each shown to the model as it was trained.
 
-use super::args::{AlignArgs, EmbedArgs, GpuArgs};
+use super::args::{AlignArgs, DetectArgs, EmbedArgs, GpuArgs};
 use super::output::{csv_rows, files, json};
 use crate::data::dataset::{photos_in, Dataset};
 use crate::data::input::Framing;
@@ -10,7 +10,7 @@ use crate::gpu::Gpu;
 use crate::progress::Progress;
 use crate::recognize::embedding::{dot, normalise};
 use crate::recognize::gallery::Gallery;
-use crate::recognize::photo::{Answer, Recognizer};
+use crate::recognize::photo::{Answer, Recognizer, UNKNOWN};
 use crate::recognize::session::Session;
 use crate::recognize::verify;
 use anyhow::{bail, Context, Result};
@@ -19,11 +19,16 @@ use std::path::{Path, PathBuf};
 
 /// The model in `checkpoint` shown photos as `framing` asks (default: as it
 /// was trained), with the face detector when it is shown aligned faces.
-fn recognizer<'g>(gpu: &'g Gpu, checkpoint: &Path, framing: Option<Framing>, a: &AlignArgs) -> Result<Recognizer<'g>> {
+fn recognizer<'g>(
+    gpu: &'g Gpu,
+    checkpoint: &Path,
+    framing: Option<Framing>,
+    det: &DetectArgs,
+) -> Result<Recognizer<'g>> {
     let mut session = Session::open(gpu, checkpoint)?;
     session.framing = framing.unwrap_or(session.framing);
     let detector = match session.framing {
-        Framing::AlignedFace => Some(a.det.detector(gpu)?),
+        Framing::AlignedFace => Some(det.detector(gpu)?),
         Framing::WholePhoto => None,
     };
     Ok(Recognizer { progress: Progress::new("images", 0, false), ..Recognizer::new(session, detector) })
@@ -31,7 +36,7 @@ fn recognizer<'g>(gpu: &'g Gpu, checkpoint: &Path, framing: Option<Framing>, a: 
 
 /// A recognizer for embeddings: framing and flip as asked.
 fn embedder<'g>(gpu: &'g Gpu, checkpoint: &Path, e: &EmbedArgs) -> Result<Recognizer<'g>> {
-    let mut r = recognizer(gpu, checkpoint, e.align.framing(), &e.align)?;
+    let mut r = recognizer(gpu, checkpoint, e.align.framing(), &e.align.det)?;
     r.session.flip = !e.no_flip;
     Ok(r)
 }
@@ -110,7 +115,7 @@ impl PredictCmd {
     pub fn run(&self, gpu: &GpuArgs) -> Result<bool> {
         let photos = photos_in(&self.images)?;
         let gpu = gpu.open()?;
-        let mut r = recognizer(&gpu, &self.checkpoint, self.align.framing(), &self.align)?;
+        let mut r = recognizer(&gpu, &self.checkpoint, self.align.framing(), &self.align.det)?;
         if r.session.classes().is_empty() {
             bail!(crate::recognize::session::NAMES_NOBODY);
         }
@@ -368,6 +373,8 @@ pub struct IdentifyCmd {
     /// probability (empty), cosine, threshold, error
     #[arg(long)]
     csv: bool,
+    #[command(flatten)]
+    det: DetectArgs,
 }
 
 impl IdentifyCmd {
@@ -380,38 +387,26 @@ impl IdentifyCmd {
         };
         g.check_checkpoint(&self.gallery, &checkpoint)?;
         let gpu = gpu.open()?;
-        let mut session = Session::open(&gpu, &checkpoint)?;
-        session.flip = g.meta.flip;
         // Shown as at enrolment, so that the scores compare.
-        session.framing = g.framing();
-        let detector = match session.framing {
-            Framing::AlignedFace => Some(crate::detect::Detector::open(&gpu, None, Default::default())?),
-            Framing::WholePhoto => None,
-        };
-        let mut r = Recognizer { progress: Progress::new("images", 0, false), ..Recognizer::new(session, detector) };
-        let results: Vec<_> = r
-            .embed_files(&photos)?
-            .into_iter()
-            .map(|f| f.map(|e| (g.identify(&e, self.top), g.answer(&e, 1))))
-            .collect();
+        let mut r = recognizer(&gpu, &checkpoint, Some(g.framing()), &self.det)?;
+        r.session.flip = g.meta.flip;
+        let results: Vec<_> =
+            r.embed_files(&photos)?.into_iter().map(|f| f.map(|e| g.identify(&e, self.top))).collect();
         let ok = if self.csv {
-            csv_rows(&results, answer_header(), |(_, a)| answer_cells(a))?
+            csv_rows(&results, answer_header(), |id| {
+                let (score, t) = (format!("{:.4}", id.best.score), format!("{:.4}", g.meta.threshold));
+                vec![id.answer.clone(), id.best.person.clone(), String::new(), score, t]
+            })?
         } else {
-            let ids: Vec<_> = results
-                .iter()
-                .map(|f| crate::data::FileResult {
-                    path: f.path.clone(),
-                    result: f.result.as_ref().map(|(id, _)| id),
-                    error: f.error.clone(),
-                })
-                .collect();
-            files(&ids, "identity", self.json, |id| {
+            files(&results, "identity", self.json, |id| {
                 let list: Vec<String> = id.top.iter().map(|m| format!("{} {:.3}", m.person, m.score)).collect();
                 format!("{} ({})", id.answer, list.join(", "))
             })?
         };
-        let named = results.iter().filter(|f| f.result.as_ref().is_some_and(|(_, a)| !a.is_unknown())).count();
-        let unknown = results.iter().filter(|f| f.result.as_ref().is_some_and(|(_, a)| a.is_unknown())).count();
+        let answered = |unknown: bool| {
+            results.iter().filter(|f| f.result.as_ref().is_some_and(|id| (id.answer == UNKNOWN) == unknown)).count()
+        };
+        let (named, unknown) = (answered(false), answered(true));
         let no_face =
             results.iter().filter(|f| f.error.as_deref().is_some_and(|e| e.contains("no face found"))).count();
         let other = results.len() - named - unknown - no_face;

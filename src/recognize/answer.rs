@@ -21,10 +21,6 @@ pub struct Answer {
 }
 
 impl Answer {
-    pub fn is_unknown(&self) -> bool {
-        self.person == UNKNOWN
-    }
-
     /// The score the threshold is on, of the best match.
     pub fn best_cosine(&self) -> Option<f32> {
         self.top.first().and_then(|p| p.cosine)

@@ -195,7 +195,8 @@ impl Gallery {
         };
         if fingerprint(checkpoint)? != *enrolled {
             bail!(
-                "{}: enrolled with checkpoint {}, and {} is another (its file differs): enroll again with it,                  or identify with the one enrolled",
+                "{}: enrolled with checkpoint {}, and {} is another (its file differs): enroll again with it, \
+                 or identify with the one enrolled",
                 path.display(),
                 self.meta.checkpoint,
                 checkpoint.display()

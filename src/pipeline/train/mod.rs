@@ -258,14 +258,16 @@ fn checked_split(data: &Dataset, cfg: &TrainConfig) -> Result<split::Split> {
     let photos = format!("{} photos of {} people ({least} to {most} each)", data.samples.len(), data.people.len());
     if s.val.is_empty() {
         bail!(
-            "{}: the validation split is empty ({photos}; --val-fraction {} of each person's photos rounds to none):              add photos (3 or more per person put one in every part) or raise --val-fraction",
+            "{}: the validation split is empty ({photos}; --val-fraction {} of each person's photos rounds to none): \
+             add photos (3 or more per person put one in every part) or raise --val-fraction",
             data.root.display(),
             cfg.val_fraction
         );
     }
     if s.test.is_empty() && cfg.test_fraction > 0.0 {
         bail!(
-            "{}: the test split is empty ({photos}; --test-fraction {} rounds to none): add photos, raise              --test-fraction, or pass --no-test to train without a test part",
+            "{}: the test split is empty ({photos}; --test-fraction {} rounds to none): add photos, raise \
+             --test-fraction, or pass --no-test to train without a test part",
             data.root.display(),
             cfg.test_fraction
         );
