@@ -120,15 +120,15 @@ pub struct DetectArgs {
 pub struct Thresholds(pub [f32; 3]);
 
 fn three_thresholds(s: &str) -> Result<Thresholds, String> {
-    let v: Vec<f32> = s
-        .split(',')
-        .map(|t| t.trim().parse::<f32>())
-        .collect::<Result<_, _>>()
-        .map_err(|_| format!("`{s}`: expected three numbers separated by commas, e.g. 0.6,0.7,0.7"))?;
-    match v.as_slice() {
-        &[p, r, o] => Ok(Thresholds([p, r, o])),
-        _ => Err(format!("`{s}`: expected three thresholds (P-Net, R-Net, O-Net), got {}", v.len())),
-    }
+    three_numbers(s, "P-Net,R-Net,O-Net", "0.6,0.7,0.7").map(Thresholds)
+}
+
+/// Three comma-separated numbers (`what` names them, `e.g.` shows some).
+pub fn three_numbers(s: &str, what: &str, e_g: &str) -> Result<[f32; 3], String> {
+    let expected = || format!("`{s}`: expected three numbers {what}, e.g. {e_g}");
+    let v: Vec<f32> =
+        s.split(',').map(|t| t.trim().parse::<f32>()).collect::<Result<_, _>>().map_err(|_| expected())?;
+    <[f32; 3]>::try_from(v.as_slice()).map_err(|_| expected())
 }
 
 impl DetectArgs {

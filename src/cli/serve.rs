@@ -131,12 +131,7 @@ pub struct ImportCmd {
 
 /// `R,G,B`: three numbers.
 fn rgb(s: &str) -> std::result::Result<[f32; 3], String> {
-    let v: Vec<f32> = s
-        .split(',')
-        .map(|t| t.trim().parse::<f32>())
-        .collect::<Result<_, _>>()
-        .map_err(|_| format!("`{s}`: expected three numbers R,G,B, e.g. 0.5,0.5,0.5"))?;
-    <[f32; 3]>::try_from(v.as_slice()).map_err(|_| format!("`{s}`: expected three numbers R,G,B, got {}", v.len()))
+    super::args::three_numbers(s, "R,G,B", "0.5,0.5,0.5")
 }
 
 impl ImportCmd {
