@@ -191,3 +191,17 @@ pub async fn detect<B: Backend>(b: &mut B, nets: &Nets<B>, rgb: &image::RgbImage
     faces.sort_by(|a, b| b.area().total_cmp(&a.area()));
     Ok(faces)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refinement_keeps_the_best_scoring_candidates_in_their_order() {
+        let c = |score: f32| Candidate { b: [score; 4], score, reg: [0.0; 4] };
+        let cands = vec![c(0.2), c(0.9), c(0.5), c(0.7)];
+        let kept: Vec<f32> = best_of(cands.clone(), 2).iter().map(|c| c.score).collect();
+        assert_eq!(kept, [0.9, 0.7]);
+        assert_eq!(best_of(cands, 4).len(), 4, "no more than the bound: all, as they were");
+    }
+}
