@@ -147,11 +147,11 @@ fn a_photo_stored_sideways_with_its_exif_orientation_is_read_upright() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     let faces: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(faces[0]["faces"][0], faces[1]["faces"][0], "{faces}");
-    let bbox = faces[0]["faces"][0]["box"].as_array().unwrap();
-    assert!(
-        bbox[3].as_f64().unwrap() > bbox[1].as_f64().unwrap() * 1.5,
-        "an upright face is taller than it sits low: {faces}"
-    );
+    let b: Vec<f64> = faces[0]["faces"][0]["box"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+    // A face is taller than it is wide: found upright, not on its side.
+    assert!(b[3] - b[1] > (b[2] - b[0]) * 1.1, "{faces}");
+    // And in the upright photo's frame: the 300 x 300 London photo.
+    assert!(b.iter().all(|&v| (0.0..=300.0).contains(&v)), "{faces}");
     let out = arcface(&["identify", t, u, "--gallery", gallery.to_str().unwrap(), "--json"]);
     let ids: serde_json::Value =
         serde_json::from_slice(&out.stdout).unwrap_or_else(|_| panic!("{}", text(&out.stderr)));
