@@ -155,3 +155,39 @@ fn mininet_export_runs_in_onnx_runtime() {
     assert_close("imported logits", &b2.download(&y), &want, 5);
     std::fs::remove_dir_all(&d).unwrap();
 }
+
+/// An imported network, and one imported and then fine-tuned here (with its
+/// ArcFace head: `--head`), leave again as ONNX that ONNX Runtime runs to
+/// the engine's embeddings and logits.
+#[test]
+fn imported_and_fine_tuned_networks_export_and_run_in_onnx_runtime() {
+    let d = tmp("imported");
+    let gpu = common::gpu();
+    let imported = d.join("relu6.safetensors");
+    let source = root().join("tests/fixtures/mobilefacenet/mobilefacenet-relu6-112.onnx");
+    arcface(&["import", source.to_str().unwrap(), "--out", imported.to_str().unwrap()]);
+    let onnx = d.join("relu6.onnx");
+    arcface(&["export", imported.to_str().unwrap(), "--onnx", onnx.to_str().unwrap()]);
+    let inputs = faces(112);
+    let ort = onnx_runtime(&onnx, &inputs, 112, &d);
+    let mut s = Session::open(&gpu, &imported).unwrap();
+    s.flip = false;
+    let want: Vec<f32> = s.embed_inputs(&inputs).unwrap().concat();
+    let got: Vec<f32> = ort[0].1.chunks(128).flat_map(unit).collect();
+    assert_close("imported embedding", &got, &want, 128);
+
+    let tuned = root().join("tests/fixtures/before_one_graph/finetuned9.safetensors");
+    let onnx = d.join("tuned.onnx");
+    arcface(&["export", tuned.to_str().unwrap(), "--onnx", onnx.to_str().unwrap(), "--head"]);
+    let inputs = faces(9);
+    let ort = onnx_runtime(&onnx, &inputs, 9, &d);
+    let get = |name: &str| ort.iter().find(|(n, _)| n == name).unwrap_or_else(|| panic!("no output {name}")).1.clone();
+    let mut b = GpuBackend::new(&gpu).unwrap();
+    let (mut net, _) = checkpoint::load(&tuned, &mut b).unwrap();
+    let x = b.upload(&inputs.concat(), &[inputs.len(), 3, 9, 9]).unwrap();
+    let emb = net.embed_raw(&mut b, &x).unwrap();
+    assert_close("fine-tuned embedding", &get("embedding"), &b.download(&emb), 128);
+    let logits = net.logits(&mut b, &x).unwrap();
+    assert_close("fine-tuned logits", &get("logits"), &b.download(&logits), 3);
+    std::fs::remove_dir_all(&d).unwrap();
+}

@@ -41,6 +41,7 @@ fn small_graph(seed: u64) -> (GraphDef, Vec<(String, Vec<usize>, Vec<f32>)>) {
         input_size: SIZE,
         normalization: Normalization::default(),
         ops,
+        parts: Vec::new(),
     };
     let mut rng = Rng::new(seed);
     let w = vec![

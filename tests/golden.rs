@@ -154,3 +154,89 @@ fn mobilefacenet_has_the_papers_size() {
     let backbone_macs = spec.macs() - 128 * 10;
     assert!((backbone_macs as f64 / 221e6 - 1.0).abs() < 0.01, "{backbone_macs} multiply-adds");
 }
+
+/// An imported network with batch norms (IResNet-shaped: after convolutions,
+/// before one, on a residual branch and its shortcut, after the last linear
+/// layer), exported by PyTorch to ONNX and imported; one ArcFace step in
+/// training mode against PyTorch's (tests/fixtures/imported_bn_step): the
+/// embedding, logits, loss, every backbone gradient and the running
+/// statistics after the forward pass, with the tolerances above.
+/// One step of the imported network on `b`: the network (gradients and
+/// statistics inside), loss, logits and embedding.
+fn imported_step<B: Backend>(b: &mut B, file: &TensorFile) -> (Net<B>, B::T, B::T, B::T) {
+    use arcface::io::onnx_import::from_onnx;
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/imported_bn_step");
+    let (def, weights) = from_onnx(&dir.join("bn_graph.onnx"), 9).unwrap();
+    let spec = ModelSpec { arch: Arch::Imported, input: 9, classes: 3, head: Head::ArcFace { s: 8.0, m: 0.3 } };
+    let w = weights.into_iter().map(|(n, t)| (n, t.shape, t.values));
+    let mut net = Net::pretrained(b, spec, def, w, 0).unwrap();
+    let head = file.get("head.weight").unwrap();
+    let ht = b.upload(&head.values, &head.shape).unwrap();
+    net.params.set("head.weight", ht);
+    let input = file.get("input").unwrap();
+    let x = b.upload(&input.values, &input.shape).unwrap();
+    let labels: Vec<u32> = file.get("labels").unwrap().values.iter().map(|&v| v as u32).collect();
+    let l = b.labels(&labels).unwrap();
+    let logits = net.forward_train(b, &x, &l).unwrap();
+    let emb = net.last_embedding.clone().unwrap();
+    let (loss, probs) = b.cross_entropy(&logits, &l).unwrap();
+    let dlogits = b.cross_entropy_backward(&probs, &l).unwrap();
+    net.backward(b, &dlogits).unwrap();
+    (net, loss, logits, emb)
+}
+
+/// An imported network with batch norms (IResNet-shaped: after convolutions,
+/// before one, on a residual branch and its shortcut, after the last linear
+/// layer), exported by PyTorch to ONNX and imported; one ArcFace step in
+/// training mode against PyTorch's (tests/fixtures/imported_bn_step): the
+/// embedding, logits, loss, every backbone gradient and the running
+/// statistics after the forward pass, with the tolerances above. A bias
+/// that only feeds a batch norm has an exact gradient of zero (the f64
+/// reference step says which): there ours must simply be tiny.
+#[test]
+fn imported_network_with_batch_norms_steps_as_pytorch_does() {
+    use arcface::models::BACKBONE;
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/imported_bn_step");
+    let file = TensorFile::read(&dir.join("step.safetensors")).unwrap();
+    let gpu = common::gpu();
+    let mut b = GpuBackend::new(&gpu).unwrap();
+    let (net, loss, logits, emb) = imported_step(&mut b, &file);
+    let mut c = CpuBackend;
+    let (exact, ..) = imported_step(&mut c, &file);
+
+    let mut failures = Vec::new();
+    let mut check = |what: &str, err: f64, tol: f64| {
+        println!("{what:<40} {err:.3e} (tol {tol:.0e})");
+        if !(err <= tol) {
+            failures.push(format!("{what}: {err:.3e} > {tol:.0e}"));
+        }
+    };
+    let want_loss = file.get("loss").unwrap().values[0] as f64;
+    check("loss", (b.download(&loss)[0] as f64 - want_loss).abs() / want_loss, OUTPUT_RTOL);
+    check("logits", rel_l2(&b.download(&logits), &file.get("logits").unwrap().values), OUTPUT_RTOL);
+    check("embedding", rel_l2(&b.download(&emb), &file.get("embedding").unwrap().values), OUTPUT_RTOL);
+    let (mut grads, mut zero, mut stats) = (0, 0, 0);
+    for (name, want) in &file.tensors {
+        if let Some(p) = name.strip_prefix("grad.") {
+            let key = format!("{BACKBONE}{p}");
+            let g = net.params.grad(&key).unwrap_or_else(|| panic!("no gradient for {p}")).clone();
+            let ours = b.download(&g);
+            let truth = c.download(exact.params.grad(&key).unwrap());
+            if norm(&truth) < 1e-9 {
+                check(&format!("{name} (exactly 0): |g|"), norm(&ours), ZERO_GRAD_NORM);
+                zero += 1;
+            } else {
+                check(name, rel_l2(&ours, &want.values), GRAD_REL_L2);
+            }
+            grads += 1;
+        }
+        if let Some(p) = name.strip_prefix("stat.") {
+            let v = net.params.get(&format!("{BACKBONE}{p}")).clone();
+            check(name, rel_l2(&b.download(&v), &want.values), STATS_REL_L2);
+            stats += 1;
+        }
+    }
+    assert_eq!((grads, stats), (22, 14), "every weight's gradient and every statistic is in the file");
+    assert_eq!(zero, 4, "the biases of bn4, bn5, bn6 and fc feed batch norms only");
+    assert!(failures.is_empty(), "{} mismatches:\n{}", failures.len(), failures.join("\n"));
+}

@@ -1,10 +1,11 @@
-//! MiniNetwork's batch splitting: at 112x112 and batch 32 its activations
-//! exceed a 128 MiB storage binding, so the model runs the batch in chunks.
+//! Batch splitting, shown on MiniNetwork: at 112x112 and batch 32 its
+//! activations exceed a 128 MiB storage binding, so the executor runs the
+//! batch in parts (sized from the graph's shapes, for any model).
 
 mod common;
 use arcface::kernels::check::Rng;
 use arcface::kernels::sgd::Sgd;
-use arcface::models::{mininet, Arch, Head, ModelSpec, Net};
+use arcface::models::{Arch, Head, ModelSpec, Net};
 use arcface::nn::{Backend, GpuBackend};
 
 fn step(b: &mut GpuBackend, spec: ModelSpec, x: &[f32], labels: &[u32]) -> (Vec<f32>, Vec<Vec<f32>>) {
@@ -26,7 +27,8 @@ fn chunked_batch_equals_whole_batch() {
     let whole = step(&mut GpuBackend::new(&gpu).unwrap(), spec, &x, &labels);
     let mut chunked = GpuBackend::new(&gpu).unwrap();
     chunked.binding_limit = 2 * 128 * 12 * 12 * 4; // two images per chunk: 2 + 2 + 1
-    assert_eq!(mininet::chunk_size(12, chunked.binding_limit), 2);
+    let net = Net::init(&mut chunked, spec, 3).unwrap();
+    assert_eq!(net.images_per_run(chunked.binding_limit), 2);
     let split = step(&mut chunked, spec, &x, &labels);
     for (a, b) in whole.0.iter().zip(&split.0) {
         assert!((a - b).abs() <= 1e-5 + 1e-5 * b.abs(), "logits {a} vs {b}");

@@ -75,7 +75,8 @@ fn print_model(spec: &ModelSpec, as_json: bool) -> Result<()> {
     }
     println!("{:<40} {:>16} {:>14}", "layer", "output (C,H,W)", "multiply-adds");
     for (name, s, macs) in &table {
-        println!("{name:<40} {:>16} {macs:>14}", format!("{}x{}x{}", s[0], s[1], s[2]));
+        let shape: Vec<String> = s.iter().map(usize::to_string).collect();
+        println!("{name:<40} {:>16} {macs:>14}", shape.join("x"));
     }
     println!("\nparameters     {} (learned; BN running statistics not counted)", spec.parameter_count());
     println!("multiply-adds  {} per image ({:.1} M)", spec.macs(), spec.macs() as f64 / 1e6);

@@ -161,13 +161,14 @@ impl ImportCmd {
 
 #[derive(Args, Debug)]
 pub struct ExportCmd {
-    /// Checkpoint to export (MobileFaceNet or MiniNetwork, trained here)
+    /// Model to export: any checkpoint (trained here, or imported and
+    /// fine-tuned) or imported network
     checkpoint: PathBuf,
     /// ONNX file to write
     #[arg(long)]
     onnx: PathBuf,
-    /// MobileFaceNet + ArcFace: also the classifier output `logits` (what
-    /// `predict` ranks by) beside `embedding`
+    /// A model with an ArcFace head: also the classifier output `logits`
+    /// (what `predict` ranks by) beside `embedding`
     #[arg(long)]
     head: bool,
     /// Print the result as JSON on stdout (schema: README, "JSON output")

@@ -1,7 +1,6 @@
-//! MTCNN's three networks on the engine's kernels (conv2d with bias, PReLU,
-//! max pooling in ceil mode, linear), written once over `Backend`, so the GPU
-//! networks can be checked against the same networks on the CPU references.
-//! Layer tables: data/mtcnn/README.md.
+//! MTCNN's three networks (graphs from `models::mtcnn`) with their weights,
+//! run by the graph executor on any `Backend`, so the GPU networks can be
+//! checked against the same networks on the CPU references.
 //!
 //! Two changes of form, not of values, happen at load: the two or three heads
 //! of each network become one layer (one dispatch; the heads only differ in
@@ -10,17 +9,19 @@
 //! with to our (C, H, W) order, so no activation is ever transposed.
 
 use crate::io::tensorfile::TensorFile;
-use crate::kernels::conv2d::Conv2d;
-use crate::kernels::linear::Linear;
-use crate::kernels::maxpool::MaxPool;
+use crate::kernels::maxpool::out_len;
+use crate::models::graph::GraphNet;
+use crate::models::mtcnn;
 use crate::nn::Backend;
 use anyhow::{bail, Context, Result};
 use std::collections::HashMap;
 use std::path::Path;
 
-/// The weights of P-, R- and O-Net on a backend.
+/// P-, R- and O-Net on a backend, each a graph with its weights.
 pub struct Nets<B: Backend> {
-    w: HashMap<String, B::T>,
+    pnet: GraphNet<B>,
+    rnet: GraphNet<B>,
+    onet: GraphNet<B>,
 }
 
 /// conv1's output of one P-Net band at most: bounds the detector's memory
@@ -28,6 +29,11 @@ pub struct Nets<B: Backend> {
 /// held over 700 MB on lavapipe); the 10 rows two bands share cost about 6%
 /// more work at this size.
 const PNET_BAND_BYTES: u64 = 8 << 20;
+
+/// P-Net's output rows (or columns) for an input `len` pixels long.
+fn pnet_out(len: usize) -> usize {
+    out_len(len - 2, 2, 2, 0, true) - 4
+}
 
 /// P-Net's outputs for one image: face probability (h, w) and box offsets (4, h, w).
 pub struct PnetMaps {
@@ -84,7 +90,7 @@ impl<B: Backend> Nets<B> {
     }
 
     pub fn from_file(b: &mut B, f: &TensorFile) -> Result<Nets<B>> {
-        let mut w = HashMap::new();
+        let mut w: HashMap<String, (Vec<usize>, Vec<f32>)> = HashMap::new();
         for (name, t) in &f.tensors {
             if name.contains("conv4_") || name.contains("dense5_") || name.contains("dense6_") {
                 continue; // heads, joined below
@@ -94,7 +100,7 @@ impl<B: Backend> Nets<B> {
                 "onet.dense5.weight" => whc_to_chw(&t.values, 256, 128, 3, 3),
                 _ => t.values.clone(),
             };
-            w.insert(name.clone(), b.upload(&v, &t.shape)?);
+            w.insert(name.clone(), (t.shape.clone(), v));
         }
         let heads: [(&str, &[&str], bool); 3] = [
             ("pnet.head", &["pnet.conv4_1", "pnet.conv4_2"], true),
@@ -108,44 +114,18 @@ impl<B: Backend> Nets<B> {
             let (bv, _) = concat_rows(&bs);
             let inp = ws[0].shape[1];
             let shape = if conv { vec![rows, inp, 1, 1] } else { vec![rows, inp] };
-            w.insert(format!("{joined}.weight"), b.upload(&wv, &shape)?);
-            w.insert(format!("{joined}.bias"), b.upload(&bv, &[rows])?);
+            w.insert(format!("{joined}.weight"), (shape, wv));
+            w.insert(format!("{joined}.bias"), (vec![rows], bv));
         }
-        for need in ["pnet.conv1.weight", "rnet.dense4.weight", "onet.dense5.weight", "onet.prelu5.weight"] {
-            if !w.contains_key(need) {
-                bail!("no tensor `{need}`");
+        let mut net = |built: crate::models::builder::Built| -> Result<GraphNet<B>> {
+            let mut weights = Vec::new();
+            for p in &built.params {
+                let Some((shape, v)) = w.get(&p.name) else { bail!("no tensor `{}`", p.name) };
+                weights.push((p.name.clone(), shape.clone(), v.clone()));
             }
-        }
-        Ok(Nets { w })
-    }
-
-    fn t(&self, name: &str) -> &B::T {
-        &self.w[name]
-    }
-
-    /// conv (stride 1, no padding, bias) then PReLU.
-    fn conv_prelu(&self, b: &mut B, net: &str, i: usize, x: &B::T) -> Result<B::T> {
-        let y = self.conv(b, &format!("{net}.conv{i}"), x)?;
-        b.prelu(&y, self.t(&format!("{net}.prelu{i}.weight")))
-    }
-
-    fn conv(&self, b: &mut B, name: &str, x: &B::T) -> Result<B::T> {
-        let w = self.t(&format!("{name}.weight"));
-        let s = Conv2d::from_shapes(b.shape(x), b.shape(w), 1, 0, 1, true);
-        b.conv2d(&s, x, w, Some(self.t(&format!("{name}.bias"))))
-    }
-
-    fn pool(&self, b: &mut B, x: &B::T, k: usize) -> Result<B::T> {
-        let s = b.shape(x).to_vec();
-        b.maxpool(&MaxPool { n: s[0], c: s[1], h: s[2], w: s[3], k, stride: 2, pad: 0, ceil: true }, x)
-    }
-
-    fn dense(&self, b: &mut B, name: &str, x: &B::T) -> Result<B::T> {
-        let w = self.t(&format!("{name}.weight"));
-        let ws = b.shape(w).to_vec();
-        let n = b.shape(x)[0];
-        let x = b.reshape(x, &[n, ws[1]])?;
-        b.linear(&Linear { n, inp: ws[1], out: ws[0], bias: true }, &x, w, Some(self.t(&format!("{name}.bias"))))
+            GraphNet::new(b, built.graph, weights)
+        };
+        Ok(Nets { pnet: net(mtcnn::pnet())?, rnet: net(mtcnn::rnet())?, onet: net(mtcnn::onet())? })
     }
 
     /// P-Net on one normalised image (3, h, w), h and w >= 12.
@@ -159,7 +139,7 @@ impl<B: Backend> Nets<B> {
         // on the CPU kernel set). Output row y sees input rows 2y..2y+11; a
         // band starting at an even row keeps the 2x2 pooling windows aligned
         // with the whole image's, so the maps are the same for any band.
-        let out_h = crate::kernels::maxpool::out_len(h - 2, 2, 2, 0, true) - 4;
+        let out_h = pnet_out(h);
         let budget = (b.max_binding_bytes() / 2).min(PNET_BAND_BYTES) as usize;
         let band_out = ((budget / (10 * 4 * w)).saturating_sub(12) / 2).max(1);
         let mut prob = Vec::new();
@@ -171,20 +151,16 @@ impl<B: Backend> Nets<B> {
             let (r0, r1) = (2 * y0, (2 * y1 + 10).min(h));
             let band: Vec<f32> = (0..3).flat_map(|c| &x[c * h * w + r0 * w..c * h * w + r1 * w]).copied().collect();
             let t = b.upload(&band, &[1, 3, r1 - r0, w])?;
-            let a = self.conv_prelu(b, "pnet", 1, &t)?;
-            let a = self.pool(b, &a, 2)?;
-            let a = self.conv_prelu(b, "pnet", 2, &a)?;
-            let a = self.conv_prelu(b, "pnet", 3, &a)?;
-            let head = self.conv(b, "pnet.head", &a)?;
-            let s = b.shape(&head).to_vec();
-            let (bh, bw) = (s[2], s[3]);
+            let head = self.pnet.forward(b, &t)?;
+            let (bh, bw) = (pnet_out(r1 - r0), pnet_out(w));
             ow = bw;
             let v = b.download_async(&head).await;
             let rows = y1 - y0; // the band may compute a partial extra row: ignored
             let plane = |c: usize| &v[c * bh * bw..c * bh * bw + rows * bw];
-            prob.extend(plane(0).iter().zip(plane(1)).map(|(&a0, &a1)| face_probability(a0, a1)));
-            for (c, r) in reg.iter_mut().enumerate() {
-                r.extend_from_slice(plane(2 + c));
+            let (face, boxes) = (self.pnet.def().part("face")?, self.pnet.def().part("box")?);
+            prob.extend(plane(face.start).iter().zip(plane(face.start + 1)).map(|(&a0, &a1)| face_probability(a0, a1)));
+            for (c, r) in boxes.zip(reg.iter_mut()) {
+                r.extend_from_slice(plane(c));
             }
             y0 = y1;
         }
@@ -193,65 +169,39 @@ impl<B: Backend> Nets<B> {
 
     /// R-Net on normalised 24x24 crops, (n, 3, 24, 24) flat.
     pub async fn rnet(&self, b: &mut B, crops: &[f32]) -> Result<CropOutputs> {
-        self.crops(b, crops, 24, |s, b, x| {
-            let a = s.conv_prelu(b, "rnet", 1, x)?;
-            let a = s.pool(b, &a, 3)?;
-            let a = s.conv_prelu(b, "rnet", 2, &a)?;
-            let a = s.pool(b, &a, 3)?;
-            let a = s.conv_prelu(b, "rnet", 3, &a)?;
-            let a = s.dense(b, "rnet.dense4", &a)?;
-            let a = b.prelu(&a, s.t("rnet.prelu4.weight"))?;
-            s.dense(b, "rnet.head", &a)
-        })
-        .await
+        crop_outputs(b, &self.rnet, crops).await
     }
 
     /// O-Net on normalised 48x48 crops, (n, 3, 48, 48) flat.
     pub async fn onet(&self, b: &mut B, crops: &[f32]) -> Result<CropOutputs> {
-        self.crops(b, crops, 48, |s, b, x| {
-            let a = s.conv_prelu(b, "onet", 1, x)?;
-            let a = s.pool(b, &a, 3)?;
-            let a = s.conv_prelu(b, "onet", 2, &a)?;
-            let a = s.pool(b, &a, 3)?;
-            let a = s.conv_prelu(b, "onet", 3, &a)?;
-            let a = s.pool(b, &a, 2)?;
-            let a = s.conv_prelu(b, "onet", 4, &a)?;
-            let a = s.dense(b, "onet.dense5", &a)?;
-            let a = b.prelu(&a, s.t("onet.prelu5.weight"))?;
-            s.dense(b, "onet.head", &a)
-        })
-        .await
+        crop_outputs(b, &self.onet, crops).await
     }
+}
 
-    /// All crops in as few batches as the binding limit allows (the largest
-    /// activation is conv1's: 32 channels at (size - 2)^2 per crop).
-    async fn crops(
-        &self,
-        b: &mut B,
-        crops: &[f32],
-        size: usize,
-        net: impl Fn(&Self, &mut B, &B::T) -> Result<B::T>,
-    ) -> Result<CropOutputs> {
-        let per = 3 * size * size;
-        let n = crops.len() / per;
-        let mut out = CropOutputs { prob: Vec::new(), reg: Vec::new(), landmarks: Vec::new() };
-        let per_crop_bytes = 32 * (size - 2) * (size - 2) * 4;
-        let chunk = ((b.max_binding_bytes() as usize / 2) / per_crop_bytes).max(1);
-        for start in (0..n).step_by(chunk) {
-            let m = chunk.min(n - start);
-            let x = b.upload(&crops[start * per..(start + m) * per], &[m, 3, size, size])?;
-            let y = net(self, b, &x)?;
-            let cols = b.shape(&y)[1];
-            for row in b.download_async(&y).await.chunks(cols) {
-                out.prob.push(face_probability(row[0], row[1]));
-                out.reg.push([row[2], row[3], row[4], row[5]]);
-                if cols == 16 {
-                    out.landmarks.push(row[6..16].try_into().unwrap());
-                }
+/// A crop network on all crops, in as few batches as half a binding allows
+/// (the other half for the convolutions' scratch).
+async fn crop_outputs<B: Backend>(b: &mut B, net: &GraphNet<B>, crops: &[f32]) -> Result<CropOutputs> {
+    let size = net.def().input_size;
+    let per = 3 * size * size;
+    let n = crops.len() / per;
+    let mut out = CropOutputs { prob: Vec::new(), reg: Vec::new(), landmarks: Vec::new() };
+    let (face, boxes) = (net.def().part("face")?, net.def().part("box")?);
+    let marks = net.def().part("landmarks").ok();
+    let chunk = net.program.images_per_run(b.max_binding_bytes() / 2);
+    for start in (0..n).step_by(chunk) {
+        let m = chunk.min(n - start);
+        let x = b.upload(&crops[start * per..(start + m) * per], &[m, 3, size, size])?;
+        let y = net.forward(b, &x)?;
+        let cols = b.shape(&y)[1];
+        for row in b.download_async(&y).await.chunks(cols) {
+            out.prob.push(face_probability(row[face.start], row[face.start + 1]));
+            out.reg.push(row[boxes.clone()].try_into().expect("four box offsets"));
+            if let Some(l) = &marks {
+                out.landmarks.push(row[l.clone()].try_into().expect("ten landmark coordinates"));
             }
         }
-        Ok(out)
     }
+    Ok(out)
 }
 
 #[cfg(test)]

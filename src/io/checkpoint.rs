@@ -140,16 +140,21 @@ pub fn load<B: Backend>(path: &Path, b: &mut B) -> Result<(Net<B>, CheckpointMet
 /// The network a checkpoint file (read from `path`, metadata checked) holds.
 pub fn net_of<B: Backend>(path: &Path, meta: &CheckpointMeta, file: &TensorFile, b: &mut B) -> Result<Net<B>> {
     if let Some(graph) = &meta.graph {
-        let mut net = Net::pretrained(b, meta.model, graph.clone(), [], 0)?;
-        for (name, t) in &file.tensors {
-            let v = b.upload(&t.values, &t.shape)?;
-            if name.starts_with(BACKBONE) {
-                net.params.add(name, v, true);
-            } else if net.params.contains(name) {
-                net.params.set(name, v);
-            } else {
+        let backbone = file.tensors.iter().filter_map(|(name, t)| {
+            name.strip_prefix(BACKBONE).map(|n| (n.to_string(), t.shape.clone(), t.values.clone()))
+        });
+        let mut net = Net::pretrained(b, meta.model, graph.clone(), backbone, 0)
+            .with_context(|| format!("{}: the imported network does not load", path.display()))?;
+        for (name, t) in file.tensors.iter().filter(|(n, _)| !n.starts_with(BACKBONE)) {
+            if !net.params.contains(name) {
                 bail!("{}: tensor `{name}` does not belong to a fine-tuned imported model", path.display());
             }
+            let want = b.shape(net.params.get(name)).to_vec();
+            if t.shape != want {
+                bail!("{}: `{name}` has shape {:?}, the model needs {want:?}", path.display(), t.shape);
+            }
+            let v = b.upload(&t.values, &t.shape)?;
+            net.params.set(name, v);
         }
         return Ok(net);
     }

@@ -5,6 +5,7 @@
 
 use super::checkpoint::{self, CheckpointMeta};
 use super::tensorfile::{write_atomic, Loaded, TensorFile};
+use crate::data::input::Normalization;
 use crate::models::graph::{GraphDef, GraphNet};
 use crate::models::Net;
 use crate::nn::Backend;
@@ -39,16 +40,51 @@ pub enum Model<B: Backend> {
 }
 
 impl<B: Backend> Model<B> {
+    /// The network's graph (a trained classifier's backbone or whole network).
+    pub fn graph(&self) -> &GraphDef {
+        match self {
+            Model::Trained(net, _) => net.graph(),
+            Model::Imported(g) => g.def(),
+        }
+    }
+
+    /// A checkpoint's metadata (none for an imported network).
+    pub fn meta(&self) -> Option<&CheckpointMeta> {
+        match self {
+            Model::Trained(_, meta) => Some(meta),
+            Model::Imported(_) => None,
+        }
+    }
+
+    pub fn input_size(&self) -> usize {
+        self.graph().input_size
+    }
+
+    /// How the model's inputs are normalised.
+    pub fn normalization(&self) -> Normalization {
+        self.meta().map_or_else(|| self.graph().normalization.clone(), |m| m.normalization.clone())
+    }
+
+    /// The graph's output in eval mode: embeddings before normalisation
+    /// (an error for a classifier without an embedding layer).
+    pub fn embed_raw(&mut self, b: &mut B, x: &B::T) -> Result<B::T> {
+        match self {
+            Model::Trained(net, _) => net.embed_raw(b, x),
+            Model::Imported(g) => g.forward(b, x),
+        }
+    }
+
     /// Readies the model for inference only: batch norms folded into the
-    /// convolutions (a network trained here; imported graphs run as read).
+    /// layers before them, for every kind of model.
     pub fn for_inference(self, b: &mut B) -> Result<Model<B>> {
         pollster::block_on(self.for_inference_async(b))
     }
 
     /// `for_inference` as a future (folding reads the weights back).
     pub async fn for_inference_async(mut self, b: &mut B) -> Result<Model<B>> {
-        if let Model::Trained(net, _) = &mut self {
-            net.fold_batch_norms_async(b).await?;
+        match &mut self {
+            Model::Trained(net, _) => net.fold_batch_norms_async(b).await?,
+            Model::Imported(g) => g.fold(b).await?,
         }
         Ok(self)
     }

@@ -1,11 +1,11 @@
 //! ONNX to a graph of engine layers (`arcface import`).
 //!
 //! Supported ONNX operators: Conv (with or without bias, symmetric padding,
-//! no dilation), BatchNormalization (eval), PRelu, Relu, Clip as ReLU6,
-//! Add, Flatten / Reshape to one row per image, Gemm / MatMul with constant
-//! weights, GlobalAveragePool (a depthwise convolution with 1/(h*w)
-//! weights), Identity, and Constant nodes feeding the others. Anything else
-//! is refused naming the node and the operator.
+//! no dilation), BatchNormalization, PRelu, Relu, Clip as ReLU6, Add,
+//! Flatten / Reshape to one row per image, Gemm / MatMul with constant
+//! weights, GlobalAveragePool, MaxPool (square, symmetric padding, ceil mode
+//! or not), Identity, and Constant and Unsqueeze-of-a-constant nodes feeding
+//! the others. Anything else is refused naming the node and the operator.
 
 use super::onnx::{self, NodeProto, TensorProto};
 use super::tensorfile::Loaded;
@@ -45,6 +45,7 @@ pub fn from_onnx(path: &Path, input_size: usize) -> Result<(GraphDef, BTreeMap<S
         input_size,
         normalization: Normalization::default(),
         ops: im.ops,
+        parts: Vec::new(),
     };
     Ok((def, im.weights))
 }
@@ -65,14 +66,42 @@ impl Importer {
         self.alias.get(n).cloned().unwrap_or_else(|| n.to_string())
     }
 
-    /// Input `name` of `node` as a weight (it must be a constant).
+    /// Input `name` of `node` as a weight (it must be a constant). A
+    /// constant reshaped from another keeps the source's name (PyTorch
+    /// writes a PReLU's slope `p.weight` through an Unsqueeze).
     fn weight(&mut self, name: &str, node: &NodeProto) -> Result<String> {
         let t = self
             .consts
             .get(name)
             .ok_or_else(|| unsupported(node, &format!("input `{name}` must be a constant weight")))?;
-        self.weights.insert(name.to_string(), Loaded { shape: t.shape(), values: t.floats()? });
-        Ok(name.to_string())
+        let (shape, values) = (t.shape(), t.floats()?);
+        let taken = |n: &str| self.weights.get(n).is_some_and(|w| w.shape != shape || w.values != values);
+        let key = if !t.name.is_empty() && !taken(&t.name) { t.name.clone() } else { name.to_string() };
+        self.weights.insert(key.clone(), Loaded { shape, values });
+        Ok(key)
+    }
+
+    /// Unsqueeze of a constant (a PReLU slope made (C, 1, 1)): the constant
+    /// reshaped; of anything else, refused.
+    fn unsqueeze(&mut self, node: &NodeProto, y: String) -> Result<()> {
+        let x = node.input.first().cloned().unwrap_or_default();
+        let t = self.consts.get(&x).ok_or_else(|| unsupported(node, "only of a constant"))?.clone();
+        let axes = match node.input.get(1).filter(|s| !s.is_empty()) {
+            Some(a) => self.consts.get(a).ok_or_else(|| unsupported(node, "axes must be a constant"))?.ints()?,
+            None => node.ints("axes").ok_or_else(|| unsupported(node, "no axes"))?,
+        };
+        let mut dims = t.dims.clone();
+        let rank = (dims.len() + axes.len()) as i64;
+        let mut axes: Vec<i64> = axes.iter().map(|&a| if a < 0 { a + rank } else { a }).collect();
+        axes.sort_unstable();
+        for a in axes {
+            if a < 0 || a as usize > dims.len() {
+                return Err(unsupported(node, &format!("axis {a} for a constant of rank {}", t.dims.len())));
+            }
+            dims.insert(a as usize, 1);
+        }
+        self.consts.insert(y, TensorProto { dims, ..t });
+        Ok(())
     }
 
     /// The optional weight at input `i` (a bias).
@@ -102,6 +131,7 @@ impl Importer {
                 self.alias.insert(y, x);
                 return Ok(());
             }
+            "Unsqueeze" => return self.unsqueeze(node, y),
             "Conv" => self.conv(node, x, y)?,
             "BatchNormalization" => self.batchnorm(node, x, y)?,
             "PRelu" => Op::Prelu { x, slope: self.weight(&node.input[1], node)?, y },
@@ -117,6 +147,7 @@ impl Importer {
             "Reshape" => self.reshape(node, x, y)?,
             "Gemm" | "MatMul" => self.linear(node, x, y)?,
             "GlobalAveragePool" => Op::GlobalAvgPool { x, y },
+            "MaxPool" => self.maxpool(node, x, y)?,
             other => return Err(unsupported(node, &format!("operator {other} is not supported"))),
         };
         self.ops.push(op);
@@ -155,6 +186,21 @@ impl Importer {
             var: self.weight(&var, node)?,
             y,
         })
+    }
+
+    fn maxpool(&self, node: &NodeProto, x: String, y: String) -> Result<Op> {
+        let k = node.ints("kernel_shape").unwrap_or_default();
+        let strides = node.ints("strides").unwrap_or(vec![1, 1]);
+        let pads = node.ints("pads").unwrap_or(vec![0, 0, 0, 0]);
+        let square = |v: &[i64]| v.iter().all(|&a| a == v[0]);
+        if k.len() != 2 || !square(&k) || !square(&strides) || !square(&pads) {
+            return Err(unsupported(node, &format!("kernel {k:?}, strides {strides:?}, pads {pads:?}: only square")));
+        }
+        if node.ints("dilations").is_some_and(|d| d.iter().any(|&v| v != 1)) || node.int("storage_order", 0) != 0 {
+            return Err(unsupported(node, "dilation or storage order"));
+        }
+        let ceil = node.int("ceil_mode", 0) == 1;
+        Ok(Op::MaxPool { x, k: k[0] as usize, stride: strides[0] as usize, pad: pads[0] as usize, ceil, y })
     }
 
     /// Clip to [0, 6] is ReLU6, to [0, inf) ReLU; other bounds are refused.

@@ -1,16 +1,20 @@
-//! The networks: MobileFaceNet with an ArcFace or softmax head, MiniNetwork,
-//! and imported graphs with an ArcFace head. `ModelSpec` fixes a network's
-//! shape; `Net` runs it on any `Backend`.
+//! The networks, each a graph (`graph`): MobileFaceNet with an ArcFace or
+//! softmax head, MiniNetwork and MTCNN's three networks come from builders,
+//! imported networks from ONNX. `ModelSpec` fixes a trained network's shape;
+//! `Net` is a graph, a head and parameters on any `Backend`.
 
+pub mod builder;
 pub mod graph;
 pub mod mininet;
 pub mod mobilefacenet;
+pub mod mtcnn;
 mod net;
 
 pub use net::Net;
 
-use crate::nn::{Block, Init, ParamSpec};
+use crate::nn::{Init, ParamSpec};
 use anyhow::{bail, Result};
+use builder::Built;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
@@ -19,13 +23,16 @@ use serde::{Deserialize, Serialize};
 /// imported network's (`backbone.<graph name>`); `freeze_backbone` skips them.
 pub const BACKBONE: &str = "backbone.";
 
+/// The ArcFace head's weight: one row per person.
+pub const HEAD_WEIGHT: &str = "head.weight";
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Arch {
     MobileFaceNet,
     MiniNet,
     /// An imported embedding network (`arcface import`) with an ArcFace head;
-    /// the layers are in the checkpoint's graph description.
+    /// the graph is in the checkpoint's metadata.
     Imported,
 }
 
@@ -34,7 +41,7 @@ pub enum Arch {
 pub enum Head {
     /// Class-weight matrix, logits s*cos(theta + m) for the true class.
     ArcFace { s: f64, m: f64 },
-    /// The embedding layer has one output per class; plain cross-entropy.
+    /// The graph's output has one value per class; plain cross-entropy.
     Softmax,
 }
 
@@ -50,6 +57,7 @@ pub struct ModelSpec {
 
 /// Defaults: s = 32 and m = 0.5 (see the models issue's note on the choice).
 pub const DEFAULT_ARCFACE: Head = Head::ArcFace { s: 32.0, m: 0.5 };
+/// MobileFaceNet's embedding width.
 pub const EMBEDDING: usize = 128;
 
 impl ModelSpec {
@@ -68,39 +76,32 @@ impl ModelSpec {
         }
     }
 
-    pub(crate) fn embedding(&self) -> usize {
-        match self.head {
-            Head::ArcFace { .. } => EMBEDDING,
-            Head::Softmax => self.classes,
-        }
-    }
-
-    pub(crate) fn blocks(&self) -> Vec<Block> {
+    /// The network's graph and parameters from its builder; `None` for an
+    /// imported network, whose graph comes with its weights. (The one place
+    /// that tells the architectures apart.)
+    pub fn build(&self) -> Option<Built> {
+        let softmax = matches!(self.head, Head::Softmax);
         match self.arch {
-            Arch::MobileFaceNet => mobilefacenet::blocks(self.embedding()),
-            Arch::MiniNet | Arch::Imported => Vec::new(),
+            Arch::MobileFaceNet => Some(mobilefacenet::build(if softmax { self.classes } else { EMBEDDING }, softmax)),
+            Arch::MiniNet => Some(mininet::build(self.input, self.classes)),
+            Arch::Imported => None,
         }
     }
 
+    /// Whether the graph's output is a face embedding (MiniNetwork's is its
+    /// logits over flattened pixels' features, not an embedding).
+    pub fn has_embedding(&self) -> bool {
+        self.arch != Arch::MiniNet
+    }
+
+    /// Every parameter of a built network, the head's included (an imported
+    /// network's come with its graph: `Net::pretrained`).
     pub fn param_specs(&self) -> Vec<ParamSpec> {
-        match self.arch {
-            // The head only: the backbone's weights come with its graph.
-            Arch::MobileFaceNet | Arch::Imported => {
-                let mut v: Vec<ParamSpec> =
-                    self.blocks().iter().flat_map(|b| b.layers.iter().flat_map(|l| l.param_specs())).collect();
-                if let Head::ArcFace { .. } = self.head {
-                    let init = Init::XavierUniform { fan_in: EMBEDDING, fan_out: self.classes };
-                    v.push(ParamSpec {
-                        name: "head.weight".into(),
-                        shape: vec![self.classes, EMBEDDING],
-                        init,
-                        trainable: true,
-                    });
-                }
-                v
-            }
-            Arch::MiniNet => mininet::param_specs(self.input, self.classes),
-        }
+        let Some(built) = self.build() else { return Vec::new() };
+        let width = built_shapes(&built).map_or(0, |s| s.output_width());
+        let mut v = built.params;
+        v.extend(head_spec(self, width));
+        v
     }
 
     /// Learned values (running statistics not counted).
@@ -108,31 +109,14 @@ impl ModelSpec {
         self.param_specs().iter().filter(|p| p.trainable).map(|p| p.shape.iter().product::<usize>()).sum()
     }
 
-    /// Per layer: name, output shape (C, H, W) and multiply-adds for one image.
-    pub fn layer_table(&self) -> Vec<(String, [usize; 3], usize)> {
-        let mut rows = Vec::new();
-        match self.arch {
-            Arch::MobileFaceNet | Arch::Imported => {
-                let mut hw = self.input;
-                for b in self.blocks() {
-                    for l in &b.layers {
-                        let c = l.conv(1, (hw, hw));
-                        let (ho, _) = c.out_hw();
-                        rows.push((l.name.clone(), [l.cout, ho, ho], c.macs() as usize));
-                        hw = ho;
-                    }
-                }
-                if let Head::ArcFace { .. } = self.head {
-                    rows.push(("head (ArcFace)".into(), [self.classes, 1, 1], EMBEDDING * self.classes));
-                }
-            }
-            Arch::MiniNet => {
-                for (i, c) in mininet::convs(1, self.input).iter().enumerate() {
-                    rows.push((format!("features.{}", 2 * i), [c.cout, self.input, self.input], c.macs() as usize));
-                }
-                let inp = 128 * self.input * self.input;
-                rows.push(("fc".into(), [self.classes, 1, 1], inp * self.classes));
-            }
+    /// Per layer: name, output shape per image and multiply-adds for one
+    /// image, read from the graph; the ArcFace head last.
+    pub fn layer_table(&self) -> Vec<graph::LayerRow> {
+        let Some(built) = self.build() else { return Vec::new() };
+        let Ok(shapes) = built_shapes(&built) else { return Vec::new() };
+        let mut rows = built.graph.layer_table(&shapes);
+        if let Head::ArcFace { .. } = self.head {
+            rows.push(("head (ArcFace)".into(), vec![self.classes], shapes.output_width() * self.classes));
         }
         rows
     }
@@ -142,10 +126,27 @@ impl ModelSpec {
     }
 }
 
+/// A built graph's shapes, from its parameters' shapes.
+fn built_shapes(b: &Built) -> Result<graph::Shapes> {
+    let shape = |n: &str| b.params.iter().find(|p| p.name == n).map(|p| p.shape.clone());
+    graph::infer(&b.graph, b.graph.input_size, &shape)
+}
+
+/// The ArcFace head's weight for an embedding `width` wide (none for softmax).
+pub fn head_spec(spec: &ModelSpec, width: usize) -> Option<ParamSpec> {
+    let Head::ArcFace { .. } = spec.head else { return None };
+    Some(ParamSpec {
+        name: HEAD_WEIGHT.into(),
+        shape: vec![spec.classes, width],
+        init: Init::XavierUniform { fan_in: width, fan_out: spec.classes },
+        trainable: true,
+    })
+}
+
 /// Initial values of every parameter, seeded.
-pub fn init_values(spec: &ModelSpec, seed: u64) -> Vec<(ParamSpec, Vec<f32>)> {
+pub fn init_values(specs: Vec<ParamSpec>, seed: u64) -> Vec<(ParamSpec, Vec<f32>)> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    spec.param_specs()
+    specs
         .into_iter()
         .map(|p| {
             let n: usize = p.shape.iter().product();

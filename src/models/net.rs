@@ -1,52 +1,51 @@
-//! A network on a backend: forward (training and eval), backward and the
-//! SGD step, for every architecture.
+//! A network on a backend: a graph (the backbone, or the whole classifier),
+//! a head and the parameters. Forward in training and eval mode, backward
+//! and the SGD step are the executor's over the graph, then the head's.
 
-use super::graph::{self, GraphDef};
-use super::{init_values, mininet, Arch, Head, ModelSpec, BACKBONE, EMBEDDING};
+use super::graph::{GraphDef, Mode, Program, Saved};
+use super::{head_spec, init_values, Head, ModelSpec, BACKBONE, HEAD_WEIGHT};
 use crate::kernels::arcface::{ArcFace, Margin};
 use crate::kernels::sgd::Sgd;
-use crate::nn::{Backend, ConvBnCache, Folded, ParamStore};
-use anyhow::{bail, Result};
+use crate::nn::{Backend, ParamStore};
+use anyhow::{bail, Context, Result};
 use std::sync::Arc;
 
-/// What a backbone's training forward pass saved.
-enum Backbone<T> {
-    Blocks(Vec<Vec<ConvBnCache<T>>>),
-    Graph(graph::Saved<T>),
+/// What the last training forward pass saved for the backward pass.
+struct Cache<B: Backend> {
+    graph: Vec<(Saved<B::T>, usize)>,
+    head: Option<(ArcFace, B::ArcCache, B::T)>,
 }
 
-enum Cache<B: Backend> {
-    MobileFaceNet { blocks: Backbone<B::T>, head: Option<(ArcFace, B::ArcCache, B::T)> },
-    MiniNet { chunks: Vec<mininet::ChunkCache<B::T>> },
-}
-
-/// A network on a backend: its spec, parameters, and what the last training
-/// forward pass saved for the backward pass.
+/// A network on a backend: its spec, graph, parameters, and what the last
+/// training forward pass saved for the backward pass.
 pub struct Net<B: Backend> {
     pub spec: ModelSpec,
     pub params: ParamStore<B::T>,
+    program: Program<B::T>,
+    /// Graph weight `n` is parameter `prefix + n`: "" for a network built
+    /// here (its graph uses the parameter names), `backbone.` for an
+    /// imported one (its graph keeps the names it was imported with).
+    prefix: &'static str,
     cache: Option<Cache<B>>,
-    /// MobileFaceNet: the backbone output of the last training forward pass.
+    /// The embedding of the last training forward pass (none for a
+    /// classifier without an embedding layer).
     pub last_embedding: Option<B::T>,
-    /// `Arch::Imported`: the backbone's layers (weights are `backbone.<name>`).
-    pub graph: Option<Arc<GraphDef>>,
-    /// Train the head only: no backbone gradients, no backbone updates.
+    /// Train the head only: the backbone runs in eval mode (its running
+    /// statistics fixed), no backbone gradients, no backbone updates.
     pub freeze_backbone: bool,
-    /// Batch norms folded into the convolutions for eval mode
-    /// (`fold_batch_norms`); dropped by any train-mode pass.
-    folded: Option<Folded<B::T>>,
 }
 
 impl<B: Backend> Net<B> {
     /// A fresh network with seeded initial weights.
     pub fn init(b: &mut B, spec: ModelSpec, seed: u64) -> Result<Net<B>> {
         spec.validate()?;
+        let built = spec.build().context("an imported network starts from its weights (Net::pretrained)")?;
         let mut params = ParamStore::default();
-        for (p, v) in init_values(&spec, seed) {
+        for (p, v) in init_values(spec.param_specs(), seed) {
             let t = b.upload(&v, &p.shape)?;
             params.add(&p.name, t, p.trainable);
         }
-        Ok(Net { spec, params, cache: None, last_embedding: None, graph: None, freeze_backbone: false, folded: None })
+        Net::assemble(b, spec, built.graph, "", params)
     }
 
     /// A network from named values (a checkpoint or a golden file). Every
@@ -57,6 +56,7 @@ impl<B: Backend> Net<B> {
         mut get: impl FnMut(&str) -> Option<(Vec<usize>, Vec<f32>)>,
     ) -> Result<Net<B>> {
         spec.validate()?;
+        let built = spec.build().context("an imported network starts from its weights (Net::pretrained)")?;
         let mut params = ParamStore::default();
         for p in spec.param_specs() {
             let Some((shape, v)) = get(&p.name) else { bail!("missing parameter `{}`", p.name) };
@@ -66,11 +66,12 @@ impl<B: Backend> Net<B> {
             let t = b.upload(&v, &shape)?;
             params.add(&p.name, t, p.trainable);
         }
-        Ok(Net { spec, params, cache: None, last_embedding: None, graph: None, freeze_backbone: false, folded: None })
+        Net::assemble(b, spec, built.graph, "", params)
     }
 
     /// An imported backbone (`graph` and its weights, by graph name) with a
-    /// fresh, seeded ArcFace head for `spec.classes` people.
+    /// fresh, seeded ArcFace head for `spec.classes` people, as wide as the
+    /// graph's embedding. Running statistics are not trained by SGD.
     pub fn pretrained(
         b: &mut B,
         spec: ModelSpec,
@@ -78,47 +79,58 @@ impl<B: Backend> Net<B> {
         weights: impl IntoIterator<Item = (String, Vec<usize>, Vec<f32>)>,
         seed: u64,
     ) -> Result<Net<B>> {
-        if spec.arch != Arch::Imported {
+        spec.validate()?;
+        if spec.build().is_some() {
             bail!("Net::pretrained builds imported networks");
         }
-        let mut net = Net::init(b, spec, seed)?;
+        let mut params = ParamStore::default();
         for (name, shape, v) in weights {
             let t = b.upload(&v, &shape)?;
-            net.params.add(&format!("{BACKBONE}{name}"), t, true);
+            params.add(&format!("{BACKBONE}{name}"), t, !graph.is_statistic(&name));
         }
-        net.graph = Some(Arc::new(graph));
+        let mut net = Net::assemble(b, spec, graph, BACKBONE, params)?;
+        if let Some(head) = head_spec(&spec, net.program.output_width()) {
+            for (p, v) in init_values(vec![head], seed) {
+                let t = b.upload(&v, &p.shape)?;
+                net.params.add(&p.name, t, p.trainable);
+            }
+        }
         Ok(net)
     }
 
-    fn backbone(&mut self, b: &mut B, x: &B::T, train: bool) -> Result<(B::T, Backbone<B::T>)> {
-        if let Some(g) = self.graph.clone() {
-            let params = &self.params;
-            let w = |n: &str| -> Result<B::T> {
-                let key = format!("{BACKBONE}{n}");
-                if !params.contains(&key) {
-                    bail!("no backbone weight `{n}`");
-                }
-                Ok(params.get(&key).clone())
-            };
-            let (emb, saved) = graph::run(&g, b, &w, x, train)?;
-            return Ok((emb, Backbone::Graph(saved.unwrap_or_else(graph::Saved::empty))));
-        }
-        if train {
-            // Batch statistics update the running ones the folds were made from.
-            self.folded = None;
-        }
-        let mut h = x.clone();
-        let mut caches = Vec::new();
-        for block in self.spec.blocks() {
-            let (y, c) = block.forward(b, &self.params, &h, train, self.folded.as_ref())?;
-            if train {
-                caches.push(c);
+    fn assemble(b: &B, spec: ModelSpec, graph: GraphDef, prefix: &'static str, params: ParamStore<B::T>) -> Result<Net<B>> {
+        let shape = |n: &str| {
+            let key = format!("{prefix}{n}");
+            params.contains(&key).then(|| b.shape(params.get(&key)).to_vec())
+        };
+        let program = Program::new(Arc::new(graph), &shape)?;
+        if let Head::Softmax = spec.head {
+            if program.output_width() != spec.classes {
+                bail!("a softmax classifier of {} classes with {} outputs", spec.classes, program.output_width());
             }
-            h = y;
         }
-        let n = b.shape(x)[0];
-        let emb = b.reshape(&h, &[n, self.spec.embedding()])?;
-        Ok((emb, Backbone::Blocks(caches)))
+        Ok(Net { spec, params, program, prefix, cache: None, last_embedding: None, freeze_backbone: false })
+    }
+
+    /// The graph (the backbone, or the whole classifier).
+    pub fn graph(&self) -> &GraphDef {
+        &self.program.def
+    }
+
+    /// An imported network's graph (what its checkpoint stores).
+    pub fn imported_graph(&self) -> Option<&GraphDef> {
+        (!self.prefix.is_empty()).then(|| self.graph())
+    }
+
+    /// The graph's output per image: the embedding width (or the classes).
+    pub fn embedding_width(&self) -> usize {
+        self.program.output_width()
+    }
+
+    /// Images per executor run so that no value outgrows `max_bytes` (a
+    /// larger batch runs in parts; weight gradients add up over them).
+    pub fn images_per_run(&self, max_bytes: u64) -> usize {
+        self.program.images_per_run(max_bytes)
     }
 
     /// Folds every batch norm into its convolution for eval mode (inference:
@@ -131,14 +143,9 @@ impl<B: Backend> Net<B> {
 
     /// `fold_batch_norms` as a future (it reads the weights back).
     pub async fn fold_batch_norms_async(&mut self, b: &mut B) -> Result<()> {
-        let mut f = Folded::new();
-        for block in self.spec.blocks() {
-            for l in &block.layers {
-                f.insert(l.name.clone(), l.fold(b, &self.params).await?);
-            }
-        }
-        self.folded = Some(f);
-        Ok(())
+        let (params, prefix) = (&self.params, self.prefix);
+        let w = |n: &str| weight(params, prefix, n);
+        self.program.fold(b, &w).await
     }
 
     fn check_input(&self, b: &B, x: &B::T) -> Result<usize> {
@@ -150,106 +157,62 @@ impl<B: Backend> Net<B> {
         Ok(s[0])
     }
 
-    /// MiniNetwork over the batch in chunks that fit one binding; logits
-    /// joined, and each chunk's saved state.
-    fn mininet_forward(&self, b: &mut B, x: &B::T, n: usize) -> Result<(B::T, Vec<mininet::ChunkCache<B::T>>)> {
-        let chunk = mininet::chunk_size(self.spec.input, b.max_binding_bytes());
-        let (mut logits, mut chunks) = (Vec::new(), Vec::new());
-        for start in (0..n).step_by(chunk) {
-            let len = chunk.min(n - start);
-            let xc = if len == n { x.clone() } else { b.slice_batch(x, start, len)? };
-            let (l, c) = mininet::forward_chunk(b, &self.params, &xc, self.spec.classes)?;
-            logits.push(l);
-            chunks.push(c);
+    /// The graph's output on a batch, in parts that fit one binding.
+    fn run(&mut self, b: &mut B, x: &B::T, mode: Mode) -> Result<(B::T, Vec<(Saved<B::T>, usize)>)> {
+        if mode == Mode::Train {
+            // Batch statistics update the running ones the folds were made from.
+            self.program.unfold();
         }
-        let logits = if logits.len() == 1 { logits.pop().expect("one chunk") } else { b.concat_batch(&logits)? };
-        Ok((logits, chunks))
+        let chunk = self.program.images_per_run(b.max_binding_bytes());
+        let (params, prefix) = (&self.params, self.prefix);
+        let w = |n: &str| weight(params, prefix, n);
+        self.program.forward(b, &w, x, mode, chunk)
+    }
+
+    fn arcface(&self, n: usize, s: f64, m: f64) -> ArcFace {
+        ArcFace { b: n, d: self.embedding_width(), c: self.spec.classes, margin: Margin { s, m } }
     }
 
     /// Training-mode forward pass: logits with the ArcFace margin on the true
     /// class. Saves what `backward` needs.
     pub fn forward_train(&mut self, b: &mut B, x: &B::T, labels: &B::T) -> Result<B::T> {
         let n = self.check_input(b, x)?;
-        match self.spec.arch {
-            Arch::MobileFaceNet | Arch::Imported => {
-                let (emb, blocks) = self.backbone(b, x, true)?;
-                self.last_embedding = Some(emb.clone());
-                let (logits, head) = match self.spec.head {
-                    Head::ArcFace { s, m } => {
-                        let a = ArcFace { b: n, d: EMBEDDING, c: self.spec.classes, margin: Margin { s, m } };
-                        let (logits, cache) = b.arcface(&a, &emb, self.params.get("head.weight"), labels)?;
-                        (logits, Some((a, cache, labels.clone())))
-                    }
-                    Head::Softmax => (emb, None),
-                };
-                self.cache = Some(Cache::MobileFaceNet { blocks, head });
-                Ok(logits)
+        let mode = if self.freeze_backbone { Mode::Eval } else { Mode::Train };
+        let (emb, graph) = self.run(b, x, mode)?;
+        self.last_embedding = self.spec.has_embedding().then(|| emb.clone());
+        let (logits, head) = match self.spec.head {
+            Head::ArcFace { s, m } => {
+                let a = self.arcface(n, s, m);
+                let (logits, cache) = b.arcface(&a, &emb, self.params.get(HEAD_WEIGHT), labels)?;
+                (logits, Some((a, cache, labels.clone())))
             }
-            Arch::MiniNet => {
-                let (logits, chunks) = self.mininet_forward(b, x, n)?;
-                self.cache = Some(Cache::MiniNet { chunks });
-                Ok(logits)
-            }
-        }
+            Head::Softmax => (emb, None),
+        };
+        self.cache = Some(Cache { graph, head });
+        Ok(logits)
     }
 
     /// Gradients of every parameter from d loss / d logits (into `params`).
     pub fn backward(&mut self, b: &mut B, dlogits: &B::T) -> Result<()> {
         self.params.zero_grads();
         let Some(cache) = self.cache.take() else { bail!("backward without a training forward pass") };
-        match cache {
-            Cache::MobileFaceNet { blocks, head } => {
-                let demb = match head {
-                    Some((a, cache, labels)) => {
-                        let (de, dw) = b.arcface_backward(&a, &cache, &labels, dlogits)?;
-                        self.params.add_grad(b, "head.weight", dw)?;
-                        de
-                    }
-                    None => dlogits.clone(),
-                };
-                if self.freeze_backbone {
-                    return Ok(());
-                }
-                match blocks {
-                    Backbone::Blocks(blocks) => {
-                        let specs = self.spec.blocks();
-                        let last = specs.last().and_then(|bl| bl.layers.last()).map_or(1, |l| l.cout);
-                        let n = b.shape(&demb)[0];
-                        let mut d = b.reshape(&demb, &[n, last, 1, 1])?;
-                        for (i, (block, c)) in specs.iter().zip(&blocks).enumerate().rev() {
-                            match block.backward(b, &mut self.params, c, &d, i > 0)? {
-                                Some(next) => d = next,
-                                None => break,
-                            }
-                        }
-                    }
-                    Backbone::Graph(saved) => {
-                        let g = self.graph.clone().expect("a graph backbone has its graph");
-                        let values: std::collections::HashMap<String, B::T> = self
-                            .params
-                            .params
-                            .iter()
-                            .filter_map(|p| p.name.strip_prefix(BACKBONE).map(|n| (n.to_string(), p.value.clone())))
-                            .collect();
-                        let w = |n: &str| values.get(n).cloned().ok_or_else(|| anyhow::anyhow!("no weight `{n}`"));
-                        let params = &mut self.params;
-                        let mut grad = |b: &mut B, n: &str, g: B::T| params.add_grad(b, &format!("{BACKBONE}{n}"), g);
-                        graph::backward(&g, b, &w, &saved, &demb, &mut grad)?;
-                    }
-                }
+        let demb = match cache.head {
+            Some((a, hc, labels)) => {
+                let (de, dw) = b.arcface_backward(&a, &hc, &labels, dlogits)?;
+                self.params.add_grad(b, HEAD_WEIGHT, dw)?;
+                de
             }
-            Cache::MiniNet { chunks } => {
-                let mut start = 0;
-                let whole = chunks.len() == 1;
-                for c in &chunks {
-                    let len = b.shape(c.input())[0];
-                    let dl = if whole { dlogits.clone() } else { b.slice_batch(dlogits, start, len)? };
-                    mininet::backward_chunk(b, &mut self.params, c, &dl)?;
-                    start += len;
-                }
-            }
+            None => dlogits.clone(),
+        };
+        if self.freeze_backbone {
+            return Ok(());
         }
-        Ok(())
+        let values = self.params.values();
+        let prefix = self.prefix;
+        let w = |n: &str| values.get(&format!("{prefix}{n}")).cloned().with_context(|| format!("no weight `{n}`"));
+        let params = &mut self.params;
+        let mut grad = |b: &mut B, n: &str, g: B::T| params.add_grad(b, &format!("{prefix}{n}"), g);
+        self.program.backward(b, &w, &cache.graph, &demb, &mut grad)
     }
 
     /// Eval-mode logits: ArcFace without the margin (s * cos), running BN statistics.
@@ -262,19 +225,14 @@ impl<B: Backend> Net<B> {
     /// statistics; the running statistics are updated as in training).
     pub fn logits_with(&mut self, b: &mut B, x: &B::T, batch_stats: bool) -> Result<B::T> {
         let n = self.check_input(b, x)?;
-        match self.spec.arch {
-            Arch::MobileFaceNet | Arch::Imported => {
-                let (emb, _) = self.backbone(b, x, batch_stats)?;
-                match self.spec.head {
-                    Head::ArcFace { s, .. } => {
-                        let a = ArcFace { b: n, d: EMBEDDING, c: self.spec.classes, margin: Margin { s, m: 0.0 } };
-                        let labels = b.labels(&vec![0; n])?;
-                        Ok(b.arcface(&a, &emb, self.params.get("head.weight"), &labels)?.0)
-                    }
-                    Head::Softmax => Ok(emb),
-                }
+        let (emb, _) = self.run(b, x, if batch_stats { Mode::Train } else { Mode::Eval })?;
+        match self.spec.head {
+            Head::ArcFace { s, .. } => {
+                let a = self.arcface(n, s, 0.0);
+                let labels = b.labels(&vec![0; n])?;
+                Ok(b.arcface(&a, &emb, self.params.get(HEAD_WEIGHT), &labels)?.0)
             }
-            Arch::MiniNet => Ok(self.mininet_forward(b, x, n)?.0),
+            Head::Softmax => Ok(emb),
         }
     }
 
@@ -287,10 +245,10 @@ impl<B: Backend> Net<B> {
     /// The backbone's output (eval mode), before normalisation.
     pub fn embed_raw(&mut self, b: &mut B, x: &B::T) -> Result<B::T> {
         self.check_input(b, x)?;
-        if self.spec.arch == Arch::MiniNet {
-            bail!("MiniNetwork is a classifier without an embedding layer; use predict");
+        if !self.spec.has_embedding() {
+            bail!("{} is a classifier without an embedding layer; use predict", self.graph().source);
         }
-        Ok(self.backbone(b, x, false)?.0)
+        Ok(self.run(b, x, Mode::Eval)?.0)
     }
 
     /// One SGD step on a batch: forward, mean cross-entropy, backward, update.
@@ -304,4 +262,13 @@ impl<B: Backend> Net<B> {
         self.params.sgd_step(b, h, |name| !(frozen && name.starts_with(BACKBONE)))?;
         Ok((loss, logits))
     }
+}
+
+/// Graph weight `n` from the parameters.
+fn weight<T: Clone>(params: &ParamStore<T>, prefix: &str, n: &str) -> Result<T> {
+    let key = format!("{prefix}{n}");
+    if !params.contains(&key) {
+        bail!("no weight `{key}`");
+    }
+    Ok(params.get(&key).clone())
 }

@@ -96,8 +96,9 @@ pub trait Backend {
         composed_bn_act_backward(self, s, p, x, saved, slope, dy)
     }
     fn prelu(&mut self, x: &Self::T, slope: &Self::T) -> Result<Self::T>;
-    /// Forward only (MTCNN's detectors are not trained here).
     fn maxpool(&mut self, s: &MaxPool, x: &Self::T) -> Result<Self::T>;
+    /// dx: each window's gradient to its largest input.
+    fn maxpool_backward(&mut self, s: &MaxPool, x: &Self::T, dy: &Self::T) -> Result<Self::T>;
     /// (dx, dslope)
     fn prelu_backward(&mut self, x: &Self::T, slope: &Self::T, dy: &Self::T) -> Result<(Self::T, Self::T)>;
     fn act(&mut self, a: Act, x: &Self::T) -> Result<Self::T>;

@@ -144,6 +144,9 @@ impl Backend for CpuBackend {
         let (ho, wo) = s.out_hw();
         new(maxpool::forward_ref(s, &x.values()).0, &[s.n, s.c, ho, wo])
     }
+    fn maxpool_backward(&mut self, s: &MaxPool, x: &CpuTensor, dy: &CpuTensor) -> Result<CpuTensor> {
+        new(maxpool::backward_ref(s, &x.values(), &dy.values()), &x.shape)
+    }
     fn prelu(&mut self, x: &CpuTensor, slope: &CpuTensor) -> Result<CpuTensor> {
         let (_, c, m) = bn_layout(x);
         new(activation::prelu_ref(&x.values(), &slope.values(), c, m), &x.shape)

@@ -128,6 +128,9 @@ impl<'g> Backend for GpuBackend<'g> {
     fn maxpool(&mut self, s: &MaxPool, x: &Tensor) -> Result<Tensor> {
         maxpool::forward(&mut self.rec, s, x)
     }
+    fn maxpool_backward(&mut self, s: &MaxPool, x: &Tensor, dy: &Tensor) -> Result<Tensor> {
+        maxpool::backward(&mut self.rec, s, x, dy)
+    }
     fn bn_act(
         &mut self,
         s: &BatchNorm,

@@ -4,7 +4,6 @@
 use crate::data::Batch;
 use crate::gpu::{Counts, Gpu};
 use crate::io::model_file::Model;
-use crate::models::Arch;
 use crate::nn::{Backend, GpuBackend};
 use anyhow::Result;
 use serde::Serialize;
@@ -34,15 +33,16 @@ pub fn infer_throughput<'g>(
     batch: usize,
     calls: usize,
 ) -> Result<InferThroughput> {
-    let (size, name) = match model {
-        Model::Trained(n, _) => (n.spec.input, format!("{:?}", n.spec.arch)),
-        Model::Imported(g) => (g.def.input_size, format!("imported {}", g.def.source)),
+    let size = model.input_size();
+    let name = match model {
+        Model::Trained(n, _) => format!("{:?}", n.spec.arch),
+        Model::Imported(g) => format!("imported {}", g.def().source),
     };
     let input = Batch::synthetic(batch, size, 1);
     let mut call = |b: &mut GpuBackend<'g>| -> Result<Vec<f32>> {
         let x = b.upload(&input.x, &input.shape())?;
         let out = match model {
-            Model::Trained(n, _) if n.spec.arch == Arch::MiniNet => n.logits(b, &x)?,
+            Model::Trained(n, _) if !n.spec.has_embedding() => n.logits(b, &x)?,
             Model::Trained(n, _) => n.embed(b, &x)?,
             Model::Imported(g) => g.forward(b, &x)?,
         };

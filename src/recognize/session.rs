@@ -57,42 +57,27 @@ impl<'g> Session<'g> {
     }
 
     fn new(b: GpuBackend<'g>, model: Model<GpuBackend<'g>>) -> Session<'g> {
-        let framing = match &model {
-            Model::Trained(_, meta) => meta.framing(),
-            // Embedding networks from elsewhere are trained on aligned crops.
-            Model::Imported(_) => Framing::AlignedFace,
-        };
+        // Embedding networks from elsewhere are trained on aligned crops.
+        let framing = model.meta().map_or(Framing::AlignedFace, |m| m.framing());
         Session { b, model, framing, flip: true }
     }
 
     fn input_size(&self) -> usize {
-        match &self.model {
-            Model::Trained(n, _) => n.spec.input,
-            Model::Imported(g) => g.def.input_size,
-        }
+        self.model.input_size()
     }
 
     fn normalization(&self) -> Normalization {
-        match &self.model {
-            Model::Trained(_, m) => m.normalization.clone(),
-            Model::Imported(g) => g.def.normalization.clone(),
-        }
+        self.model.normalization()
     }
 
     /// The people a classifier knows (none for an imported network).
     pub fn classes(&self) -> &[String] {
-        match &self.model {
-            Model::Trained(_, m) => &m.classes,
-            Model::Imported(_) => &[],
-        }
+        self.model.meta().map_or(&[], |m| &m.classes)
     }
 
     /// A classifier's calibrated open-set threshold, if it has one.
     pub fn open_set(&self) -> Option<&OpenSet> {
-        match &self.model {
-            Model::Trained(_, m) => m.open_set.as_ref(),
-            Model::Imported(_) => None,
-        }
+        self.model.meta().and_then(|m| m.open_set.as_ref())
     }
 
     /// L2-normalised embeddings of model inputs; with `flip`, of the sum of
@@ -114,10 +99,7 @@ impl<'g> Session<'g> {
             }
         }
         let x = self.b.upload(&batch.x, &batch.shape())?;
-        let raw = match &mut self.model {
-            Model::Trained(net, _) => net.embed_raw(&mut self.b, &x)?,
-            Model::Imported(g) => g.forward(&mut self.b, &x)?,
-        };
+        let raw = self.model.embed_raw(&mut self.b, &x)?;
         let d = self.b.shape(&raw)[1];
         let v = self.b.download_async(&raw).await;
         let rows: Vec<&[f32]> = v.chunks(d).collect();

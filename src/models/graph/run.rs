@@ -1,184 +1,234 @@
-//! Running a graph: the eval or training forward pass over its layers in
-//! order, and the backward pass for fine-tuning.
+//! The executor: a graph's forward pass in eval or training mode, over its
+//! ops in order, and its backward pass, composed from each op's own
+//! backward kernels. Every network runs here.
 
+use super::passes::last_uses;
 use super::{GraphDef, Op};
-use crate::kernels::batchnorm::{BatchNorm, BnParams};
+use crate::kernels::batchnorm::{BatchNorm, BnParams, BnSaved};
 use crate::kernels::conv2d::Conv2d;
 use crate::kernels::linear::Linear;
+use crate::kernels::maxpool::MaxPool;
 use crate::nn::Backend;
 use anyhow::{bail, Context, Result};
 use std::collections::HashMap;
 
-/// What a training forward pass keeps for the backward pass: every value.
+/// Batch norms use the batch's statistics and update the running ones
+/// (`Train`, which also keeps what `backward` needs), or use the running
+/// ones (`Eval`, which lets each value go after its last reader).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    Eval,
+    Train,
+}
+
+/// What a training forward pass keeps for the backward pass: every value,
+/// and each batch norm's batch statistics (by the op's output).
 pub struct Saved<T> {
     values: HashMap<String, T>,
+    bn: HashMap<String, BnSaved<T>>,
 }
 
-impl<T> Saved<T> {
-    /// Nothing saved (an eval-mode pass).
-    pub fn empty() -> Saved<T> {
-        Saved { values: HashMap::new() }
-    }
-}
+/// Looks a weight up by its graph name.
+pub type Weights<'a, T> = &'a dyn Fn(&str) -> Result<T>;
 
-/// Runs the graph on a batch (N, 3, size, size); `w` looks weights up by
-/// their graph name. The output is flattened to (N, D). With `save`, every
-/// value is kept for `backward`.
+/// Runs the graph on a batch (N, 3, size, size). The output is flattened to
+/// (N, D); in training mode, with what `backward` needs.
 pub fn run<B: Backend>(
     def: &GraphDef,
     b: &mut B,
-    w: &dyn Fn(&str) -> Result<B::T>,
+    w: Weights<B::T>,
     x: &B::T,
-    save: bool,
+    mode: Mode,
 ) -> Result<(B::T, Option<Saved<B::T>>)> {
+    let train = mode == Mode::Train;
+    let dead = if train { Vec::new() } else { last_uses(def) };
     let mut v: HashMap<String, B::T> = HashMap::from([(def.input.clone(), x.clone())]);
+    let mut bn_saved = HashMap::new();
     let get = |v: &HashMap<String, B::T>, n: &str| -> Result<B::T> {
         v.get(n).cloned().with_context(|| format!("value `{n}` is used before it is computed"))
     };
-    for op in &def.ops {
-        let (y, out) = match op {
+    for (i, op) in def.ops.iter().enumerate() {
+        let out = match op {
             Op::Conv { x, w: wn, b: bias, .. } => {
                 let (xt, wt) = (get(&v, x)?, w(wn)?);
                 let s = conv_shape(b, op, &xt, &wt)?;
                 let bt = bias.as_deref().map(w).transpose()?;
-                (op_output(op), b.conv2d(&s, &xt, &wt, bt.as_ref())?)
+                b.conv2d(&s, &xt, &wt, bt.as_ref())?
             }
             Op::BatchNorm { x, scale, bias, mean, var, .. } => {
                 let xt = get(&v, x)?;
-                let s = b.shape(&xt).to_vec();
-                let bn = BatchNorm { n: s[0], c: s[1], m: s[2..].iter().product() };
                 let p = BnParams { gamma: w(scale)?, beta: w(bias)?, running_mean: w(mean)?, running_var: w(var)? };
-                (op_output(op), b.batchnorm(&bn, &p, &xt, false)?.0)
+                let (y, saved) = b.batchnorm(&layout(b, &xt), &p, &xt, train)?;
+                if train {
+                    bn_saved.insert(op.output().to_string(), saved);
+                }
+                y
             }
-            Op::Prelu { x, slope, .. } => (op_output(op), b.prelu(&get(&v, x)?, &w(slope)?)?),
-            Op::Act { x, act, .. } => (op_output(op), b.act(*act, &get(&v, x)?)?),
-            Op::Add { a, b: c, .. } => (op_output(op), b.add(&get(&v, a)?, &get(&v, c)?)?),
+            Op::BnAct { x, scale, bias, mean, var, slope, skip, .. } => {
+                let xt = get(&v, x)?;
+                let p = BnParams { gamma: w(scale)?, beta: w(bias)?, running_mean: w(mean)?, running_var: w(var)? };
+                let slope = slope.as_deref().map(w).transpose()?;
+                let skip = skip.as_deref().map(|k| get(&v, k)).transpose()?;
+                let (y, saved) = b.bn_act(&layout(b, &xt), &p, &xt, slope.as_ref(), skip.as_ref(), train)?;
+                if train {
+                    bn_saved.insert(op.output().to_string(), saved);
+                }
+                y
+            }
+            Op::Prelu { x, slope, .. } => b.prelu(&get(&v, x)?, &w(slope)?)?,
+            Op::Act { x, act, .. } => b.act(*act, &get(&v, x)?)?,
+            Op::Add { a, b: c, .. } => b.add(&get(&v, a)?, &get(&v, c)?)?,
             Op::Flatten { x, .. } => {
                 let xt = get(&v, x)?;
                 let s = b.shape(&xt).to_vec();
-                (op_output(op), b.reshape(&xt, &[s[0], s[1..].iter().product()])?)
+                b.reshape(&xt, &[s[0], s[1..].iter().product()])?
             }
             Op::Linear { x, w: wn, b: bias, .. } => {
                 let (xt, wt) = (get(&v, x)?, w(wn)?);
-                let (n, ws) = (b.shape(&xt)[0], b.shape(&wt).to_vec());
-                let xt = b.reshape(&xt, &[n, ws[1]])?;
+                let (s, x2) = linear_shape(b, &xt, &wt, bias.is_some())?;
                 let bt = bias.as_deref().map(w).transpose()?;
-                let s = Linear { n, inp: ws[1], out: ws[0], bias: bias.is_some() };
-                (op_output(op), b.linear(&s, &xt, &wt, bt.as_ref())?)
+                b.linear(&s, &x2, &wt, bt.as_ref())?
             }
             Op::GlobalAvgPool { x, .. } => {
                 let xt = get(&v, x)?;
                 let (s, ones) = pool_as_conv(b, &xt)?;
-                (op_output(op), b.conv2d(&s, &xt, &ones, None)?)
+                b.conv2d(&s, &xt, &ones, None)?
+            }
+            Op::MaxPool { x, .. } => {
+                let xt = get(&v, x)?;
+                b.maxpool(&maxpool_shape(b, op, &xt)?, &xt)?
             }
         };
-        v.insert(y, out);
+        v.insert(op.output().to_string(), out);
+        for gone in dead.get(i).into_iter().flatten() {
+            v.remove(gone);
+        }
     }
     let out = get(&v, &def.output)?;
     let s = b.shape(&out).to_vec();
     let flat = b.reshape(&out, &[s[0], s[1..].iter().product()])?;
-    Ok((flat, save.then_some(Saved { values: v })))
+    Ok((flat, train.then_some(Saved { values: v, bn: bn_saved })))
 }
 
 /// Gradients of the graph's weights (by graph name, passed to `grad`) given
-/// d output; the input's gradient is not needed and not computed past the
-/// first layer. (One match arm per operator, the mirror of `run`'s: it reads
-/// best as one function, slightly over the usual length.)
+/// d output, from a training-mode pass. The input's gradient is never
+/// computed: the first layer's input is the image. (One match arm per
+/// operator, the mirror of `run`'s: it reads best as one function.)
 pub fn backward<B: Backend>(
     def: &GraphDef,
     b: &mut B,
-    w: &dyn Fn(&str) -> Result<B::T>,
+    w: Weights<B::T>,
     saved: &Saved<B::T>,
     dout: &B::T,
     grad: &mut dyn FnMut(&mut B, &str, B::T) -> Result<()>,
 ) -> Result<()> {
     let val = |n: &str| saved.values.get(n).cloned().with_context(|| format!("value `{n}` was not saved"));
+    let bn_of = |op: &Op| saved.bn.get(op.output()).context("a batch norm's backward needs a training-mode pass");
     let out_shape = b.shape(&val(&def.output)?).to_vec();
     let mut d: HashMap<String, B::T> = HashMap::from([(def.output.clone(), b.reshape(dout, &out_shape)?)]);
-    fn flow<B: Backend>(b: &mut B, d: &mut HashMap<String, B::T>, name: &str, g: B::T) -> Result<()> {
-        match d.remove(name) {
-            Some(prev) => {
-                let sum = b.add(&prev, &g)?;
-                d.insert(name.to_string(), sum);
-            }
-            None => {
-                d.insert(name.to_string(), g);
-            }
+    // A value read by several ops gets the sum of their gradients.
+    fn flow<B: Backend>(b: &mut B, d: &mut HashMap<String, B::T>, input: &str, name: &str, g: B::T) -> Result<()> {
+        if name == input {
+            return Ok(());
         }
+        let g = match d.remove(name) {
+            Some(prev) => b.add(&prev, &g)?,
+            None => g,
+        };
+        d.insert(name.to_string(), g);
         Ok(())
     }
+    let input = def.input.as_str();
     for op in def.ops.iter().rev() {
-        let Some(dy) = d.remove(&op_output(op)) else { continue };
+        let Some(dy) = d.remove(op.output()) else { continue };
         match op {
             Op::Conv { x, w: wn, b: bias, .. } => {
                 let (xt, wt) = (val(x)?, w(wn)?);
                 let s = conv_shape(b, op, &xt, &wt)?;
-                let g = b.conv2d_backward(&s, &xt, &wt, &dy)?;
-                grad(b, wn, g.dw)?;
-                if let (Some(bn), Some(db)) = (bias, g.db) {
+                let (dw, db) = if x == input {
+                    b.conv2d_backward_params(&s, &xt, &wt, &dy)?
+                } else {
+                    let g = b.conv2d_backward(&s, &xt, &wt, &dy)?;
+                    flow(b, &mut d, input, x, g.dx)?;
+                    (g.dw, g.db)
+                };
+                grad(b, wn, dw)?;
+                if let (Some(bn), Some(db)) = (bias, db) {
                     grad(b, bn, db)?;
                 }
-                if *x != def.input {
-                    flow(b, &mut d, x, g.dx)?;
+            }
+            Op::BatchNorm { x, scale, bias, mean, var, .. } => {
+                let xt = val(x)?;
+                let p = BnParams { gamma: w(scale)?, beta: w(bias)?, running_mean: w(mean)?, running_var: w(var)? };
+                let (dx, dg, db) = b.batchnorm_backward(&layout(b, &xt), &p, &xt, bn_of(op)?, &dy)?;
+                grad(b, scale, dg)?;
+                grad(b, bias, db)?;
+                flow(b, &mut d, input, x, dx)?;
+            }
+            Op::BnAct { x, scale, bias, mean, var, slope, skip, .. } => {
+                let xt = val(x)?;
+                let p = BnParams { gamma: w(scale)?, beta: w(bias)?, running_mean: w(mean)?, running_var: w(var)? };
+                let st = slope.as_deref().map(w).transpose()?;
+                let (dx, dg, db, ds) = b.bn_act_backward(&layout(b, &xt), &p, &xt, bn_of(op)?, st.as_ref(), &dy)?;
+                if let (Some(sn), Some(ds)) = (slope, ds) {
+                    grad(b, sn, ds)?;
                 }
+                grad(b, scale, dg)?;
+                grad(b, bias, db)?;
+                if let Some(k) = skip {
+                    flow(b, &mut d, input, k, dy.clone())?;
+                }
+                flow(b, &mut d, input, x, dx)?;
             }
             Op::Act { x, act, .. } => {
                 let dx = b.act_backward(*act, &val(x)?, &dy)?;
-                flow(b, &mut d, x, dx)?;
+                flow(b, &mut d, input, x, dx)?;
             }
             Op::Prelu { x, slope, .. } => {
                 let (dx, ds) = b.prelu_backward(&val(x)?, &w(slope)?, &dy)?;
                 grad(b, slope, ds)?;
-                flow(b, &mut d, x, dx)?;
+                flow(b, &mut d, input, x, dx)?;
             }
             Op::Add { a, b: c, .. } => {
-                flow(b, &mut d, a, dy.clone())?;
-                flow(b, &mut d, c, dy)?;
+                flow(b, &mut d, input, a, dy.clone())?;
+                flow(b, &mut d, input, c, dy)?;
             }
             Op::Flatten { x, .. } => {
                 let s = b.shape(&val(x)?).to_vec();
                 let dx = b.reshape(&dy, &s)?;
-                flow(b, &mut d, x, dx)?;
+                flow(b, &mut d, input, x, dx)?;
             }
             Op::Linear { x, w: wn, b: bias, .. } => {
                 let (xt, wt) = (val(x)?, w(wn)?);
-                let xs = b.shape(&xt).to_vec();
-                let ws = b.shape(&wt).to_vec();
-                let x2 = b.reshape(&xt, &[xs[0], ws[1]])?;
-                let s = Linear { n: xs[0], inp: ws[1], out: ws[0], bias: bias.is_some() };
+                let (s, x2) = linear_shape(b, &xt, &wt, bias.is_some())?;
                 let g = b.linear_backward(&s, &x2, &wt, &dy)?;
                 grad(b, wn, g.dw)?;
                 if let (Some(bn), Some(db)) = (bias, g.db) {
                     grad(b, bn, db)?;
                 }
-                let dx = b.reshape(&g.dx, &xs)?;
-                flow(b, &mut d, x, dx)?;
+                let dx = b.reshape(&g.dx, b.shape(&xt))?;
+                flow(b, &mut d, input, x, dx)?;
             }
             Op::GlobalAvgPool { x, .. } => {
                 let xt = val(x)?;
                 let (s, ones) = pool_as_conv(b, &xt)?;
                 let g = b.conv2d_backward(&s, &xt, &ones, &dy)?;
-                flow(b, &mut d, x, g.dx)?;
+                flow(b, &mut d, input, x, g.dx)?;
             }
-            Op::BatchNorm { .. } => {
-                bail!("fine-tuning through an imported BatchNormalization is not supported (fold it into the conv)")
+            Op::MaxPool { x, .. } => {
+                let xt = val(x)?;
+                let dx = b.maxpool_backward(&maxpool_shape(b, op, &xt)?, &xt, &dy)?;
+                flow(b, &mut d, input, x, dx)?;
             }
         }
     }
     Ok(())
 }
 
-fn op_output(op: &Op) -> String {
-    match op {
-        Op::Conv { y, .. }
-        | Op::BatchNorm { y, .. }
-        | Op::Prelu { y, .. }
-        | Op::Act { y, .. }
-        | Op::Add { y, .. }
-        | Op::Flatten { y, .. }
-        | Op::Linear { y, .. }
-        | Op::GlobalAvgPool { y, .. } => y.clone(),
-    }
+/// Batch norm's (n, c, m) for (N, C, H, W) or (N, C).
+fn layout<B: Backend>(b: &B, x: &B::T) -> BatchNorm {
+    let s = b.shape(x);
+    BatchNorm { n: s[0], c: s[1], m: s[2..].iter().product() }
 }
 
 fn conv_shape<B: Backend>(b: &B, op: &Op, x: &B::T, w: &B::T) -> Result<Conv2d> {
@@ -186,6 +236,24 @@ fn conv_shape<B: Backend>(b: &B, op: &Op, x: &B::T, w: &B::T) -> Result<Conv2d> 
     let s = Conv2d::from_shapes(b.shape(x), b.shape(w), *stride, *pad, *groups, bias.is_some());
     s.validate()?;
     Ok(s)
+}
+
+/// The product's shape, and x as one row per image.
+fn linear_shape<B: Backend>(b: &B, x: &B::T, w: &B::T, bias: bool) -> Result<(Linear, B::T)> {
+    let (n, ws) = (b.shape(x)[0], b.shape(w).to_vec());
+    if ws.len() != 2 || b.shape(x)[1..].iter().product::<usize>() != ws[1] {
+        bail!("a linear layer of weight {ws:?} on values of shape {:?}", b.shape(x));
+    }
+    Ok((Linear { n, inp: ws[1], out: ws[0], bias }, b.reshape(x, &[n, ws[1]])?))
+}
+
+fn maxpool_shape<B: Backend>(b: &B, op: &Op, x: &B::T) -> Result<MaxPool> {
+    let Op::MaxPool { k, stride, pad, ceil, .. } = op else { bail!("not a max pooling") };
+    let s = b.shape(x);
+    if s.len() != 4 {
+        bail!("max pooling of values of shape {s:?}");
+    }
+    Ok(MaxPool { n: s[0], c: s[1], h: s[2], w: s[3], k: *k, stride: *stride, pad: *pad, ceil: *ceil })
 }
 
 /// Global average pooling as a depthwise convolution with 1/(h*w) weights.

@@ -5,7 +5,7 @@
 use super::TrainConfig;
 use crate::data::augment;
 use crate::data::dataset::Sample;
-use crate::data::input::{open_rgb, Normalization};
+use crate::data::input::open_rgb;
 use crate::data::Batch;
 use crate::gpu::readback::AsyncReader;
 use crate::kernels::sgd::Sgd;
@@ -84,12 +84,15 @@ pub fn train_epoch<'g>(
     let mut in_flight = VecDeque::new();
     let mut seen = 0;
     let mut diverged = None;
+    // What the model expects its pixels normalised with (an imported
+    // network's own values).
+    let norm = net.graph().normalization.clone();
     std::thread::scope(|scope| -> Result<()> {
         let (tx, rx) = sync_channel::<Batch>(LOADER_DEPTH);
         let loader_batches = batches.clone();
         scope.spawn(move || {
             let mut aug_rng = ChaCha8Rng::seed_from_u64(cfg.seed.wrapping_mul(7_919).wrapping_add(epoch as u64 + 1));
-            let (norm, size) = (Normalization::default(), cfg.model.input);
+            let size = cfg.model.input;
             for indices in loader_batches {
                 let mut batch = Batch::new(size, indices.len());
                 for &i in indices {

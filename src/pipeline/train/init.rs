@@ -3,7 +3,7 @@
 
 use crate::io::checkpoint;
 use crate::io::model_file::{self, ModelFile};
-use crate::models::{Arch, Head, ModelSpec, Net};
+use crate::models::{Arch, Head, ModelSpec, Net, BACKBONE};
 use crate::nn::GpuBackend;
 use anyhow::{bail, Result};
 use std::path::Path;
@@ -19,10 +19,12 @@ pub fn pretrained_spec(init: &Path, want: &ModelSpec) -> Result<ModelSpec> {
         ModelFile::Graph { def, .. } => {
             Ok(ModelSpec { arch: Arch::Imported, input: def.input_size, classes: want.classes, head })
         }
-        ModelFile::Checkpoint { meta, .. } => match meta.model.arch {
-            Arch::MiniNet => bail!("--init {}: MiniNetwork has no backbone to fine-tune", init.display()),
-            arch => Ok(ModelSpec { arch, input: meta.model.input, classes: want.classes, head }),
-        },
+        ModelFile::Checkpoint { meta, .. } if !meta.model.has_embedding() => {
+            bail!("--init {}: {:?} has no backbone to fine-tune", init.display(), meta.model.arch)
+        }
+        ModelFile::Checkpoint { meta, .. } => {
+            Ok(ModelSpec { arch: meta.model.arch, input: meta.model.input, classes: want.classes, head })
+        }
     }
 }
 
@@ -32,11 +34,14 @@ pub fn pretrained<'g>(b: &mut GpuBackend<'g>, init: &Path, spec: ModelSpec, seed
         ModelFile::Graph { def, file } => return Net::pretrained(b, spec, def, model_file::weights(file), seed),
         ModelFile::Checkpoint { meta, file } => (meta, file),
     };
+    if let Some(def) = &meta.graph {
+        let backbone = file.tensors.iter().filter_map(|(name, t)| {
+            name.strip_prefix(BACKBONE).map(|n| (n.to_string(), t.shape.clone(), t.values.clone()))
+        });
+        return Net::pretrained(b, spec, def.clone(), backbone, seed);
+    }
     let from = checkpoint::net_of(init, &meta, &file, b)?;
-    let mut net = match &meta.graph {
-        Some(def) => Net::pretrained(b, spec, def.clone(), [], seed)?,
-        None => Net::init(b, spec, seed)?,
-    };
+    let mut net = Net::init(b, spec, seed)?;
     for p in &from.params.params {
         if p.name.starts_with("head.") {
             continue;

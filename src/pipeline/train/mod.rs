@@ -15,7 +15,7 @@ pub use align::aligned_data;
 pub use recalibrate::recalibrate_bn;
 
 use crate::data::dataset::{Dataset, Sample};
-use crate::data::input::{Framing, Normalization};
+use crate::data::input::Framing;
 use crate::data::split;
 use crate::gpu::Gpu;
 use crate::io::checkpoint::{self, CheckpointMeta, OpenSet};
@@ -175,7 +175,8 @@ pub fn run(
         Net::init(&mut b, cfg.model, cfg.seed)?
     };
     let mut meta = CheckpointMeta::new(cfg.model, data.people.clone());
-    meta.graph = net.graph.as_deref().cloned();
+    meta.graph = net.imported_graph().cloned();
+    meta.normalization = net.graph().normalization.clone();
     meta.training = serde_json::to_value(&cfg)?;
     // Photos prepared by `arcface prepare` (or `--align`) are aligned crops.
     let prepared = cfg.align || data_dir.join(crate::detect::prepare::REPORT).is_file();
@@ -200,7 +201,7 @@ pub fn run(
             break;
         }
         if cfg.recalibrate_bn {
-            let norm = Normalization::default();
+            let norm = net.graph().normalization.clone();
             recalibrate_bn(&mut b, &mut net, &split.train, &norm, cfg.batch_size)?;
         }
         let (m, val_logits) = validate(&mut b, &mut net, &cfg, &split.val, epoch, &t)?;
@@ -322,7 +323,8 @@ fn validate<'g>(
     t: &EpochTrain,
 ) -> Result<(EpochMetrics, Vec<f32>)> {
     let labels: Vec<usize> = val.iter().map(|s| s.label).collect();
-    let logits = eval_logits(b, net, val, &Normalization::default(), cfg.batch_size, false)?;
+    let norm = net.graph().normalization.clone();
+    let logits = eval_logits(b, net, val, &norm, cfg.batch_size, false)?;
     let (val_loss, val_correct) = score(&logits, &labels, cfg.model.classes);
     let m = EpochMetrics {
         epoch: epoch + 1,
