@@ -246,7 +246,8 @@ fn assert_round_trip(model: &Path, dir: &Path, tag: &str) {
         .iter()
         .filter_map(|(n, t)| n.strip_prefix(prefix).map(|k| (k.to_string(), c.upload(&t.values, &t.shape).unwrap())))
         .collect();
-    let w2: HashMap<String, _> = back_w.iter().map(|(n, t)| (n.clone(), c.upload(&t.values, &t.shape).unwrap())).collect();
+    let w2: HashMap<String, _> =
+        back_w.iter().map(|(n, t)| (n.clone(), c.upload(&t.values, &t.shape).unwrap())).collect();
     let y1 = graph::run(&orig, &mut c, &|n| Ok(w1[n].clone()), &xt, Mode::Eval).unwrap().0;
     let y2 = graph::run(&back, &mut c, &|n| Ok(w2[n].clone()), &xt, Mode::Eval).unwrap().0;
     assert_eq!(c.download(&y1), c.download(&y2), "{tag}: outputs");

@@ -3,11 +3,10 @@
 //! and the buffers bound) and the uniform arena that holds every dispatch's
 //! parameters. `dispatch::Recorder` uses them; nothing else does.
 
-use super::pool::Pooled;
 use super::{shaders::Shader, Gpu, Tensor};
 use std::collections::HashMap;
 use std::num::NonZeroU64;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 
 /// One compute entry point, with its workgroup size as a pipeline constant
 /// (`override WG` in `shaders/common.wgsl`), so tiles can be tuned per device
@@ -93,13 +92,17 @@ pub(crate) struct Arena {
 /// Arena ids live above the pool's buffer ids.
 pub(crate) const ARENA_IDS: u64 = 1 << 62;
 
-/// A tensor's storage as bound: buffer, byte offset, byte size.
+/// A tensor's storage as bound: the pool's buffer id, the buffer, byte
+/// offset, byte size. It holds the buffer, not the tensor: a value whose
+/// last reader is recorded goes back to the pool at once, and a later
+/// kernel output of the same recording may take it (the pool's memory plan
+/// by liveness).
 #[derive(Clone)]
-pub(crate) struct Bound(pub Arc<Pooled>, pub u64, pub u64);
+pub(crate) struct Bound(pub u64, pub wgpu::Buffer, pub u64, pub u64);
 
 impl Bound {
     pub(crate) fn of(t: &Tensor) -> Bound {
-        Bound(t.buf.clone(), t.offset, t.bytes())
+        Bound(t.buf.id(), t.buf.buffer().clone(), t.offset, t.bytes())
     }
 }
 
@@ -118,8 +121,8 @@ pub(crate) fn bind_group(
     let mut spare = gpu.placeholders.iter();
     for (binding, t) in args {
         let resource = match t {
-            Some(Bound(buf, offset, bytes)) => wgpu::BindingResource::Buffer(wgpu::BufferBinding {
-                buffer: buf.buffer(),
+            Some(Bound(_, buf, offset, bytes)) => wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                buffer: buf,
                 offset: *offset,
                 size: NonZeroU64::new(*bytes),
             }),

@@ -311,7 +311,7 @@ impl<'g> Recorder<'g> {
                     let (pipeline, layout) = gpu.pipelines.get(gpu, *kernel);
                     let mut bound = [(0, 0, 0, 0); MAX_ARGS];
                     for (k, (b, t)) in bound.iter_mut().zip(args) {
-                        *k = t.as_ref().map_or((*b, 0, 0, 0), |t| (*b, t.0.id(), t.1, t.2));
+                        *k = t.as_ref().map_or((*b, 0, 0, 0), |t| (*b, t.0, t.2, t.3));
                     }
                     let key: BindKey = (*kernel, a.id, *slot, *bytes, bound);
                     let group = binds.entry(key).or_insert_with(|| {

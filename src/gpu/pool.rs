@@ -10,6 +10,17 @@
 //! the start of the next submission (`take_clears`), before any command that
 //! can use it.
 //!
+//! The one exception, the memory plan by liveness (`plan_by_liveness`, on
+//! for inference passes): a kernel's output (every
+//! element of which a later command of this recording writes before any
+//! reads it) may take a buffer freed earlier in the same recording. The
+//! commands that used it come before in queue order, and wgpu orders
+//! storage writes after earlier reads within the pass, so a value's buffer
+//! serves the next value once its last reader is recorded: an inference
+//! pass needs about its widest layers' worth of memory, not the sum of
+//! all of them. Nothing written from the CPU (uploads, clears, `write`)
+//! takes such a buffer: those land before the submission's commands.
+//!
 //! A step that repeats should get the same buffers as before, so that its
 //! cached bind groups serve again: the n-th request of a (size, usage) in a
 //! submission prefers the buffers the n-th request got in the last two
@@ -47,6 +58,11 @@ struct State {
     /// Submissions so far, and the one each buffer was last handed out in.
     submissions: u64,
     handed_out: HashMap<u64, u64>,
+    /// Buffers handed out again in the recording that freed them.
+    reused_in_recording: std::collections::HashSet<u64>,
+    /// Whether kernel outputs may take buffers freed in this recording
+    /// (`plan_by_liveness`).
+    plan: bool,
 }
 
 impl Default for State {
@@ -63,6 +79,8 @@ impl Default for State {
             recent: HashMap::new(),
             submissions: 0,
             handed_out: HashMap::new(),
+            reused_in_recording: Default::default(),
+            plan: false,
         }
     }
 }
@@ -98,8 +116,9 @@ impl std::fmt::Debug for Pooled {
 impl Drop for Pooled {
     fn drop(&mut self) {
         if let Some(buf) = self.buf.take() {
+            // A clear still due stays due: commands recorded before the
+            // drop may read the zeros (they hold the buffer, not the tensor).
             let mut s = self.pool.0.lock().unwrap();
-            s.clears.retain(|(id, _)| *id != self.id);
             s.pending.push((self.key, self.id, buf));
         }
     }
@@ -116,10 +135,70 @@ impl Pool {
         usage: wgpu::BufferUsages,
         zeroed: bool,
     ) -> Pooled {
+        self.take(device, counters, size, usage, zeroed, false)
+    }
+
+    /// A buffer for a kernel's output: as `get`, but it may be one freed
+    /// earlier in this recording (the memory plan by liveness; see above).
+    pub fn get_output(
+        &self,
+        device: &wgpu::Device,
+        counters: &Counters,
+        size: u64,
+        usage: wgpu::BufferUsages,
+    ) -> Pooled {
+        self.take(device, counters, size, usage, false, true)
+    }
+
+    /// Turns the memory plan by liveness on or off. An inference pass turns
+    /// it on; a training step leaves it off, so that each step gets exactly
+    /// the buffers of the step before (and their cached bind groups).
+    pub fn plan_by_liveness(&self, on: bool) {
+        self.0.lock().unwrap().plan = on;
+    }
+
+    /// Whether buffer `id` was handed out again in the recording that freed
+    /// it (so nothing may write it from the CPU before the submission).
+    pub fn reused_in_recording(&self, id: u64) -> bool {
+        self.0.lock().unwrap().reused_in_recording.contains(&id)
+    }
+
+    fn take(
+        &self,
+        device: &wgpu::Device,
+        counters: &Counters,
+        size: u64,
+        usage: wgpu::BufferUsages,
+        zeroed: bool,
+        output: bool,
+    ) -> Pooled {
         let key = (size, usage.bits());
         let mut s = self.0.lock().unwrap();
         let n = *s.ordinal.entry(key).and_modify(|n| *n += 1).or_insert(0);
         let wanted = s.recent.get(&(key, n)).copied().unwrap_or([0, 0]);
+        // Prefer the buffers this request got in the last submissions (their
+        // bind groups are cached), freed or freed in this recording.
+        let in_pending = |s: &State, id: u64| s.pending.iter().position(|(k, i, _)| *k == key && *i == id);
+        let from_pending = (output && s.plan)
+            .then(|| {
+                let at = wanted.iter().find_map(|&w| in_pending(&s, w));
+                let at = at.or_else(|| {
+                    let free_has_wanted = s.free.get(&key).is_some_and(|v| v.iter().any(|(id, _)| wanted.contains(id)));
+                    (!free_has_wanted).then(|| s.pending.iter().rposition(|(k, _, _)| *k == key)).flatten()
+                });
+                at.map(|i| s.pending.remove(i))
+            })
+            .flatten();
+        if let Some((_, id, buf)) = from_pending {
+            s.reused_in_recording.insert(id);
+            let at = s.submissions;
+            s.handed_out.insert(id, at);
+            let r = s.recent.entry((key, n)).or_insert([0, 0]);
+            if r[0] != id {
+                *r = [id, r[0]];
+            }
+            return Pooled { buf: Some(buf), id, key, pool: self.clone() };
+        }
         let reused = s.free.get_mut(&key).and_then(|v| {
             let at = wanted.iter().find_map(|w| v.iter().position(|(id, _)| id == w));
             match at {
@@ -183,6 +262,7 @@ impl Pool {
     pub fn submitted(&self) -> bool {
         let mut s = self.0.lock().unwrap();
         s.ordinal.clear();
+        s.reused_in_recording.clear();
         s.submissions += 1;
         for (key, id, buf) in std::mem::take(&mut s.pending) {
             s.free_bytes += key.0;

@@ -42,22 +42,38 @@ fn check_size(gpu: &Gpu, shape: &[usize]) -> Result<u64> {
     Ok(bytes)
 }
 
+/// What a new tensor's buffer holds first.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Fill {
+    Zeros,
+    /// A kernel's output (written by a command of this recording).
+    Output,
+    /// Written from the CPU before the submission.
+    Cpu,
+}
+
 impl Tensor {
     /// A tensor of zeros (as seen by the next submission's commands).
     pub fn zeros(gpu: &Gpu, shape: &[usize]) -> Result<Tensor> {
-        Self::alloc(gpu, shape, true)
+        Self::alloc(gpu, shape, Fill::Zeros)
     }
 
-    /// A tensor whose old contents do not matter: an output every element
-    /// of which a kernel writes, or a buffer filled from the CPU.
+    /// A kernel's output, every element of which a command recorded next
+    /// writes: its buffer may be one that a value freed earlier in this
+    /// recording held (the pool's memory plan by liveness).
     pub fn uninit(gpu: &Gpu, shape: &[usize]) -> Result<Tensor> {
-        Self::alloc(gpu, shape, false)
+        // Poisoning writes from the CPU: never into a buffer this
+        // recording still uses.
+        Self::alloc(gpu, shape, if gpu.poison_uninit { Fill::Cpu } else { Fill::Output })
     }
 
-    fn alloc(gpu: &Gpu, shape: &[usize], zeroed: bool) -> Result<Tensor> {
+    fn alloc(gpu: &Gpu, shape: &[usize], fill: Fill) -> Result<Tensor> {
         let size = check_size(gpu, shape)?;
-        let buf = gpu.pool.get(&gpu.device, &gpu.counters, size, USAGE, zeroed);
-        if !zeroed && gpu.poison_uninit {
+        let buf = match fill {
+            Fill::Output => gpu.pool.get_output(&gpu.device, &gpu.counters, size, USAGE),
+            Fill::Zeros | Fill::Cpu => gpu.pool.get(&gpu.device, &gpu.counters, size, USAGE, fill == Fill::Zeros),
+        };
+        if fill == Fill::Cpu && gpu.poison_uninit {
             // NaN in every word: an output a kernel leaves partly unwritten
             // shows in its checks.
             gpu.queue.write_buffer(buf.buffer(), 0, &vec![0xffu8; size as usize]);
@@ -78,7 +94,7 @@ impl Tensor {
         if len != numel(shape) {
             bail!("{len} values do not fill a tensor of shape {shape:?}");
         }
-        let t = Tensor::uninit(gpu, shape)?;
+        let t = Tensor::alloc(gpu, shape, Fill::Cpu)?;
         if len > 0 {
             gpu.queue.write_buffer(t.buf.buffer(), 0, bytes);
         }
@@ -123,6 +139,9 @@ impl Tensor {
     pub fn write(&self, gpu: &Gpu, data: &[f32]) -> Result<()> {
         if data.len() != self.numel() {
             bail!("{} values do not fit a tensor of shape {:?}", data.len(), self.shape);
+        }
+        if gpu.pool.reused_in_recording(self.buf.id()) {
+            bail!("a tensor whose buffer this recording reuses cannot be written from the CPU before it is submitted");
         }
         // A clear still due would run after this write: do it now, in order.
         if let Some(buf) = gpu.pool.take_clear(self.buf.id()) {

@@ -57,7 +57,14 @@ fn source(path: &Path) -> Result<Source> {
                 Some(g) => (g.clone(), BACKBONE),
                 None => (meta.model.build().context("a network built here has a builder")?.graph, ""),
             };
-            Source { def, file, prefix, normalization: meta.normalization, classes: meta.classes, spec: Some(meta.model) }
+            Source {
+                def,
+                file,
+                prefix,
+                normalization: meta.normalization,
+                classes: meta.classes,
+                spec: Some(meta.model),
+            }
         }
     })
 }

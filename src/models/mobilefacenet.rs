@@ -12,7 +12,16 @@ pub const BOTTLENECKS: [(usize, usize, usize, usize); 5] =
     [(2, 64, 5, 2), (4, 128, 1, 2), (2, 128, 6, 1), (4, 128, 1, 2), (2, 128, 2, 1)];
 
 /// Conv + batch norm + optional PReLU named `backbone.<name>`; its output.
-fn layer(g: &mut Builder, x: &str, name: &str, (cin, cout): (usize, usize), k: usize, stride: usize, groups: usize, prelu: bool) -> String {
+fn layer(
+    g: &mut Builder,
+    x: &str,
+    name: &str,
+    (cin, cout): (usize, usize),
+    k: usize,
+    stride: usize,
+    groups: usize,
+    prelu: bool,
+) -> String {
     let n = format!("backbone.{name}");
     let form = ConvForm { k, stride, pad: if k == 3 { 1 } else { 0 }, groups, bias: false };
     let fan_in = cin / groups * k * k;

@@ -98,7 +98,13 @@ impl<B: Backend> Net<B> {
         Ok(net)
     }
 
-    fn assemble(b: &B, spec: ModelSpec, graph: GraphDef, prefix: &'static str, params: ParamStore<B::T>) -> Result<Net<B>> {
+    fn assemble(
+        b: &B,
+        spec: ModelSpec,
+        graph: GraphDef,
+        prefix: &'static str,
+        params: ParamStore<B::T>,
+    ) -> Result<Net<B>> {
         let shape = |n: &str| {
             let key = format!("{prefix}{n}");
             params.contains(&key).then(|| b.shape(params.get(&key)).to_vec())

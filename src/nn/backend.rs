@@ -140,6 +140,11 @@ pub trait Backend {
     fn holds(&self, _packed: &Self::T, _view: &Self::T) -> bool {
         false
     }
+    /// With `on`, a kernel output may take the storage of a tensor dropped
+    /// earlier in the same recording (an eval-mode pass lets each value go
+    /// after its last reader); off, storage is reused from one submission
+    /// to the next only. Backends without a pool ignore it.
+    fn plan_memory(&mut self, _on: bool) {}
     /// The largest tensor one kernel may bind; models split batches to fit.
     fn max_binding_bytes(&self) -> u64;
 }

@@ -125,6 +125,9 @@ impl<'g> Backend for GpuBackend<'g> {
     ) -> Result<(Tensor, Tensor, Tensor)> {
         batchnorm::backward(&mut self.rec, s, p, x, saved, dy)
     }
+    fn plan_memory(&mut self, on: bool) {
+        self.gpu.pool.plan_by_liveness(on);
+    }
     fn maxpool(&mut self, s: &MaxPool, x: &Tensor) -> Result<Tensor> {
         maxpool::forward(&mut self.rec, s, x)
     }

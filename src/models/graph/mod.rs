@@ -74,7 +74,11 @@ impl GraphDef {
 
     /// The output columns named `name`.
     pub fn part(&self, name: &str) -> Result<std::ops::Range<usize>> {
-        let p = self.parts.iter().find(|p| p.name == name).with_context(|| format!("{}: no output `{name}`", self.source))?;
+        let p = self
+            .parts
+            .iter()
+            .find(|p| p.name == name)
+            .with_context(|| format!("{}: no output `{name}`", self.source))?;
         Ok(p.start..p.start + p.len)
     }
 

@@ -118,7 +118,9 @@ impl Op {
     /// The weights it reads.
     pub fn weights(&self) -> Vec<&str> {
         match self {
-            Op::Conv { w, b, .. } | Op::Linear { w, b, .. } => std::iter::once(w.as_str()).chain(b.as_deref()).collect(),
+            Op::Conv { w, b, .. } | Op::Linear { w, b, .. } => {
+                std::iter::once(w.as_str()).chain(b.as_deref()).collect()
+            }
             Op::BatchNorm { scale, bias, mean, var, .. } => vec![scale, bias, mean, var],
             Op::BnAct { scale, bias, mean, var, slope, .. } => {
                 [scale, bias, mean, var].into_iter().map(String::as_str).chain(slope.as_deref()).collect()

@@ -40,6 +40,21 @@ pub fn run<B: Backend>(
     x: &B::T,
     mode: Mode,
 ) -> Result<(B::T, Option<Saved<B::T>>)> {
+    // Eval mode: a value's storage serves the next values once its last
+    // reader is recorded (the backend's memory plan by liveness).
+    b.plan_memory(mode == Mode::Eval);
+    let r = run_ops(def, b, w, x, mode);
+    b.plan_memory(false);
+    r
+}
+
+fn run_ops<B: Backend>(
+    def: &GraphDef,
+    b: &mut B,
+    w: Weights<B::T>,
+    x: &B::T,
+    mode: Mode,
+) -> Result<(B::T, Option<Saved<B::T>>)> {
     let train = mode == Mode::Train;
     let dead = if train { Vec::new() } else { last_uses(def) };
     let mut v: HashMap<String, B::T> = HashMap::from([(def.input.clone(), x.clone())]);

@@ -53,7 +53,8 @@ pub fn infer(def: &GraphDef, size: usize, weight: &dyn Fn(&str) -> Option<Vec<us
     let mut values = HashMap::from([(def.input.clone(), vec![input_channels(def, weight), size, size])]);
     let mut ops = Vec::with_capacity(def.ops.len());
     for op in &def.ops {
-        let get = |n: &str| values.get(n).cloned().with_context(|| format!("value `{n}` is used before it is computed"));
+        let get =
+            |n: &str| values.get(n).cloned().with_context(|| format!("value `{n}` is used before it is computed"));
         let w = |n: &str| weight(n).with_context(|| format!("no weight `{n}`"));
         let x = get(op.inputs()[0])?;
         let chw = |x: &[usize]| -> Result<(usize, usize, usize)> {
@@ -108,13 +109,19 @@ pub fn infer(def: &GraphDef, size: usize, weight: &dyn Fn(&str) -> Option<Vec<us
                 if h + 2 * pad < *k || wd + 2 * pad < *k {
                     bail!("MaxPool `{}`: a {k}x{k} window on {h}x{wd} pixels", op.output());
                 }
-                OpShape { output: vec![c, out_len(h, *k, *stride, *pad, *ceil), out_len(wd, *k, *stride, *pad, *ceil)], macs: 0 }
+                OpShape {
+                    output: vec![c, out_len(h, *k, *stride, *pad, *ceil), out_len(wd, *k, *stride, *pad, *ceil)],
+                    macs: 0,
+                }
             }
-            Op::BatchNorm { .. } | Op::BnAct { .. } | Op::Prelu { .. } | Op::Act { .. } => OpShape { output: x, macs: 0 },
+            Op::BatchNorm { .. } | Op::BnAct { .. } | Op::Prelu { .. } | Op::Act { .. } => {
+                OpShape { output: x, macs: 0 }
+            }
         };
         values.insert(op.output().to_string(), s.output.clone());
         ops.push(s);
     }
-    let output = values.get(&def.output).cloned().with_context(|| format!("no op writes the output `{}`", def.output))?;
+    let output =
+        values.get(&def.output).cloned().with_context(|| format!("no op writes the output `{}`", def.output))?;
     Ok(Shapes { values, ops, output })
 }
