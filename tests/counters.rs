@@ -108,3 +108,55 @@ fn an_inference_call_reuses_the_buffers_of_values_it_is_done_with() {
     let every_value: u64 = shapes.values.values().map(|s| s.iter().product::<usize>() as u64 * 4 * 8).sum();
     assert!(first.bytes_allocated * 2 < every_value, "{} bytes for values of {every_value}", first.bytes_allocated);
 }
+
+/// An imported network gets what a network built here gets: MobileFaceNet
+/// exported with its batch norms and imported back runs inference (batch
+/// norms folded) and a training step (batch norms fused with their PReLU
+/// and residual add) in exactly the dispatches of the trained one.
+#[test]
+fn an_imported_mobilefacenet_runs_in_the_dispatches_of_the_trained_one() {
+    use arcface::io::model_file;
+    use arcface::io::onnx_export::export;
+    use arcface::models::graph::Op;
+    use arcface::pipeline::bench::train_throughput;
+    let d = std::env::temp_dir().join(format!("arcface-counters-{}", std::process::id()));
+    std::fs::create_dir_all(&d).unwrap();
+    let ckpt = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/models/mobilefacenet_orl40.safetensors");
+    let onnx = d.join("mfn.onnx");
+    export(&ckpt, &onnx, false).unwrap();
+    let (def, weights) = from_onnx(&onnx, 112).unwrap();
+    assert_eq!(def.ops.iter().filter(|op| matches!(op, Op::BatchNorm { .. })).count(), 50, "the batch norms were kept");
+    let imported = d.join("imported.safetensors");
+    model_file::save_graph(&imported, &def, &weights).unwrap();
+
+    let gpu = common::gpu();
+    let mut b = GpuBackend::new(&gpu).unwrap();
+    let x = b.upload(&vec![0.5; 2 * 3 * 112 * 112], &[2, 3, 112, 112]).unwrap();
+    let mut per_call = Vec::new();
+    for path in [&ckpt, &imported] {
+        let mut m = model_file::open(path, &mut b).unwrap().for_inference(&mut b).unwrap();
+        for warm in [true, false] {
+            let (e, counts) = gpu.counters.during(|| {
+                let e = m.embed_raw(&mut b, &x).unwrap();
+                b.download(&e)
+            });
+            assert_eq!(e.len(), 2 * 128);
+            if !warm {
+                per_call.push(counts);
+            }
+        }
+    }
+    let (trained, ours) = (per_call[0], per_call[1]);
+    assert_eq!(ours.dispatches, trained.dispatches, "inference: imported {ours:?}, trained {trained:?}");
+
+    let head = Head::ArcFace { s: 32.0, m: 0.5 };
+    let spec = ModelSpec { arch: Arch::MobileFaceNet, input: 112, classes: 5, head };
+    let trained = train_throughput(&gpu, spec, 2, 1).unwrap().per_step;
+    let spec = ModelSpec { arch: Arch::Imported, ..spec };
+    let w = weights.into_iter().map(|(n, t)| (n, t.shape, t.values));
+    let mut net = Net::pretrained(&mut b, spec, def, w, 0).unwrap();
+    let ours = step_throughput(&gpu, &mut b, &mut net, 2, 1).unwrap().per_step;
+    assert_eq!(ours.dispatches, trained.dispatches, "training: imported {ours:?}, trained {trained:?}");
+    assert_steady("imported MobileFaceNet", ours, trained.dispatches);
+    std::fs::remove_dir_all(&d).unwrap();
+}

@@ -88,6 +88,19 @@ impl Default for State {
 #[derive(Clone, Default)]
 pub struct Pool(Arc<Mutex<State>>);
 
+/// What a buffer from the pool must hold first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Contents {
+    /// Zeros, from the next submission on.
+    Zeros,
+    /// Anything: it is written from the CPU (or read into) before use.
+    Any,
+    /// A kernel's output: every element written by a command recorded
+    /// next; under the memory plan, possibly a buffer freed in this very
+    /// recording.
+    KernelOutput,
+}
+
 /// A buffer from the pool; dropping it returns it.
 pub struct Pooled {
     buf: Option<wgpu::Buffer>,
@@ -125,29 +138,18 @@ impl Drop for Pooled {
 }
 
 impl Pool {
-    /// A buffer of `size` bytes and `usage`: a free one, or a new one. With
-    /// `zeroed`, its contents read as zeros from the next submission on.
+    /// A buffer of `size` bytes and `usage`: a free one, or a new one,
+    /// holding what `contents` says.
     pub fn get(
         &self,
         device: &wgpu::Device,
         counters: &Counters,
         size: u64,
         usage: wgpu::BufferUsages,
-        zeroed: bool,
+        contents: Contents,
     ) -> Pooled {
-        self.take(device, counters, size, usage, zeroed, false)
-    }
-
-    /// A buffer for a kernel's output: as `get`, but it may be one freed
-    /// earlier in this recording (the memory plan by liveness; see above).
-    pub fn get_output(
-        &self,
-        device: &wgpu::Device,
-        counters: &Counters,
-        size: u64,
-        usage: wgpu::BufferUsages,
-    ) -> Pooled {
-        self.take(device, counters, size, usage, false, true)
+        let (zeroed, output) = (contents == Contents::Zeros, contents == Contents::KernelOutput);
+        self.take(device, counters, size, usage, zeroed, output)
     }
 
     /// Turns the memory plan by liveness on or off. An inference pass turns
@@ -297,7 +299,10 @@ mod tests {
     use crate::gpu::Gpu;
 
     fn buffers(pool: &Pool, gpu: &Gpu, sizes: &[u64]) -> Vec<Pooled> {
-        sizes.iter().map(|&n| pool.get(&gpu.device, &gpu.counters, n, wgpu::BufferUsages::STORAGE, false)).collect()
+        sizes
+            .iter()
+            .map(|&n| pool.get(&gpu.device, &gpu.counters, n, wgpu::BufferUsages::STORAGE, Contents::Any))
+            .collect()
     }
 
     /// Over the limit, a repeating step keeps its own buffers (nothing is

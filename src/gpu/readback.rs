@@ -6,6 +6,7 @@
 //! picked up by a later, non-blocking poll; a training loop shows its
 //! running loss this way, steps behind, and never stalls the queue.
 
+use super::pool::Contents;
 use super::{Gpu, Recorder, Tensor};
 use std::future::Future;
 use std::pin::Pin;
@@ -114,7 +115,7 @@ pub async fn read(mut rec: Recorder<'_>, t: &Tensor) -> Vec<f32> {
         rec.submit();
         return Vec::new();
     }
-    let staging = gpu.pool.get(&gpu.device, &gpu.counters, t.bytes(), super::tensor::READBACK, false);
+    let staging = gpu.pool.get(&gpu.device, &gpu.counters, t.bytes(), super::tensor::READBACK, Contents::Any);
     rec.copy_to_host(t, staging.buffer());
     let index = rec.submit();
     bytemuck::cast_slice(&gpu.read_mapped_async(staging.buffer(), index).await).to_vec()

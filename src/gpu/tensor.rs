@@ -5,7 +5,7 @@
 //! Buffers come from the device's caching pool (`pool`) and go back to it
 //! when the last view drops.
 
-use super::pool::Pooled;
+use super::pool::{Contents, Pooled};
 use super::Gpu;
 use anyhow::{bail, Result};
 use std::sync::Arc;
@@ -42,20 +42,10 @@ fn check_size(gpu: &Gpu, shape: &[usize]) -> Result<u64> {
     Ok(bytes)
 }
 
-/// What a new tensor's buffer holds first.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Fill {
-    Zeros,
-    /// A kernel's output (written by a command of this recording).
-    Output,
-    /// Written from the CPU before the submission.
-    Cpu,
-}
-
 impl Tensor {
     /// A tensor of zeros (as seen by the next submission's commands).
     pub fn zeros(gpu: &Gpu, shape: &[usize]) -> Result<Tensor> {
-        Self::alloc(gpu, shape, Fill::Zeros)
+        Self::alloc(gpu, shape, Contents::Zeros)
     }
 
     /// A kernel's output, every element of which a command recorded next
@@ -64,16 +54,13 @@ impl Tensor {
     pub fn uninit(gpu: &Gpu, shape: &[usize]) -> Result<Tensor> {
         // Poisoning writes from the CPU: never into a buffer this
         // recording still uses.
-        Self::alloc(gpu, shape, if gpu.poison_uninit { Fill::Cpu } else { Fill::Output })
+        Self::alloc(gpu, shape, if gpu.poison_uninit { Contents::Any } else { Contents::KernelOutput })
     }
 
-    fn alloc(gpu: &Gpu, shape: &[usize], fill: Fill) -> Result<Tensor> {
+    fn alloc(gpu: &Gpu, shape: &[usize], contents: Contents) -> Result<Tensor> {
         let size = check_size(gpu, shape)?;
-        let buf = match fill {
-            Fill::Output => gpu.pool.get_output(&gpu.device, &gpu.counters, size, USAGE),
-            Fill::Zeros | Fill::Cpu => gpu.pool.get(&gpu.device, &gpu.counters, size, USAGE, fill == Fill::Zeros),
-        };
-        if fill == Fill::Cpu && gpu.poison_uninit {
+        let buf = gpu.pool.get(&gpu.device, &gpu.counters, size, USAGE, contents);
+        if contents == Contents::Any && gpu.poison_uninit {
             // NaN in every word: an output a kernel leaves partly unwritten
             // shows in its checks.
             gpu.queue.write_buffer(buf.buffer(), 0, &vec![0xffu8; size as usize]);
@@ -94,7 +81,7 @@ impl Tensor {
         if len != numel(shape) {
             bail!("{len} values do not fill a tensor of shape {shape:?}");
         }
-        let t = Tensor::alloc(gpu, shape, Fill::Cpu)?;
+        let t = Tensor::alloc(gpu, shape, Contents::Any)?;
         if len > 0 {
             gpu.queue.write_buffer(t.buf.buffer(), 0, bytes);
         }
@@ -164,7 +151,7 @@ impl Tensor {
         if size == 0 {
             return Vec::new();
         }
-        let staging = gpu.pool.get(&gpu.device, &gpu.counters, size, READBACK, false);
+        let staging = gpu.pool.get(&gpu.device, &gpu.counters, size, READBACK, Contents::Any);
         let index =
             gpu.submit(|enc| enc.copy_buffer_to_buffer(self.buf.buffer(), self.offset, staging.buffer(), 0, size));
         gpu.submitted();
