@@ -11,14 +11,14 @@
 //! can use it.
 //!
 //! The one exception, the memory plan by liveness (`plan_by_liveness`, on
-//! for inference passes): a kernel's output (every
+//! for inference and backward passes): a kernel's output (every
 //! element of which a later command of this recording writes before any
 //! reads it) may take a buffer freed earlier in the same recording. The
 //! commands that used it come before in queue order, and wgpu orders
 //! storage writes after earlier reads within the pass, so a value's buffer
-//! serves the next value once its last reader is recorded: an inference
-//! pass needs about its widest layers' worth of memory, not the sum of
-//! all of them. Nothing written from the CPU (uploads, clears, `write`)
+//! serves the next value once its last reader is recorded (MobileFaceNet
+//! at batch 8 on lavapipe: an inference call's first allocation 131 MB
+//! instead of 205, a training step's 357 MB instead of 449). Nothing written from the CPU (uploads, clears, `write`)
 //! takes such a buffer: those land before the submission's commands.
 //!
 //! A step that repeats should get the same buffers as before, so that its
@@ -152,9 +152,11 @@ impl Pool {
         self.take(device, counters, size, usage, zeroed, output)
     }
 
-    /// Turns the memory plan by liveness on or off. An inference pass turns
-    /// it on; a training step leaves it off, so that each step gets exactly
-    /// the buffers of the step before (and their cached bind groups).
+    /// Turns the memory plan by liveness on or off: the executor turns it on
+    /// for an eval-mode pass and for a backward pass (whose gradients die as
+    /// they flow back), off for a training forward pass (which keeps its
+    /// values for the backward pass anyway). A repeating step still gets the
+    /// buffers of the step before, so its cached bind groups serve again.
     pub fn plan_by_liveness(&self, on: bool) {
         self.0.lock().unwrap().plan = on;
     }

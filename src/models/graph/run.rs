@@ -137,6 +137,22 @@ pub fn backward<B: Backend>(
     dout: &B::T,
     grad: &mut dyn FnMut(&mut B, &str, B::T) -> Result<()>,
 ) -> Result<()> {
+    // Each value's gradient is dropped once the op that reads it is
+    // recorded: its storage serves the gradients after it.
+    b.plan_memory(true);
+    let r = backward_ops(def, b, w, saved, dout, grad);
+    b.plan_memory(false);
+    r
+}
+
+fn backward_ops<B: Backend>(
+    def: &GraphDef,
+    b: &mut B,
+    w: Weights<B::T>,
+    saved: &Saved<B::T>,
+    dout: &B::T,
+    grad: &mut dyn FnMut(&mut B, &str, B::T) -> Result<()>,
+) -> Result<()> {
     let val = |n: &str| saved.values.get(n).cloned().with_context(|| format!("value `{n}` was not saved"));
     let bn_of = |op: &Op| saved.bn.get(op.output()).context("a batch norm's backward needs a training-mode pass");
     let out_shape = b.shape(&val(&def.output)?).to_vec();
