@@ -65,6 +65,7 @@ fn print_adapter(gpu: &GpuArgs, as_json: bool) -> Result<()> {
 }
 
 fn print_model(spec: &ModelSpec, as_json: bool) -> Result<()> {
+    spec.validate()?;
     let table = spec.layer_table();
     if as_json {
         let layers: Vec<_> =

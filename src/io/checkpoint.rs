@@ -137,13 +137,17 @@ pub fn load<B: Backend>(path: &Path, b: &mut B) -> Result<(Net<B>, CheckpointMet
     Ok((net_of(path, &meta, &file, b)?, meta))
 }
 
+/// A fine-tuned imported network's backbone weights, by graph name.
+pub fn backbone_weights(file: &TensorFile) -> impl Iterator<Item = (String, Vec<usize>, Vec<f32>)> + '_ {
+    file.tensors
+        .iter()
+        .filter_map(|(name, t)| name.strip_prefix(BACKBONE).map(|n| (n.to_string(), t.shape.clone(), t.values.clone())))
+}
+
 /// The network a checkpoint file (read from `path`, metadata checked) holds.
 pub fn net_of<B: Backend>(path: &Path, meta: &CheckpointMeta, file: &TensorFile, b: &mut B) -> Result<Net<B>> {
     if let Some(graph) = &meta.graph {
-        let backbone = file.tensors.iter().filter_map(|(name, t)| {
-            name.strip_prefix(BACKBONE).map(|n| (n.to_string(), t.shape.clone(), t.values.clone()))
-        });
-        let mut net = Net::pretrained(b, meta.model, graph.clone(), backbone, 0)
+        let mut net = Net::pretrained(b, meta.model, graph.clone(), backbone_weights(file), 0)
             .with_context(|| format!("{}: the imported network does not load", path.display()))?;
         for (name, t) in file.tensors.iter().filter(|(n, _)| !n.starts_with(BACKBONE)) {
             if !net.params.contains(name) {
@@ -158,6 +162,7 @@ pub fn net_of<B: Backend>(path: &Path, meta: &CheckpointMeta, file: &TensorFile,
         }
         return Ok(net);
     }
+    meta.model.validate().with_context(|| format!("{}: the model its metadata describes", path.display()))?;
     let expected: Vec<String> = meta.model.param_specs().into_iter().map(|p| p.name).collect();
     if let Some(extra) = file.tensors.keys().find(|k| !expected.contains(k)) {
         bail!("{}: tensor `{extra}` does not belong to a {:?} model", path.display(), meta.model.arch);

@@ -98,7 +98,7 @@ impl ModelSpec {
     /// network's come with its graph: `Net::pretrained`).
     pub fn param_specs(&self) -> Vec<ParamSpec> {
         let Some(built) = self.build() else { return Vec::new() };
-        let width = built_shapes(&built).map_or(0, |s| s.output_width());
+        let width = built_shapes(&built).output_width();
         let mut v = built.params;
         v.extend(head_spec(self, width));
         v
@@ -113,7 +113,7 @@ impl ModelSpec {
     /// image, read from the graph; the ArcFace head last.
     pub fn layer_table(&self) -> Vec<graph::LayerRow> {
         let Some(built) = self.build() else { return Vec::new() };
-        let Ok(shapes) = built_shapes(&built) else { return Vec::new() };
+        let shapes = built_shapes(&built);
         let mut rows = built.graph.layer_table(&shapes);
         if let Head::ArcFace { .. } = self.head {
             rows.push(("head (ArcFace)".into(), vec![self.classes], shapes.output_width() * self.classes));
@@ -126,10 +126,11 @@ impl ModelSpec {
     }
 }
 
-/// A built graph's shapes, from its parameters' shapes.
-fn built_shapes(b: &Built) -> Result<graph::Shapes> {
+/// A built graph's shapes, from its parameters' shapes (a builder's graph
+/// fits its own parameters: tests/one_graph.rs and every model test).
+fn built_shapes(b: &Built) -> graph::Shapes {
     let shape = |n: &str| b.params.iter().find(|p| p.name == n).map(|p| p.shape.clone());
-    graph::infer(&b.graph, b.graph.input_size, &shape)
+    graph::infer(&b.graph, b.graph.input_size, &shape).expect("a builder's graph fits its parameters")
 }
 
 /// The ArcFace head's weight for an embedding `width` wide (none for softmax).

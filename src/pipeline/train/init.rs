@@ -3,7 +3,7 @@
 
 use crate::io::checkpoint;
 use crate::io::model_file::{self, ModelFile};
-use crate::models::{Arch, Head, ModelSpec, Net, BACKBONE};
+use crate::models::{Arch, Head, ModelSpec, Net};
 use crate::nn::GpuBackend;
 use anyhow::{bail, Result};
 use std::path::Path;
@@ -20,7 +20,11 @@ pub fn pretrained_spec(init: &Path, want: &ModelSpec) -> Result<ModelSpec> {
             Ok(ModelSpec { arch: Arch::Imported, input: def.input_size, classes: want.classes, head })
         }
         ModelFile::Checkpoint { meta, .. } if !meta.model.has_embedding() => {
-            bail!("--init {}: {:?} has no backbone to fine-tune", init.display(), meta.model.arch)
+            let name = meta.model.build().map_or_else(|| format!("{:?}", meta.model.arch), |b| b.graph.source);
+            bail!(
+                "--init {}: {name} is a classifier without an embedding layer: no backbone to fine-tune",
+                init.display()
+            )
         }
         ModelFile::Checkpoint { meta, .. } => {
             Ok(ModelSpec { arch: meta.model.arch, input: meta.model.input, classes: want.classes, head })
@@ -35,10 +39,7 @@ pub fn pretrained<'g>(b: &mut GpuBackend<'g>, init: &Path, spec: ModelSpec, seed
         ModelFile::Checkpoint { meta, file } => (meta, file),
     };
     if let Some(def) = &meta.graph {
-        let backbone = file.tensors.iter().filter_map(|(name, t)| {
-            name.strip_prefix(BACKBONE).map(|n| (n.to_string(), t.shape.clone(), t.values.clone()))
-        });
-        return Net::pretrained(b, spec, def.clone(), backbone, seed);
+        return Net::pretrained(b, spec, def.clone(), checkpoint::backbone_weights(&file), seed);
     }
     let from = checkpoint::net_of(init, &meta, &file, b)?;
     let mut net = Net::init(b, spec, seed)?;
