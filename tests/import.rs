@@ -203,3 +203,47 @@ fn import_records_the_normalisation_it_is_given() {
     assert!(String::from_utf8_lossy(&bad.stderr).contains("--std"), "{}", String::from_utf8_lossy(&bad.stderr));
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// What PyTorch's exporter writes besides the layers: an initializer shared
+/// by two layers through Identity nodes (equal values, say two zero biases)
+/// becomes a weight of each layer's own, so fine-tuning does not tie them;
+/// a PReLU slope reshaped by Unsqueeze keeps its parameter's name.
+#[test]
+fn shared_initializers_and_unsqueezed_slopes_import_as_separate_weights() {
+    let nodes = vec![
+        node("Identity", "share/a", &["zeros"], "b1"),
+        node("Identity", "share/b", &["zeros"], "b2"),
+        node("Conv", "c1", &["x", "w1", "b1"], "a"),
+        node("Constant", "axes/const", &[], "axes"),
+        node("Unsqueeze", "p/unsqueeze", &["p.weight", "axes"], "slope"),
+        node("PRelu", "p", &["a", "slope"], "c"),
+        node("Conv", "c2", &["c", "w2", "b2"], "y"),
+    ];
+    let mut nodes = nodes;
+    let axes = TensorProto { dims: vec![2], data_type: 7, int64_data: vec![1, 2], ..Default::default() };
+    nodes[3].attribute.push(arcface::io::onnx::AttributeProto {
+        name: "value".into(),
+        t: Some(axes),
+        ..Default::default()
+    });
+    let inits = vec![
+        tensor("zeros", &[2], &[0.0, 0.0]),
+        tensor("w1", &[2, 2, 1, 1], &[1.0, 0.0, 0.0, 1.0]),
+        tensor("w2", &[2, 2, 1, 1], &[0.0, 1.0, 1.0, 0.0]),
+        tensor("p.weight", &[2], &[0.1, 0.2]),
+    ];
+    let path = write_model(nodes, inits, "shared");
+    let (def, weights) = from_onnx(&path, 2).unwrap();
+    let biases: Vec<_> = def
+        .ops
+        .iter()
+        .filter_map(|op| match op {
+            arcface::models::graph::Op::Conv { b, .. } => b.clone(),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(biases, ["b1", "b2"], "each convolution has a bias of its own");
+    assert_eq!(weights["p.weight"].shape, vec![2, 1, 1]);
+    assert!(!weights.contains_key("zeros") && !weights.contains_key("slope"), "{:?}", weights.keys());
+    std::fs::remove_file(path).unwrap();
+}

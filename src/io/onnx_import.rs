@@ -128,7 +128,17 @@ impl Importer {
                 return Ok(());
             }
             "Identity" => {
-                self.alias.insert(y, x);
+                match self.consts.get(&x).cloned() {
+                    // A constant under another name (exporters share equal
+                    // initializers this way): a weight of its own, so that
+                    // fine-tuning does not tie what only happened to be equal.
+                    Some(t) => {
+                        self.consts.insert(y.clone(), TensorProto { name: y, ..t });
+                    }
+                    None => {
+                        self.alias.insert(y, x);
+                    }
+                }
                 return Ok(());
             }
             "Unsqueeze" => return self.unsqueeze(node, y),
