@@ -4,7 +4,6 @@
 
 mod common;
 use arcface::data::input::Normalization;
-use arcface::data::split::{TEST_FRACTION, VAL_FRACTION};
 use arcface::io::model_file;
 use arcface::io::tensorfile::Loaded;
 use arcface::kernels::activation::Act;
@@ -152,7 +151,7 @@ fn gpu_step_equals_the_reference_step_and_freezing_keeps_the_backbone() {
 
 #[test]
 fn train_init_fine_tunes_an_imported_network() {
-    use arcface::pipeline::train::{self, TrainConfig};
+    use arcface::pipeline::train;
     let dir = std::env::temp_dir().join(format!("arcface-finetune-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
@@ -161,25 +160,7 @@ fn train_init_fine_tunes_an_imported_network() {
         w.iter().map(|(n, s, v)| (n.clone(), Loaded { shape: s.clone(), values: v.clone() })).collect();
     let init = dir.join("imported.safetensors");
     model_file::save_graph(&init, &def, &weights).unwrap();
-    let cfg = |epochs| TrainConfig {
-        model: ModelSpec { arch: Arch::MobileFaceNet, input: 112, classes: 0, head: Head::ArcFace { s: 8.0, m: 0.3 } },
-        epochs,
-        batch_size: 8,
-        lr: 0.05,
-        momentum: 0.9,
-        weight_decay: 5e-4,
-        lr_step: 3,
-        lr_gamma: 0.5,
-        seed: 1,
-        max_people: 3,
-        recalibrate_bn: false,
-        align: false,
-        init: Some(init.clone()),
-        freeze_backbone_epochs: 1,
-        data: None,
-        val_fraction: VAL_FRACTION,
-        test_fraction: TEST_FRACTION,
-    };
+    let cfg = |epochs| common::fine_tune_config(&init, epochs, 1);
     let orl = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("data/orl");
     let gpu = common::gpu();
     let run = dir.join("run");

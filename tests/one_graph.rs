@@ -273,8 +273,7 @@ fn export_is_the_inverse_of_import_for_every_kind_of_model() {
 /// backbone's weights and running statistics all move.
 #[test]
 fn an_imported_network_with_batch_norms_fine_tunes_its_whole_backbone() {
-    use arcface::data::split::{TEST_FRACTION, VAL_FRACTION};
-    use arcface::pipeline::train::{self, TrainConfig};
+    use arcface::pipeline::train;
     use arcface::progress::Progress;
     let d = tmp("finetune");
     let (def, w) = bn_graph(7, 32);
@@ -282,25 +281,7 @@ fn an_imported_network_with_batch_norms_fine_tunes_its_whole_backbone() {
         w.iter().map(|(n, s, v)| (n.clone(), Loaded { shape: s.clone(), values: v.clone() })).collect();
     let init = d.join("imported.safetensors");
     model_file::save_graph(&init, &def, &weights).unwrap();
-    let cfg = TrainConfig {
-        model: ModelSpec { arch: Arch::MobileFaceNet, input: 112, classes: 0, head: Head::ArcFace { s: 8.0, m: 0.3 } },
-        epochs: 1,
-        batch_size: 8,
-        lr: 0.05,
-        momentum: 0.9,
-        weight_decay: 5e-4,
-        lr_step: 3,
-        lr_gamma: 0.5,
-        seed: 1,
-        max_people: 3,
-        recalibrate_bn: false,
-        align: false,
-        init: Some(init),
-        freeze_backbone_epochs: 0,
-        data: None,
-        val_fraction: VAL_FRACTION,
-        test_fraction: TEST_FRACTION,
-    };
+    let cfg = common::fine_tune_config(&init, 1, 0);
     let gpu = common::gpu();
     let run = d.join("run");
     train::run(&gpu, &root().join("data/orl"), &run, cfg, false, &Progress::hidden()).unwrap();

@@ -30,3 +30,29 @@ pub fn weights(path: &std::path::Path) -> Vec<(String, Vec<f32>)> {
     v.sort_by(|a, b| a.0.cmp(&b.0));
     v
 }
+
+/// A short `train --init` run on three ORL people (ArcFace s 8, m 0.3,
+/// batch 8): `epochs` epochs, the first `frozen` with the backbone frozen.
+pub fn fine_tune_config(init: &std::path::Path, epochs: usize, frozen: usize) -> arcface::pipeline::train::TrainConfig {
+    use arcface::data::split::{TEST_FRACTION, VAL_FRACTION};
+    use arcface::models::{Arch, Head, ModelSpec};
+    arcface::pipeline::train::TrainConfig {
+        model: ModelSpec { arch: Arch::MobileFaceNet, input: 112, classes: 0, head: Head::ArcFace { s: 8.0, m: 0.3 } },
+        epochs,
+        batch_size: 8,
+        lr: 0.05,
+        momentum: 0.9,
+        weight_decay: 5e-4,
+        lr_step: 3,
+        lr_gamma: 0.5,
+        seed: 1,
+        max_people: 3,
+        recalibrate_bn: false,
+        align: false,
+        init: Some(init.to_path_buf()),
+        freeze_backbone_epochs: frozen,
+        data: None,
+        val_fraction: VAL_FRACTION,
+        test_fraction: TEST_FRACTION,
+    }
+}
