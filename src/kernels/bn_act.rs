@@ -1,7 +1,8 @@
 //! Batch norm (batch statistics) + PReLU + residual add, fused: one dispatch
 //! forward and one backward where the composed ops (`batchnorm`,
-//! `activation`, `residual`) take two to five. MobileFaceNet's training
-//! step runs every ConvBn layer's normalisation through here.
+//! `activation`, `residual`) take two to five. A training step runs every
+//! batch norm of a graph through here (the executor's `BnAct` op, written
+//! by the fuse pass).
 //!
 //! The GPU kernel set cuts each channel's batch into slices instead
 //! (`batch_split`): partial statistics per (channel, slice), combined in
