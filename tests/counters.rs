@@ -176,3 +176,15 @@ fn an_imported_mobilefacenet_runs_in_the_dispatches_of_the_trained_one() {
     assert_steady("imported MobileFaceNet", ours, trained.dispatches);
     std::fs::remove_dir_all(&d).unwrap();
 }
+
+/// MTCNN waits for the device only where a stage's boxes decide the next
+/// stage's work: once for the whole P-Net pyramid, once for R-Net, once for
+/// O-Net (10 and 19 times before the pyramid went in one submission).
+#[test]
+fn detection_reads_back_once_per_stage() {
+    let gpu = common::gpu();
+    for t in arcface::detect::bench::detect_times(&gpu, &[300, 1350], 1).unwrap() {
+        assert_eq!(t.faces, 1, "{t:?}");
+        assert_eq!(t.per_call.blocking_readbacks, 3, "{t:?}");
+    }
+}

@@ -133,16 +133,19 @@ pub async fn detect<B: Backend>(b: &mut B, nets: &Nets<B>, rgb: &image::RgbImage
     let img = Planar::from_rgb(rgb);
     let (h, w) = (img.h, img.w);
 
-    // Stage 1: P-Net over the pyramid, NMS 0.5 per scale, 0.7 across scales.
-    let mut cands: Vec<Candidate> = Vec::new();
+    // Stage 1: P-Net over the pyramid (every level in one submission, one
+    // read-back), NMS 0.5 per scale, 0.7 across scales.
+    let mut levels = Vec::new();
     for scale in scales(h.min(w), opt) {
         let (sh, sw) = ((h as f64 * scale + 1.0) as usize, (w as f64 * scale + 1.0) as usize);
-        if sh < 12 || sw < 12 {
-            continue;
+        if sh >= 12 && sw >= 12 {
+            levels.push((scale, img.resize_area(sh, sw).normalised(), sh, sw));
         }
-        let level = img.resize_area(sh, sw);
-        let maps = nets.pnet(b, &level.normalised(), sh, sw).await?;
-        let found = boxes::generate(&maps.prob, &maps.reg, maps.h, maps.w, scale as f32, opt.thresholds[0]);
+    }
+    let inputs: Vec<(&[f32], usize, usize)> = levels.iter().map(|(_, x, sh, sw)| (x.as_slice(), *sh, *sw)).collect();
+    let mut cands: Vec<Candidate> = Vec::new();
+    for ((scale, ..), maps) in levels.iter().zip(nets.pnet_pyramid(b, &inputs).await?) {
+        let found = boxes::generate(&maps.prob, &maps.reg, maps.h, maps.w, *scale as f32, opt.thresholds[0]);
         cands.extend(nms(&found, 0.5, Overlap::Union).into_iter().map(|i| found[i]));
     }
     let keep = nms(&cands, 0.7, Overlap::Union);

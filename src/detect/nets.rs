@@ -30,6 +30,31 @@ pub struct Nets<B: Backend> {
 /// more work at this size.
 const PNET_BAND_BYTES: u64 = 8 << 20;
 
+/// A band of P-Net's input rows, and how many output rows it gives.
+struct Band {
+    rows: (usize, usize),
+    out_rows: usize,
+}
+
+/// Bands of input rows so that no activation outgrows one binding or
+/// `PNET_BAND_BYTES`: the largest is conv1's output, 10 channels at about
+/// the input size (and the im2col matrices, a few times that, on the CPU
+/// kernel set). Output row y sees input rows 2y..2y+11; a band starting at
+/// an even row keeps the 2x2 pooling windows aligned with the whole image's,
+/// so the maps are the same for any band.
+fn pnet_bands(h: usize, w: usize, max_binding: u64) -> Vec<Band> {
+    let out_h = pnet_out(h);
+    let budget = (max_binding / 2).min(PNET_BAND_BYTES) as usize;
+    let band_out = ((budget / (10 * 4 * w)).saturating_sub(12) / 2).max(1);
+    (0..out_h)
+        .step_by(band_out)
+        .map(|y0| {
+            let y1 = (y0 + band_out).min(out_h);
+            Band { rows: (2 * y0, (2 * y1 + 10).min(h)), out_rows: y1 - y0 }
+        })
+        .collect()
+}
+
 /// P-Net's output rows (or columns) for an input `len` pixels long.
 fn pnet_out(len: usize) -> usize {
     out_len(len - 2, 2, 2, 0, true) - 4
@@ -130,41 +155,47 @@ impl<B: Backend> Nets<B> {
 
     /// P-Net on one normalised image (3, h, w), h and w >= 12.
     pub async fn pnet(&self, b: &mut B, x: &[f32], h: usize, w: usize) -> Result<PnetMaps> {
-        if h < 12 || w < 12 {
-            bail!("P-Net needs at least 12x12 pixels, got {w}x{h}");
+        let mut maps = self.pnet_pyramid(b, &[(x, h, w)]).await?;
+        Ok(maps.pop().expect("one level"))
+    }
+
+    /// P-Net on every level of a pyramid (normalised images (3, h, w), each
+    /// at least 12x12): all levels recorded, then one read-back for all.
+    pub async fn pnet_pyramid(&self, b: &mut B, levels: &[(&[f32], usize, usize)]) -> Result<Vec<PnetMaps>> {
+        let mut bands = Vec::new();
+        for (i, &(x, h, w)) in levels.iter().enumerate() {
+            if h < 12 || w < 12 {
+                bail!("P-Net needs at least 12x12 pixels, got {w}x{h}");
+            }
+            for band in pnet_bands(h, w, b.max_binding_bytes()) {
+                let (r0, r1) = band.rows;
+                let x: Vec<f32> = (0..3).flat_map(|c| &x[c * h * w + r0 * w..c * h * w + r1 * w]).copied().collect();
+                let t = b.upload(&x, &[1, 3, r1 - r0, w])?;
+                bands.push((i, band, self.pnet.forward(b, &t)?));
+            }
         }
-        // Bands of input rows so that no activation outgrows one binding or
-        // `PNET_BAND_BYTES`: the largest is conv1's output, 10 channels at
-        // about the input size (and the im2col matrices, a few times that,
-        // on the CPU kernel set). Output row y sees input rows 2y..2y+11; a
-        // band starting at an even row keeps the 2x2 pooling windows aligned
-        // with the whole image's, so the maps are the same for any band.
-        let out_h = pnet_out(h);
-        let budget = (b.max_binding_bytes() / 2).min(PNET_BAND_BYTES) as usize;
-        let band_out = ((budget / (10 * 4 * w)).saturating_sub(12) / 2).max(1);
-        let mut prob = Vec::new();
-        let mut reg = vec![Vec::new(); 4];
-        let mut ow = 0;
-        let mut y0 = 0;
-        while y0 < out_h {
-            let y1 = (y0 + band_out).min(out_h);
-            let (r0, r1) = (2 * y0, (2 * y1 + 10).min(h));
-            let band: Vec<f32> = (0..3).flat_map(|c| &x[c * h * w + r0 * w..c * h * w + r1 * w]).copied().collect();
-            let t = b.upload(&band, &[1, 3, r1 - r0, w])?;
-            let head = self.pnet.forward(b, &t)?;
-            let (bh, bw) = (pnet_out(r1 - r0), pnet_out(w));
-            ow = bw;
-            let v = b.download_async(&head).await;
-            let rows = y1 - y0; // the band may compute a partial extra row: ignored
-            let plane = |c: usize| &v[c * bh * bw..c * bh * bw + rows * bw];
-            let (face, boxes) = (self.pnet.def().part("face")?, self.pnet.def().part("box")?);
-            prob.extend(plane(face.start).iter().zip(plane(face.start + 1)).map(|(&a0, &a1)| face_probability(a0, a1)));
-            for (c, r) in boxes.zip(reg.iter_mut()) {
+        let heads: Vec<B::T> = bands.iter().map(|(_, _, t)| t.clone()).collect();
+        let values = b.download_all_async(&heads).await;
+        let (face, boxes) = (self.pnet.def().part("face")?, self.pnet.def().part("box")?);
+        let mut maps: Vec<PnetMaps> = levels
+            .iter()
+            .map(|&(_, h, w)| PnetMaps { h: pnet_out(h), w: pnet_out(w), prob: Vec::new(), reg: Vec::new() })
+            .collect();
+        let mut reg: Vec<Vec<Vec<f32>>> = levels.iter().map(|_| vec![Vec::new(); 4]).collect();
+        for ((i, band, _), v) in bands.iter().zip(&values) {
+            let (bh, bw) = (pnet_out(band.rows.1 - band.rows.0), maps[*i].w);
+            // The band may compute a partial extra row: ignored.
+            let plane = |c: usize| &v[c * bh * bw..c * bh * bw + band.out_rows * bw];
+            let prob = plane(face.start).iter().zip(plane(face.start + 1)).map(|(&a0, &a1)| face_probability(a0, a1));
+            maps[*i].prob.extend(prob);
+            for (c, r) in boxes.clone().zip(reg[*i].iter_mut()) {
                 r.extend_from_slice(plane(c));
             }
-            y0 = y1;
         }
-        Ok(PnetMaps { h: out_h, w: ow, prob, reg: reg.concat() })
+        for (m, r) in maps.iter_mut().zip(reg) {
+            m.reg = r.concat();
+        }
+        Ok(maps)
     }
 
     /// R-Net on normalised 24x24 crops, (n, 3, 24, 24) flat.
@@ -179,21 +210,25 @@ impl<B: Backend> Nets<B> {
 }
 
 /// A crop network on all crops, in as few batches as half a binding allows
-/// (the other half for the convolutions' scratch).
+/// (the other half for the convolutions' scratch): every batch recorded,
+/// then one read-back for all.
 async fn crop_outputs<B: Backend>(b: &mut B, net: &GraphNet<B>, crops: &[f32]) -> Result<CropOutputs> {
     let size = net.def().input_size;
     let per = 3 * size * size;
     let n = crops.len() / per;
-    let mut out = CropOutputs { prob: Vec::new(), reg: Vec::new(), landmarks: Vec::new() };
-    let (face, boxes) = (net.def().part("face")?, net.def().part("box")?);
-    let marks = net.def().part("landmarks").ok();
     let chunk = net.program.images_per_run(b.max_binding_bytes() / 2);
+    let mut outputs = Vec::new();
     for start in (0..n).step_by(chunk) {
         let m = chunk.min(n - start);
         let x = b.upload(&crops[start * per..(start + m) * per], &[m, 3, size, size])?;
-        let y = net.forward(b, &x)?;
-        let cols = b.shape(&y)[1];
-        for row in b.download_async(&y).await.chunks(cols) {
+        outputs.push(net.forward(b, &x)?);
+    }
+    let values = b.download_all_async(&outputs).await;
+    let mut out = CropOutputs { prob: Vec::new(), reg: Vec::new(), landmarks: Vec::new() };
+    let (face, boxes) = (net.def().part("face")?, net.def().part("box")?);
+    let marks = net.def().part("landmarks").ok();
+    for (y, v) in outputs.iter().zip(values) {
+        for row in v.chunks(b.shape(y)[1]) {
             out.prob.push(face_probability(row[face.start], row[face.start + 1]));
             out.reg.push(row[boxes.clone()].try_into().expect("four box offsets"));
             if let Some(l) = &marks {

@@ -215,13 +215,18 @@ impl<'g> Recorder<'g> {
 
     /// Copies `src` into the start of a host-mappable buffer.
     pub fn copy_to_host(&mut self, src: &Tensor, dst: &wgpu::Buffer) {
+        self.copy_to_host_at(src, dst, 0);
+    }
+
+    /// `copy_to_host` into `dst` from byte `dst_at` on.
+    pub fn copy_to_host_at(&mut self, src: &Tensor, dst: &wgpu::Buffer, dst_at: u64) {
         let (src_at, bytes) = (src.offset, src.bytes());
         let _keep = [Some(src.buf.clone()), None];
         self.commands.push(Command::Copy {
             src: src.buf.buffer().clone(),
             src_at,
             dst: dst.clone(),
-            dst_at: 0,
+            dst_at,
             bytes,
             _keep,
         });

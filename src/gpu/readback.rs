@@ -121,6 +121,34 @@ pub async fn read(mut rec: Recorder<'_>, t: &Tensor) -> Vec<f32> {
     bytemuck::cast_slice(&gpu.read_mapped_async(staging.buffer(), index).await).to_vec()
 }
 
+/// `read` of several tensors: the work and every copy in one submission,
+/// one mapping (one read-back, however many tensors).
+pub async fn read_all(mut rec: Recorder<'_>, ts: &[&Tensor]) -> Vec<Vec<f32>> {
+    let gpu = rec.gpu();
+    let total: u64 = ts.iter().map(|t| t.bytes()).sum();
+    if total == 0 {
+        rec.submit();
+        return ts.iter().map(|_| Vec::new()).collect();
+    }
+    let staging = gpu.pool.get(&gpu.device, &gpu.counters, total, super::tensor::READBACK, Contents::Any);
+    let mut at = 0;
+    for t in ts {
+        rec.copy_to_host_at(t, staging.buffer(), at);
+        at += t.bytes();
+    }
+    let index = rec.submit();
+    let bytes = gpu.read_mapped_async(staging.buffer(), index).await;
+    let all: &[f32] = bytemuck::cast_slice(&bytes);
+    let mut start = 0;
+    ts.iter()
+        .map(|t| {
+            let part = all[start..start + t.numel()].to_vec();
+            start += t.numel();
+            part
+        })
+        .collect()
+}
+
 /// Whether a buffer's mapping finished, and whether it succeeded: a future
 /// that wgpu's `map_async` callback completes.
 #[derive(Clone, Default)]

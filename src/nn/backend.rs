@@ -31,6 +31,9 @@ pub trait Backend {
     fn download(&mut self, t: &Self::T) -> Vec<f32>;
     /// `download` as a future, for code that also runs on the web.
     fn download_async(&mut self, t: &Self::T) -> impl std::future::Future<Output = Vec<f32>>;
+    /// `download_async` of several tensors with one read-back (one wait
+    /// for the device, not one per tensor).
+    fn download_all_async(&mut self, ts: &[Self::T]) -> impl std::future::Future<Output = Vec<Vec<f32>>>;
     fn shape<'a>(&self, t: &'a Self::T) -> &'a [usize];
     /// A view with another shape (flatten): no copy.
     fn reshape(&self, t: &Self::T, shape: &[usize]) -> Result<Self::T>;

@@ -66,6 +66,9 @@ impl Backend for CpuBackend {
     fn download_async(&mut self, t: &CpuTensor) -> impl std::future::Future<Output = Vec<f32>> {
         std::future::ready(self.download(t))
     }
+    fn download_all_async(&mut self, ts: &[CpuTensor]) -> impl std::future::Future<Output = Vec<Vec<f32>>> {
+        std::future::ready(ts.iter().map(|t| self.download(t)).collect())
+    }
     fn shape<'a>(&self, t: &'a CpuTensor) -> &'a [usize] {
         &t.shape
     }

@@ -69,6 +69,14 @@ impl<'g> Backend for GpuBackend<'g> {
     fn download_async(&mut self, t: &Tensor) -> impl std::future::Future<Output = Vec<f32>> {
         readback::read(std::mem::replace(&mut self.rec, Recorder::new(self.gpu)), t)
     }
+    fn download_all_async(&mut self, ts: &[Tensor]) -> impl std::future::Future<Output = Vec<Vec<f32>>> {
+        let rec = std::mem::replace(&mut self.rec, Recorder::new(self.gpu));
+        let ts: Vec<Tensor> = ts.to_vec();
+        async move {
+            let refs: Vec<&Tensor> = ts.iter().collect();
+            readback::read_all(rec, &refs).await
+        }
+    }
     fn shape<'a>(&self, t: &'a Tensor) -> &'a [usize] {
         &t.shape
     }
