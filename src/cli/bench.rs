@@ -236,13 +236,16 @@ impl InferBench {
             json(&r)?;
         } else {
             println!(
-                "{} batch {}: {:.1} ms per call, {:.2} images/s ({} dispatches, {} buffers created per call; {})",
+                "{} batch {}: {:.1} ms per call (p99 {:.1} ms), {:.2} images/s; {} dispatches, {} buffers created per \
+                 call, {:.1} MB allocated by the first; {}",
                 r.model,
                 r.batch,
                 r.call_ms,
+                r.p99_ms,
                 r.images_per_s,
                 r.per_call.dispatches,
                 r.per_call.buffers_created,
+                r.first_call_bytes as f64 / 1e6,
                 r.adapter
             );
         }
