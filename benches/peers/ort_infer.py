@@ -2,11 +2,11 @@
 `arcface bench infer` times the engine: a fixed batch, three warm-up calls,
 then the median and 99th percentile of the timed calls.
 
-    python benches/peers/onnxruntime.py MODEL.onnx --batch 32 --threads 2 --calls 5 --json
+    python benches/peers/ort_infer.py MODEL.onnx --batch 32 --threads 2 --calls 5 --json
 
-MODEL.onnx: what `arcface bench infer --checkpoint` runs, as ONNX (the
-fixture `tests/fixtures/mobilefacenet/mobilefacenet-relu6-112.onnx`, or any
-`arcface export`). Never a test dependency: `pip install onnxruntime numpy`.
+MODEL.onnx: what `arcface bench infer --checkpoint` runs, as ONNX with a
+dynamic batch (`arcface export` of it: see README.md). Never a test
+dependency: `pip install onnxruntime numpy`.
 """
 import argparse
 import json
