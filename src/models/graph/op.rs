@@ -141,7 +141,8 @@ impl Op {
         }
     }
 
-    /// The ONNX operator it is written as (`Fused` for the fused form).
+    /// The ONNX operator it is written as (the fused form: the three it
+    /// stands for, joined by `+`).
     pub fn kind(&self) -> &'static str {
         match self {
             Op::Conv { .. } => "Conv",
