@@ -1,7 +1,9 @@
 //! `cargo bench --bench serve`: the server under the load test's mix
 //! (tests/common/load.rs), twice as long and at 64 clients: latency by kind
 //! of request (p50, p99), `/healthz` while it runs, and the server's peak
-//! memory (VmHWM), as the table in BENCHMARKS.md ("The server under load").
+//! memory (VmHWM), as the table in BENCHMARKS.md ("The server under load");
+//! then faces answered per second by 16 clients sending only faces, with
+//! `--max-batch 1` (one photo at a time) and with the default.
 
 #[path = "../tests/common/load.rs"]
 mod load;
@@ -35,4 +37,16 @@ fn main() {
         server.peak_rss_mb()
     );
     print!("{}", load::latency_table(&report));
+    drop(server);
+
+    let faces = |extra: &[&str]| {
+        let server = load::Server::start(root, extra);
+        let r = load::run(server.addr, Arc::new(load::Inputs::new(root, &photos, 6)), &[(Kind::Face, 96)], 16, 15);
+        let ok = r.outcomes.iter().filter(|o| o.status == 200).count();
+        (ok, r.seconds, ok as f64 / r.seconds)
+    };
+    for (what, extra) in [("--max-batch 1", &["--max-batch", "1"][..]), ("the default --max-batch", &[][..])] {
+        let (ok, secs, per_s) = faces(extra);
+        println!("{what}: {ok} faces answered by 16 clients in {secs:.1} s: {per_s:.2} faces/s");
+    }
 }

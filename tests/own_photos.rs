@@ -167,6 +167,7 @@ fn a_photo_stored_sideways_with_its_exif_orientation_is_read_upright() {
             gallery: Some(gallery.clone()),
             detect: true,
             verify_threshold: 0.5,
+            max_batch: arcface::serve::worker::MAX_BATCH,
             gpu: Default::default(),
         },
     })

@@ -24,6 +24,10 @@ pub fn start(max_upload: usize) -> serve::Handle {
 }
 
 pub fn start_with(limits: serve::Limits) -> serve::Handle {
+    start_batching(limits, worker::MAX_BATCH)
+}
+
+pub fn start_batching(limits: serve::Limits, max_batch: usize) -> serve::Handle {
     common::gpu(); // fails loudly without an adapter
     serve::start(serve::Options {
         bind: "127.0.0.1:0".into(),
@@ -33,6 +37,7 @@ pub fn start_with(limits: serve::Limits) -> serve::Handle {
             gallery: None,
             detect: true,
             verify_threshold: 0.5,
+            max_batch,
             gpu: Default::default(),
         },
     })
@@ -121,6 +126,48 @@ fn twenty_concurrent_predictions_are_all_right() {
         assert_eq!((*status, got.as_str()), (200, want.as_str()));
     }
     h.stop();
+}
+
+/// Photos waiting together are answered in one pass of the model, with the
+/// answers they get one at a time (`--max-batch 1`): the same people, the
+/// same cosines to rounding.
+#[test]
+fn batched_answers_are_the_answers_one_at_a_time() {
+    let photos: Vec<(PathBuf, String)> = test_photos().into_iter().take(12).collect();
+    let ask = |addr: SocketAddr, concurrent: bool| -> Vec<serde_json::Value> {
+        let one = move |photo: PathBuf| predict(addr, &std::fs::read(photo).unwrap(), "orl40");
+        let answers: Vec<(u16, serde_json::Value)> = if concurrent {
+            let threads: Vec<_> =
+                photos.iter().map(|(p, _)| p.clone()).map(|p| std::thread::spawn(move || one(p))).collect();
+            threads.into_iter().map(|t| t.join().unwrap()).collect()
+        } else {
+            photos.iter().map(|(p, _)| one(p.clone())).collect()
+        };
+        answers
+            .into_iter()
+            .map(|(status, a)| {
+                assert_eq!(status, 200, "{a}");
+                a
+            })
+            .collect()
+    };
+    let single = start_batching(serve::Limits::default(), 1);
+    let alone = ask(single.addr, false);
+    single.stop();
+    let batching = start_batching(serve::Limits { max_per_client: 12, ..Default::default() }, 8);
+    let together = ask(batching.addr, true);
+    batching.stop();
+    assert!(together.iter().any(|a| a["batch"].as_u64().unwrap() > 1), "no two photos shared a pass");
+    assert!(alone.iter().all(|a| a["batch"] == 1));
+    for ((a, b), (_, person)) in alone.iter().zip(&together).zip(&photos) {
+        assert_eq!((a["person"].as_str(), b["person"].as_str()), (Some(person.as_str()), Some(person.as_str())));
+        assert_eq!(a["box"], b["box"], "the same face found");
+        for (x, y) in a["top"].as_array().unwrap().iter().zip(b["top"].as_array().unwrap()) {
+            assert_eq!(x["person"], y["person"]);
+            let (cx, cy) = (x["cosine"].as_f64().unwrap(), y["cosine"].as_f64().unwrap());
+            assert!((cx - cy).abs() < 1e-5, "{person}: cosine {cx} alone, {cy} in a batch");
+        }
+    }
 }
 
 /// A 389 KB PNG of 20000 x 20000 grey zeros (400 megapixels).

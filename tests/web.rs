@@ -64,7 +64,14 @@ fn start(models: Vec<(String, std::path::PathBuf)>, gallery: Option<std::path::P
     serve::start(serve::Options {
         bind: "127.0.0.1:0".into(),
         limits: Default::default(),
-        worker: worker::Config { models, gallery, detect: true, verify_threshold: 0.5, gpu: Default::default() },
+        worker: worker::Config {
+            models,
+            gallery,
+            detect: true,
+            verify_threshold: 0.5,
+            gpu: Default::default(),
+            max_batch: worker::MAX_BATCH,
+        },
     })
     .unwrap()
 }

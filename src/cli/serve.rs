@@ -42,6 +42,11 @@ pub struct ServeCmd {
     /// Compare tab: same person at or above this cosine similarity
     #[arg(long, default_value_t = 0.5)]
     verify_threshold: f64,
+    /// Photos waiting for the same model that are answered in one pass of
+    /// the model, at most (each photo's face is still found on its own; 1:
+    /// one photo at a time). A lone photo never waits for others
+    #[arg(long, default_value_t = serve::worker::MAX_BATCH as u32, value_parser = clap::value_parser!(u32).range(1..=256))]
+    max_batch: u32,
 }
 
 fn seconds(s: &str) -> std::result::Result<f64, String> {
@@ -76,6 +81,7 @@ impl ServeCmd {
                 detect: !self.no_detect,
                 verify_threshold: self.verify_threshold,
                 gpu: gpu.options(),
+                max_batch: self.max_batch as usize,
             },
         };
         let h = serve::start(opt)?;

@@ -59,6 +59,33 @@ impl<Job> FairQueue<Job> {
         }
     }
 
+    /// The next job (waiting for one, as `pop`), and after it, in the order
+    /// `pop` would give them, the jobs waiting that `joins` accepts, up to
+    /// `max` in all: a batch, taken without waiting for more and without
+    /// passing over any client's turn. `None` once closed and empty.
+    pub fn pop_batch(&self, max: usize, joins: impl Fn(&Job, &Job) -> bool) -> Option<Vec<Job>> {
+        let first = self.pop()?;
+        let mut batch = vec![first];
+        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        while batch.len() < max {
+            let Some((client, mut line)) = s.lines.pop_front() else { break };
+            match line.front() {
+                Some(job) if joins(&batch[0], job) => {
+                    batch.extend(line.pop_front());
+                    if !line.is_empty() {
+                        s.lines.push_back((client, line));
+                    }
+                }
+                _ => {
+                    // Not one for this batch: its turn stays first.
+                    s.lines.push_front((client, line));
+                    break;
+                }
+            }
+        }
+        Some(batch)
+    }
+
     /// No more jobs will come: the worker stops once the queue is empty.
     pub fn close(&self) {
         self.state.lock().unwrap_or_else(|e| e.into_inner()).closed = true;
@@ -85,5 +112,21 @@ mod tests {
         assert!(q.pop().is_none());
         q.push(a, "late");
         assert!(q.pop().is_none(), "a closed queue takes nothing");
+    }
+
+    #[test]
+    fn a_batch_takes_the_next_turns_while_they_join_and_passes_over_none() {
+        let q = FairQueue::default();
+        let (a, b): (IpAddr, IpAddr) = ("127.0.0.2".parse().unwrap(), "127.0.0.3".parse().unwrap());
+        for j in ["a1", "a2", "a3"] {
+            q.push(a, j);
+        }
+        q.push(b, "b1");
+        q.push(b, "x2");
+        // "x" jobs join no batch.
+        let same_kind = |x: &&str, y: &&str| !x.starts_with('x') && !y.starts_with('x');
+        assert_eq!(q.pop_batch(8, same_kind).unwrap(), ["a1", "b1", "a2"], "in turn, up to the job that does not join");
+        assert_eq!(q.pop_batch(8, same_kind).unwrap(), ["x2"], "which comes next, alone");
+        assert_eq!(q.pop_batch(1, same_kind).unwrap(), ["a3"]);
     }
 }

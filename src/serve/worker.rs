@@ -62,6 +62,8 @@ pub struct PredictAnswer {
     #[serde(rename = "box")]
     pub bbox: Option<[f32; 4]>,
     pub ms: f64,
+    /// Photos answered in the same pass of the model (`serve --max-batch`).
+    pub batch: usize,
 }
 
 #[derive(Debug, Serialize)]
@@ -98,7 +100,13 @@ pub struct Config {
     pub detect: bool,
     pub verify_threshold: f64,
     pub gpu: GpuOptions,
+    /// Photos waiting for the same model answered in one pass, at most
+    /// (1: one at a time).
+    pub max_batch: usize,
 }
+
+/// `serve --max-batch`'s default.
+pub const MAX_BATCH: usize = 8;
 
 struct Loaded<'g> {
     name: String,
@@ -202,13 +210,26 @@ fn run(cfg: Config, jobs: &FairQueue<Job>, ready: Sender<Result<Vec<ModelInfo>, 
         }
     };
     let _ = ready.send(Ok(info));
-    while let Some(job) = jobs.pop() {
-        match job {
-            Job::Predict { model, image, reply } => {
-                let _ = reply.send(predict(&mut models, det.as_mut(), gallery.as_ref(), &model, &image));
+    // Predictions waiting for the same model are answered together: each
+    // photo's face found, then every face through the model in one pass.
+    let same_model =
+        |a: &Job, b: &Job| matches!((a, b), (Job::Predict { model: x, .. }, Job::Predict { model: y, .. }) if x == y);
+    while let Some(batch) = jobs.pop_batch(cfg.max_batch.max(1), same_model) {
+        let mut predictions = Vec::new();
+        for job in batch {
+            match job {
+                Job::Predict { model, image, reply } => predictions.push((model, image, reply)),
+                Job::Verify { model, images, reply } => {
+                    let _ = reply.send(verify(&mut models, det.as_mut(), &model, &images, cfg.verify_threshold));
+                }
             }
-            Job::Verify { model, images, reply } => {
-                let _ = reply.send(verify(&mut models, det.as_mut(), &model, &images, cfg.verify_threshold));
+        }
+        if let Some((model, ..)) = predictions.first() {
+            let model = model.clone();
+            let images: Vec<&RgbImage> = predictions.iter().map(|(_, image, _)| image).collect();
+            let answers = predict(&mut models, det.as_mut(), gallery.as_ref(), &model, &images);
+            for ((_, _, reply), answer) in predictions.into_iter().zip(answers) {
+                let _ = reply.send(answer);
             }
         }
     }
@@ -230,25 +251,52 @@ fn find<'a, 'g>(models: &'a mut [Loaded<'g>], name: &str) -> Result<&'a mut Sess
         .ok_or_else(|| ApiError::new(404, format!("unknown model `{name}` (models: {})", known.join(", "))))
 }
 
+/// Each photo's answer: its face found (a 422 if none), then all the faces
+/// through the model in one pass.
 fn predict(
     models: &mut [Loaded],
-    det: Option<&mut Detector>,
+    mut det: Option<&mut Detector>,
     gallery: Option<&Gallery>,
     model: &str,
-    img: &RgbImage,
-) -> Result<PredictAnswer, ApiError> {
+    images: &[&RgbImage],
+) -> Vec<Result<PredictAnswer, ApiError>> {
     let started = Instant::now();
-    let s = find(models, model)?;
-    let (a, found) = pollster::block_on(recognition::recognize(s, det, gallery, img, 5)).map_err(refused)?;
-    Ok(PredictAnswer {
-        model: model.to_string(),
-        person: a.person,
-        threshold: a.threshold,
-        top: a.top,
-        face: found.as_ref().map(|f| png_data_url(&f.crop)),
-        bbox: found.map(|f| f.face.bbox),
-        ms: started.elapsed().as_secs_f64() * 1e3,
-    })
+    let s = match find(models, model) {
+        Ok(s) => s,
+        Err(e) => return images.iter().map(|_| Err(e.clone())).collect(),
+    };
+    let looks: Vec<_> =
+        images.iter().map(|img| pollster::block_on(recognition::look(s, det.as_deref_mut(), img))).collect();
+    let inputs: Vec<Vec<f32>> = looks.iter().filter_map(|l| l.as_ref().ok().map(|(input, _)| input.clone())).collect();
+    let answers = match inputs.is_empty() {
+        true => Vec::new(),
+        false => match pollster::block_on(recognition::answer_inputs(s, gallery, &inputs, 5)) {
+            Ok(a) => a.into_iter().map(Ok).collect(),
+            Err(r) => {
+                let e = refused(r);
+                inputs.iter().map(|_| Err(e.clone())).collect()
+            }
+        },
+    };
+    let mut answers = answers.into_iter();
+    let ms = started.elapsed().as_secs_f64() * 1e3;
+    looks
+        .into_iter()
+        .map(|l| {
+            let (_, found) = l.map_err(refused)?;
+            let a = answers.next().expect("an answer for every face found")?;
+            Ok(PredictAnswer {
+                model: model.to_string(),
+                person: a.person,
+                threshold: a.threshold,
+                top: a.top,
+                face: found.as_ref().map(|f| png_data_url(&f.crop)),
+                bbox: found.map(|f| f.face.bbox),
+                ms,
+                batch: images.len(),
+            })
+        })
+        .collect()
 }
 
 fn verify(
