@@ -213,12 +213,20 @@ impl<B: Backend> Net<B> {
         if self.freeze_backbone {
             return Ok(());
         }
-        let values = self.params.values();
-        let prefix = self.prefix;
-        let w = |n: &str| values.get(&format!("{prefix}{n}")).cloned().with_context(|| format!("no weight `{n}`"));
-        let params = &mut self.params;
-        let mut grad = |b: &mut B, n: &str, g: B::T| params.add_grad(b, &format!("{prefix}{n}"), g);
-        self.program.backward(b, &w, &cache.graph, &demb, &mut grad)
+        // Gradients are collected, then stored: the weights are read while
+        // the backward pass runs.
+        let (params, prefix) = (&self.params, self.prefix);
+        let w = |n: &str| weight(params, prefix, n);
+        let mut grads = Vec::new();
+        let mut grad = |_: &mut B, n: &str, g: B::T| {
+            grads.push((format!("{prefix}{n}"), g));
+            Ok(())
+        };
+        self.program.backward(b, &w, &cache.graph, &demb, &mut grad)?;
+        for (name, g) in grads {
+            self.params.add_grad(b, &name, g)?;
+        }
+        Ok(())
     }
 
     /// Eval-mode logits: ArcFace without the margin (s * cos), running BN statistics.

@@ -58,11 +58,6 @@ impl<T: Clone> ParamStore<T> {
         self.params[i].value = value;
     }
 
-    /// Every value by name (handles: clones share storage).
-    pub fn values(&self) -> HashMap<String, T> {
-        self.params.iter().map(|p| (p.name.clone(), p.value.clone())).collect()
-    }
-
     pub fn contains(&self, name: &str) -> bool {
         self.index.contains_key(name)
     }

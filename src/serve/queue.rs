@@ -24,6 +24,24 @@ impl<Job> Default for FairQueue<Job> {
     }
 }
 
+impl<Job> Lines<Job> {
+    /// The first job of the next client's line if `wanted` accepts it (the
+    /// client's line then goes to the back); else nothing, and the turn
+    /// stays first.
+    fn take_turn(&mut self, wanted: impl Fn(&Job) -> bool) -> Option<Job> {
+        let (client, mut line) = self.lines.pop_front()?;
+        if !line.front().is_some_and(&wanted) {
+            self.lines.push_front((client, line));
+            return None;
+        }
+        let job = line.pop_front();
+        if !line.is_empty() {
+            self.lines.push_back((client, line));
+        }
+        job
+    }
+}
+
 impl<Job> FairQueue<Job> {
     /// Queues `job` behind the same client's earlier ones. Once the queue
     /// is closed (the worker stopped) the job is dropped, and with it its
@@ -45,12 +63,8 @@ impl<Job> FairQueue<Job> {
     pub fn pop(&self) -> Option<Job> {
         let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
         loop {
-            if let Some((client, mut line)) = s.lines.pop_front() {
-                let job = line.pop_front();
-                if !line.is_empty() {
-                    s.lines.push_back((client, line));
-                }
-                return job;
+            if let Some(job) = s.take_turn(|_| true) {
+                return Some(job);
             }
             if s.closed {
                 return None;
@@ -68,19 +82,9 @@ impl<Job> FairQueue<Job> {
         let mut batch = vec![first];
         let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
         while batch.len() < max {
-            let Some((client, mut line)) = s.lines.pop_front() else { break };
-            match line.front() {
-                Some(job) if joins(&batch[0], job) => {
-                    batch.extend(line.pop_front());
-                    if !line.is_empty() {
-                        s.lines.push_back((client, line));
-                    }
-                }
-                _ => {
-                    // Not one for this batch: its turn stays first.
-                    s.lines.push_front((client, line));
-                    break;
-                }
+            match s.take_turn(|job| joins(&batch[0], job)) {
+                Some(job) => batch.push(job),
+                None => break,
             }
         }
         Some(batch)
