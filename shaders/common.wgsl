@@ -52,3 +52,21 @@ fn wg_max(v: f32, lid: u32) -> f32 {
     workgroupBarrier();
     return total;
 }
+
+// The activation a convolution or product applies to each output as it
+// writes it, after the bias (Params.act; src/kernels/epilogue.rs): 0 none,
+// 1 PReLU with the output channel's `slope`, 2 ReLU, 3 ReLU6.
+fn epilogue_act(act: u32, v: f32, slope: f32) -> f32 {
+    if (act == 1u) { return select(slope * v, v, v > 0.0); }
+    if (act == 2u) { return max(v, 0.0); }
+    if (act == 3u) { return clamp(v, 0.0, 6.0); }
+    return v;
+}
+
+// epilogue_act on four outputs of one channel.
+fn epilogue_act4(act: u32, v: vec4<f32>, slope: f32) -> vec4<f32> {
+    if (act == 1u) { return select(slope * v, v, v > vec4(0.0)); }
+    if (act == 2u) { return max(v, vec4(0.0)); }
+    if (act == 3u) { return clamp(v, vec4(0.0), vec4(6.0)); }
+    return v;
+}

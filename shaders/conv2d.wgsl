@@ -13,6 +13,10 @@ struct Params {
     // slices of `rows_per_slice`; with more than one, `dw` holds one partial
     // gradient per slice, summed by reduce.wgsl's sum_slices.
     slices: u32, rows_per_slice: u32,
+    // The forward pass's epilogue after the bias: the activation
+    // (common.wgsl: epilogue_act; PReLU's slope per output channel), then
+    // with `accumulate` the value y held before (a skip tensor copied in).
+    act: u32, accumulate: u32,
 }
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> x: array<f32>;
@@ -22,6 +26,21 @@ struct Params {
 @group(0) @binding(5) var<storage, read> dy: array<f32>;
 @group(0) @binding(6) var<storage, read_write> dx: array<f32>;
 @group(0) @binding(7) var<storage, read_write> dw: array<f32>;
+@group(0) @binding(8) var<storage, read> slope: array<f32>;
+
+// PReLU's slope for output channel c (unused by the other activations).
+fn channel_slope(c: u32) -> f32 {
+    if (p.act == 1u) { return slope[c]; }
+    return 0.0;
+}
+
+// Output i of a forward pass holding `v`: the epilogue (`k`: its channel's
+// slope), stored.
+fn put_y(i: u32, v: f32, k: f32) {
+    var out = epilogue_act(p.act, v, k);
+    if (p.accumulate != 0u) { out += y[i]; }
+    y[i] = out;
+}
 
 // One thread per output element (n, co, oy, ox).
 @compute @workgroup_size(WG)
@@ -50,7 +69,7 @@ fn forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: 
         }
     }
     if (p.has_bias != 0u) { acc += bias[co]; }
-    y[i] = acc;
+    put_y(i, acc, channel_slope(co));
 }
 
 // One thread per input element: gathers every output that read it.
@@ -211,10 +230,10 @@ fn forward_blocked(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroup
     if (p.has_bias != 0u) { acc += vec4<f32>(bias[co0], bias[co0 + 1u], bias[co0 + 2u], bias[co0 + 3u]); }
     let plane = p.ho * p.wo;
     let o = ((n * p.cout + co0) * p.ho + oy) * p.wo + ox;
-    y[o] = acc.x;
-    y[o + plane] = acc.y;
-    y[o + 2u * plane] = acc.z;
-    y[o + 3u * plane] = acc.w;
+    put_y(o, acc.x, channel_slope(co0));
+    put_y(o + plane, acc.y, channel_slope(co0 + 1u));
+    put_y(o + 2u * plane, acc.z, channel_slope(co0 + 2u));
+    put_y(o + 3u * plane, acc.w, channel_slope(co0 + 3u));
 }
 
 // dx[n, c0..c0+3, iy, ix]; cin / groups is a multiple of 4.
@@ -412,6 +431,8 @@ fn dw_rows(wid: vec3<u32>, nwg: vec3<u32>, lid: u32, stride2: bool, backward: bo
     let out_base = plane * out_h * out_w + oy * out_w;
     var bias_c = 0.0;
     if (!backward && p.has_bias != 0u) { bias_c = bias[c]; }
+    var slope_c = 0.0;
+    if (!backward) { slope_c = channel_slope(c); }
     for (var ox0 = 0u; ox0 < out_w; ox0 += 4u) {
         var r0: DwStep;
         var r1: DwStep;
@@ -431,7 +452,7 @@ fn dw_rows(wid: vec3<u32>, nwg: vec3<u32>, lid: u32, stride2: bool, backward: bo
         let o = r0.o + r1.o + r2.o + bias_c;
         for (var j = 0u; j < 4u; j++) {
             if (ox0 + j < out_w) {
-                if (backward) { dx[out_base + ox0 + j] = o[j]; } else { y[out_base + ox0 + j] = o[j]; }
+                if (backward) { dx[out_base + ox0 + j] = o[j]; } else { put_y(out_base + ox0 + j, o[j], slope_c); }
             }
         }
     }

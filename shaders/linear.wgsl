@@ -24,6 +24,10 @@ struct Params {
     accumulate: u32,     // 1: C += result
     reduce_batch: u32,   // 1: sum over the batch into one C
     slices: u32, k_slices: u32, b_chunk: u32, k_chunk: u32,
+    // The epilogue after the bias: the activation (common.wgsl:
+    // epilogue_act), its slope per column (1) or per row (2) as bias_mode;
+    // a skip tensor is added through `accumulate` (C holds it beforehand).
+    act: u32, act_axis: u32,
 }
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> a: array<f32>;
@@ -31,15 +35,41 @@ struct Params {
 @group(0) @binding(3) var<storage, read> bias: array<f32>;
 @group(0) @binding(4) var<storage, read_write> c: array<f32>;
 @group(0) @binding(5) var<storage, read_write> part: array<f32>;
+@group(0) @binding(8) var<storage, read> slope: array<f32>;
 
-// C's element (bo, mi, nj) holding `v`: bias, accumulate, strides.
-fn store_c(bo: u32, mi: u32, nj: u32, value: f32) {
+// The epilogue's part for row mi of C, where the bias and activation are
+// per row (a conv's channels): one scalar load each, the same in every lane,
+// applied to four outputs `v` of that row.
+fn finish_row(mi: u32, v: vec4<f32>) -> vec4<f32> {
+    var out = v;
+    if (p.bias_mode == 2u) { out += vec4(bias[mi]); }
+    if (p.act != 0u && p.act_axis == 2u) {
+        var k = 0.0;
+        if (p.act == 1u) { k = slope[mi]; }
+        out = epilogue_act4(p.act, out, k);
+    }
+    return out;
+}
+
+// The rest for C's element (bo, mi, nj) holding `value`: a per-column bias
+// and activation, accumulate, strides.
+fn store_col(bo: u32, mi: u32, nj: u32, value: f32) {
     var v = value;
     if (p.bias_mode == 1u) { v += bias[nj]; }
-    if (p.bias_mode == 2u) { v += bias[mi]; }
+    if (p.act != 0u && p.act_axis == 1u) {
+        var k = 0.0;
+        if (p.act == 1u) { k = slope[nj]; }
+        v = epilogue_act(p.act, v, k);
+    }
     let ci = bo * p.c_bs + mi * p.c_ms + nj * p.c_ns;
     if (p.accumulate != 0u) { v += c[ci]; }
     c[ci] = v;
+}
+
+// C's element (bo, mi, nj) holding `value`: bias, activation, accumulate,
+// strides.
+fn store_c(bo: u32, mi: u32, nj: u32, value: f32) {
+    store_col(bo, mi, nj, finish_row(mi, vec4(value)).x);
 }
 
 @compute @workgroup_size(WG)
@@ -285,8 +315,9 @@ fn matmul_tiled(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) 
 // Four columns `cols` of row `mi` of C.
 fn put_cols(bo: u32, mi: u32, cols: vec4<u32>, v: vec4<f32>) {
     if (mi >= p.m) { return; }
+    let r = finish_row(mi, v);
     for (var j = 0u; j < 4u; j++) {
-        if (cols[j] < p.n) { store_c(bo, mi, cols[j], v[j]); }
+        if (cols[j] < p.n) { store_col(bo, mi, cols[j], r[j]); }
     }
 }
 

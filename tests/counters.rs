@@ -9,7 +9,10 @@ use arcface::gpu::{Counts, KernelSet};
 use arcface::io::onnx_import::from_onnx;
 use arcface::models::{Arch, Head, ModelSpec, Net};
 use arcface::nn::{Backend, GpuBackend};
+use arcface::io::checkpoint::CheckpointMeta;
+use arcface::io::model_file::Model;
 use arcface::pipeline::bench::{profile_step, step_throughput, train_throughput};
+use arcface::recognize::bench::{profile_call, profile_timer};
 use std::path::Path;
 
 fn assert_steady(what: &str, c: Counts, max_dispatches: u64) {
@@ -123,6 +126,27 @@ fn an_inference_call_reuses_the_buffers_of_values_it_is_done_with() {
         b.download(&loss)
     });
     assert!(step.bytes_allocated * 4 < every_value * 5, "{} bytes for values of {every_value}", step.bytes_allocated);
+}
+
+/// Inference finishes each layer's outputs in the layer's own dispatch: its
+/// PReLU or ReLU and the residual add after it run as the layer writes them
+/// (`passes::epilogues`), so no activation or add kernel runs, and each
+/// dispatch is a layer (MobileFaceNet: 53 where 98 ran with them apart).
+#[test]
+fn an_inference_call_runs_no_activation_or_add_of_its_own() {
+    let gpu = common::gpu();
+    let timer = profile_timer(&gpu).expect("lavapipe has timestamp queries");
+    let mut b = GpuBackend::new(&gpu).unwrap();
+    let spec = ModelSpec { arch: Arch::MobileFaceNet, input: 112, classes: 5, head: Head::ArcFace { s: 32.0, m: 0.5 } };
+    let net = Net::init(&mut b, spec, 0).unwrap();
+    let names = (0..5).map(|i| i.to_string()).collect();
+    let mut model = Model::Trained(net, CheckpointMeta::new(spec, names)).for_inference(&mut b).unwrap();
+    let p = profile_call(&gpu, &timer, &mut b, &mut model, 2).unwrap();
+    let kernels: Vec<&str> = p.by_kernel.iter().map(|k| k.kernel.as_str()).collect();
+    assert!(kernels.iter().all(|k| !k.starts_with("activation") && !k.starts_with("residual")), "{kernels:?}");
+    assert_eq!(p.dispatches.len(), 53, "{kernels:?}");
+    let share: f64 = p.by_kernel.iter().map(|k| k.share).sum();
+    assert!((share - 1.0).abs() < 1e-9 && p.dispatches.iter().all(|d| d.ms >= 0.0), "{p:?}");
 }
 
 /// An imported network gets what a network built here gets: MobileFaceNet

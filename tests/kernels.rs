@@ -45,13 +45,14 @@ fn conv2d_gemm_and_im2col_paths_are_checked() {
     let gemm = rows.iter().filter(|r| r.shape.ends_with("[gemm]")).count();
     assert!(gemm >= 4, "the 1x1 matmul path must be checked in every direction, got {gemm} rows");
     let im2col = rows.iter().filter(|r| r.shape.ends_with("[im2col]") && r.shape.contains("112x112")).count();
-    assert_eq!(im2col, 3, "the stem's im2col path: forward, input and weight gradients");
+    assert_eq!(im2col, 5, "the stem's im2col path: forward, input and weight gradients, two epilogues");
 }
 
 /// The CPU set's im2col path in chunks of images: with the adapter's binding
 /// limit lowered to 24 KiB a chunk's matrix holds 3,072 floats, one image's
 /// of this shape 2,304, so the batch of 3 runs as 3 chunks (the dispatch
-/// count says so: per chunk an im2col and a product each way, a col2im).
+/// count says so: per chunk an im2col and a product each way, a col2im, and
+/// an im2col and a product for each of the two epilogue checks).
 #[test]
 fn im2col_runs_in_chunks_where_the_matrix_exceeds_a_binding() {
     use arcface::kernels::conv2d::{check_shape, Conv2d, Path};
@@ -63,13 +64,13 @@ fn im2col_runs_in_chunks_where_the_matrix_exceeds_a_binding() {
         let (rows, counts) = gpu.counters.during(|| check_shape(gpu, &mut Rng::new(6), "conv2d", &s, Path::Im2col));
         let rows = rows.unwrap();
         common::assert_all_pass(&rows);
-        assert_eq!(rows.len(), 4, "forward, input, weight and bias gradients");
+        assert_eq!(rows.len(), 6, "forward, input, weight and bias gradients, two epilogues");
         counts.dispatches
     };
     let whole = check(&gpu);
     gpu.limits.max_storage_buffer_binding_size = 24 * 1024;
     let chunked = check(&gpu);
-    assert_eq!(chunked, whole + 2 * 6, "two more chunks of six dispatches each");
+    assert_eq!(chunked, whole + 2 * (6 + 2 * 2), "two more chunks of ten dispatches each");
 }
 
 /// Where the adapter has subgroups of 8 (lavapipe), the CPU set's vec4

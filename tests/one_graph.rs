@@ -10,6 +10,7 @@ use arcface::io::model_file::{self, Model};
 use arcface::io::onnx_export::export;
 use arcface::io::onnx_import::from_onnx;
 use arcface::io::tensorfile::{Loaded, TensorFile};
+use arcface::kernels::activation::Act;
 use arcface::kernels::check::Rng;
 use arcface::models::graph::{self, passes, GraphDef, Mode, Op};
 use arcface::models::{Arch, Head, ModelSpec, Net, BACKBONE};
@@ -210,6 +211,88 @@ fn fusing_and_folding_give_the_outputs_and_gradients_of_the_graph_they_rewrite()
         assert_near(&format!("gradient of {n}"), &g1[n], g, 1e-5);
     }
     weights.clear();
+}
+
+/// A graph with every epilogue the inference form gives a layer: ReLU6
+/// after a convolution, a residual add after a 1x1 one, PReLU after a
+/// depthwise one and after a linear layer.
+fn epilogue_graph() -> (GraphDef, Vec<(String, Vec<usize>, Vec<f32>)>) {
+    let s = |x: &str| x.to_string();
+    let conv = |x: &str, w: &str, b: &str, (stride, pad, groups), y: &str| Op::Conv {
+        x: s(x),
+        w: s(w),
+        b: Some(s(b)),
+        stride,
+        pad,
+        groups,
+        y: s(y),
+    };
+    let ops = vec![
+        conv("in", "c1", "c1.b", (1, 1, 1), "a"),
+        Op::Act { x: s("a"), act: Act::Relu6, y: s("b") },
+        conv("b", "c2", "c2.b", (1, 0, 1), "c"),
+        Op::Add { a: s("c"), b: s("b"), y: s("d") },
+        conv("d", "dw", "dw.b", (2, 1, 8), "e"),
+        Op::Prelu { x: s("e"), slope: s("p1"), y: s("f") },
+        Op::Flatten { x: s("f"), y: s("g") },
+        Op::Linear { x: s("g"), w: s("fc"), b: Some(s("fc.b")), y: s("h") },
+        Op::Prelu { x: s("h"), slope: s("p2"), y: s("out") },
+    ];
+    let def = GraphDef {
+        format: 1,
+        source: "epilogues".into(),
+        input: s("in"),
+        output: s("out"),
+        input_size: 9,
+        normalization: Normalization { mean: [0.5; 3], std: [0.5; 3] },
+        ops,
+        parts: Vec::new(),
+    };
+    let mut rng = Rng::new(5);
+    let w = vec![
+        (s("c1"), vec![8, 3, 3, 3], rng.uniform(216, -0.8, 0.8)),
+        (s("c1.b"), vec![8], rng.uniform(8, -0.5, 2.0)),
+        (s("c2"), vec![8, 8, 1, 1], rng.uniform(64, -0.5, 0.5)),
+        (s("c2.b"), vec![8], rng.uniform(8, -0.2, 0.2)),
+        (s("dw"), vec![8, 1, 3, 3], rng.uniform(72, -0.5, 0.5)),
+        (s("dw.b"), vec![8], rng.uniform(8, -0.2, 0.2)),
+        (s("p1"), vec![8], rng.uniform(8, 0.0, 0.3)),
+        (s("fc"), vec![12, 200], rng.uniform(12 * 200, -0.1, 0.1)),
+        (s("fc.b"), vec![12], rng.uniform(12, -0.1, 0.1)),
+        (s("p2"), vec![12], rng.uniform(12, 0.0, 0.3)),
+    ];
+    (def, w)
+}
+
+#[test]
+fn layers_that_finish_their_outputs_give_the_outputs_of_the_graph_they_rewrite() {
+    let (def, w) = epilogue_graph();
+    let fused = passes::epilogues(&def);
+    let kinds = |d: &GraphDef, k: &str| d.ops.iter().filter(|op| op.kind() == k).count();
+    // Every activation and the add ride on the layer before them.
+    assert_eq!(fused.ops.len(), 5, "{:?}", fused.ops);
+    assert_eq!((kinds(&fused, "Conv+activation+Add"), kinds(&fused, "Gemm+activation+Add")), (3, 1));
+    let x = Rng::new(6).uniform(2 * 3 * 81, -1.0, 1.0);
+    fn out<B: Backend>(b: &mut B, d: &GraphDef, w: &[(String, Vec<usize>, Vec<f32>)], x: &[f32]) -> Vec<f32> {
+        let weights = uploaded(b, w);
+        let lookup = |n: &str| Ok(weights.get(n).cloned().unwrap_or_else(|| panic!("no {n}")));
+        let xt = b.upload(x, &[2, 3, 9, 9]).unwrap();
+        let y = graph::run(d, b, &lookup, &xt, Mode::Eval).unwrap().0;
+        b.download(&y)
+    }
+    let plain = out(&mut CpuBackend, &def, &w, &x);
+    assert_near("epilogues, reference ops", &out(&mut CpuBackend, &fused, &w, &x), &plain, 1e-6);
+    let gpu = common::gpu();
+    assert_near("epilogues, GPU kernels", &out(&mut GpuBackend::new(&gpu).unwrap(), &fused, &w, &x), &plain, 1e-5);
+    // No backward: the training form never holds them.
+    let mut c = CpuBackend;
+    let weights = uploaded(&mut c, &w);
+    let lookup = |n: &str| Ok(weights[n].clone());
+    let xt = c.upload(&x, &[2, 3, 9, 9]).unwrap();
+    let saved = graph::run(&def, &mut c, &lookup, &xt, Mode::Train).unwrap().1.unwrap();
+    let dy = c.upload(&[0.0; 24], &[2, 12]).unwrap();
+    let err = graph::backward(&fused, &mut c, &lookup, &saved, &dy, &mut |_, _, _| Ok(())).unwrap_err();
+    assert!(err.to_string().contains("no backward"), "{err}");
 }
 
 /// import(export(model)): the same ops, weights and outputs.

@@ -10,7 +10,7 @@ use crate::kernels::gradcheck;
 use crate::models::{ModelSpec, Net};
 use crate::nn::GpuBackend;
 use crate::pipeline::bench::{profile_step, train_throughput};
-use crate::recognize::bench::infer_throughput;
+use crate::recognize::bench::{infer_throughput, profile_call, profile_timer};
 use anyhow::{bail, Result};
 use clap::{Args, Subcommand};
 use std::path::PathBuf;
@@ -58,9 +58,16 @@ impl DetectBench {
             json(&rows)?;
         } else {
             for r in &rows {
+                let stages: Vec<String> = r.stages.iter().map(|s| format!("{} {:.3}", s.stage, s.seconds)).collect();
                 println!(
-                    "{}x{}: {:.3} s per photo, {} face(s) (median of {}, {})",
-                    r.width, r.height, r.seconds, r.faces, self.repeats, r.adapter
+                    "{}x{}: {:.3} s per photo ({}), {} face(s) (median of {}, {})",
+                    r.width,
+                    r.height,
+                    r.seconds,
+                    stages.join(", "),
+                    r.faces,
+                    self.repeats,
+                    r.adapter
                 );
             }
         }
@@ -197,6 +204,9 @@ impl KernelBench {
     }
 }
 
+/// Dispatches `bench infer --profile` lists one by one.
+const SLOWEST_SHOWN: usize = 20;
+
 #[derive(Args, Debug)]
 pub struct InferBench {
     /// A fresh model of this architecture (ignored with --checkpoint)
@@ -213,6 +223,9 @@ pub struct InferBench {
     /// Timed calls after the warm-up
     #[arg(long, default_value_t = 5)]
     calls: usize,
+    /// Instead: one call's GPU time by kernel and its slowest dispatches, each dispatch timed alone
+    #[arg(long)]
+    profile: bool,
     /// Print the result as JSON on stdout (schema: README, "JSON output")
     #[arg(long)]
     json: bool,
@@ -221,6 +234,14 @@ pub struct InferBench {
 impl InferBench {
     fn run(&self, gpu: &GpuArgs) -> Result<bool> {
         let gpu = gpu.open()?;
+        let timer = if self.profile {
+            let Some(t) = profile_timer(&gpu) else {
+                bail!("--profile needs timestamp queries, which adapter `{}` does not have", gpu.info.name);
+            };
+            Some(t)
+        } else {
+            None
+        };
         let mut b = GpuBackend::new(&gpu)?;
         let model = match &self.checkpoint {
             Some(path) => model_file::open(path, &mut b)?,
@@ -231,6 +252,24 @@ impl InferBench {
             }
         };
         let mut model = model.for_inference(&mut b)?;
+        if let Some(timer) = &timer {
+            let p = profile_call(&gpu, timer, &mut b, &mut model, self.batch)?;
+            if self.json {
+                return json(&p).map(|_| true);
+            }
+            let total: f64 = p.by_kernel.iter().map(|r| r.ms).sum();
+            println!("batch {}, kernel set {}: {:.1} ms of dispatches", self.batch, gpu.kernels.name(), total);
+            for r in &p.by_kernel {
+                println!("{:<40} {:>4} x {:>10.2} ms {:>5.1}%", r.kernel, r.dispatches, r.ms, r.share * 100.0);
+            }
+            let mut slowest: Vec<_> = p.dispatches.iter().enumerate().collect();
+            slowest.sort_by(|a, b| b.1.ms.total_cmp(&a.1.ms));
+            println!("slowest dispatches (position in the call, kernel, invocations):");
+            for (i, d) in slowest.iter().take(SLOWEST_SHOWN) {
+                println!("{:>4} {:<40} {:>9} inv {:>10.2} ms", i, d.kernel, d.invocations, d.ms);
+            }
+            return Ok(true);
+        }
         let r = infer_throughput(&gpu, &mut b, &mut model, self.batch, self.calls)?;
         if self.json {
             json(&r)?;

@@ -1,6 +1,6 @@
 //! `arcface bench detect`: wall time of face detection at several photo sizes.
 
-use super::{Detector, Options};
+use super::{Detector, Options, STAGES};
 use crate::data::input::open_rgb;
 use crate::gpu::{Counts, Gpu};
 use anyhow::Result;
@@ -15,9 +15,17 @@ pub struct DetectTime {
     pub faces: usize,
     /// Median wall time of one `detect` call (pyramid, three networks, NMS).
     pub seconds: f64,
+    /// Median wall time of each stage (`detect::STAGES`), in order.
+    pub stages: Vec<StageTime>,
     /// What the last timed call asked of the device (warm: the pool and
     /// the bind-group cache filled by the calls before).
     pub per_call: Counts,
+}
+
+#[derive(Debug, Serialize)]
+pub struct StageTime {
+    pub stage: &'static str,
+    pub seconds: f64,
 }
 
 /// Wall time of MTCNN on a London photo at its size (300x300) and scaled up
@@ -33,24 +41,42 @@ pub fn detect_times(gpu: &Gpu, sizes: &[u32], repeats: usize) -> Result<Vec<Dete
             image::imageops::resize(&photo, s, s, image::imageops::FilterType::Triangle)
         };
         let mut times = Vec::new();
+        let mut stage_times = vec![Vec::new(); STAGES.len()];
         let mut faces = 0;
         let mut per_call = Counts::default();
         for i in 0..=repeats.max(1) {
             let start = Instant::now();
-            let (found, counts) = gpu.counters.during(|| d.detect(&img));
+            let mut ends = vec![None; STAGES.len()];
+            let mut mark = |stage: usize| ends[stage] = Some(start.elapsed().as_secs_f64());
+            let (found, counts) = gpu.counters.during(|| pollster::block_on(d.detect_marked(&img, &mut mark)));
             faces = found?.len();
             if i > 0 {
                 times.push(start.elapsed().as_secs_f64());
                 per_call = counts;
+                let mut previous = 0.0;
+                for (t, end) in stage_times.iter_mut().zip(ends) {
+                    let end = end.unwrap_or(previous);
+                    t.push(end - previous);
+                    previous = end;
+                }
             }
         }
         times.sort_by(f64::total_cmp);
+        let stages = STAGES
+            .iter()
+            .zip(&mut stage_times)
+            .map(|(stage, t)| {
+                t.sort_by(f64::total_cmp);
+                StageTime { stage, seconds: t[t.len() / 2] }
+            })
+            .collect();
         out.push(DetectTime {
             adapter: gpu.info.name.clone(),
             width: s,
             height: s,
             faces,
             seconds: times[times.len() / 2],
+            stages,
             per_call,
         });
     }

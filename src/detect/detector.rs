@@ -1,7 +1,7 @@
 //! A detector on the GPU: MTCNN's weights loaded once, then photos in,
 //! faces out. Used by `detect`, `prepare` and `--align`.
 
-use super::{detect, Face, Nets, Options};
+use super::{detect_marked, Face, Nets, Options};
 use crate::data::input::open_rgb;
 use crate::data::photo::{self, DETECT_MAX_SIDE};
 use crate::data::FileResult;
@@ -43,13 +43,18 @@ impl<'g> Detector<'g> {
     /// minutes), and the faces are scaled back; `min_face` then counts in
     /// the scaled photo's pixels.
     pub async fn detect_async(&mut self, img: &image::RgbImage) -> Result<Vec<Face>> {
+        self.detect_marked(img, &mut |_| {}).await
+    }
+
+    /// `detect_async` calling `mark` as each stage ends (`detect_marked`).
+    pub async fn detect_marked(&mut self, img: &image::RgbImage, mark: &mut dyn FnMut(usize)) -> Result<Vec<Face>> {
         let (w, h) = img.dimensions();
         if w.max(h) <= DETECT_MAX_SIDE {
-            return detect(&mut self.b, &self.nets, img, &self.opt).await;
+            return detect_marked(&mut self.b, &self.nets, img, &self.opt, mark).await;
         }
         let small = photo::fit(img.clone(), DETECT_MAX_SIDE);
         let factor = w as f32 / small.width() as f32;
-        let faces = detect(&mut self.b, &self.nets, &small, &self.opt).await?;
+        let faces = detect_marked(&mut self.b, &self.nets, &small, &self.opt, mark).await?;
         Ok(faces.iter().map(|f| f.scaled(factor)).collect())
     }
 

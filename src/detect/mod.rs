@@ -127,8 +127,25 @@ fn crops(img: &Planar, boxes: &mut Vec<Candidate>, size: usize) -> Vec<f32> {
     out
 }
 
+/// The stages of one detection, in order: the pyramid resized on the host,
+/// then each network with the box arithmetic after it (`bench detect` times
+/// each).
+pub const STAGES: [&str; 4] = ["pyramid", "p-net", "r-net", "o-net"];
+
 /// All faces in an RGB image, largest box first.
 pub async fn detect<B: Backend>(b: &mut B, nets: &Nets<B>, rgb: &image::RgbImage, opt: &Options) -> Result<Vec<Face>> {
+    detect_marked(b, nets, rgb, opt, &mut |_| {}).await
+}
+
+/// `detect`, calling `mark(i)` as stage `STAGES[i]` ends (a photo where a
+/// stage leaves no candidates ends there).
+pub async fn detect_marked<B: Backend>(
+    b: &mut B,
+    nets: &Nets<B>,
+    rgb: &image::RgbImage,
+    opt: &Options,
+    mark: &mut dyn FnMut(usize),
+) -> Result<Vec<Face>> {
     opt.validate()?;
     let img = Planar::from_rgb(rgb);
     let (h, w) = (img.h, img.w);
@@ -142,6 +159,7 @@ pub async fn detect<B: Backend>(b: &mut B, nets: &Nets<B>, rgb: &image::RgbImage
             levels.push((scale, img.resize_area(sh, sw).normalised(), sh, sw));
         }
     }
+    mark(0);
     let inputs: Vec<(&[f32], usize, usize)> = levels.iter().map(|(_, x, sh, sw)| (x.as_slice(), *sh, *sw)).collect();
     let mut cands: Vec<Candidate> = Vec::new();
     for ((scale, ..), maps) in levels.iter().zip(nets.pnet_pyramid(b, &inputs).await?) {
@@ -152,6 +170,7 @@ pub async fn detect<B: Backend>(b: &mut B, nets: &Nets<B>, rgb: &image::RgbImage
     let cands: Vec<Candidate> =
         keep.into_iter().map(|i| Candidate { b: square(&regress_first(&cands[i])), ..cands[i] }).collect();
     let mut cands = best_of(cands, MAX_REFINED);
+    mark(1);
     if cands.is_empty() {
         return Ok(Vec::new());
     }
@@ -170,6 +189,7 @@ pub async fn detect<B: Backend>(b: &mut B, nets: &Nets<B>, rgb: &image::RgbImage
         .map(|i| Candidate { b: square(&regress(&passed[i].b, &passed[i].reg)), ..passed[i] })
         .collect();
     let mut cands = best_of(cands, MAX_REFINED);
+    mark(2);
     if cands.is_empty() {
         return Ok(Vec::new());
     }
@@ -192,6 +212,7 @@ pub async fn detect<B: Backend>(b: &mut B, nets: &Nets<B>, rgb: &image::RgbImage
     }
     let mut faces: Vec<Face> = nms(&finals, 0.7, Overlap::Min).into_iter().map(|i| faces[i].clone()).collect();
     faces.sort_by(|a, b| b.area().total_cmp(&a.area()));
+    mark(3);
     Ok(faces)
 }
 

@@ -68,6 +68,38 @@ pub fn longest(launches: &[Launched]) -> Option<Launched> {
     launches.iter().copied().max_by_key(|l| (l.serial, std::cmp::Reverse(l.invocations)))
 }
 
+/// GPU time of one kernel entry point over one profiled step or call.
+#[derive(Serialize, Debug)]
+pub struct KernelTime {
+    pub kernel: String,
+    pub dispatches: usize,
+    pub ms: f64,
+    /// Share of the summed dispatch time.
+    pub share: f64,
+}
+
+/// Timestamp pairs of one profiled step or call (wgpu allows 4,096 queries per set).
+pub const MAX_PROFILED_DISPATCHES: u32 = 2048;
+
+/// Dispatch times (seconds, one per launch, in order) summed by kernel
+/// entry point, largest first.
+pub fn by_kernel(launches: &[Launched], secs: &[f64]) -> Vec<KernelTime> {
+    let mut by: Vec<KernelTime> = Vec::new();
+    for (l, s) in launches.iter().zip(secs) {
+        let name = format!("{}::{}", l.kernel.shader.name(), l.kernel.entry);
+        match by.iter_mut().find(|k| k.kernel == name) {
+            Some(k) => (k.dispatches, k.ms) = (k.dispatches + 1, k.ms + s * 1e3),
+            None => by.push(KernelTime { kernel: name, dispatches: 1, ms: s * 1e3, share: 0.0 }),
+        }
+    }
+    let total: f64 = by.iter().map(|k| k.ms).sum();
+    for k in &mut by {
+        k.share = k.ms / total.max(1e-12);
+    }
+    by.sort_by(|a, b| b.ms.total_cmp(&a.ms));
+    by
+}
+
 /// Dispatches one bench case may time.
 const CASE_DISPATCHES: u32 = 64;
 

@@ -289,7 +289,9 @@ impl Writer<'_> {
                 ];
                 self.node("MaxPool", &[&v(self, x)], &y, attrs);
             }
-            Op::BnAct { .. } => bail!("a fused op in a model file's graph: graphs are stored unfused"),
+            Op::BnAct { .. } | Op::Fused { .. } => {
+                bail!("a fused op in a model file's graph: graphs are stored unfused")
+            }
         }
         Ok(())
     }

@@ -1,6 +1,7 @@
 //! Linear layers, y = x W^T + b, and the strided batched matrix multiply
 //! (`shaders/linear.wgsl`) they and the pointwise convolutions run on.
 
+use super::epilogue::{self, Epilogue};
 use super::{reduce, upload, Family};
 use crate::gpu::{BenchCase, Gpu, Kernel, KernelSet, Launch, Params, Recorder, Shader, Split, Tensor};
 use crate::kernels::check::{compare_f32, finite_diff, widen, CheckRow, Rng, Tol};
@@ -91,6 +92,10 @@ pub struct Gemm {
     bias_mode: usize,
     accumulate: bool,
     reduce_batch: bool,
+    /// The epilogue's activation (`Epilogue::act_code`) and whether PReLU's
+    /// slope is per row (else per column).
+    act: usize,
+    act_per_row: bool,
 }
 
 impl Gemm {
@@ -107,6 +112,8 @@ impl Gemm {
             bias_mode: 0,
             accumulate: false,
             reduce_batch: false,
+            act: 0,
+            act_per_row: false,
         }
     }
     pub fn a(mut self, batch: usize, row: usize, col: usize) -> Gemm {
@@ -134,6 +141,12 @@ impl Gemm {
     /// C += A B instead of C = A B.
     pub fn accumulate(mut self) -> Gemm {
         self.accumulate = true;
+        self
+    }
+    /// The activation `act` (`Epilogue::act_code`) on every output after the
+    /// bias; PReLU's slope per row of C (`per_row`) or per column.
+    pub fn activation(mut self, act: usize, per_row: bool) -> Gemm {
+        (self.act, self.act_per_row) = (act, per_row);
         self
     }
     /// Sum the products of all batch entries into one C.
@@ -186,7 +199,11 @@ impl Gemm {
         if !quad(a_bs) || !(a_along_k || a_along_m) || !(b_along_n || b_along_k || b_floats) {
             return None;
         }
-        let kernels = if subgroup_size == Some(8) { &MATMUL_QUADS_SG } else { &MATMUL_QUADS };
+        // The subgroup product's 32-row blocks, unless at least half their
+        // rows would be past M, where 8-row blocks waste less (MTCNN's
+        // layers of 10, 16 and 6 channels).
+        let sg_wasteful = 2 * self.m.next_multiple_of(ROWS) <= self.m.next_multiple_of(SG_ROWS);
+        let kernels = if subgroup_size == Some(8) && !sg_wasteful { &MATMUL_QUADS_SG } else { &MATMUL_QUADS };
         let b = if b_along_n {
             0
         } else if b_along_k {
@@ -247,11 +264,30 @@ impl Gemm {
     }
 
     pub fn run(&self, rec: &mut Recorder, a: &Tensor, b: &Tensor, bias: Option<&Tensor>, c: &Tensor) -> Result<()> {
+        self.run_with(rec, a, b, bias, None, c)
+    }
+
+    /// `run` with PReLU's slopes for an epilogue that has them.
+    pub fn run_with(
+        &self,
+        rec: &mut Recorder,
+        a: &Tensor,
+        b: &Tensor,
+        bias: Option<&Tensor>,
+        slope: Option<&Tensor>,
+        c: &Tensor,
+    ) -> Result<()> {
         if self.m == 0 || self.n == 0 || self.batch == 0 {
             bail!("matmul with an empty dimension: {self:?}");
         }
         if (self.bias_mode != 0) != bias.is_some() {
             bail!("matmul: bias given without a bias mode, or the reverse");
+        }
+        if (self.act == 1) != slope.is_some() {
+            bail!("matmul: PReLU slopes given without PReLU, or the reverse");
+        }
+        if self.act != 0 && self.bias_mode != 0 && (self.bias_mode == 2) != self.act_per_row {
+            bail!("matmul: the bias and the activation's slopes must both be per row or both per column");
         }
         let p = Params::new()
             .u("m", self.m)
@@ -276,7 +312,9 @@ impl Gemm {
             .u("slices", split.slices)
             .u("k_slices", split.k_slices)
             .u("b_chunk", split.b_chunk)
-            .u("k_chunk", split.k_chunk);
+            .u("k_chunk", split.k_chunk)
+            .u("act", self.act)
+            .u("act_axis", if self.act_per_row { 2 } else { 1 });
         let serial = split.k_chunk * if self.reduce_batch { split.b_chunk } else { 1 };
         let quads = self.quads(set, rec.gpu().subgroup_size).filter(|_| split.slices == 1);
         let (kernel, launch) = if self.tiled(set) {
@@ -290,19 +328,20 @@ impl Gemm {
             (MATMUL, Launch::threads(self.tiles() * split.slices, MATMUL.wg, serial))
         };
         if quads.is_some() {
-            let args = [(6, Some(a)), (7, Some(b)), (2, Some(b)), (3, bias), (4, Some(c))];
+            let args = [(6, Some(a)), (7, Some(b)), (2, Some(b)), (3, bias), (4, Some(c)), (8, slope)];
             return rec.dispatch(kernel, &p, &args, launch);
         }
         if split.slices == 1 {
             // (matmul_rows never writes partial sums, so it has no binding 5)
-            let args = [(1, Some(a)), (2, Some(b)), (3, bias), (4, Some(c)), (5, None)];
-            let bound = if kernel == MATMUL_ROWS { &args[..4] } else { &args[..] };
+            let args = [(1, Some(a)), (2, Some(b)), (3, bias), (4, Some(c)), (8, slope), (5, None)];
+            let bound = if kernel == MATMUL_ROWS { &args[..5] } else { &args[..] };
             return rec.dispatch(kernel, &p, bound, launch);
         }
         let count = self.out_batch() * self.m * self.n;
         let parts = Tensor::uninit(rec.gpu(), &[split.slices, count])?;
-        rec.dispatch(kernel, &p, &[(1, Some(a)), (2, Some(b)), (3, None), (4, Some(c)), (5, Some(&parts))], launch)?;
-        let args = [(3, bias), (4, Some(c)), (5, Some(&parts))];
+        let args = [(1, Some(a)), (2, Some(b)), (3, None), (4, Some(c)), (5, Some(&parts)), (8, None)];
+        rec.dispatch(kernel, &p, &args, launch)?;
+        let args = [(3, bias), (4, Some(c)), (5, Some(&parts)), (8, slope)];
         if self.wide_sum(set) {
             let wide = SUM_SLICES_WIDE;
             let serial = split.slices.div_ceil(wide.wg as usize) + wide.wg.trailing_zeros() as usize;
@@ -358,13 +397,41 @@ pub fn backward_ref(s: &Linear, x: &[f64], w: &[f64], dy: &[f64]) -> (Vec<f64>, 
 // ---------------------------------------------------------------------- GPU
 
 pub fn forward(rec: &mut Recorder, s: &Linear, x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
-    let y = Tensor::zeros(rec.gpu(), &[s.n, s.out])?;
+    forward_with(rec, s, x, w, b, &Epilogue::none())
+}
+
+/// `forward` finishing each output with the epilogue `e` (the output's
+/// channels are its columns).
+pub fn forward_with(
+    rec: &mut Recorder,
+    s: &Linear,
+    x: &Tensor,
+    w: &Tensor,
+    b: Option<&Tensor>,
+    e: &Epilogue<Tensor>,
+) -> Result<Tensor> {
+    let y = epilogue_output(rec, &[s.n, s.out], e)?;
     // B[k, n] = W[n, k]: W read transposed through its strides.
-    let mut g = Gemm::plain(s.n, s.out, s.inp, 1).b(0, 1, s.inp);
+    let mut g = Gemm::plain(s.n, s.out, s.inp, 1).b(0, 1, s.inp).activation(e.act_code(), false);
     if b.is_some() {
         g = g.bias_per_col();
     }
-    g.run(rec, x, w, b, &y)?;
+    if e.skip.is_some() {
+        g = g.accumulate();
+    }
+    g.run_with(rec, x, w, b, e.slope(), &y)?;
+    Ok(y)
+}
+
+/// The output of a layer with epilogue `e`: holding the skip tensor where
+/// there is one (the layer adds its results to it).
+pub(crate) fn epilogue_output(rec: &mut Recorder, shape: &[usize], e: &Epilogue<Tensor>) -> Result<Tensor> {
+    let Some(skip) = e.skip else { return Tensor::zeros(rec.gpu(), shape) };
+    if skip.numel() != shape.iter().product::<usize>() {
+        bail!("a skip tensor {:?} added to an output {:?}", skip.shape, shape);
+    }
+    let y = Tensor::uninit(rec.gpu(), shape)?;
+    rec.copy(skip, &y)?;
     Ok(y)
 }
 
@@ -502,6 +569,8 @@ fn gradcheck(gpu: &Gpu, rng: &mut Rng) -> Result<Vec<CheckRow>> {
         if let Some(db) = g.db {
             rows.push(compare_f32("linear", "backward bias", &shape, &db.to_vec(gpu), &dbr, Tol::BACKWARD));
         }
+        let run = |rec: &mut Recorder, e: &Epilogue<Tensor>| forward_with(rec, &s, &x, &w, s.bias.then_some(&b), e);
+        rows.extend(epilogue::check_rows(gpu, rng, ("linear", &shape), &yr, (s.out, 1), &run)?);
     }
     Ok(rows)
 }

@@ -10,6 +10,7 @@ pub mod batchnorm;
 pub mod bn_act;
 pub mod check;
 pub mod conv2d;
+pub mod epilogue;
 pub mod gradcheck;
 pub mod l2norm;
 pub mod linear;

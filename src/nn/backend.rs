@@ -9,6 +9,7 @@ use crate::kernels::arcface::ArcFace;
 use crate::kernels::batchnorm::{BatchNorm, BnParams, BnSaved};
 use crate::kernels::bn_act::BnActGrads;
 use crate::kernels::conv2d::{Conv2d, Grads};
+use crate::kernels::epilogue::{Epilogue, OutAct};
 use crate::kernels::linear::{Linear, LinearGrads};
 use crate::kernels::maxpool::MaxPool;
 use crate::kernels::sgd::Sgd;
@@ -110,6 +111,44 @@ pub trait Backend {
     /// acc += g, in place.
     fn accumulate(&mut self, acc: &Self::T, g: &Self::T) -> Result<()>;
     fn linear(&mut self, s: &Linear, x: &Self::T, w: &Self::T, b: Option<&Self::T>) -> Result<Self::T>;
+    /// A convolution finishing each output with the epilogue `e` (an
+    /// activation, then `+ skip`): one kernel where a backend has it, else
+    /// (by default) the separate ops. Inference only: no backward.
+    fn conv2d_with(
+        &mut self,
+        s: &Conv2d,
+        x: &Self::T,
+        w: &Self::T,
+        b: Option<&Self::T>,
+        e: &Epilogue<Self::T>,
+    ) -> Result<Self::T> {
+        let y = self.conv2d(s, x, w, b)?;
+        self.epilogue(y, e)
+    }
+    /// `linear` finishing each output with `e`, as `conv2d_with`.
+    fn linear_with(
+        &mut self,
+        s: &Linear,
+        x: &Self::T,
+        w: &Self::T,
+        b: Option<&Self::T>,
+        e: &Epilogue<Self::T>,
+    ) -> Result<Self::T> {
+        let y = self.linear(s, x, w, b)?;
+        self.epilogue(y, e)
+    }
+    /// The epilogue `e` as separate ops on a layer's output `y`.
+    fn epilogue(&mut self, y: Self::T, e: &Epilogue<Self::T>) -> Result<Self::T> {
+        let y = match e.act {
+            None => y,
+            Some(OutAct::Prelu(slope)) => self.prelu(&y, slope)?,
+            Some(OutAct::Fixed(a)) => self.act(a, &y)?,
+        };
+        match e.skip {
+            Some(skip) => self.add(&y, skip),
+            None => Ok(y),
+        }
+    }
     fn linear_backward(&mut self, s: &Linear, x: &Self::T, w: &Self::T, dy: &Self::T) -> Result<LinearGrads<Self::T>>;
     fn l2norm(&mut self, x: &Self::T) -> Result<Self::T>;
     fn arcface(&mut self, a: &ArcFace, e: &Self::T, w: &Self::T, labels: &Self::T)

@@ -11,6 +11,7 @@ use crate::kernels::arcface::{self, ArcFace, ArcSaved};
 use crate::kernels::batchnorm::{self, BatchNorm, BnParams, BnSaved};
 use crate::kernels::bn_act::{self, BnActGrads};
 use crate::kernels::conv2d::{self, Conv2d, Grads, Path};
+use crate::kernels::epilogue::Epilogue;
 use crate::kernels::linear::{self, Linear, LinearGrads};
 use crate::kernels::maxpool::{self, MaxPool};
 use crate::kernels::sgd::{self, Sgd};
@@ -187,6 +188,26 @@ impl<'g> Backend for GpuBackend<'g> {
     }
     fn accumulate(&mut self, acc: &Tensor, g: &Tensor) -> Result<()> {
         residual::accumulate(&mut self.rec, acc, g)
+    }
+    fn conv2d_with(
+        &mut self,
+        s: &Conv2d,
+        x: &Tensor,
+        w: &Tensor,
+        b: Option<&Tensor>,
+        e: &Epilogue<Tensor>,
+    ) -> Result<Tensor> {
+        conv2d::forward_with(&mut self.rec, s, Path::Auto, x, w, b, e)
+    }
+    fn linear_with(
+        &mut self,
+        s: &Linear,
+        x: &Tensor,
+        w: &Tensor,
+        b: Option<&Tensor>,
+        e: &Epilogue<Tensor>,
+    ) -> Result<Tensor> {
+        linear::forward_with(&mut self.rec, s, x, w, b, e)
     }
     fn linear(&mut self, s: &Linear, x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
         linear::forward(&mut self.rec, s, x, w, b)

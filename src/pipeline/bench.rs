@@ -2,7 +2,7 @@
 //! one steady-state step asks of the device.
 
 use crate::data::Batch;
-use crate::gpu::timing::Timestamps;
+use crate::gpu::timing::{by_kernel, KernelTime, Timestamps, MAX_PROFILED_DISPATCHES};
 use crate::gpu::{Counts, Gpu};
 use crate::kernels::sgd::Sgd;
 use crate::models::{ModelSpec, Net};
@@ -110,19 +110,6 @@ fn run_step<'g>(
     Ok((index, start.elapsed().as_secs_f64()))
 }
 
-/// GPU time of one kernel entry point over one training step.
-#[derive(Serialize, Debug)]
-pub struct KernelTime {
-    pub kernel: String,
-    pub dispatches: usize,
-    pub ms: f64,
-    /// Share of the step's summed dispatch time.
-    pub share: f64,
-}
-
-/// Timestamp pairs of one profiled step (wgpu allows 4,096 queries per set).
-const MAX_PROFILED_DISPATCHES: u32 = 2048;
-
 /// Where one training step of a fresh `spec` spends its GPU time, by
 /// kernel entry point, largest first (each dispatch timed in its own pass,
 /// after a warm-up step). Empty where the adapter has no timestamps.
@@ -143,18 +130,5 @@ pub fn profile_step(gpu: &Gpu, spec: ModelSpec, batch: usize) -> Result<Vec<Kern
     }
     b.flush();
     let secs = timer.read(gpu, launches.len() as u32)?;
-    let mut by: Vec<KernelTime> = Vec::new();
-    for (l, s) in launches.iter().zip(&secs) {
-        let name = format!("{}::{}", l.kernel.shader.name(), l.kernel.entry);
-        match by.iter_mut().find(|k| k.kernel == name) {
-            Some(k) => (k.dispatches, k.ms) = (k.dispatches + 1, k.ms + s * 1e3),
-            None => by.push(KernelTime { kernel: name, dispatches: 1, ms: s * 1e3, share: 0.0 }),
-        }
-    }
-    let total: f64 = by.iter().map(|k| k.ms).sum();
-    for k in &mut by {
-        k.share = k.ms / total.max(1e-12);
-    }
-    by.sort_by(|a, b| b.ms.total_cmp(&a.ms));
-    Ok(by)
+    Ok(by_kernel(&launches, &secs))
 }

@@ -2,10 +2,11 @@
 //! call asks of the device.
 
 use crate::data::Batch;
-use crate::gpu::{Counts, Gpu};
+use crate::gpu::timing::{by_kernel, KernelTime, Timestamps, MAX_PROFILED_DISPATCHES};
+use crate::gpu::{Counts, Gpu, Tensor};
 use crate::io::model_file::Model;
 use crate::nn::{Backend, GpuBackend};
-use anyhow::Result;
+use anyhow::{bail, Result};
 use serde::Serialize;
 use std::time::Instant;
 
@@ -30,6 +31,73 @@ pub struct InferThroughput {
     pub per_call: Counts,
 }
 
+/// What `bench infer` reads back: embeddings, or a classifier's logits.
+fn output<'g>(model: &mut Model<GpuBackend<'g>>, b: &mut GpuBackend<'g>, x: &Tensor) -> Result<Tensor> {
+    match model {
+        Model::Trained(n, _) if !n.spec.has_embedding() => n.logits(b, x),
+        Model::Trained(n, _) => n.embed(b, x),
+        Model::Imported(g) => g.forward(b, x),
+    }
+}
+
+/// Where one call's GPU time goes.
+#[derive(Serialize, Debug)]
+pub struct InferProfile {
+    pub by_kernel: Vec<KernelTime>,
+    /// Every dispatch of the call, in order.
+    pub dispatches: Vec<DispatchTime>,
+}
+
+#[derive(Serialize, Debug)]
+pub struct DispatchTime {
+    pub kernel: String,
+    pub invocations: u64,
+    pub ms: f64,
+}
+
+/// Timestamps for `profile_call` (made before the backend that uses them);
+/// `None` where the adapter has none.
+pub fn profile_timer(gpu: &Gpu) -> Option<Timestamps> {
+    Timestamps::new(gpu, "dispatches", MAX_PROFILED_DISPATCHES)
+}
+
+/// One call of `model` on a batch of `batch`, each dispatch timed in its
+/// own pass after warm-up calls.
+pub fn profile_call<'g>(
+    gpu: &'g Gpu,
+    timer: &'g Timestamps,
+    b: &mut GpuBackend<'g>,
+    model: &mut Model<GpuBackend<'g>>,
+    batch: usize,
+) -> Result<InferProfile> {
+    let input = Batch::synthetic(batch, model.input_size(), 1);
+    for _ in 0..WARMUP_CALLS {
+        let x = b.upload(&input.x, &input.shape())?;
+        let out = output(model, b, &x)?;
+        b.download(&out);
+    }
+    let x = b.upload(&input.x, &input.shape())?;
+    b.recorder().time_dispatches(timer.set(), 0);
+    let out = output(model, b, &x)?;
+    let launches: Vec<_> = b.recorder().launches().collect();
+    if launches.len() > MAX_PROFILED_DISPATCHES as usize {
+        bail!("a call of {} dispatches is more than --profile times ({MAX_PROFILED_DISPATCHES})", launches.len());
+    }
+    b.flush();
+    let secs = timer.read(gpu, launches.len() as u32)?;
+    drop(out);
+    let dispatches = launches
+        .iter()
+        .zip(&secs)
+        .map(|(l, s)| DispatchTime {
+            kernel: format!("{}::{}", l.kernel.shader.name(), l.kernel.entry),
+            invocations: l.invocations,
+            ms: s * 1e3,
+        })
+        .collect();
+    Ok(InferProfile { by_kernel: by_kernel(&launches, &secs), dispatches })
+}
+
 /// Embeddings (classifier logits for MiniNetwork) of a fixed batch, read
 /// back each call as `embed` and `serve` do; median over `calls`.
 pub fn infer_throughput<'g>(
@@ -47,11 +115,7 @@ pub fn infer_throughput<'g>(
     let input = Batch::synthetic(batch, size, 1);
     let mut call = |b: &mut GpuBackend<'g>| -> Result<Vec<f32>> {
         let x = b.upload(&input.x, &input.shape())?;
-        let out = match model {
-            Model::Trained(n, _) if !n.spec.has_embedding() => n.logits(b, &x)?,
-            Model::Trained(n, _) => n.embed(b, &x)?,
-            Model::Imported(g) => g.forward(b, &x)?,
-        };
+        let out = output(model, b, &x)?;
         Ok(b.download(&out))
     };
     let (first, first_call) = gpu.counters.during(|| call(b));

@@ -1,7 +1,8 @@
 //! Convolution checks (every GPU path against the reference, the reference
 //! against finite differences) and benchmark cases.
 
-use super::{backward, backward_params, backward_ref, forward, forward_ref, Conv2d, Path};
+use super::{backward, backward_params, backward_ref, forward, forward_ref, forward_with, Conv2d, Path};
+use crate::kernels::epilogue::{self, Epilogue};
 use crate::gpu::{BenchCase, Gpu, Recorder, Tensor};
 use crate::kernels::check::{compare_f32, finite_diff, widen, CheckRow, Rng, Tol};
 use crate::kernels::upload;
@@ -90,6 +91,9 @@ pub fn check_shape(gpu: &Gpu, rng: &mut Rng, name: &str, s: &Conv2d, path: Path)
     if let (Some(db), Some(dbr)) = (&g.db, &gr.db) {
         rows.push(compare_f32(name, "backward bias", &shape, &db.to_vec(gpu), dbr, Tol::BACKWARD));
     }
+    let (ho, wo) = s.out_hw();
+    let run = |rec: &mut Recorder, e: &Epilogue<Tensor>| forward_with(rec, s, path, &x, &w, s.bias.then_some(&b), e);
+    rows.extend(epilogue::check_rows(gpu, rng, (name, &shape), &yr, (s.cout, ho * wo), &run)?);
     Ok(rows)
 }
 

@@ -10,7 +10,8 @@
 //! dW = sum over images of dy cols^T, and dx gathers dcols = W'^T dy back
 //! onto the image (col2im).
 
-use super::Conv2d;
+use super::{with_epilogue, Conv2d};
+use crate::kernels::epilogue::Epilogue;
 use crate::gpu::{Gpu, Kernel, KernelSet, Launch, Recorder, Shader, Split, Tensor};
 use crate::kernels::linear::Gemm;
 use anyhow::{bail, Result};
@@ -109,6 +110,7 @@ pub(super) fn forward(
     x: &Tensor,
     w: &Tensor,
     b: Option<&Tensor>,
+    e: &Epilogue<Tensor>,
     y: &Tensor,
 ) -> Result<()> {
     let (kp, hw) = (s.padded_taps(), s.out_hw().0 * s.out_hw().1);
@@ -117,8 +119,7 @@ pub(super) fn forward(
         let c = &part.conv;
         let cols = cols(rec, c, &part.of(rec.gpu(), x)?)?;
         let g = Gemm::plain(c.cout, hw, kp, c.n).a(0, kp, 1).b(kp * hw, hw, 1).c(c.cout * hw, hw, 1);
-        let g = if b.is_some() { g.bias_per_row() } else { g };
-        g.run(rec, &wp, &cols, b, &part.of(rec.gpu(), y)?)?;
+        with_epilogue(g, b.is_some(), e).run_with(rec, &wp, &cols, b, e.slope(), &part.of(rec.gpu(), y)?)?;
     }
     Ok(())
 }

@@ -32,7 +32,9 @@ pub use checks::check_shape;
 pub(crate) use checks::{bench_shape, refcheck_shape};
 pub use reference::{backward_ref, forward_ref};
 
-use super::{linear::Gemm, reduce, Family};
+use super::epilogue::Epilogue;
+use super::linear::{epilogue_output, Gemm};
+use super::{reduce, Family};
 use crate::gpu::{Gpu, Kernel, KernelSet, Launch, Params, Recorder, Shader, Split, Tensor};
 use anyhow::{bail, Result};
 
@@ -161,6 +163,10 @@ impl Conv2d {
     /// The parameters of the direct kernels; `split` cuts the weight
     /// gradient's (n, oy) rows (`Split::whole` elsewhere).
     fn params(&self, split: Split) -> Params {
+        self.params_with(split, 0, false)
+    }
+
+    fn params_with(&self, split: Split, act: usize, accumulate: bool) -> Params {
         let (ho, wo) = self.out_hw();
         Params::new()
             .u("n", self.n)
@@ -178,6 +184,13 @@ impl Conv2d {
             .u("has_bias", self.bias as usize)
             .u("slices", split.slices)
             .u("rows_per_slice", split.per_slice)
+            .u("act", act)
+            .u("accumulate", accumulate as usize)
+    }
+
+    /// `params` of a forward pass finishing its outputs with `e`.
+    fn forward_params(&self, e: &Epilogue<Tensor>) -> Params {
+        self.params_with(Split::whole(1), e.act_code(), e.skip.is_some())
     }
 
     /// How the weight gradient's reduction over (n, oy) rows is cut, for
@@ -229,11 +242,19 @@ fn path_for(s: &Conv2d, path: Path, gpu: &Gpu) -> Result<Path> {
 
 /// The three matrix products of a pointwise convolution, per image:
 /// y = W x, dx = W^T dy, dW = sum over images of dy x^T.
-fn pointwise_forward(s: &Conv2d) -> Gemm {
+fn pointwise_forward(s: &Conv2d, e: &Epilogue<Tensor>) -> Gemm {
     let hw = s.h * s.w;
     let g = Gemm::plain(s.cout, hw, s.cin, s.n).a(0, s.cin, 1).b(s.cin * hw, hw, 1).c(s.cout * hw, hw, 1);
-    if s.bias {
-        g.bias_per_row()
+    with_epilogue(g, s.bias, e)
+}
+
+/// A product computing a convolution's outputs (channels along its rows)
+/// with the bias and epilogue `e` (a skip tensor already in C).
+fn with_epilogue(g: Gemm, bias: bool, e: &Epilogue<Tensor>) -> Gemm {
+    let g = g.activation(e.act_code(), true);
+    let g = if bias { g.bias_per_row() } else { g };
+    if e.skip.is_some() {
+        g.accumulate()
     } else {
         g
     }
@@ -255,21 +276,35 @@ pub fn forward(
     w: &Tensor,
     b: Option<&Tensor>,
 ) -> Result<Tensor> {
+    forward_with(rec, s, path, x, w, b, &Epilogue::none())
+}
+
+/// `forward` finishing each output with the epilogue `e`, on every path.
+pub fn forward_with(
+    rec: &mut Recorder,
+    s: &Conv2d,
+    path: Path,
+    x: &Tensor,
+    w: &Tensor,
+    b: Option<&Tensor>,
+    e: &Epilogue<Tensor>,
+) -> Result<Tensor> {
     s.validate()?;
     if s.bias != b.is_some() {
         bail!("conv2d {}: a bias tensor must be given exactly when the layer has a bias", s.describe());
     }
-    let y = Tensor::zeros(rec.gpu(), &s.output_shape())?;
+    let y = epilogue_output(rec, &s.output_shape(), e)?;
+    let slope = e.slope();
     match path_for(s, path, rec.gpu())? {
-        Path::Gemm => pointwise_forward(s).run(rec, w, x, b, &y)?,
-        Path::Im2col => im2col::forward(rec, s, x, w, b, &y)?,
+        Path::Gemm => pointwise_forward(s, e).run_with(rec, w, x, b, slope, &y)?,
+        Path::Im2col => im2col::forward(rec, s, x, w, b, e, &y)?,
         p => {
-            let args = [(1, Some(x)), (2, Some(w)), (3, b), (4, Some(&y))];
-            let prm = s.params(Split::whole(1));
+            let args = [(1, Some(x)), (2, Some(w)), (3, b), (4, Some(&y)), (8, slope)];
+            let prm = s.forward_params(e);
             let taps = s.cin / s.groups * s.kh * s.kw;
             if let Some(k) = s.depthwise_rows(rec.gpu().kernels, p, false) {
                 // (every buffer the shared row walker names is bound)
-                let args = [(1, Some(x)), (2, Some(w)), (3, b), (4, Some(&y)), (5, None), (6, None)];
+                let args = [(1, Some(x)), (2, Some(w)), (3, b), (4, Some(&y)), (5, None), (6, None), (8, slope)];
                 let (ho, wo) = s.out_hw();
                 rec.dispatch(k, &prm, &args, Launch::threads(s.n * s.cout * ho, k.wg, wo.div_ceil(4)))?
             } else if p == Path::Blocked && (s.cout / s.groups).is_multiple_of(4) {
@@ -302,7 +337,7 @@ pub fn backward(
             let taps = s.cout / s.groups * s.kh * s.kw;
             if let Some(k) = s.depthwise_rows(rec.gpu().kernels, p, true) {
                 // (the stride-2 walker writes dx only; the others name y too)
-                let args = [(1, None), (2, Some(w)), (5, Some(dy)), (6, Some(&dx)), (3, None), (4, None)];
+                let args = [(1, None), (2, Some(w)), (5, Some(dy)), (6, Some(&dx)), (3, None), (4, None), (8, None)];
                 let args = if k == DEPTHWISE_ROWS_INPUT_S2 { &args[..4] } else { &args[..] };
                 rec.dispatch(k, &prm, args, Launch::threads(s.n * s.cin * s.h, k.wg, s.w.div_ceil(4)))?;
             } else if blocked && (s.cin / s.groups).is_multiple_of(4) {

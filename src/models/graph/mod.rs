@@ -2,7 +2,8 @@
 //! (`GraphDef`), written by a builder (MobileFaceNet, MiniNetwork, MTCNN's
 //! three networks) or read from ONNX (`io::onnx_import`). One executor runs
 //! them all (`run`, `backward`); `passes` rewrite a graph for training
-//! (batch norm fused with what follows) and inference (batch norm folded);
+//! (batch norm fused with what follows) and inference (batch norm folded,
+//! activations and residual adds done by the layer before them);
 //! `shapes` infers every value's shape, from which layer tables, chunking
 //! and the embedding width are read. `Program` is a graph readied for the
 //! executor on a backend.
@@ -12,7 +13,7 @@ pub mod passes;
 mod run;
 pub mod shapes;
 
-pub use op::Op;
+pub use op::{FusedAct, Op, Window};
 pub use run::{backward, run, Mode, Saved, Weights};
 pub use shapes::{infer, Shapes};
 
@@ -96,12 +97,15 @@ impl GraphDef {
 }
 
 /// A graph readied for the executor: its shapes, its training form (batch
-/// norms fused with the PReLU and add after them) and, once `fold` has run,
-/// its inference form with the folded weights.
+/// norms fused with the PReLU and add after them), its eval form (layers
+/// finishing their outputs with the activation and add after them) and,
+/// once `fold` has run, its inference form: batch norms folded, then
+/// epilogues, with the folded weights.
 pub struct Program<T> {
     pub def: Arc<GraphDef>,
     pub shapes: Shapes,
     fused: GraphDef,
+    eval: GraphDef,
     folded: Option<(GraphDef, HashMap<String, T>)>,
 }
 
@@ -111,7 +115,8 @@ impl<T: Clone> Program<T> {
         let shapes = infer(&def, def.input_size, weight_shape)
             .with_context(|| format!("the graph `{}` does not fit together", def.source))?;
         let fused = passes::fuse(&def);
-        Ok(Program { def, shapes, fused, folded: None })
+        let eval = passes::epilogues(&fused);
+        Ok(Program { def, shapes, fused, eval, folded: None })
     }
 
     /// The graph's output per image (the embedding width, or the classes).
@@ -154,7 +159,7 @@ impl<T: Clone> Program<T> {
         for (name, shape, values) in new {
             weights.insert(name, b.upload(&values, &shape)?);
         }
-        self.folded = Some((passes::fuse(&def), weights));
+        self.folded = Some((passes::epilogues(&passes::fuse(&def)), weights));
         Ok(())
     }
 
@@ -171,7 +176,8 @@ impl<T: Clone> Program<T> {
         let n = b.shape(x)[0];
         let (def, extra) = match (&self.folded, mode) {
             (Some((def, extra)), Mode::Eval) => (def, Some(extra)),
-            _ => (&self.fused, None),
+            (None, Mode::Eval) => (&self.eval, None),
+            (_, Mode::Train) => (&self.fused, None),
         };
         let lookup = |name: &str| match extra.and_then(|e| e.get(name)) {
             Some(t) => Ok(t.clone()),

@@ -40,6 +40,20 @@ pub enum Op {
         skip: Option<String>,
         y: String,
     },
+    /// A convolution (`conv`) or linear layer (`conv: None`) finishing each
+    /// output as it writes it: `+ b`, then `act`, then `+ skip` (one kernel
+    /// where three ran; `Backend::conv2d_with`). Written by
+    /// `passes::epilogues` for inference, never by a builder or the
+    /// importer; no backward.
+    Fused {
+        x: String,
+        w: String,
+        b: Option<String>,
+        conv: Option<Window>,
+        act: Option<FusedAct>,
+        skip: Option<String>,
+        y: String,
+    },
     Prelu {
         x: String,
         slope: String,
@@ -82,11 +96,28 @@ pub enum Op {
     },
 }
 
+/// A convolution's stride, padding and groups (its kernel size is its weight's).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Window {
+    pub stride: usize,
+    pub pad: usize,
+    pub groups: usize,
+}
+
+/// The activation of a `Fused` op: PReLU with a slope weight, or a fixed one.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FusedAct {
+    Prelu(String),
+    Fixed(Act),
+}
+
 impl Op {
     /// The value it writes.
     pub fn output(&self) -> &str {
         match self {
             Op::Conv { y, .. }
+            | Op::Fused { y, .. }
             | Op::BatchNorm { y, .. }
             | Op::BnAct { y, .. }
             | Op::Prelu { y, .. }
@@ -102,7 +133,9 @@ impl Op {
     /// The values it reads, in order.
     pub fn inputs(&self) -> Vec<&str> {
         match self {
-            Op::BnAct { x, skip, .. } => std::iter::once(x.as_str()).chain(skip.as_deref()).collect(),
+            Op::BnAct { x, skip, .. } | Op::Fused { x, skip, .. } => {
+                std::iter::once(x.as_str()).chain(skip.as_deref()).collect()
+            }
             Op::Add { a, b, .. } => vec![a, b],
             Op::Conv { x, .. }
             | Op::BatchNorm { x, .. }
@@ -120,6 +153,13 @@ impl Op {
         match self {
             Op::Conv { w, b, .. } | Op::Linear { w, b, .. } => {
                 std::iter::once(w.as_str()).chain(b.as_deref()).collect()
+            }
+            Op::Fused { w, b, act, .. } => {
+                let slope = match act {
+                    Some(FusedAct::Prelu(s)) => Some(s.as_str()),
+                    _ => None,
+                };
+                std::iter::once(w.as_str()).chain(b.as_deref()).chain(slope).collect()
             }
             Op::BatchNorm { scale, bias, mean, var, .. } => vec![scale, bias, mean, var],
             Op::BnAct { scale, bias, mean, var, slope, .. } => {
@@ -148,6 +188,8 @@ impl Op {
             Op::Conv { .. } => "Conv",
             Op::BatchNorm { .. } => "BatchNormalization",
             Op::BnAct { .. } => "BatchNormalization+PRelu+Add",
+            Op::Fused { conv: Some(_), .. } => "Conv+activation+Add",
+            Op::Fused { conv: None, .. } => "Gemm+activation+Add",
             Op::Prelu { .. } => "PRelu",
             Op::Act { act: Act::Relu, .. } => "Relu",
             Op::Act { .. } => "Clip",

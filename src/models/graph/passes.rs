@@ -4,10 +4,13 @@
 //!   `BnAct` op (one kernel each way in training);
 //! - `fold`: an eval-mode batch norm folded into the convolution or linear
 //!   layer before it (inference runs one op with a bias instead of two);
+//! - `epilogues`: a convolution or linear layer with the activation that
+//!   alone reads it and the residual add that alone reads that, one `Fused`
+//!   op (inference runs one kernel instead of three);
 //! - `last_uses`: after which op each value is dead, so an eval-mode run
 //!   lets go of it there.
 
-use super::{GraphDef, Op};
+use super::{FusedAct, GraphDef, Op, Window};
 use crate::kernels::batchnorm::EPS;
 use std::collections::HashMap;
 
@@ -58,6 +61,52 @@ pub fn fuse(def: &GraphDef) -> GraphDef {
         }
         let (x, scale, bias, mean, var) = (x.clone(), scale.clone(), bias.clone(), mean.clone(), var.clone());
         at_place.insert(last, Op::BnAct { x, scale, bias, mean, var, slope, skip, y: out });
+    }
+    let ops = (0..def.ops.len())
+        .filter_map(|k| at_place.remove(&k).or_else(|| (!gone[k]).then(|| def.ops[k].clone())))
+        .collect();
+    GraphDef { ops, ..def.clone() }
+}
+
+/// Every convolution and linear layer, with the PReLU or ReLU(6) that alone
+/// reads it and then the add that alone reads that, as one `Fused` op at the
+/// place of the last of them (where the skip input is computed too). For
+/// eval mode: the fused op has no backward.
+pub fn epilogues(def: &GraphDef) -> GraphDef {
+    let n = readers(def);
+    let mut at_place: HashMap<usize, Op> = HashMap::new();
+    let mut gone = vec![false; def.ops.len()];
+    for (i, op) in def.ops.iter().enumerate() {
+        let (x, w, b, conv, y) = match op {
+            Op::Conv { x, w, b, stride, pad, groups, y } => {
+                (x, w, b, Some(Window { stride: *stride, pad: *pad, groups: *groups }), y)
+            }
+            Op::Linear { x, w, b, y } => (x, w, b, None, y),
+            _ => continue,
+        };
+        let (mut last, mut out, mut act, mut skip) = (i, y.clone(), None, None);
+        match free(only_reader(def, &n, &out, last), &gone) {
+            Some((j, Op::Prelu { slope, y, .. })) => {
+                (last, act, out) = (j, Some(FusedAct::Prelu(slope.clone())), y.clone());
+                gone[j] = true;
+            }
+            Some((j, Op::Act { act: a, y, .. })) => {
+                (last, act, out) = (j, Some(FusedAct::Fixed(*a)), y.clone());
+                gone[j] = true;
+            }
+            _ => {}
+        }
+        if let Some((j, Op::Add { a, b, y })) = free(only_reader(def, &n, &out, last), &gone) {
+            let other = if *a == out { b.clone() } else { a.clone() };
+            (last, skip, out) = (j, Some(other), y.clone());
+            gone[j] = true;
+        }
+        if last == i {
+            continue;
+        }
+        gone[i] = true;
+        let (x, w, b) = (x.clone(), w.clone(), b.clone());
+        at_place.insert(last, Op::Fused { x, w, b, conv, act, skip, y: out });
     }
     let ops = (0..def.ops.len())
         .filter_map(|k| at_place.remove(&k).or_else(|| (!gone[k]).then(|| def.ops[k].clone())))

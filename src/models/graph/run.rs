@@ -3,9 +3,10 @@
 //! backward kernels. Every network runs here.
 
 use super::passes::last_uses;
-use super::{GraphDef, Op};
+use super::{FusedAct, GraphDef, Op, Window};
 use crate::kernels::batchnorm::{BatchNorm, BnParams, BnSaved};
 use crate::kernels::conv2d::Conv2d;
+use crate::kernels::epilogue::{Epilogue, OutAct};
 use crate::kernels::linear::Linear;
 use crate::kernels::maxpool::MaxPool;
 use crate::nn::Backend;
@@ -89,6 +90,31 @@ fn run_ops<B: Backend>(
                     bn_saved.insert(op.output().to_string(), saved);
                 }
                 y
+            }
+            Op::Fused { x, w: wn, b: bias, conv, act, skip, .. } => {
+                let (xt, wt) = (get(&v, x)?, w(wn)?);
+                let bt = bias.as_deref().map(w).transpose()?;
+                let slope = match act {
+                    Some(FusedAct::Prelu(s)) => Some(w(s)?),
+                    _ => None,
+                };
+                let skip = skip.as_deref().map(|k| get(&v, k)).transpose()?;
+                let act = match (act, &slope) {
+                    (Some(FusedAct::Prelu(_)), Some(s)) => Some(OutAct::Prelu(s)),
+                    (Some(FusedAct::Fixed(a)), _) => Some(OutAct::Fixed(*a)),
+                    _ => None,
+                };
+                let e = Epilogue { act, skip: skip.as_ref() };
+                match conv {
+                    Some(win) => {
+                        let s = window_shape(b, win, &xt, &wt, bt.is_some())?;
+                        b.conv2d_with(&s, &xt, &wt, bt.as_ref(), &e)?
+                    }
+                    None => {
+                        let (s, x2) = linear_shape(b, &xt, &wt, bt.is_some())?;
+                        b.linear_with(&s, &x2, &wt, bt.as_ref(), &e)?
+                    }
+                }
             }
             Op::Prelu { x, slope, .. } => b.prelu(&get(&v, x)?, &w(slope)?)?,
             Op::Act { x, act, .. } => b.act(*act, &get(&v, x)?)?,
@@ -211,6 +237,7 @@ fn backward_ops<B: Backend>(
                 }
                 flow(b, &mut d, input, x, dx)?;
             }
+            Op::Fused { .. } => bail!("`{}` is an inference form's op: it has no backward", op.output()),
             Op::Act { x, act, .. } => {
                 let dx = b.act_backward(*act, &val(x)?, &dy)?;
                 flow(b, &mut d, input, x, dx)?;
@@ -264,7 +291,11 @@ fn layout<B: Backend>(b: &B, x: &B::T) -> BatchNorm {
 
 fn conv_shape<B: Backend>(b: &B, op: &Op, x: &B::T, w: &B::T) -> Result<Conv2d> {
     let Op::Conv { b: bias, stride, pad, groups, .. } = op else { bail!("not a convolution") };
-    let s = Conv2d::from_shapes(b.shape(x), b.shape(w), *stride, *pad, *groups, bias.is_some());
+    window_shape(b, &Window { stride: *stride, pad: *pad, groups: *groups }, x, w, bias.is_some())
+}
+
+fn window_shape<B: Backend>(b: &B, win: &Window, x: &B::T, w: &B::T, bias: bool) -> Result<Conv2d> {
+    let s = Conv2d::from_shapes(b.shape(x), b.shape(w), win.stride, win.pad, win.groups, bias);
     s.validate()?;
     Ok(s)
 }

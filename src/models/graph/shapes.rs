@@ -2,7 +2,7 @@
 //! the weights' shapes. Layer tables, multiply-adds, the embedding width and
 //! how many images fit one binding are all read from it.
 
-use super::{GraphDef, Op};
+use super::{GraphDef, Op, Window};
 use crate::kernels::maxpool::out_len;
 use anyhow::{bail, Context, Result};
 use std::collections::HashMap;
@@ -64,7 +64,8 @@ pub fn infer(def: &GraphDef, size: usize, weight: &dyn Fn(&str) -> Option<Vec<us
             }
         };
         let s = match op {
-            Op::Conv { w: wn, stride, pad, groups, .. } => {
+            Op::Conv { w: wn, stride, pad, groups, .. }
+            | Op::Fused { w: wn, conv: Some(Window { stride, pad, groups }), .. } => {
                 let (c, h, wd) = chw(&x)?;
                 let ws = w(wn)?;
                 if ws.len() != 4 || ws[1] * groups != c || ws[0] % groups != 0 {
@@ -77,7 +78,7 @@ pub fn infer(def: &GraphDef, size: usize, weight: &dyn Fn(&str) -> Option<Vec<us
                 let (ho, wo) = ((h + 2 * pad - kh) / stride + 1, (wd + 2 * pad - kw) / stride + 1);
                 OpShape { output: vec![ws[0], ho, wo], macs: ws[0] * ho * wo * ws[1] * kh * kw }
             }
-            Op::Linear { w: wn, .. } => {
+            Op::Linear { w: wn, .. } | Op::Fused { w: wn, conv: None, .. } => {
                 let ws = w(wn)?;
                 let inp: usize = x.iter().product();
                 if ws.len() != 2 || ws[1] != inp {
