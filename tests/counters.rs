@@ -202,15 +202,17 @@ fn an_imported_mobilefacenet_runs_in_the_dispatches_of_the_trained_one() {
 }
 
 /// MTCNN waits for the device only where a stage's boxes decide the next
-/// stage's work: R-Net's and O-Net's batches once each, and P-Net's pyramid
-/// once for as many bands as its memory budget holds: once for a 300x300
-/// photo, five times for a 1350x1350 one (10 and 19 times in all before).
+/// stage's work: P-Net's pyramid, R-Net's and O-Net's batches, once each, at
+/// any photo size (10 and 19 times in all for these two sizes before); a
+/// large photo's pyramid is submitted in parts, never waited for, so its
+/// memory stays within its budget (the load test's bound on the server).
 #[test]
 fn detection_reads_back_once_per_stage_within_its_memory_budget() {
     let gpu = common::gpu();
     for t in arcface::detect::bench::detect_times(&gpu, &[300, 1350], 1).unwrap() {
         assert_eq!(t.faces, 1, "{t:?}");
-        let want = if t.width == 300 { 3 } else { 7 };
-        assert_eq!(t.per_call.blocking_readbacks, want, "{t:?}");
+        assert_eq!(t.per_call.blocking_readbacks, 3, "{t:?}");
+        let submits = if t.width == 300 { 3 } else { 7 };
+        assert_eq!(t.per_call.submits, submits, "{t:?}");
     }
 }

@@ -30,10 +30,12 @@ pub struct Nets<B: Backend> {
 /// more work at this size.
 const PNET_BAND_BYTES: u64 = 8 << 20;
 
-/// conv1's output of the P-Net bands recorded before one read-back, at
-/// most: each recorded band holds its values until the read-back, so this
-/// bounds the pyramid's memory (recording a 2000-pixel photo's whole
-/// pyramid at once raised the server's peak under load by 400 MB).
+/// conv1's output of the P-Net bands recorded in one submission, at most:
+/// a band's values of one size serve the next band's in the recording, but
+/// levels of other sizes hold theirs until it is submitted, so this bounds
+/// the pyramid's memory (recording a 2000-pixel photo's whole pyramid at
+/// once raised the server's peak under load by 400 MB). Every band's
+/// outputs are read back together at the end.
 const PNET_BATCH_BYTES: usize = 8 << 20;
 
 /// A band of P-Net's input rows, and how many output rows it gives.
@@ -166,10 +168,10 @@ impl<B: Backend> Nets<B> {
     }
 
     /// P-Net on every level of a pyramid (normalised images (3, h, w), each
-    /// at least 12x12): the levels' bands recorded together and read back
-    /// at once, as many as `PNET_BATCH_BYTES` of conv1 output allows (one
-    /// read-back for a whole pyramid of a photo up to about 600 pixels a
-    /// side, a few for larger ones: memory stays bounded).
+    /// at least 12x12): the levels' bands submitted as `PNET_BATCH_BYTES` of
+    /// conv1 output are recorded (memory stays bounded), never waited for,
+    /// and every band's outputs read back at once: one read-back per
+    /// pyramid.
     pub async fn pnet_pyramid(&self, b: &mut B, levels: &[(&[f32], usize, usize)]) -> Result<Vec<PnetMaps>> {
         let (face, boxes) = (self.pnet.def().part("face")?, self.pnet.def().part("box")?);
         let mut maps: Vec<PnetMaps> = levels
@@ -177,8 +179,8 @@ impl<B: Backend> Nets<B> {
             .map(|&(_, h, w)| PnetMaps { h: pnet_out(h), w: pnet_out(w), prob: Vec::new(), reg: Vec::new() })
             .collect();
         let mut reg: Vec<Vec<Vec<f32>>> = levels.iter().map(|_| vec![Vec::new(); 4]).collect();
-        let mut pending: Vec<(usize, Band, B::T)> = Vec::new();
-        let mut pending_bytes = 0;
+        let mut outputs: Vec<(usize, Band, B::T)> = Vec::new();
+        let mut recorded_bytes = 0;
         let all: Vec<(usize, Band)> = levels
             .iter()
             .enumerate()
@@ -192,31 +194,29 @@ impl<B: Backend> Nets<B> {
             .into_iter()
             .flatten()
             .collect();
-        let count = all.len();
-        for (k, (i, band)) in all.into_iter().enumerate() {
+        for (i, band) in all {
             let (x, h, w) = levels[i];
             let (r0, r1) = band.rows;
             let input: Vec<f32> = (0..3).flat_map(|c| &x[c * h * w + r0 * w..c * h * w + r1 * w]).copied().collect();
             let t = b.upload(&input, &[1, 3, r1 - r0, w])?;
-            pending_bytes += 10 * 4 * (r1 - r0) * w;
-            pending.push((i, band, self.pnet.forward(b, &t)?));
-            if pending_bytes < PNET_BATCH_BYTES && k + 1 < count {
-                continue;
+            recorded_bytes += 10 * 4 * (r1 - r0) * w;
+            outputs.push((i, band, self.pnet.forward(b, &t)?));
+            if recorded_bytes >= PNET_BATCH_BYTES {
+                b.submit_recorded();
+                recorded_bytes = 0;
             }
-            let heads: Vec<B::T> = pending.iter().map(|(_, _, t)| t.clone()).collect();
-            let values = b.download_all_async(&heads).await;
-            for ((i, band, _), v) in pending.drain(..).zip(&values) {
-                let (bh, bw) = (pnet_out(band.rows.1 - band.rows.0), maps[i].w);
-                // The band may compute a partial extra row: ignored.
-                let plane = |c: usize| &v[c * bh * bw..c * bh * bw + band.out_rows * bw];
-                let prob =
-                    plane(face.start).iter().zip(plane(face.start + 1)).map(|(&a0, &a1)| face_probability(a0, a1));
-                maps[i].prob.extend(prob);
-                for (c, r) in boxes.clone().zip(reg[i].iter_mut()) {
-                    r.extend_from_slice(plane(c));
-                }
+        }
+        let heads: Vec<B::T> = outputs.iter().map(|(_, _, t)| t.clone()).collect();
+        let values = b.download_all_async(&heads).await;
+        for ((i, band, _), v) in outputs.into_iter().zip(&values) {
+            let (bh, bw) = (pnet_out(band.rows.1 - band.rows.0), maps[i].w);
+            // The band may compute a partial extra row: ignored.
+            let plane = |c: usize| &v[c * bh * bw..c * bh * bw + band.out_rows * bw];
+            let prob = plane(face.start).iter().zip(plane(face.start + 1)).map(|(&a0, &a1)| face_probability(a0, a1));
+            maps[i].prob.extend(prob);
+            for (c, r) in boxes.clone().zip(reg[i].iter_mut()) {
+                r.extend_from_slice(plane(c));
             }
-            pending_bytes = 0;
         }
         for (m, r) in maps.iter_mut().zip(reg) {
             m.reg = r.concat();

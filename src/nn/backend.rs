@@ -187,6 +187,10 @@ pub trait Backend {
     /// after its last reader); off, storage is reused from one submission
     /// to the next only. Backends without a pool ignore it.
     fn plan_memory(&mut self, _on: bool) {}
+    /// Starts the work recorded so far without waiting for it: the storage
+    /// its values let go of serves what is recorded next. Backends that run
+    /// each op at once ignore it.
+    fn submit_recorded(&mut self) {}
     /// The largest tensor one kernel may bind; models split batches to fit.
     fn max_binding_bytes(&self) -> u64;
 }

@@ -134,6 +134,9 @@ impl<'g> Backend for GpuBackend<'g> {
     ) -> Result<(Tensor, Tensor, Tensor)> {
         batchnorm::backward(&mut self.rec, s, p, x, saved, dy)
     }
+    fn submit_recorded(&mut self) {
+        self.flush();
+    }
     fn plan_memory(&mut self, on: bool) {
         self.gpu.pool.plan_by_liveness(on);
     }
