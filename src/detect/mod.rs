@@ -132,6 +132,29 @@ fn crops(img: &Planar, boxes: &mut Vec<Candidate>, size: usize) -> Vec<f32> {
 /// each).
 pub const STAGES: [&str; 4] = ["pyramid", "p-net", "r-net", "o-net"];
 
+/// The image resized to each (scale, height, width) of `sizes` and
+/// normalised, each level from the whole image (as the reference does), the
+/// levels shared among the cores where there are threads.
+fn pyramid(img: &Planar, sizes: &[(f64, usize, usize)]) -> Vec<(f64, Vec<f32>, usize, usize)> {
+    let level = |&(scale, sh, sw): &(f64, usize, usize)| (scale, img.resize_area(sh, sw).normalised(), sh, sw);
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(sizes.len().max(1));
+        if threads > 1 {
+            // Level k to thread k % threads: the levels shrink geometrically,
+            // so the first thread's share is the largest, not the whole.
+            return std::thread::scope(|s| {
+                let parts: Vec<_> = (0..threads)
+                    .map(|t| s.spawn(move || sizes.iter().skip(t).step_by(threads).map(level).collect::<Vec<_>>()))
+                    .collect();
+                let mut parts: Vec<_> = parts.into_iter().map(|p| p.join().expect("a pyramid thread").into_iter()).collect();
+                (0..sizes.len()).map(|k| parts[k % threads].next().expect("every level")).collect()
+            });
+        }
+    }
+    sizes.iter().map(level).collect()
+}
+
 /// All faces in an RGB image, largest box first.
 pub async fn detect<B: Backend>(b: &mut B, nets: &Nets<B>, rgb: &image::RgbImage, opt: &Options) -> Result<Vec<Face>> {
     detect_marked(b, nets, rgb, opt, &mut |_| {}).await
@@ -152,13 +175,12 @@ pub async fn detect_marked<B: Backend>(
 
     // Stage 1: P-Net over the pyramid (every level in one submission, one
     // read-back), NMS 0.5 per scale, 0.7 across scales.
-    let mut levels = Vec::new();
-    for scale in scales(h.min(w), opt) {
-        let (sh, sw) = ((h as f64 * scale + 1.0) as usize, (w as f64 * scale + 1.0) as usize);
-        if sh >= 12 && sw >= 12 {
-            levels.push((scale, img.resize_area(sh, sw).normalised(), sh, sw));
-        }
-    }
+    let sizes: Vec<(f64, usize, usize)> = scales(h.min(w), opt)
+        .into_iter()
+        .map(|scale| (scale, (h as f64 * scale + 1.0) as usize, (w as f64 * scale + 1.0) as usize))
+        .filter(|&(_, sh, sw)| sh >= 12 && sw >= 12)
+        .collect();
+    let levels = pyramid(&img, &sizes);
     mark(0);
     let inputs: Vec<(&[f32], usize, usize)> = levels.iter().map(|(_, x, sh, sw)| (x.as_slice(), *sh, *sw)).collect();
     let mut cands: Vec<Candidate> = Vec::new();
