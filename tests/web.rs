@@ -163,9 +163,12 @@ fn the_browser_engine_answers_as_the_native_one() {
 
     let photos: Vec<_> = load::test_photos(root()).into_iter().step_by(8).take(5).collect();
     let (mut worst_p, mut worst_cos, mut worst_iou) = (0.0f64, 1.0f64, 1.0f64);
+    let mut took = Vec::new();
     for (photo, person) in &photos {
         let bytes = std::fs::read(photo).unwrap();
+        let started = std::time::Instant::now();
         let got = in_browser(&b, &bytes, "orl40");
+        took.push(started.elapsed().as_secs_f64() * 1e3);
         let web = &got["r"];
         let (status, server) = predict(h.addr, &bytes, "orl40");
         assert_eq!(status, 200, "{server}");
@@ -182,8 +185,10 @@ fn the_browser_engine_answers_as_the_native_one() {
         (worst_cos, worst_iou) = (worst_cos.min(cosine), worst_iou.min(overlap));
     }
     eprintln!(
-        "{} photos: probabilities within {worst_p:.2e}, cosine >= {worst_cos:.7}, IoU >= {worst_iou:.5}",
-        photos.len()
+        "{} photos: probabilities within {worst_p:.2e}, cosine >= {worst_cos:.7}, IoU >= {worst_iou:.5}; \
+         in the browser (recognize and embed, the first compiling the pipelines): {:.0?} ms",
+        photos.len(),
+        took
     );
 
     // The page picks this device by itself and says so.
