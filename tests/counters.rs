@@ -6,11 +6,11 @@
 
 mod common;
 use arcface::gpu::{Counts, KernelSet};
+use arcface::io::checkpoint::CheckpointMeta;
+use arcface::io::model_file::Model;
 use arcface::io::onnx_import::from_onnx;
 use arcface::models::{Arch, Head, ModelSpec, Net};
 use arcface::nn::{Backend, GpuBackend};
-use arcface::io::checkpoint::CheckpointMeta;
-use arcface::io::model_file::Model;
 use arcface::pipeline::bench::{profile_step, step_throughput, train_throughput};
 use arcface::recognize::bench::{profile_call, profile_timer};
 use std::path::Path;

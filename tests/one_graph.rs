@@ -78,6 +78,20 @@ fn model_files_saved_before_the_one_graph_load_and_give_the_same_outputs() {
     assert_near("bundled MobileFaceNet embeddings", &emb.concat(), &out("orl40.embedding").values, 1e-5);
 }
 
+/// A graph of `ops` from value `in` (9x9 images) to value `out`.
+fn graph_9x9(source: &str, ops: Vec<Op>) -> GraphDef {
+    GraphDef {
+        format: 1,
+        source: source.into(),
+        input: "in".into(),
+        output: "out".into(),
+        input_size: 9,
+        normalization: Normalization { mean: [0.5; 3], std: [0.5; 3] },
+        ops,
+        parts: Vec::new(),
+    }
+}
+
 /// An IResNet-shaped graph with batch norms everywhere insightface puts
 /// them: after a convolution (foldable), before one (not), in a residual
 /// branch whose add has a batch-normed shortcut, and after the last linear
@@ -119,16 +133,7 @@ fn bn_graph(seed: u64, width: usize) -> (GraphDef, Vec<(String, Vec<usize>, Vec<
         Op::Linear { x: s("n"), w: s("fc"), b: Some(s("fc.bias")), y: s("o") },
         bn("o", "bn7", "out"),
     ];
-    let def = GraphDef {
-        format: 1,
-        source: "iresnet-shaped".into(),
-        input: s("in"),
-        output: s("out"),
-        input_size: 9,
-        normalization: Normalization { mean: [0.5; 3], std: [0.5; 3] },
-        ops,
-        parts: Vec::new(),
-    };
+    let def = graph_9x9("iresnet-shaped", ops);
     let mut rng = Rng::new(seed);
     let mut w = vec![
         (s("c1"), vec![8, 3, 3, 3], rng.uniform(216, -0.4, 0.4)),
@@ -238,16 +243,7 @@ fn epilogue_graph() -> (GraphDef, Vec<(String, Vec<usize>, Vec<f32>)>) {
         Op::Linear { x: s("g"), w: s("fc"), b: Some(s("fc.b")), y: s("h") },
         Op::Prelu { x: s("h"), slope: s("p2"), y: s("out") },
     ];
-    let def = GraphDef {
-        format: 1,
-        source: "epilogues".into(),
-        input: s("in"),
-        output: s("out"),
-        input_size: 9,
-        normalization: Normalization { mean: [0.5; 3], std: [0.5; 3] },
-        ops,
-        parts: Vec::new(),
-    };
+    let def = graph_9x9("epilogues", ops);
     let mut rng = Rng::new(5);
     let w = vec![
         (s("c1"), vec![8, 3, 3, 3], rng.uniform(216, -0.8, 0.8)),

@@ -147,7 +147,8 @@ fn pyramid(img: &Planar, sizes: &[(f64, usize, usize)]) -> Vec<(f64, Vec<f32>, u
                 let parts: Vec<_> = (0..threads)
                     .map(|t| s.spawn(move || sizes.iter().skip(t).step_by(threads).map(level).collect::<Vec<_>>()))
                     .collect();
-                let mut parts: Vec<_> = parts.into_iter().map(|p| p.join().expect("a pyramid thread").into_iter()).collect();
+                let mut parts: Vec<_> =
+                    parts.into_iter().map(|p| p.join().expect("a pyramid thread").into_iter()).collect();
                 (0..sizes.len()).map(|k| parts[k % threads].next().expect("every level")).collect()
             });
         }

@@ -2,9 +2,9 @@
 //! against finite differences) and benchmark cases.
 
 use super::{backward, backward_params, backward_ref, forward, forward_ref, forward_with, Conv2d, Path};
-use crate::kernels::epilogue::{self, Epilogue};
 use crate::gpu::{BenchCase, Gpu, Recorder, Tensor};
 use crate::kernels::check::{compare_f32, finite_diff, widen, CheckRow, Rng, Tol};
+use crate::kernels::epilogue::{self, Epilogue};
 use crate::kernels::upload;
 use anyhow::Result;
 

@@ -11,8 +11,8 @@
 //! onto the image (col2im).
 
 use super::{with_epilogue, Conv2d};
-use crate::kernels::epilogue::Epilogue;
 use crate::gpu::{Gpu, Kernel, KernelSet, Launch, Recorder, Shader, Split, Tensor};
+use crate::kernels::epilogue::Epilogue;
 use crate::kernels::linear::Gemm;
 use anyhow::{bail, Result};
 
