@@ -90,9 +90,10 @@ fn the_step_profile_covers_every_dispatch() {
 /// The memory plan by liveness: an inference call's values share buffers
 /// once their last reader is recorded, and a training step's gradients once
 /// the op that reads them is. Measured on MobileFaceNet at batch 8, whose
-/// values take 306 MB: the first inference call allocates 131 MB (205 MB
-/// when every value kept its buffer until the submission), the first
-/// training step 357 MB (449 MB).
+/// values take 306 MB: the first inference call allocates 54 MB (131 MB
+/// when layer outputs were zeroed buffers outside the plan, 205 MB when
+/// every value kept its buffer until the submission), the first training
+/// step 357 MB (449 MB).
 #[test]
 fn an_inference_call_reuses_the_buffers_of_values_it_is_done_with() {
     let gpu = common::gpu();
@@ -111,7 +112,7 @@ fn an_inference_call_reuses_the_buffers_of_values_it_is_done_with() {
     })
     .unwrap();
     let every_value: u64 = shapes.values.values().map(|s| s.iter().product::<usize>() as u64 * 4 * 8).sum();
-    assert!(first.bytes_allocated * 2 < every_value, "{} bytes for values of {every_value}", first.bytes_allocated);
+    assert!(first.bytes_allocated * 4 < every_value, "{} bytes for values of {every_value}", first.bytes_allocated);
 
     // Training keeps every value for the backward pass; the gradients
     // flowing back share storage. (A fresh device: nothing pooled yet.)

@@ -424,9 +424,11 @@ pub fn forward_with(
 }
 
 /// The output of a layer with epilogue `e`: holding the skip tensor where
-/// there is one (the layer adds its results to it).
+/// there is one (the layer adds its results to it), else a kernel output
+/// (every path writes every element: no clearing, and the memory plan may
+/// give it the storage of a value that died in this recording).
 pub(crate) fn epilogue_output(rec: &mut Recorder, shape: &[usize], e: &Epilogue<Tensor>) -> Result<Tensor> {
-    let Some(skip) = e.skip else { return Tensor::zeros(rec.gpu(), shape) };
+    let Some(skip) = e.skip else { return Tensor::uninit(rec.gpu(), shape) };
     if skip.numel() != shape.iter().product::<usize>() {
         bail!("a skip tensor {:?} added to an output {:?}", skip.shape, shape);
     }
