@@ -168,9 +168,9 @@ impl<B: Backend> Nets<B> {
     }
 
     /// P-Net on every level of a pyramid (normalised images (3, h, w), each
-    /// at least 12x12): the levels' bands submitted as `PNET_BATCH_BYTES` of
-    /// conv1 output are recorded (memory stays bounded), never waited for,
-    /// and every band's outputs read back at once: one read-back per
+    /// at least 12x12): the bands recorded are submitted whenever their conv1
+    /// output reaches `PNET_BATCH_BYTES` (memory stays bounded), never waited
+    /// for, and every band's outputs read back at once: one read-back per
     /// pyramid.
     pub async fn pnet_pyramid(&self, b: &mut B, levels: &[(&[f32], usize, usize)]) -> Result<Vec<PnetMaps>> {
         let (face, boxes) = (self.pnet.def().part("face")?, self.pnet.def().part("box")?);

@@ -23,6 +23,11 @@ impl Kernel {
         Kernel { shader, entry, wg }
     }
 
+    /// `shader.wgsl::entry`, as profiles name it.
+    pub fn label(&self) -> String {
+        format!("{}::{}", self.shader.name(), self.entry)
+    }
+
     /// The same entry point at another workgroup size.
     pub const fn with_wg(self, wg: u32) -> Kernel {
         Kernel { wg, ..self }

@@ -86,7 +86,7 @@ pub const MAX_PROFILED_DISPATCHES: u32 = 2048;
 pub fn by_kernel(launches: &[Launched], secs: &[f64]) -> Vec<KernelTime> {
     let mut by: Vec<KernelTime> = Vec::new();
     for (l, s) in launches.iter().zip(secs) {
-        let name = format!("{}::{}", l.kernel.shader.name(), l.kernel.entry);
+        let name = l.kernel.label();
         match by.iter_mut().find(|k| k.kernel == name) {
             Some(k) => (k.dispatches, k.ms) = (k.dispatches + 1, k.ms + s * 1e3),
             None => by.push(KernelTime { kernel: name, dispatches: 1, ms: s * 1e3, share: 0.0 }),

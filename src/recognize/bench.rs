@@ -89,11 +89,7 @@ pub fn profile_call<'g>(
     let dispatches = launches
         .iter()
         .zip(&secs)
-        .map(|(l, s)| DispatchTime {
-            kernel: format!("{}::{}", l.kernel.shader.name(), l.kernel.entry),
-            invocations: l.invocations,
-            ms: s * 1e3,
-        })
+        .map(|(l, s)| DispatchTime { kernel: l.kernel.label(), invocations: l.invocations, ms: s * 1e3 })
         .collect();
     Ok(InferProfile { by_kernel: by_kernel(&launches, &secs), dispatches })
 }
