@@ -3,7 +3,8 @@
 use super::args::{GpuArgs, ModelArg, ModelArgs};
 use super::output::json;
 use crate::detect::bench::detect_times;
-use crate::gpu::{timing, Gpu};
+use crate::gpu::timing::{self, KernelTime};
+use crate::gpu::Gpu;
 use crate::io::checkpoint::CheckpointMeta;
 use crate::io::model_file::{self, Model};
 use crate::kernels::gradcheck;
@@ -11,7 +12,7 @@ use crate::models::{ModelSpec, Net};
 use crate::nn::GpuBackend;
 use crate::pipeline::bench::{profile_step, train_throughput};
 use crate::recognize::bench::{infer_throughput, profile_call, profile_timer};
-use anyhow::{bail, Result};
+use anyhow::Result;
 use clap::{Args, Subcommand};
 use std::path::PathBuf;
 
@@ -75,6 +76,16 @@ impl DetectBench {
     }
 }
 
+/// `--profile` on an adapter without timestamp queries.
+fn no_timestamps(gpu: &Gpu) -> anyhow::Error {
+    anyhow::anyhow!("--profile needs timestamp queries, which adapter `{}` does not have", gpu.info.name)
+}
+
+/// One row of a profile by kernel.
+fn print_kernel_time(r: &KernelTime) {
+    println!("{:<40} {:>4} x {:>10.2} ms {:>5.1}%", r.kernel, r.dispatches, r.ms, r.share * 100.0);
+}
+
 #[derive(Args, Debug)]
 pub struct TrainBench {
     /// Network to time
@@ -129,7 +140,7 @@ impl TrainBench {
     fn print_profile(&self, gpu: &Gpu, spec: ModelSpec) -> Result<bool> {
         let rows = profile_step(gpu, spec, self.batch)?;
         if rows.is_empty() {
-            bail!("--profile needs timestamp queries, which adapter `{}` does not have", gpu.info.name);
+            return Err(no_timestamps(gpu));
         }
         if self.json {
             return json(&rows).map(|_| true);
@@ -145,7 +156,7 @@ impl TrainBench {
             total
         );
         for r in &rows {
-            println!("{:<40} {:>4} x {:>10.2} ms {:>5.1}%", r.kernel, r.dispatches, r.ms, r.share * 100.0);
+            print_kernel_time(r);
         }
         Ok(true)
     }
@@ -236,7 +247,7 @@ impl InferBench {
         let gpu = gpu.open()?;
         let timer = if self.profile {
             let Some(t) = profile_timer(&gpu) else {
-                bail!("--profile needs timestamp queries, which adapter `{}` does not have", gpu.info.name);
+                return Err(no_timestamps(&gpu));
             };
             Some(t)
         } else {
@@ -260,7 +271,7 @@ impl InferBench {
             let total: f64 = p.by_kernel.iter().map(|r| r.ms).sum();
             println!("batch {}, kernel set {}: {:.1} ms of dispatches", self.batch, gpu.kernels.name(), total);
             for r in &p.by_kernel {
-                println!("{:<40} {:>4} x {:>10.2} ms {:>5.1}%", r.kernel, r.dispatches, r.ms, r.share * 100.0);
+                print_kernel_time(r);
             }
             let mut slowest: Vec<_> = p.dispatches.iter().enumerate().collect();
             slowest.sort_by(|a, b| b.1.ms.total_cmp(&a.1.ms));

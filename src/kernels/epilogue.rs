@@ -34,10 +34,6 @@ impl<T> Epilogue<'_, T> {
         Epilogue { act: None, skip: None }
     }
 
-    pub fn is_none(&self) -> bool {
-        self.act.is_none() && self.skip.is_none()
-    }
-
     /// The shaders' `act` parameter (common.wgsl: `epilogue_act`).
     pub fn act_code(&self) -> usize {
         match self.act {

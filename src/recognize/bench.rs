@@ -31,13 +31,20 @@ pub struct InferThroughput {
     pub per_call: Counts,
 }
 
-/// What `bench infer` reads back: embeddings, or a classifier's logits.
+/// What `bench infer` computes: embeddings, or a classifier's logits.
 fn output<'g>(model: &mut Model<GpuBackend<'g>>, b: &mut GpuBackend<'g>, x: &Tensor) -> Result<Tensor> {
     match model {
         Model::Trained(n, _) if !n.spec.has_embedding() => n.logits(b, x),
         Model::Trained(n, _) => n.embed(b, x),
         Model::Imported(g) => g.forward(b, x),
     }
+}
+
+/// One call as `embed` and `serve` make it: upload, forward, read back.
+fn call<'g>(model: &mut Model<GpuBackend<'g>>, b: &mut GpuBackend<'g>, input: &Batch) -> Result<Vec<f32>> {
+    let x = b.upload(&input.x, &input.shape())?;
+    let out = output(model, b, &x)?;
+    Ok(b.download(&out))
 }
 
 /// Where one call's GPU time goes.
@@ -72,9 +79,7 @@ pub fn profile_call<'g>(
 ) -> Result<InferProfile> {
     let input = Batch::synthetic(batch, model.input_size(), 1);
     for _ in 0..WARMUP_CALLS {
-        let x = b.upload(&input.x, &input.shape())?;
-        let out = output(model, b, &x)?;
-        b.download(&out);
+        call(model, b, &input)?;
     }
     let x = b.upload(&input.x, &input.shape())?;
     b.recorder().time_dispatches(timer.set(), 0);
@@ -109,22 +114,17 @@ pub fn infer_throughput<'g>(
         Model::Imported(g) => format!("imported {}", g.def().source),
     };
     let input = Batch::synthetic(batch, size, 1);
-    let mut call = |b: &mut GpuBackend<'g>| -> Result<Vec<f32>> {
-        let x = b.upload(&input.x, &input.shape())?;
-        let out = output(model, b, &x)?;
-        Ok(b.download(&out))
-    };
-    let (first, first_call) = gpu.counters.during(|| call(b));
+    let (first, first_call) = gpu.counters.during(|| call(model, b, &input));
     first?;
     for _ in 1..WARMUP_CALLS {
-        call(b)?;
+        call(model, b, &input)?;
     }
-    let (counted, per_call) = gpu.counters.during(|| call(b));
+    let (counted, per_call) = gpu.counters.during(|| call(model, b, &input));
     counted?;
     let mut times = Vec::new();
     for _ in 0..calls.max(1) {
         let start = Instant::now();
-        call(b)?;
+        call(model, b, &input)?;
         times.push(start.elapsed().as_secs_f64());
     }
     times.sort_by(f64::total_cmp);
