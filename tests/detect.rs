@@ -12,8 +12,9 @@
 
 mod common;
 use arcface::detect::align::{self, TEMPLATE};
-use arcface::detect::{Detector, Face, Nets, Options};
+use arcface::detect::{Detector, Face, Nets, Options, Photo};
 use arcface::kernels::check::{compare_f32, Rng, Tol};
+use arcface::kernels::resample::Rect;
 use arcface::nn::{CpuBackend, GpuBackend};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -260,9 +261,11 @@ fn same(what: &str, got: &[f32], want: &[f32]) {
 }
 
 /// P-, R- and O-Net on the GPU against the same networks on the CPU
-/// references, at an odd image size (partial pooling windows), and with a
-/// binding limit small enough that P-Net runs in bands of two output rows and
-/// the crops in batches of two: the pieces join to the same maps.
+/// references, their inputs resampled from one photo of random pixels: P-Net
+/// at an odd size (partial pooling windows), R-Net and O-Net on rectangles
+/// larger, smaller and the size of their input; then with a binding limit
+/// small enough that P-Net runs in bands of two output rows and the crops in
+/// batches of two: the pieces join to the same maps.
 #[test]
 fn networks_match_the_cpu_references_whole_and_in_pieces() {
     let gpu = common::gpu();
@@ -273,21 +276,26 @@ fn networks_match_the_cpu_references_whole_and_in_pieces() {
     let nc = Nets::load(&mut c, &weights).unwrap();
     let mut rng = Rng::new(5);
     let (h, w) = (37, 29);
-    let x = rng.uniform(3 * h * w, -1.0, 1.0);
+    let x: Vec<f32> = rng.uniform(3 * h * w, 0.0, 256.0).iter().map(|v| v.floor()).collect();
     let pg = pollster::block_on(ng.pnet(&mut g, &x, h, w)).unwrap();
     let pc = pollster::block_on(nc.pnet(&mut c, &x, h, w)).unwrap();
     assert_eq!((pg.h, pg.w), (pc.h, pc.w));
     assert_eq!((pg.h, pg.w), (14, 10), "conv 37x29 -> 35x27, ceil-mode pool -> 18x14, two 3x3 convs");
     same("pnet prob", &pg.prob, &pc.prob);
     same("pnet reg", &pg.reg, &pc.reg);
-    let r24 = rng.uniform(5 * 3 * 24 * 24, -1.0, 1.0);
-    let (rg, rc) =
-        (pollster::block_on(ng.rnet(&mut g, &r24)).unwrap(), pollster::block_on(nc.rnet(&mut c, &r24)).unwrap());
+    let (photo_g, photo_c) = (Photo::upload(&mut g, &x, h, w).unwrap(), Photo::upload(&mut c, &x, h, w).unwrap());
+    let r = |y0, y1, x0, x1| Rect { y0, y1, x0, x1 };
+    let rects = [r(0, 37, 0, 29), r(5, 29, 2, 26), r(10, 20, 3, 12), r(30, 37, 20, 29), r(1, 36, 0, 28)];
+    let (rg, rc) = (
+        pollster::block_on(ng.rnet(&mut g, &photo_g, &rects)).unwrap(),
+        pollster::block_on(nc.rnet(&mut c, &photo_c, &rects)).unwrap(),
+    );
     same("rnet prob", &rg.prob, &rc.prob);
     same("rnet reg", &rg.reg.concat(), &rc.reg.concat());
-    let o48 = rng.uniform(3 * 3 * 48 * 48, -1.0, 1.0);
-    let (og, oc) =
-        (pollster::block_on(ng.onet(&mut g, &o48)).unwrap(), pollster::block_on(nc.onet(&mut c, &o48)).unwrap());
+    let (og, oc) = (
+        pollster::block_on(ng.onet(&mut g, &photo_g, &rects[..3])).unwrap(),
+        pollster::block_on(nc.onet(&mut c, &photo_c, &rects[..3])).unwrap(),
+    );
     same("onet prob", &og.prob, &oc.prob);
     same("onet landmarks", &og.landmarks.concat(), &oc.landmarks.concat());
     assert_eq!(og.landmarks.len(), 3);
@@ -298,6 +306,6 @@ fn networks_match_the_cpu_references_whole_and_in_pieces() {
     same("pnet prob in bands", &banded.prob, &pg.prob);
     same("pnet reg in bands", &banded.reg, &pg.reg);
     g.binding_limit = (2 * 2 * 32 * 46 * 46 * 4) as u64;
-    let chunked = pollster::block_on(ng.onet(&mut g, &o48)).unwrap();
+    let chunked = pollster::block_on(ng.onet(&mut g, &photo_g, &rects[..3])).unwrap();
     same("onet in batches of two", &chunked.landmarks.concat(), &og.landmarks.concat());
 }

@@ -148,6 +148,11 @@ fn maxpool() {
 }
 
 #[test]
+fn resample() {
+    check("resample", &["resample forward"]);
+}
+
+#[test]
 fn linear() {
     check("linear", &["linear forward", "linear backward input", "linear backward weight", "linear backward bias"]);
 }

@@ -13,14 +13,13 @@ pub mod detector;
 pub mod draw;
 pub mod nets;
 pub mod prepare;
-pub mod resample;
 
+use crate::kernels::resample::Rect;
 use crate::nn::Backend;
 use anyhow::Result;
 use boxes::{crop_region, nms, regress, regress_first, square, Candidate, Overlap};
 pub use detector::Detector;
-pub use nets::Nets;
-use resample::Planar;
+pub use nets::{Nets, Photo};
 use serde::Serialize;
 
 /// Detection settings (the usual MTCNN ones by default).
@@ -114,47 +113,23 @@ pub fn scales(min_side: usize, opt: &Options) -> Vec<f64> {
     out
 }
 
-/// Normalised `size` x `size` crops of the image under each box (clipped to
-/// the image, as the reference does), for R-Net or O-Net; boxes with nothing
-/// inside the image are dropped from `boxes`.
-fn crops(img: &Planar, boxes: &mut Vec<Candidate>, size: usize) -> Vec<f32> {
-    let mut out = Vec::with_capacity(boxes.len() * 3 * size * size);
+/// The photo's rectangle under each box (clipped to the photo, as the
+/// reference does) for R-Net or O-Net; boxes with nothing inside the photo
+/// are dropped from `boxes`.
+fn crop_rects(boxes: &mut Vec<Candidate>, h: usize, w: usize) -> Vec<Rect> {
+    let mut rects = Vec::with_capacity(boxes.len());
     boxes.retain(|c| {
-        let Some((y0, y1, x0, x1)) = crop_region(&c.b, img.w, img.h) else { return false };
-        out.extend(img.crop(y0, y1, x0, x1).resize_area(size, size).normalised());
+        let Some((y0, y1, x0, x1)) = crop_region(&c.b, w, h) else { return false };
+        rects.push(Rect { y0, y1, x0, x1 });
         true
     });
-    out
+    rects
 }
 
-/// The stages of one detection, in order: the pyramid resized on the host,
-/// then each network with the box arithmetic after it (`bench detect` times
-/// each).
-pub const STAGES: [&str; 4] = ["pyramid", "p-net", "r-net", "o-net"];
-
-/// The image resized to each (scale, height, width) of `sizes` and
-/// normalised, each level from the whole image (as the reference does), the
-/// levels shared among the cores where there are threads.
-fn pyramid(img: &Planar, sizes: &[(f64, usize, usize)]) -> Vec<(f64, Vec<f32>, usize, usize)> {
-    let level = |&(scale, sh, sw): &(f64, usize, usize)| (scale, img.resize_area(sh, sw).normalised(), sh, sw);
-    #[cfg(not(target_arch = "wasm32"))]
-    {
-        let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(sizes.len().max(1));
-        if threads > 1 {
-            // Level k to thread k % threads: the levels shrink geometrically,
-            // so the first thread's share is the largest, not the whole.
-            return std::thread::scope(|s| {
-                let parts: Vec<_> = (0..threads)
-                    .map(|t| s.spawn(move || sizes.iter().skip(t).step_by(threads).map(level).collect::<Vec<_>>()))
-                    .collect();
-                let mut parts: Vec<_> =
-                    parts.into_iter().map(|p| p.join().expect("a pyramid thread").into_iter()).collect();
-                (0..sizes.len()).map(|k| parts[k % threads].next().expect("every level")).collect()
-            });
-        }
-    }
-    sizes.iter().map(level).collect()
-}
+/// The stages of one detection, in order: the photo uploaded, then each
+/// network (its inputs resampled from the photo on the device) with the box
+/// arithmetic after it (`bench detect` times each).
+pub const STAGES: [&str; 4] = ["upload", "p-net", "r-net", "o-net"];
 
 /// All faces in an RGB image, largest box first.
 pub async fn detect<B: Backend>(b: &mut B, nets: &Nets<B>, rgb: &image::RgbImage, opt: &Options) -> Result<Vec<Face>> {
@@ -171,21 +146,23 @@ pub async fn detect_marked<B: Backend>(
     mark: &mut dyn FnMut(usize),
 ) -> Result<Vec<Face>> {
     opt.validate()?;
-    let img = Planar::from_rgb(rgb);
-    let (h, w) = (img.h, img.w);
-
-    // Stage 1: P-Net over the pyramid (every level in one submission, one
-    // read-back), NMS 0.5 per scale, 0.7 across scales.
+    let (w, h) = (rgb.width() as usize, rgb.height() as usize);
     let sizes: Vec<(f64, usize, usize)> = scales(h.min(w), opt)
         .into_iter()
         .map(|scale| (scale, (h as f64 * scale + 1.0) as usize, (w as f64 * scale + 1.0) as usize))
         .filter(|&(_, sh, sw)| sh >= 12 && sw >= 12)
         .collect();
-    let levels = pyramid(&img, &sizes);
+    if sizes.is_empty() {
+        return Ok(Vec::new());
+    }
+    let photo = Photo::from_rgb(b, rgb)?;
     mark(0);
-    let inputs: Vec<(&[f32], usize, usize)> = levels.iter().map(|(_, x, sh, sw)| (x.as_slice(), *sh, *sw)).collect();
+
+    // Stage 1: P-Net over the pyramid (every level in one submission, one
+    // read-back), NMS 0.5 per scale, 0.7 across scales.
+    let levels: Vec<(usize, usize)> = sizes.iter().map(|&(_, sh, sw)| (sh, sw)).collect();
     let mut cands: Vec<Candidate> = Vec::new();
-    for ((scale, ..), maps) in levels.iter().zip(nets.pnet_pyramid(b, &inputs).await?) {
+    for ((scale, ..), maps) in sizes.iter().zip(nets.pnet_pyramid(b, &photo, &levels).await?) {
         let found = boxes::generate(&maps.prob, &maps.reg, maps.h, maps.w, *scale as f32, opt.thresholds[0]);
         cands.extend(nms(&found, 0.5, Overlap::Union).into_iter().map(|i| found[i]));
     }
@@ -199,8 +176,8 @@ pub async fn detect_marked<B: Backend>(
     }
 
     // Stage 2: R-Net on 24x24 crops, threshold, NMS 0.7, regression, square.
-    let x = crops(&img, &mut cands, 24);
-    let r = nets.rnet(b, &x).await?;
+    let rects = crop_rects(&mut cands, h, w);
+    let r = nets.rnet(b, &photo, &rects).await?;
     let passed: Vec<Candidate> = cands
         .iter()
         .zip(r.prob.iter().zip(&r.reg))
@@ -218,8 +195,8 @@ pub async fn detect_marked<B: Backend>(
     }
 
     // Stage 3: O-Net on 48x48 crops: threshold, landmarks, regression, "Min" NMS.
-    let x = crops(&img, &mut cands, 48);
-    let o = nets.onet(b, &x).await?;
+    let rects = crop_rects(&mut cands, h, w);
+    let o = nets.onet(b, &photo, &rects).await?;
     let mut faces = Vec::new();
     let mut finals = Vec::new();
     for (i, c) in cands.iter().enumerate() {

@@ -10,6 +10,7 @@
 
 use crate::io::tensorfile::TensorFile;
 use crate::kernels::maxpool::out_len;
+use crate::kernels::resample::{AreaResize, Rect};
 use crate::models::graph::GraphNet;
 use crate::models::mtcnn;
 use crate::nn::Backend;
@@ -161,22 +162,29 @@ impl<B: Backend> Nets<B> {
         Ok(Nets { pnet: net(mtcnn::pnet())?, rnet: net(mtcnn::rnet())?, onet: net(mtcnn::onet())? })
     }
 
-    /// P-Net on one normalised image (3, h, w), h and w >= 12.
-    pub async fn pnet(&self, b: &mut B, x: &[f32], h: usize, w: usize) -> Result<PnetMaps> {
-        let mut maps = self.pnet_pyramid(b, &[(x, h, w)]).await?;
+    /// P-Net on one image of pixel values (3, h, w), h and w >= 12, at its
+    /// own size.
+    pub async fn pnet(&self, b: &mut B, pixels: &[f32], h: usize, w: usize) -> Result<PnetMaps> {
+        let photo = Photo::upload(b, pixels, h, w)?;
+        let mut maps = self.pnet_pyramid(b, &photo, &[(h, w)]).await?;
         Ok(maps.pop().expect("one level"))
     }
 
-    /// P-Net on every level of a pyramid (normalised images (3, h, w), each
-    /// at least 12x12): the bands recorded are submitted whenever their conv1
-    /// output reaches `PNET_BATCH_BYTES` (memory stays bounded), never waited
-    /// for, and every band's outputs read back at once: one read-back per
-    /// pyramid.
-    pub async fn pnet_pyramid(&self, b: &mut B, levels: &[(&[f32], usize, usize)]) -> Result<Vec<PnetMaps>> {
+    /// P-Net on every level of the photo's pyramid ((height, width) each, at
+    /// least 12x12): each band's input is resampled from the photo on the
+    /// device; the bands recorded are submitted whenever their conv1 output
+    /// reaches `PNET_BATCH_BYTES` (memory stays bounded), never waited for,
+    /// and every band's outputs read back at once: one read-back per pyramid.
+    pub async fn pnet_pyramid(
+        &self,
+        b: &mut B,
+        photo: &Photo<B::T>,
+        levels: &[(usize, usize)],
+    ) -> Result<Vec<PnetMaps>> {
         let (face, boxes) = (self.pnet.def().part("face")?, self.pnet.def().part("box")?);
         let mut maps: Vec<PnetMaps> = levels
             .iter()
-            .map(|&(_, h, w)| PnetMaps { h: pnet_out(h), w: pnet_out(w), prob: Vec::new(), reg: Vec::new() })
+            .map(|&(h, w)| PnetMaps { h: pnet_out(h), w: pnet_out(w), prob: Vec::new(), reg: Vec::new() })
             .collect();
         let mut reg: Vec<Vec<Vec<f32>>> = levels.iter().map(|_| vec![Vec::new(); 4]).collect();
         let mut outputs: Vec<(usize, Band, B::T)> = Vec::new();
@@ -184,7 +192,7 @@ impl<B: Backend> Nets<B> {
         let all: Vec<(usize, Band)> = levels
             .iter()
             .enumerate()
-            .map(|(i, &(_, h, w))| {
+            .map(|(i, &(h, w))| {
                 if h < 12 || w < 12 {
                     bail!("P-Net needs at least 12x12 pixels, got {w}x{h}");
                 }
@@ -195,12 +203,10 @@ impl<B: Backend> Nets<B> {
             .flatten()
             .collect();
         for (i, band) in all {
-            let (x, h, w) = levels[i];
-            let (r0, r1) = band.rows;
-            let input: Vec<f32> = (0..3).flat_map(|c| &x[c * h * w + r0 * w..c * h * w + r1 * w]).copied().collect();
-            let t = b.upload(&input, &[1, 3, r1 - r0, w])?;
-            recorded_bytes += 10 * 4 * (r1 - r0) * w;
-            outputs.push((i, band, self.pnet.forward(b, &t)?));
+            let (h, w) = levels[i];
+            let input = photo.resampled(b, (h, w), band.rows, &[Rect::whole(photo.h, photo.w)])?;
+            recorded_bytes += 10 * 4 * (band.rows.1 - band.rows.0) * w;
+            outputs.push((i, band, self.pnet.forward(b, &input)?));
             if recorded_bytes >= PNET_BATCH_BYTES {
                 b.submit_recorded();
                 recorded_bytes = 0;
@@ -224,29 +230,86 @@ impl<B: Backend> Nets<B> {
         Ok(maps)
     }
 
-    /// R-Net on normalised 24x24 crops, (n, 3, 24, 24) flat.
-    pub async fn rnet(&self, b: &mut B, crops: &[f32]) -> Result<CropOutputs> {
-        crop_outputs(b, &self.rnet, crops).await
+    /// R-Net on the photo's rectangles `rects`, each resampled to 24x24.
+    pub async fn rnet(&self, b: &mut B, photo: &Photo<B::T>, rects: &[Rect]) -> Result<CropOutputs> {
+        crop_outputs(b, &self.rnet, photo, rects).await
     }
 
-    /// O-Net on normalised 48x48 crops, (n, 3, 48, 48) flat.
-    pub async fn onet(&self, b: &mut B, crops: &[f32]) -> Result<CropOutputs> {
-        crop_outputs(b, &self.onet, crops).await
+    /// O-Net on the photo's rectangles `rects`, each resampled to 48x48.
+    pub async fn onet(&self, b: &mut B, photo: &Photo<B::T>, rects: &[Rect]) -> Result<CropOutputs> {
+        crop_outputs(b, &self.onet, photo, rects).await
     }
 }
 
-/// A crop network on all crops, in as few batches as half a binding allows
-/// (the other half for the convolutions' scratch): every batch recorded,
-/// then one read-back for all.
-async fn crop_outputs<B: Backend>(b: &mut B, net: &GraphNet<B>, crops: &[f32]) -> Result<CropOutputs> {
+/// A photo on the device, (1, 3, h, w) pixel values 0..255: uploaded once,
+/// every network input is resampled from it there.
+pub struct Photo<T> {
+    pub t: T,
+    pub h: usize,
+    pub w: usize,
+}
+
+/// MTCNN's input scaling of pixel values: (v - 127.5) / 128.
+const OFFSET: f32 = -127.5;
+const SCALE: f32 = 0.0078125;
+
+impl<T> Photo<T> {
+    /// `pixels` (3, h, w), refused where one kernel could not bind it.
+    pub fn upload<B: Backend<T = T>>(b: &mut B, pixels: &[f32], h: usize, w: usize) -> Result<Photo<T>> {
+        let bytes = pixels.len() as u64 * 4;
+        if bytes > b.max_binding_bytes() {
+            bail!(
+                "a {w}x{h} photo takes {} MiB on the device, over this adapter's largest binding of {} MiB: \
+                 scale it down",
+                bytes >> 20,
+                b.max_binding_bytes() >> 20
+            );
+        }
+        Ok(Photo { t: b.upload(pixels, &[1, 3, h, w])?, h, w })
+    }
+
+    /// An RGB image as planes of pixel values.
+    pub fn from_rgb<B: Backend<T = T>>(b: &mut B, img: &image::RgbImage) -> Result<Photo<T>> {
+        let (w, h) = (img.width() as usize, img.height() as usize);
+        let mut planes = vec![0.0; 3 * h * w];
+        for (i, p) in img.pixels().enumerate() {
+            for c in 0..3 {
+                planes[c * h * w + i] = p[c] as f32;
+            }
+        }
+        Photo::upload(b, &planes, h, w)
+    }
+
+    /// `rects` resampled to `size` (rows `rows` of it) and scaled for the
+    /// networks: (rects, 3, rows, size.1).
+    fn resampled<B: Backend<T = T>>(
+        &self,
+        b: &mut B,
+        size: (usize, usize),
+        rows: (usize, usize),
+        rects: &[Rect],
+    ) -> Result<T> {
+        let s =
+            AreaResize { c: 3, h: self.h, w: self.w, out_h: size.0, out_w: size.1, rows, offset: OFFSET, scale: SCALE };
+        b.area_resize(&s, &self.t, rects)
+    }
+}
+
+/// A crop network on the photo's rectangles, in as few batches as half a
+/// binding allows (the other half for the convolutions' scratch): every
+/// batch's crops resampled on the device and recorded, then one read-back
+/// for all.
+async fn crop_outputs<B: Backend>(
+    b: &mut B,
+    net: &GraphNet<B>,
+    photo: &Photo<B::T>,
+    rects: &[Rect],
+) -> Result<CropOutputs> {
     let size = net.def().input_size;
-    let per = 3 * size * size;
-    let n = crops.len() / per;
     let chunk = net.program.images_per_run(b.max_binding_bytes() / 2);
     let mut outputs = Vec::new();
-    for start in (0..n).step_by(chunk) {
-        let m = chunk.min(n - start);
-        let x = b.upload(&crops[start * per..(start + m) * per], &[m, 3, size, size])?;
+    for part in rects.chunks(chunk) {
+        let x = photo.resampled(b, (size, size), (0, size), part)?;
         outputs.push(net.forward(b, &x)?);
     }
     let values = b.download_all_async(&outputs).await;

@@ -16,6 +16,7 @@ pub enum Shader {
     /// linear.wgsl's CPU-set product with subgroup operations.
     LinearSubgroup,
     MaxPool,
+    Resample,
     L2Norm,
     ArcFace,
     SoftmaxXent,
@@ -25,7 +26,7 @@ pub enum Shader {
 const COMMON: &str = include_str!("../../shaders/common.wgsl");
 
 impl Shader {
-    pub const ALL: [Shader; 13] = [
+    pub const ALL: [Shader; 14] = [
         Shader::Activation,
         Shader::Residual,
         Shader::Reduce,
@@ -35,6 +36,7 @@ impl Shader {
         Shader::Linear,
         Shader::LinearSubgroup,
         Shader::MaxPool,
+        Shader::Resample,
         Shader::L2Norm,
         Shader::ArcFace,
         Shader::SoftmaxXent,
@@ -56,6 +58,7 @@ impl Shader {
             Shader::Linear => ("linear.wgsl", include_str!("../../shaders/linear.wgsl")),
             Shader::LinearSubgroup => ("linear_subgroup.wgsl", include_str!("../../shaders/linear_subgroup.wgsl")),
             Shader::MaxPool => ("maxpool.wgsl", include_str!("../../shaders/maxpool.wgsl")),
+            Shader::Resample => ("resample.wgsl", include_str!("../../shaders/resample.wgsl")),
             Shader::L2Norm => ("l2norm.wgsl", include_str!("../../shaders/l2norm.wgsl")),
             Shader::ArcFace => ("arcface.wgsl", include_str!("../../shaders/arcface.wgsl")),
             Shader::SoftmaxXent => ("softmax_xent.wgsl", include_str!("../../shaders/softmax_xent.wgsl")),

@@ -16,6 +16,7 @@ pub mod l2norm;
 pub mod linear;
 pub mod maxpool;
 pub mod reduce;
+pub mod resample;
 pub mod residual;
 pub mod sgd;
 pub mod softmax_xent;
@@ -42,6 +43,7 @@ pub const FAMILIES: &[Family] = &[
     bn_act::FAMILY,
     activation::FAMILY,
     maxpool::FAMILY,
+    resample::FAMILY,
     linear::FAMILY,
     residual::FAMILY,
     l2norm::FAMILY,

@@ -12,6 +12,7 @@ use crate::kernels::conv2d::{Conv2d, Grads};
 use crate::kernels::epilogue::{Epilogue, OutAct};
 use crate::kernels::linear::{Linear, LinearGrads};
 use crate::kernels::maxpool::MaxPool;
+use crate::kernels::resample::{AreaResize, Rect};
 use crate::kernels::sgd::Sgd;
 use anyhow::Result;
 
@@ -101,6 +102,9 @@ pub trait Backend {
     }
     fn prelu(&mut self, x: &Self::T, slope: &Self::T) -> Result<Self::T>;
     fn maxpool(&mut self, s: &MaxPool, x: &Self::T) -> Result<Self::T>;
+    /// Rectangles of the image `img` (1, c, h, w) area-resampled
+    /// (`kernels::resample`): (rects, c, band rows, out_w).
+    fn area_resize(&mut self, s: &AreaResize, img: &Self::T, rects: &[Rect]) -> Result<Self::T>;
     /// dx: each window's gradient to its largest input.
     fn maxpool_backward(&mut self, s: &MaxPool, x: &Self::T, dy: &Self::T) -> Result<Self::T>;
     /// (dx, dslope)

@@ -8,6 +8,7 @@ use crate::kernels::batchnorm::{self, BatchNorm, BnParams, BnSaved};
 use crate::kernels::conv2d::{self, Conv2d, Grads};
 use crate::kernels::linear::{self, Linear, LinearGrads};
 use crate::kernels::maxpool::{self, MaxPool};
+use crate::kernels::resample::{self, AreaResize, Rect};
 use crate::kernels::sgd::{self, Sgd};
 use crate::kernels::{l2norm, residual, softmax_xent};
 use anyhow::{bail, Result};
@@ -149,6 +150,10 @@ impl Backend for CpuBackend {
     }
     fn maxpool_backward(&mut self, s: &MaxPool, x: &CpuTensor, dy: &CpuTensor) -> Result<CpuTensor> {
         new(maxpool::backward_ref(s, &x.values(), &dy.values()), &x.shape)
+    }
+    fn area_resize(&mut self, s: &AreaResize, img: &CpuTensor, rects: &[Rect]) -> Result<CpuTensor> {
+        s.validate(rects)?;
+        new(resample::forward_ref(s, &img.values(), rects), &s.out_shape(rects.len()))
     }
     fn prelu(&mut self, x: &CpuTensor, slope: &CpuTensor) -> Result<CpuTensor> {
         let (_, c, m) = bn_layout(x);

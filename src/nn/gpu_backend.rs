@@ -14,6 +14,7 @@ use crate::kernels::conv2d::{self, Conv2d, Grads, Path};
 use crate::kernels::epilogue::Epilogue;
 use crate::kernels::linear::{self, Linear, LinearGrads};
 use crate::kernels::maxpool::{self, MaxPool};
+use crate::kernels::resample::{self, AreaResize, Rect};
 use crate::kernels::sgd::{self, Sgd};
 use crate::kernels::{l2norm, residual, softmax_xent};
 use anyhow::{bail, Result};
@@ -145,6 +146,9 @@ impl<'g> Backend for GpuBackend<'g> {
     }
     fn maxpool_backward(&mut self, s: &MaxPool, x: &Tensor, dy: &Tensor) -> Result<Tensor> {
         maxpool::backward(&mut self.rec, s, x, dy)
+    }
+    fn area_resize(&mut self, s: &AreaResize, img: &Tensor, rects: &[Rect]) -> Result<Tensor> {
+        resample::forward(&mut self.rec, s, img, rects)
     }
     fn bn_act(
         &mut self,
