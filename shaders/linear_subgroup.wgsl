@@ -26,15 +26,17 @@ fn rows_of(k0: vec4<f32>, k1: vec4<f32>, k2: vec4<f32>, k3: vec4<f32>) -> RowQua
                     vec4(k0.z, k1.z, k2.z, k3.z), vec4(k0.w, k1.w, k2.w, k3.w));
 }
 
-// Each workgroup owns SG_ROWS = 32 rows of C: 4 loads of A per invocation
-// per four steps of k, against 4 of B, feed 128 vec4 FMAs.
-fn matmul_quads_sg(wid: vec3<u32>, nwg: vec3<u32>, lid: u32, sid: u32, a_along_k: bool, b_mode: u32) {
-    let row_blocks = (p.m + 31u) / 32u;
+// Each workgroup owns `rows` rows of C, 32 or 16 (a constant of each entry
+// point, so the other's code folds away): per four steps of k, 4 loads of A
+// per invocation against 4 of B feed 128 vec4 FMAs, or 2 feed 64 (layers of
+// 16 channels or fewer, where most of a 32-row block would be padding).
+fn matmul_quads_sg(wid: vec3<u32>, nwg: vec3<u32>, lid: u32, sid: u32, a_along_k: bool, b_mode: u32, rows: u32) {
+    let row_blocks = (p.m + rows - 1u) / rows;
     let col_blocks = (p.n + 4u * WG - 1u) / (4u * WG);
     let out_batch = select(p.batch, 1u, p.reduce_batch != 0u);
     let g = flat_workgroup(wid, nwg);
     if (g >= row_blocks * col_blocks * out_batch) { return; }
-    let m0 = (g / col_blocks) % row_blocks * 32u;
+    let m0 = (g / col_blocks) % row_blocks * rows;
     let n0 = ((g % col_blocks) * WG + lid) * 4u;
     let bo = g / (row_blocks * col_blocks);
     // The pieces of A this invocation loads: along k, rows m0 + 8 i + sid
@@ -73,8 +75,6 @@ fn matmul_quads_sg(wid: vec3<u32>, nwg: vec3<u32>, lid: u32, sid: u32, a_along_k
             if (a_along_k) {
                 let a0 = a4[(ab + row_0 + k) / 4u];
                 let a1 = a4[(ab + row_1 + k) / 4u];
-                let a2 = a4[(ab + row_2 + k) / 4u];
-                let a3 = a4[(ab + row_3 + k) / 4u];
                 c0 = quad_fma(c0, subgroupBroadcast(a0, 0u), b0, b1, b2, b3);
                 c1 = quad_fma(c1, subgroupBroadcast(a0, 1u), b0, b1, b2, b3);
                 c2 = quad_fma(c2, subgroupBroadcast(a0, 2u), b0, b1, b2, b3);
@@ -91,6 +91,9 @@ fn matmul_quads_sg(wid: vec3<u32>, nwg: vec3<u32>, lid: u32, sid: u32, a_along_k
                 c13 = quad_fma(c13, subgroupBroadcast(a1, 5u), b0, b1, b2, b3);
                 c14 = quad_fma(c14, subgroupBroadcast(a1, 6u), b0, b1, b2, b3);
                 c15 = quad_fma(c15, subgroupBroadcast(a1, 7u), b0, b1, b2, b3);
+                if (rows == 32u) {
+                let a2 = a4[(ab + row_2 + k) / 4u];
+                let a3 = a4[(ab + row_3 + k) / 4u];
                 c16 = quad_fma(c16, subgroupBroadcast(a2, 0u), b0, b1, b2, b3);
                 c17 = quad_fma(c17, subgroupBroadcast(a2, 1u), b0, b1, b2, b3);
                 c18 = quad_fma(c18, subgroupBroadcast(a2, 2u), b0, b1, b2, b3);
@@ -107,12 +110,11 @@ fn matmul_quads_sg(wid: vec3<u32>, nwg: vec3<u32>, lid: u32, sid: u32, a_along_k
                 c29 = quad_fma(c29, subgroupBroadcast(a3, 5u), b0, b1, b2, b3);
                 c30 = quad_fma(c30, subgroupBroadcast(a3, 6u), b0, b1, b2, b3);
                 c31 = quad_fma(c31, subgroupBroadcast(a3, 7u), b0, b1, b2, b3);
+                }
             } else {
                 let at = ab + (k + my_k) * p.a_ks;
                 let a0 = a4[(at + quad_0) / 4u];
                 let a1 = a4[(at + quad_1) / 4u];
-                let a2 = a4[(at + quad_2) / 4u];
-                let a3 = a4[(at + quad_3) / 4u];
                 // Row quad q at k + kk is invocation (q % 2) * 4 + kk's piece.
                 let r0 = rows_of(subgroupBroadcast(a0, 0u), subgroupBroadcast(a0, 1u),
                                  subgroupBroadcast(a0, 2u), subgroupBroadcast(a0, 3u));
@@ -122,14 +124,6 @@ fn matmul_quads_sg(wid: vec3<u32>, nwg: vec3<u32>, lid: u32, sid: u32, a_along_k
                                  subgroupBroadcast(a1, 2u), subgroupBroadcast(a1, 3u));
                 let r3 = rows_of(subgroupBroadcast(a1, 4u), subgroupBroadcast(a1, 5u),
                                  subgroupBroadcast(a1, 6u), subgroupBroadcast(a1, 7u));
-                let r4 = rows_of(subgroupBroadcast(a2, 0u), subgroupBroadcast(a2, 1u),
-                                 subgroupBroadcast(a2, 2u), subgroupBroadcast(a2, 3u));
-                let r5 = rows_of(subgroupBroadcast(a2, 4u), subgroupBroadcast(a2, 5u),
-                                 subgroupBroadcast(a2, 6u), subgroupBroadcast(a2, 7u));
-                let r6 = rows_of(subgroupBroadcast(a3, 0u), subgroupBroadcast(a3, 1u),
-                                 subgroupBroadcast(a3, 2u), subgroupBroadcast(a3, 3u));
-                let r7 = rows_of(subgroupBroadcast(a3, 4u), subgroupBroadcast(a3, 5u),
-                                 subgroupBroadcast(a3, 6u), subgroupBroadcast(a3, 7u));
                 c0 = quad_fma(c0, r0.r0, b0, b1, b2, b3);
                 c1 = quad_fma(c1, r0.r1, b0, b1, b2, b3);
                 c2 = quad_fma(c2, r0.r2, b0, b1, b2, b3);
@@ -146,6 +140,17 @@ fn matmul_quads_sg(wid: vec3<u32>, nwg: vec3<u32>, lid: u32, sid: u32, a_along_k
                 c13 = quad_fma(c13, r3.r1, b0, b1, b2, b3);
                 c14 = quad_fma(c14, r3.r2, b0, b1, b2, b3);
                 c15 = quad_fma(c15, r3.r3, b0, b1, b2, b3);
+                if (rows == 32u) {
+                let a2 = a4[(at + quad_2) / 4u];
+                let a3 = a4[(at + quad_3) / 4u];
+                let r4 = rows_of(subgroupBroadcast(a2, 0u), subgroupBroadcast(a2, 1u),
+                                 subgroupBroadcast(a2, 2u), subgroupBroadcast(a2, 3u));
+                let r5 = rows_of(subgroupBroadcast(a2, 4u), subgroupBroadcast(a2, 5u),
+                                 subgroupBroadcast(a2, 6u), subgroupBroadcast(a2, 7u));
+                let r6 = rows_of(subgroupBroadcast(a3, 0u), subgroupBroadcast(a3, 1u),
+                                 subgroupBroadcast(a3, 2u), subgroupBroadcast(a3, 3u));
+                let r7 = rows_of(subgroupBroadcast(a3, 4u), subgroupBroadcast(a3, 5u),
+                                 subgroupBroadcast(a3, 6u), subgroupBroadcast(a3, 7u));
                 c16 = quad_fma(c16, r4.r0, b0, b1, b2, b3);
                 c17 = quad_fma(c17, r4.r1, b0, b1, b2, b3);
                 c18 = quad_fma(c18, r4.r2, b0, b1, b2, b3);
@@ -162,43 +167,76 @@ fn matmul_quads_sg(wid: vec3<u32>, nwg: vec3<u32>, lid: u32, sid: u32, a_along_k
                 c29 = quad_fma(c29, r7.r1, b0, b1, b2, b3);
                 c30 = quad_fma(c30, r7.r2, b0, b1, b2, b3);
                 c31 = quad_fma(c31, r7.r3, b0, b1, b2, b3);
+                }
             }
         }
     }
     let cols = vec4<u32>(n0, n0 + 1u, n0 + 2u, n0 + 3u);
     put_8_rows(bo, m0 + 0u, cols, c0, c1, c2, c3, c4, c5, c6, c7);
     put_8_rows(bo, m0 + 8u, cols, c8, c9, c10, c11, c12, c13, c14, c15);
-    put_8_rows(bo, m0 + 16u, cols, c16, c17, c18, c19, c20, c21, c22, c23);
-    put_8_rows(bo, m0 + 24u, cols, c24, c25, c26, c27, c28, c29, c30, c31);
+    if (rows == 32u) {
+        put_8_rows(bo, m0 + 16u, cols, c16, c17, c18, c19, c20, c21, c22, c23);
+        put_8_rows(bo, m0 + 24u, cols, c24, c25, c26, c27, c28, c29, c30, c31);
+    }
 }
 
 @compute @workgroup_size(WG)
 fn matmul_quads_sg_ak_bn(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                          @builtin(local_invocation_index) lid: u32, @builtin(subgroup_invocation_id) sid: u32) {
-    matmul_quads_sg(wid, nwg, lid, sid, true, B_ALONG_N);
-}
-@compute @workgroup_size(WG)
-fn matmul_quads_sg_am_bn(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-                         @builtin(local_invocation_index) lid: u32, @builtin(subgroup_invocation_id) sid: u32) {
-    matmul_quads_sg(wid, nwg, lid, sid, false, B_ALONG_N);
+    matmul_quads_sg(wid, nwg, lid, sid, true, B_ALONG_N, 32u);
 }
 @compute @workgroup_size(WG)
 fn matmul_quads_sg_ak_bk(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                          @builtin(local_invocation_index) lid: u32, @builtin(subgroup_invocation_id) sid: u32) {
-    matmul_quads_sg(wid, nwg, lid, sid, true, B_ALONG_K);
-}
-@compute @workgroup_size(WG)
-fn matmul_quads_sg_am_bk(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-                         @builtin(local_invocation_index) lid: u32, @builtin(subgroup_invocation_id) sid: u32) {
-    matmul_quads_sg(wid, nwg, lid, sid, false, B_ALONG_K);
+    matmul_quads_sg(wid, nwg, lid, sid, true, B_ALONG_K, 32u);
 }
 @compute @workgroup_size(WG)
 fn matmul_quads_sg_ak_bf(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                          @builtin(local_invocation_index) lid: u32, @builtin(subgroup_invocation_id) sid: u32) {
-    matmul_quads_sg(wid, nwg, lid, sid, true, B_ALONG_N_FLOATS);
+    matmul_quads_sg(wid, nwg, lid, sid, true, B_ALONG_N_FLOATS, 32u);
+}
+@compute @workgroup_size(WG)
+fn matmul_quads_sg_am_bn(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                         @builtin(local_invocation_index) lid: u32, @builtin(subgroup_invocation_id) sid: u32) {
+    matmul_quads_sg(wid, nwg, lid, sid, false, B_ALONG_N, 32u);
+}
+@compute @workgroup_size(WG)
+fn matmul_quads_sg_am_bk(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                         @builtin(local_invocation_index) lid: u32, @builtin(subgroup_invocation_id) sid: u32) {
+    matmul_quads_sg(wid, nwg, lid, sid, false, B_ALONG_K, 32u);
 }
 @compute @workgroup_size(WG)
 fn matmul_quads_sg_am_bf(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                          @builtin(local_invocation_index) lid: u32, @builtin(subgroup_invocation_id) sid: u32) {
-    matmul_quads_sg(wid, nwg, lid, sid, false, B_ALONG_N_FLOATS);
+    matmul_quads_sg(wid, nwg, lid, sid, false, B_ALONG_N_FLOATS, 32u);
+}
+@compute @workgroup_size(WG)
+fn matmul_quads_sg16_ak_bn(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                           @builtin(local_invocation_index) lid: u32, @builtin(subgroup_invocation_id) sid: u32) {
+    matmul_quads_sg(wid, nwg, lid, sid, true, B_ALONG_N, 16u);
+}
+@compute @workgroup_size(WG)
+fn matmul_quads_sg16_ak_bk(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                           @builtin(local_invocation_index) lid: u32, @builtin(subgroup_invocation_id) sid: u32) {
+    matmul_quads_sg(wid, nwg, lid, sid, true, B_ALONG_K, 16u);
+}
+@compute @workgroup_size(WG)
+fn matmul_quads_sg16_ak_bf(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                           @builtin(local_invocation_index) lid: u32, @builtin(subgroup_invocation_id) sid: u32) {
+    matmul_quads_sg(wid, nwg, lid, sid, true, B_ALONG_N_FLOATS, 16u);
+}
+@compute @workgroup_size(WG)
+fn matmul_quads_sg16_am_bn(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                           @builtin(local_invocation_index) lid: u32, @builtin(subgroup_invocation_id) sid: u32) {
+    matmul_quads_sg(wid, nwg, lid, sid, false, B_ALONG_N, 16u);
+}
+@compute @workgroup_size(WG)
+fn matmul_quads_sg16_am_bk(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                           @builtin(local_invocation_index) lid: u32, @builtin(subgroup_invocation_id) sid: u32) {
+    matmul_quads_sg(wid, nwg, lid, sid, false, B_ALONG_K, 16u);
+}
+@compute @workgroup_size(WG)
+fn matmul_quads_sg16_am_bf(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                           @builtin(local_invocation_index) lid: u32, @builtin(subgroup_invocation_id) sid: u32) {
+    matmul_quads_sg(wid, nwg, lid, sid, false, B_ALONG_N_FLOATS, 16u);
 }

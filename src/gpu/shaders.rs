@@ -12,6 +12,8 @@ pub enum Shader {
     BatchNorm,
     BnAct,
     Conv2d,
+    /// conv2d.wgsl's CPU-set 3x3 window kernel with subgroup operations.
+    Conv2dSubgroup,
     Linear,
     /// linear.wgsl's CPU-set product with subgroup operations.
     LinearSubgroup,
@@ -26,13 +28,14 @@ pub enum Shader {
 const COMMON: &str = include_str!("../../shaders/common.wgsl");
 
 impl Shader {
-    pub const ALL: [Shader; 14] = [
+    pub const ALL: [Shader; 15] = [
         Shader::Activation,
         Shader::Residual,
         Shader::Reduce,
         Shader::BatchNorm,
         Shader::BnAct,
         Shader::Conv2d,
+        Shader::Conv2dSubgroup,
         Shader::Linear,
         Shader::LinearSubgroup,
         Shader::MaxPool,
@@ -55,6 +58,7 @@ impl Shader {
             Shader::BatchNorm => ("batchnorm.wgsl", include_str!("../../shaders/batchnorm.wgsl")),
             Shader::BnAct => ("bn_act.wgsl", include_str!("../../shaders/bn_act.wgsl")),
             Shader::Conv2d => ("conv2d.wgsl", include_str!("../../shaders/conv2d.wgsl")),
+            Shader::Conv2dSubgroup => ("conv2d_subgroup.wgsl", include_str!("../../shaders/conv2d_subgroup.wgsl")),
             Shader::Linear => ("linear.wgsl", include_str!("../../shaders/linear.wgsl")),
             Shader::LinearSubgroup => ("linear_subgroup.wgsl", include_str!("../../shaders/linear_subgroup.wgsl")),
             Shader::MaxPool => ("maxpool.wgsl", include_str!("../../shaders/maxpool.wgsl")),
@@ -70,13 +74,14 @@ impl Shader {
     fn base(self) -> Option<Shader> {
         match self {
             Shader::LinearSubgroup => Some(Shader::Linear),
+            Shader::Conv2dSubgroup => Some(Shader::Conv2d),
             _ => None,
         }
     }
 
     /// Whether the shader uses subgroup operations (wgpu's `SUBGROUP`).
     pub fn needs_subgroups(self) -> bool {
-        self == Shader::LinearSubgroup
+        matches!(self, Shader::LinearSubgroup | Shader::Conv2dSubgroup)
     }
 
     /// The source as compiled: `common.wgsl`, the base file of a variant,

@@ -29,8 +29,9 @@ const MATMUL_ROWS: Kernel = Kernel::new(Shader::Linear, "matmul_rows", 16);
 const ROWS: usize = 8;
 /// Rows of C per workgroup of the subgroup product: four pieces of A per
 /// invocation, so 4 loads of B feed 128 vec4 FMAs (32 rows measured faster
-/// than 16: BENCHMARKS.md).
+/// than 16: BENCHMARKS.md); 16 where 32-row blocks would be mostly padding.
 const SG_ROWS: usize = 32;
+const SG_HALF_ROWS: usize = 16;
 /// The CPU set's product that reads A as vec4s (8 rows x 4 consecutive
 /// columns of C per invocation), one entry point per operand layout: A along
 /// k or m; B along n or k as vec4s, or along n as floats (rows that do not
@@ -60,6 +61,19 @@ const MATMUL_QUADS_SG: [[Kernel; 3]; 2] = [
         Kernel::new(Shader::LinearSubgroup, "matmul_quads_sg_am_bn", 16),
         Kernel::new(Shader::LinearSubgroup, "matmul_quads_sg_am_bk", 16),
         Kernel::new(Shader::LinearSubgroup, "matmul_quads_sg_am_bf", 16),
+    ],
+];
+/// The subgroup product with 16 rows per workgroup.
+const MATMUL_QUADS_SG16: [[Kernel; 3]; 2] = [
+    [
+        Kernel::new(Shader::LinearSubgroup, "matmul_quads_sg16_ak_bn", 16),
+        Kernel::new(Shader::LinearSubgroup, "matmul_quads_sg16_ak_bk", 16),
+        Kernel::new(Shader::LinearSubgroup, "matmul_quads_sg16_ak_bf", 16),
+    ],
+    [
+        Kernel::new(Shader::LinearSubgroup, "matmul_quads_sg16_am_bn", 16),
+        Kernel::new(Shader::LinearSubgroup, "matmul_quads_sg16_am_bk", 16),
+        Kernel::new(Shader::LinearSubgroup, "matmul_quads_sg16_am_bf", 16),
     ],
 ];
 /// The tiled kernel's workgroups worth having in flight before K is cut
@@ -182,8 +196,9 @@ impl Gemm {
     /// The CPU set reads A four floats at a time where K is a multiple of 4
     /// and A is contiguous along one of its dimensions with the other
     /// strides (and that dimension, where a load spans it) whole quads; B
-    /// likewise, or else along n by single floats: which entry point, or None.
-    fn quads(&self, set: KernelSet, subgroup_size: Option<u32>) -> Option<Kernel> {
+    /// likewise, or else along n by single floats: which entry point and its
+    /// rows of C per workgroup, or None.
+    fn quads(&self, set: KernelSet, subgroup_size: Option<u32>) -> Option<(Kernel, usize)> {
         let quad = |v: usize| v.is_multiple_of(4);
         if set != KernelSet::Cpu || !quad(self.k) || self.n < 16 {
             return None;
@@ -199,11 +214,16 @@ impl Gemm {
         if !quad(a_bs) || !(a_along_k || a_along_m) || !(b_along_n || b_along_k || b_floats) {
             return None;
         }
-        // The subgroup product's 32-row blocks, unless at least half their
-        // rows would be past M, where 8-row blocks waste less (MTCNN's
-        // layers of 10, 16 and 6 channels).
-        let sg_wasteful = 2 * self.m.next_multiple_of(ROWS) <= self.m.next_multiple_of(SG_ROWS);
-        let kernels = if subgroup_size == Some(8) && !sg_wasteful { &MATMUL_QUADS_SG } else { &MATMUL_QUADS };
+        // The subgroup product's 32-row blocks, or 16-row ones where at
+        // least half of those would be past M (MTCNN's layers of 10 and 16
+        // channels); 8 rows of A loaded by every lane where M fits them (R-
+        // and O-Net's dense layers on a few crops: blocks of 16 rows, twice
+        // the multiply-adds, measured slower).
+        let (kernels, rows) = match subgroup_size {
+            Some(8) if self.m > ROWS && self.m <= SG_HALF_ROWS => (&MATMUL_QUADS_SG16, SG_HALF_ROWS),
+            Some(8) if self.m > SG_HALF_ROWS => (&MATMUL_QUADS_SG, SG_ROWS),
+            _ => (&MATMUL_QUADS, ROWS),
+        };
         let b = if b_along_n {
             0
         } else if b_along_k {
@@ -211,7 +231,7 @@ impl Gemm {
         } else {
             2
         };
-        Some(kernels[usize::from(!a_along_k)][b])
+        Some((kernels[usize::from(!a_along_k)][b], rows))
     }
 
     /// Workgroups of `rows` rows x 4 columns per invocation (the CPU set).
@@ -319,8 +339,7 @@ impl Gemm {
         let quads = self.quads(set, rec.gpu().subgroup_size).filter(|_| split.slices == 1);
         let (kernel, launch) = if self.tiled(set) {
             (MATMUL_TILED, Launch::groups(self.workgroup_tiles() * split.slices, serial))
-        } else if let Some(kernel) = quads {
-            let rows = if kernel.shader == Shader::LinearSubgroup { SG_ROWS } else { ROWS };
+        } else if let Some((kernel, rows)) = quads {
             (kernel, Launch::groups(self.row_blocks(rows), serial.div_ceil(4)))
         } else if self.by_rows(set) && split.slices == 1 {
             (MATMUL_ROWS, Launch::groups(self.row_blocks(ROWS), serial))
@@ -482,10 +501,15 @@ const B_LAYOUTS: [&str; 3] = ["n", "k", "n (floats)"];
 
 /// Products with A stored along k or along m and B in each of `B_LAYOUTS`
 /// (the six entry points of the CPU set's vec4 product), at partial row and
-/// column blocks, some summing their batch, against a host product. B's
-/// rows of 45 floats do not start on quads.
-fn layout_products() -> [(bool, usize, Gemm); 6] {
-    let (m, k, batch) = (20, 36, 2);
+/// column blocks, some summing their batch, against a host product; 20 rows
+/// and 12 (the subgroup product's 32- and 16-row blocks). B's rows of 45
+/// floats do not start on quads.
+fn layout_products() -> Vec<(bool, usize, Gemm)> {
+    [20, 12].into_iter().flat_map(layout_products_of).collect()
+}
+
+fn layout_products_of(m: usize) -> [(bool, usize, Gemm); 6] {
+    let (k, batch) = (36, 2);
     let layout = |a_along_k: bool, b: usize| {
         let n = if b == 2 { 45 } else { 44 };
         let g = Gemm::plain(m, n, k, batch);
@@ -656,12 +680,14 @@ mod tests {
         // blocks (the 33 x 65 -> 67 linear check).
         assert!(Gemm::plain(33, 67, 65, 1).by_rows(KernelSet::Cpu));
         assert!(!Gemm::plain(33, 67, 65, 1).by_rows(KernelSet::Gpu));
-        // Each layout reaches its vec4 entry point in the CPU set.
+        // Each layout reaches its vec4 entry point in the CPU set, with
+        // 16-row subgroup blocks for 12 rows, 32-row ones for 20.
         for (a_along_k, b, g) in layout_products() {
             let a = usize::from(!a_along_k);
-            assert_eq!(g.quads(KernelSet::Cpu, None), Some(MATMUL_QUADS[a][b]));
-            assert_eq!(g.quads(KernelSet::Cpu, Some(4)), Some(MATMUL_QUADS[a][b]));
-            assert_eq!(g.quads(KernelSet::Cpu, Some(8)), Some(MATMUL_QUADS_SG[a][b]));
+            let sg = if g.m <= 16 { (MATMUL_QUADS_SG16[a][b], 16) } else { (MATMUL_QUADS_SG[a][b], 32) };
+            assert_eq!(g.quads(KernelSet::Cpu, None), Some((MATMUL_QUADS[a][b], 8)));
+            assert_eq!(g.quads(KernelSet::Cpu, Some(4)), Some((MATMUL_QUADS[a][b], 8)));
+            assert_eq!(g.quads(KernelSet::Cpu, Some(8)), Some(sg));
             assert_eq!(g.quads(KernelSet::Gpu, Some(8)), None);
         }
         let long = Gemm::plain(3, 5, 40_000, 1).b(0, 1, 40_000);

@@ -80,7 +80,7 @@ impl AreaResize {
         rects.iter().map(|r| span(r.y1 - r.y0, self.out_h) * (span(r.x1 - r.x0, self.out_w) + 1)).max().unwrap_or(0)
     }
 
-    fn params(&self, n: usize) -> Params {
+    fn params(&self, n: usize, chunks: usize) -> Params {
         Params::new()
             .u("n", n)
             .u("c", self.c)
@@ -90,8 +90,23 @@ impl AreaResize {
             .u("out_w", self.out_w)
             .u("row0", self.rows.0)
             .u("rows", self.rows.1 - self.rows.0)
+            .u("chunks", chunks)
             .f("offset", self.offset)
             .f("scale", self.scale)
+    }
+
+    /// The kernel's table: per rectangle, the input rows of each band row,
+    /// then the input columns of each output column, as [start, end) in
+    /// image coordinates.
+    fn window_table(&self, rects: &[Rect]) -> Vec<u32> {
+        let mut t = Vec::with_capacity(rects.len() * 2 * (self.rows.1 - self.rows.0 + self.out_w));
+        for r in rects {
+            let rows = &windows(r.y1 - r.y0, self.out_h)[self.rows.0..self.rows.1];
+            t.extend(rows.iter().flat_map(|&(a, b)| [r.y0 + a, r.y0 + b]).map(|v| v as u32));
+            let cols = windows(r.x1 - r.x0, self.out_w);
+            t.extend(cols.iter().flat_map(|&(a, b)| [r.x0 + a, r.x0 + b]).map(|v| v as u32));
+        }
+        t
     }
 }
 
@@ -147,24 +162,29 @@ fn separable_ref(s: &AreaResize, img: &[f64], rects: &[Rect]) -> Vec<f64> {
 
 const FORWARD: Kernel = Kernel::new(Shader::Resample, "area_resize", 64);
 
-/// `img` (1, c, h, w); the rectangles travel as four u32s each.
+/// `img` (1, c, h, w). Workgroups of 64 along wide rows, of 16 along the
+/// 24- and 48-wide rows of crops (fewer idle lanes).
 pub fn forward(rec: &mut Recorder, s: &AreaResize, img: &Tensor, rects: &[Rect]) -> Result<Tensor> {
     s.validate(rects)?;
     if img.numel() != s.c * s.h * s.w {
         bail!("area resize {}: the image holds {} values", s.describe(rects.len()), img.numel());
     }
-    let words: Vec<u32> = rects.iter().flat_map(|r| [r.y0, r.y1, r.x0, r.x1].map(|v| v as u32)).collect();
-    let boxes = Tensor::from_u32(rec.gpu(), &words, &[rects.len(), 4])?;
+    let table = s.window_table(rects);
+    let table = Tensor::from_u32(rec.gpu(), &table, &[table.len()])?;
     let y = Tensor::uninit(rec.gpu(), &s.out_shape(rects.len()))?;
-    let launch = Launch::threads(y.numel(), FORWARD.wg, s.longest_window(rects));
-    rec.dispatch(FORWARD, &s.params(rects.len()), &[(1, Some(img)), (2, Some(&boxes)), (3, Some(&y))], launch)?;
+    let k = if s.out_w >= 64 { FORWARD } else { FORWARD.with_wg(16) };
+    let chunks = s.out_w.div_ceil(k.wg as usize);
+    let groups = rects.len() * s.c * (s.rows.1 - s.rows.0) * chunks;
+    let launch = Launch::groups(groups, s.longest_window(rects));
+    rec.dispatch(k, &s.params(rects.len(), chunks), &[(1, Some(img)), (2, Some(&table)), (3, Some(&y))], launch)?;
     Ok(y)
 }
 
 // ------------------------------------------------------------------- checks
 
 /// Images of whole pixel values (as photos are), rectangles of every kind:
-/// shrunk, enlarged (windows of one pixel repeat), the whole image, a band.
+/// shrunk, enlarged (windows of one pixel repeat), the whole image, a band;
+/// rows of both workgroup widths, partly filled.
 fn cases(rng: &mut Rng) -> Vec<(AreaResize, Vec<Rect>)> {
     let s = |c, h, w, out_h, out_w, rows| AreaResize { c, h, w, out_h, out_w, rows, offset: -127.5, scale: 0.0078125 };
     let r = |y0, y1, x0, x1| Rect { y0, y1, x0, x1 };
@@ -174,6 +194,7 @@ fn cases(rng: &mut Rng) -> Vec<(AreaResize, Vec<Rect>)> {
         (s(3, 37, 29, 26, 21, (4, 19)), vec![Rect::whole(37, 29)]),
         (s(1, 9, 11, 13, 17, (0, 13)), vec![r(2, 9, 1, 11), r(0, 4, 0, 3)]),
         (s(3, 64, 48, 12, 12, (0, 12)), vec![r(0, 64, 0, 48), r(7, 60, 1, 40), r(20, 21, 30, 48)]),
+        (s(2, 50, 150, 20, 70, (3, 20)), vec![Rect::whole(50, 150), r(5, 45, 10, 140)]),
         (s(3, h, w, 10, 7, (2, 10)), vec![r(1, h - 1, 2, w), r(0, h / 2, w / 3, w)]),
     ]
 }
@@ -207,22 +228,30 @@ fn refcheck(rng: &mut Rng) -> Vec<CheckRow> {
 // -------------------------------------------------------------------- bench
 
 fn bench(gpu: &Gpu, batch: usize) -> Result<Vec<BenchCase>> {
-    // R-Net's crops of a 1350 x 1350 photo: `batch` boxes of 90 pixels.
-    let s =
-        AreaResize { c: 3, h: 1350, w: 1350, out_h: 24, out_w: 24, rows: (0, 24), offset: -127.5, scale: 0.0078125 };
-    let rects: Vec<Rect> =
+    let img = Tensor::zeros(gpu, &[1, 3, 1350, 1350])?;
+    let case = |s: AreaResize, rects: Vec<Rect>, img: Tensor| {
+        let read: usize = rects.iter().map(|r| 3 * (r.y1 - r.y0) * (r.x1 - r.x0)).sum();
+        let written = rects.len() * 3 * (s.rows.1 - s.rows.0) * s.out_w;
+        let bytes = 4.0 * (read + written) as f64;
+        BenchCase::new("resample", "forward", &s.describe(rects.len()), read as f64, bytes, move |rec| {
+            forward(rec, &s, &img, &rects).map(drop)
+        })
+    };
+    let s = |out: usize| AreaResize {
+        c: 3,
+        h: 1350,
+        w: 1350,
+        out_h: out,
+        out_w: out,
+        rows: (0, out),
+        offset: -127.5,
+        scale: 0.0078125,
+    };
+    // MTCNN on a 1350 x 1350 photo: P-Net's first pyramid level, and R-Net's
+    // crops of `batch` boxes of 90 pixels.
+    let boxes: Vec<Rect> =
         (0..batch).map(|i| (i * 37) % 1200).map(|o| Rect { y0: o, y1: o + 90, x0: o / 2, x1: o / 2 + 90 }).collect();
-    let img = Tensor::zeros(gpu, &[1, 3, s.h, s.w])?;
-    let read = (rects.len() * 3 * 90 * 90) as f64;
-    let written = (rects.len() * 3 * 24 * 24) as f64;
-    Ok(vec![BenchCase::new(
-        "resample",
-        "forward",
-        &s.describe(rects.len()),
-        read,
-        4.0 * (read + written),
-        move |rec| forward(rec, &s, &img, &rects).map(drop),
-    )])
+    Ok(vec![case(s(811), vec![Rect::whole(1350, 1350)], img.clone()), case(s(24), boxes, img)])
 }
 
 pub const FAMILY: Family = Family { name: "resample", gradcheck, refcheck, bench };

@@ -39,6 +39,11 @@ fn shapes(rng: &mut Rng) -> Vec<Conv2d> {
         c(2, 8, 9, 7, 12, 3, 1, 1, 1, true),
         c(1, 8, 11, 10, 8, 3, 2, 1, 2, false),
         c(3, 4, 6, 5, 4, 2, 2, 0, 1, false),
+        // 3x3 stride 1 unpadded (MTCNN's): the window kernel, at a partial
+        // block of 16 channels and rows not a multiple of 8 outputs, and at
+        // two blocks of channels
+        c(2, 3, 12, 21, 10, 3, 1, 0, 1, true),
+        c(1, 16, 11, 13, 20, 3, 1, 0, 1, false),
         // 1x1 with 64+ channels: the GPU set's tiled product, its weight
         // gradient summed over the batch in slices
         c(3, 64, 12, 15, 70, 1, 1, 0, 1, true),
@@ -80,6 +85,7 @@ pub fn check_shape(gpu: &Gpu, rng: &mut Rng, name: &str, s: &Conv2d, path: Path)
         Path::Gemm => " [gemm]",
         Path::Blocked => " [blocked]",
         Path::Im2col => " [im2col]",
+        Path::Window => " [window]",
         _ => "",
     };
     let shape = format!("{}{tag}", s.describe());
@@ -107,6 +113,9 @@ pub(super) fn gradcheck(gpu: &Gpu, rng: &mut Rng) -> Result<Vec<CheckRow>> {
         }
         if s.im2col_chunk(gpu).is_some() {
             rows.extend(check_shape(gpu, rng, "conv2d", &s, Path::Im2col)?);
+        }
+        if s.window_applies(gpu) {
+            rows.extend(check_shape(gpu, rng, "conv2d", &s, Path::Window)?);
         }
     }
     Ok(rows)

@@ -13,7 +13,12 @@
 //! - `Path::Im2col` (`im2col`): the same product over an im2col matrix, for
 //!   the other one-group convolutions on the CPU set (in chunks of images
 //!   where the matrix would not fit a binding), the input gradient gathered
-//!   back from the matrix's.
+//!   back from the matrix's;
+//! - `Path::Window` (`shaders/conv2d_subgroup.wgsl`), forward only: 3x3,
+//!   stride 1, no padding, one group (MTCNN's convolutions) where subgroups
+//!   hold 8 invocations: 8 outputs x 16 channels per invocation, the weights
+//!   shared through the subgroup, no im2col matrix. The CPU set's forward
+//!   pass takes it; its gradients take `Auto`'s path.
 //!
 //! On the GPU kernel set the direct weight gradients cut their (n, oy) rows
 //! into slices summed by a second dispatch (`weight_split`); a network's
@@ -68,6 +73,7 @@ pub enum Path {
     Blocked,
     Gemm,
     Im2col,
+    Window,
 }
 
 impl Conv2d {
@@ -150,6 +156,24 @@ impl Conv2d {
         })
     }
 
+    /// Whether the window kernel applies on `gpu`.
+    pub(super) fn window_applies(&self, gpu: &Gpu) -> bool {
+        gpu.subgroup_size == Some(8) && self.groups == 1 && (self.kh, self.kw, self.stride, self.pad) == (3, 3, 1, 0)
+    }
+
+    /// Whether `Auto` takes the window kernel on the CPU set: measured
+    /// faster than im2col and the product for up to 32 input channels, on
+    /// rows where at most a fifth of the 8-output blocks lies past the row
+    /// (BENCHMARKS.md; MTCNN's layers on 9- and 8-wide maps with 28 and 64
+    /// input channels were 1.2x and 1.6x slower).
+    fn window_preferred(&self, gpu: &Gpu) -> bool {
+        let wo = self.out_hw().1;
+        gpu.kernels == KernelSet::Cpu
+            && self.window_applies(gpu)
+            && self.cin <= 32
+            && 5 * wo >= 4 * wo.next_multiple_of(8)
+    }
+
     fn gemm_applies(&self) -> bool {
         self.kh == 1 && self.kw == 1 && self.stride == 1 && self.pad == 0 && self.groups == 1
     }
@@ -221,9 +245,29 @@ const DEPTHWISE_ROWS_INPUT_S2: Kernel = Kernel::new(Shader::Conv2d, "depthwise_r
 /// Its weight gradient: one invocation per (image, channel) plane.
 const DEPTHWISE_WEIGHT_ROWS_S1: Kernel = Kernel::new(Shader::Conv2d, "depthwise_weight_rows_s1", 16);
 const DEPTHWISE_WEIGHT_ROWS_S2: Kernel = Kernel::new(Shader::Conv2d, "depthwise_weight_rows_s2", 16);
+/// 8 outputs x 16 channels per invocation, weights broadcast in subgroups of 8.
+const WINDOW_SG: Kernel = Kernel::new(Shader::Conv2dSubgroup, "conv3x3_window_sg", 16);
 
+/// The path of a forward pass: the window kernel where `Auto` prefers it,
+/// else `path_for`'s.
+fn forward_path(s: &Conv2d, path: Path, gpu: &Gpu) -> Result<Path> {
+    match path {
+        Path::Auto if s.window_preferred(gpu) => Ok(Path::Window),
+        Path::Window if !s.window_applies(gpu) => bail!(
+            "conv2d {}: the window path needs 3x3, stride 1, no padding, one group and subgroups of 8",
+            s.describe()
+        ),
+        Path::Window => Ok(Path::Window),
+        p => path_for(s, p, gpu),
+    }
+}
+
+/// The path of every direction but the forward pass (which has the window
+/// kernel too: `forward_path`).
 fn path_for(s: &Conv2d, path: Path, gpu: &Gpu) -> Result<Path> {
     Ok(match path {
+        // The window kernel is forward only: the gradients take Auto's path.
+        Path::Window => path_for(s, Path::Auto, gpu)?,
         Path::Auto if s.gemm_applies() => Path::Gemm,
         Path::Auto if s.im2col_preferred(gpu) => Path::Im2col,
         Path::Auto => Path::Blocked,
@@ -295,9 +339,16 @@ pub fn forward_with(
     }
     let y = epilogue_output(rec, &s.output_shape(), e)?;
     let slope = e.slope();
-    match path_for(s, path, rec.gpu())? {
+    match forward_path(s, path, rec.gpu())? {
         Path::Gemm => pointwise_forward(s, e).run_with(rec, w, x, b, slope, &y)?,
         Path::Im2col => im2col::forward(rec, s, x, w, b, e, &y)?,
+        Path::Window => {
+            let (ho, wo) = s.out_hw();
+            let per_plane = ho * wo.div_ceil(8);
+            let groups = s.n * s.cout.div_ceil(16) * per_plane.div_ceil(WINDOW_SG.wg as usize);
+            let args = [(1, Some(x)), (2, Some(w)), (3, b), (4, Some(&y)), (8, slope)];
+            rec.dispatch(WINDOW_SG, &s.forward_params(e), &args, Launch::groups(groups, 3 * s.cin))?
+        }
         p => {
             let args = [(1, Some(x)), (2, Some(w)), (3, b), (4, Some(&y)), (8, slope)];
             let prm = s.forward_params(e);
