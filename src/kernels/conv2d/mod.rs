@@ -347,7 +347,9 @@ pub fn forward_with(
             let per_plane = ho * wo.div_ceil(8);
             let groups = s.n * s.cout.div_ceil(16) * per_plane.div_ceil(WINDOW_SG.wg as usize);
             let args = [(1, Some(x)), (2, Some(w)), (3, b), (4, Some(&y)), (8, slope)];
-            rec.dispatch(WINDOW_SG, &s.forward_params(e), &args, Launch::groups(groups, 3 * s.cin))?
+            // Loop trips: (channel, kernel row) pairs, then 8 stores for each of 16 channels.
+            let serial = 4 * s.cin + 16 * 8;
+            rec.dispatch(WINDOW_SG, &s.forward_params(e), &args, Launch::groups(groups, serial))?
         }
         p => {
             let args = [(1, Some(x)), (2, Some(w)), (3, b), (4, Some(&y)), (8, slope)];
