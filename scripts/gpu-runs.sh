@@ -8,7 +8,10 @@
 #   scripts/gpu-runs.sh ARCFACE_BINARY OUT_DIR [TEST_BINARY_DIR]
 #
 # Environment: SETS (kernel sets, default "gpu cpu"), RUNS (training runs,
-# default none; "all" for every one), RUN_TIMEOUT (seconds per run).
+# default none; "all" for every one), RUN_TIMEOUT (seconds per run), PYTHON
+# (default python3: where it has torch with CUDA, PyTorch's training step runs
+# on the same GPU beside ours, fp32 and mixed precision, NCHW and
+# channels-last, batch 32 and 256).
 # Everything lands in OUT_DIR: log.txt, info_SET.json, gradcheck_SET.txt,
 # bench_*.json and one folder per training run.
 set -u
@@ -66,6 +69,18 @@ fi
   step "where a MobileFaceNet step's GPU time goes, batch 32, kernel set $set"
   timeout 120 "$A" bench train --model mobilefacenet --batch 32 --profile --kernels "$set" | tee "$OUT/profile_mfn_$set.txt"
 done
+
+PYTHON=${PYTHON:-python3}
+if [ -z "${SKIP_BENCH:-}" ]; then
+  if "$PYTHON" -c "import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)" 2>/dev/null; then
+    for b in 32 256; do
+      step "PyTorch on the same GPU, batch $b"
+      timeout 300 "$PYTHON" benches/peers/pytorch.py --device cuda --batch $b --json "$OUT/pytorch_cuda_b$b.json"
+    done
+  else
+    step "no PyTorch with CUDA for $PYTHON here: no GPU peer"
+  fi
+fi
 
 # MobileFaceNet + ArcFace: the PyTorch recipe of issue 4 (batch 16, 10 epochs,
 # lr 0.1, momentum 0.9, weight decay 5e-4, step decay x0.5 every 3 epochs).

@@ -3,11 +3,15 @@ ratios measured in one run on one machine (BENCHMARKS.md). A benchmark, not
 a test dependency: it needs `pip install torch`.
 
     python benches/peers/pytorch.py [--threads 2] [--batch 32] [--json OUT]
+    python benches/peers/pytorch.py --device cuda [--batch 256] [--json OUT]
 
-It times, on the CPU with `--threads` threads:
+It times, on the CPU with `--threads` threads (or on the first CUDA GPU,
+every timing synchronised with it):
 - one MobileFaceNet + ArcFace training step (SGD with momentum), NCHW and
   channels-last, with the twin module the golden files were made with
-  (torch_mobilefacenet.py, copied from the shared reference material);
+  (torch_mobilefacenet.py, copied from the shared reference material); on a
+  GPU (or with `--amp` on the CPU) also with automatic mixed precision
+  (float16 with a gradient scaler on CUDA, bfloat16 on the CPU);
 - the convolution shapes of `arcface bench kernels` forward and backward
   (input and weight gradients; the first layer's input gradient too), and
   the 1024^3 matrix product.
@@ -27,41 +31,60 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from torch_mobilefacenet import MobileFaceNetArc  # noqa: E402
 
 
+DEVICE = torch.device("cpu")
+
+
+def sync():
+    """Waits for the device's queued work (timings on a GPU end there)."""
+    if DEVICE.type == "cuda":
+        torch.cuda.synchronize()
+
+
 def median_ms(fn, repeats, warmup=2):
     for _ in range(warmup):
         fn()
+    sync()
     times = []
     for _ in range(repeats):
         t = time.perf_counter()
         fn()
+        sync()
         times.append(time.perf_counter() - t)
     times.sort()
     return times[len(times) // 2] * 1e3
 
 
-def train_step_rate(batch, classes, channels_last, steps):
+def train_step_rate(batch, classes, channels_last, amp, steps):
     torch.manual_seed(0)
-    net = MobileFaceNetArc(classes, s=32.0, m=0.5)
-    x = torch.randn(batch, 3, 112, 112)
-    labels = torch.randint(0, classes, (batch,))
+    net = MobileFaceNetArc(classes, s=32.0, m=0.5).to(DEVICE)
+    x = torch.randn(batch, 3, 112, 112, device=DEVICE)
+    labels = torch.randint(0, classes, (batch,), device=DEVICE)
     if channels_last:
         net = net.to(memory_format=torch.channels_last)
         x = x.contiguous(memory_format=torch.channels_last)
     opt = torch.optim.SGD(net.parameters(), lr=1e-3, momentum=0.9, weight_decay=5e-4)
+    half = torch.float16 if DEVICE.type == "cuda" else torch.bfloat16
+    # The loss scaler of float16 training (bfloat16 has float32's range).
+    scaler = torch.amp.GradScaler(DEVICE.type, enabled=amp and half == torch.float16)
 
     def step():
         opt.zero_grad(set_to_none=True)
-        net(x, labels).backward()
-        opt.step()
+        with torch.autocast(DEVICE.type, dtype=half, enabled=amp):
+            loss = net(x, labels)
+        scaler.scale(loss).backward()
+        scaler.step(opt)
+        scaler.update()
 
     ms = median_ms(step, steps)
-    return {"batch": batch, "channels_last": channels_last, "step_ms": ms, "images_per_s": batch / ms * 1e3}
+    precision = ("f16" if half == torch.float16 else "bf16") if amp else "f32"
+    return {"batch": batch, "channels_last": channels_last, "precision": precision, "step_ms": ms,
+            "images_per_s": batch / ms * 1e3}
 
 
 def conv_rows(name, n, cin, hw, cout, k, stride, pad, groups, bias, repeats):
-    x = torch.randn(n, cin, hw, hw, requires_grad=True)
-    w = torch.randn(cout, cin // groups, k, k, requires_grad=True)
-    b = torch.randn(cout, requires_grad=True) if bias else None
+    x = torch.randn(n, cin, hw, hw, device=DEVICE, requires_grad=True)
+    w = torch.randn(cout, cin // groups, k, k, device=DEVICE, requires_grad=True)
+    b = torch.randn(cout, device=DEVICE, requires_grad=True) if bias else None
     y = F.conv2d(x, w, b, stride, pad, 1, groups)
     ho = y.shape[2]
     macs = n * cout * ho * ho * (cin // groups) * k * k
@@ -84,20 +107,29 @@ def conv_rows(name, n, cin, hw, cout, k, stride, pad, groups, bias, repeats):
 
 
 def main():
+    global DEVICE
     ap = argparse.ArgumentParser()
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    ap.add_argument("--threads", type=int, default=2, help="CPU threads (the CPU device only)")
     ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--amp", action="store_true", help="mixed precision on the CPU too (bfloat16)")
     ap.add_argument("--steps", type=int, default=5)
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--json")
     a = ap.parse_args()
+    if a.device == "cuda" and not torch.cuda.is_available():
+        sys.exit(f"--device cuda: this torch ({torch.__version__}) sees no CUDA GPU")
+    DEVICE = torch.device(a.device)
     torch.set_num_threads(a.threads)
-    out = {"torch": torch.__version__, "threads": a.threads, "train": [], "rows": []}
-    for cl in (False, True):
-        r = train_step_rate(a.batch, 10, cl, a.steps)
-        out["train"].append(r)
-        print(f"MobileFaceNet + ArcFace batch {a.batch} {'channels-last' if cl else 'NCHW'}: "
-              f"{r['step_ms']:.0f} ms per step, {r['images_per_s']:.1f} images/s", flush=True)
+    where = torch.cuda.get_device_name() if DEVICE.type == "cuda" else f"CPU, {a.threads} threads"
+    out = {"torch": torch.__version__, "device": where, "threads": a.threads, "train": [], "rows": []}
+    amp_modes = (False, True) if (DEVICE.type == "cuda" or a.amp) else (False,)
+    for amp in amp_modes:
+        for cl in (False, True):
+            r = train_step_rate(a.batch, 10, cl, amp, a.steps)
+            out["train"].append(r)
+            print(f"MobileFaceNet + ArcFace batch {a.batch} {'channels-last' if cl else 'NCHW'} {r['precision']} "
+                  f"({where}): {r['step_ms']:.1f} ms per step, {r['images_per_s']:.1f} images/s", flush=True)
     n = a.batch
     shapes = [
         ("conv2d", n, 3, 112, 64, 3, 2, 1, 1, False),
@@ -113,7 +145,7 @@ def main():
             out["rows"].append(r)
             print(f"{r['kernel']:<24} {r['direction']:<9} {r['shape']:<36} {r['median_ms']:9.3f} ms "
                   f"{r['gflops']:8.2f} GFLOP/s", flush=True)
-    m1, m2 = torch.randn(1024, 1024), torch.randn(1024, 1024)
+    m1, m2 = torch.randn(1024, 1024, device=DEVICE), torch.randn(1024, 1024, device=DEVICE)
     ms = median_ms(lambda: m1 @ m2, a.repeats)
     out["rows"].append({"kernel": "matmul 1024^3", "direction": "forward", "shape": "1024x1024 @ 1024x1024",
                         "median_ms": ms, "gflops": 2 * 1024 ** 3 / ms * 1e-6})

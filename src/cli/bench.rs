@@ -121,7 +121,7 @@ impl TrainBench {
             json(&r)?;
         } else {
             println!(
-                "{:?} {}x{} batch {}: {:.2} s per step, {:.2} images/s (median of {} steps, {})",
+                "{:?} {}x{} batch {}: {:.2} s per step, {:.2} images/s (mean of {} steps; the first step {:.2} s; {})",
                 spec.arch,
                 spec.input,
                 spec.input,
@@ -129,6 +129,7 @@ impl TrainBench {
                 r.seconds_per_step,
                 r.images_per_second,
                 self.steps,
+                r.first_step_ms / 1e3,
                 r.adapter
             );
         }
@@ -287,7 +288,7 @@ impl InferBench {
         } else {
             println!(
                 "{} batch {}: {:.1} ms per call (p99 {:.1} ms), {:.2} images/s; {} dispatches, {} buffers created per \
-                 call, {:.1} MB allocated by the first; {}",
+                 call; the first call {:.1} ms, {:.1} MB allocated; {}",
                 r.model,
                 r.batch,
                 r.call_ms,
@@ -295,6 +296,7 @@ impl InferBench {
                 r.images_per_s,
                 r.per_call.dispatches,
                 r.per_call.buffers_created,
+                r.first_call_ms,
                 r.first_call_bytes as f64 / 1e6,
                 r.adapter
             );

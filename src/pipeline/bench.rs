@@ -28,6 +28,10 @@ pub struct TrainThroughput {
     pub record_ms: f64,
     /// GPU time of one step's work (timestamps), where the adapter has them.
     pub gpu_ms: Option<f64>,
+    /// Wall time of the first step, recorded, run and waited for: what it
+    /// pays that steady steps do not (compiling pipelines, growing the
+    /// buffer pool), beside `step_ms`.
+    pub first_step_ms: f64,
     /// What one steady-state step asked of the device.
     pub per_step: Counts,
     /// The same as `step_ms` and `images_per_s` (names of earlier reports).
@@ -57,7 +61,11 @@ pub fn step_throughput<'g>(
     let h = Sgd { lr: 1e-3, momentum: 0.9, weight_decay: 5e-4 };
     let timer = Timestamps::new(gpu, "submission", 1);
     let mut step = |timed: bool| run_step(b, net, &input, &h, timer.as_ref().filter(|_| timed));
-    for _ in 0..WARMUP_STEPS {
+    let first = Instant::now();
+    step(false)?;
+    gpu.wait(None);
+    let first_step_ms = first.elapsed().as_secs_f64() * 1e3;
+    for _ in 1..WARMUP_STEPS {
         step(false)?;
         gpu.wait(None);
     }
@@ -84,6 +92,7 @@ pub fn step_throughput<'g>(
         step_ms: step_s * 1e3,
         record_ms: record_s * 1e3,
         gpu_ms,
+        first_step_ms,
         per_step,
         seconds_per_step: step_s,
         images_per_second: batch as f64 / step_s,

@@ -27,6 +27,9 @@ pub struct InferThroughput {
     /// Device memory the first call allocated (its values and scratch; the
     /// weights were uploaded before): what inference needs beyond the model.
     pub first_call_bytes: u64,
+    /// Wall time of the first call: what it pays that later ones do not
+    /// (compiling pipelines, allocating its buffers), beside `call_ms`.
+    pub first_call_ms: f64,
     /// What one steady-state call asked of the device.
     pub per_call: Counts,
 }
@@ -114,7 +117,9 @@ pub fn infer_throughput<'g>(
         Model::Imported(g) => format!("imported {}", g.def().source),
     };
     let input = Batch::synthetic(batch, size, 1);
+    let started = Instant::now();
     let (first, first_call) = gpu.counters.during(|| call(model, b, &input));
+    let first_call_ms = started.elapsed().as_secs_f64() * 1e3;
     first?;
     for _ in 1..WARMUP_CALLS {
         call(model, b, &input)?;
@@ -138,6 +143,7 @@ pub fn infer_throughput<'g>(
         call_ms: t * 1e3,
         p99_ms: p99 * 1e3,
         first_call_bytes: first_call.bytes_allocated,
+        first_call_ms,
         per_call,
     })
 }
