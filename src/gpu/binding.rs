@@ -34,34 +34,73 @@ impl Kernel {
     }
 }
 
+type Made = (wgpu::ComputePipeline, wgpu::BindGroupLayout);
+
 #[derive(Default)]
-pub(crate) struct PipelineCache(Mutex<HashMap<Kernel, (wgpu::ComputePipeline, wgpu::BindGroupLayout)>>);
+pub(crate) struct PipelineCache(Mutex<HashMap<Kernel, Made>>);
 
 impl PipelineCache {
-    pub(crate) fn get(&self, gpu: &Gpu, k: Kernel) -> (wgpu::ComputePipeline, wgpu::BindGroupLayout) {
+    pub(crate) fn get(&self, gpu: &Gpu, k: Kernel) -> Made {
         let mut map = self.0.lock().unwrap();
-        map.entry(k)
-            .or_insert_with(|| {
-                let module = gpu.device.create_shader_module(wgpu::ShaderModuleDescriptor {
-                    label: Some(k.shader.name()),
-                    source: wgpu::ShaderSource::Wgsl(k.shader.composed().into()),
-                });
-                let pipeline = gpu.device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-                    label: Some(k.entry),
-                    layout: None,
-                    module: &module,
-                    entry_point: Some(k.entry),
-                    compilation_options: wgpu::PipelineCompilationOptions {
-                        constants: &[("WG", k.wg as f64)],
-                        zero_initialize_workgroup_memory: false,
-                    },
-                    cache: None,
-                });
-                let layout = pipeline.get_bind_group_layout(0);
-                (pipeline, layout)
-            })
-            .clone()
+        map.entry(k).or_insert_with(|| create(gpu, k)).clone()
     }
+
+    /// Creates the pipelines of `kernels` not made yet, shared among the
+    /// cores (native): a submission that first uses many kernels waits for
+    /// the largest share rather than for them all in turn (on lavapipe a
+    /// large kernel's pipeline takes 0.1-0.3 s even when Mesa's shader
+    /// cache holds its machine code).
+    pub(crate) fn prepare(&self, gpu: &Gpu, kernels: impl Iterator<Item = Kernel>) {
+        let mut missing: Vec<Kernel> = {
+            let map = self.0.lock().unwrap();
+            kernels.filter(|k| !map.contains_key(k)).collect()
+        };
+        missing.sort_by_key(|k| (k.label(), k.wg));
+        missing.dedup();
+        #[cfg(not(target_arch = "wasm32"))]
+        {
+            let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(missing.len());
+            if threads < 2 {
+                return;
+            }
+            let missing = &missing;
+            let made: Vec<(Kernel, Made)> = std::thread::scope(|s| {
+                let shares: Vec<_> = (0..threads)
+                    .map(|t| {
+                        s.spawn(move || {
+                            missing.iter().skip(t).step_by(threads).map(|&k| (k, create(gpu, k))).collect::<Vec<_>>()
+                        })
+                    })
+                    .collect();
+                shares.into_iter().flat_map(|h| h.join().expect("a pipeline thread")).collect()
+            });
+            let mut map = self.0.lock().unwrap();
+            for (k, m) in made {
+                map.entry(k).or_insert(m);
+            }
+        }
+    }
+}
+
+/// The compute pipeline of `k` (its shader module made for it).
+fn create(gpu: &Gpu, k: Kernel) -> Made {
+    let module = gpu.device.create_shader_module(wgpu::ShaderModuleDescriptor {
+        label: Some(k.shader.name()),
+        source: wgpu::ShaderSource::Wgsl(k.shader.composed().into()),
+    });
+    let pipeline = gpu.device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+        label: Some(k.entry),
+        layout: None,
+        module: &module,
+        entry_point: Some(k.entry),
+        compilation_options: wgpu::PipelineCompilationOptions {
+            constants: &[("WG", k.wg as f64)],
+            zero_initialize_workgroup_memory: false,
+        },
+        cache: None,
+    });
+    let layout = pipeline.get_bind_group_layout(0);
+    (pipeline, layout)
 }
 
 /// Storage bindings one dispatch may have (`bn_act`'s backward has 11).

@@ -253,6 +253,7 @@ impl<'g> Recorder<'g> {
     /// timestamp resolve), in one command buffer.
     pub fn submit_then(self, after: impl FnOnce(&mut wgpu::CommandEncoder)) -> wgpu::SubmissionIndex {
         let gpu = self.gpu;
+        gpu.pipelines.prepare(gpu, self.launches().map(|l| l.kernel));
         let mut arena = gpu.arena.lock().unwrap();
         self.fill_arena(&mut arena);
         let mut binds = gpu.bind_groups.0.lock().unwrap();
