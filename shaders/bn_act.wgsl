@@ -168,30 +168,29 @@ fn forward_quads(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups)
     let valid = c < p.c;
     let count = p.n * p.m;
     let quads = p.m / 4u;
-    // The statistics in one pass over x: sums of x - k and of its square,
-    // k the channel's first value (the shift keeps the two terms of the
-    // variance from cancelling where the mean is large against the spread).
-    var k = 0.0;
     var s = 0.0;
-    var sq = 0.0;
     if (valid) {
-        k = x4[c * quads].x;
         for (var b = 0u; b < p.n; b++) {
             let base = (b * p.c + c) * quads;
             var part = vec4<f32>(0.0);
-            var part_sq = vec4<f32>(0.0);
-            for (var q = lid; q < quads; q += WG) {
-                let d = x4[base + q] - k;
-                part += d;
-                part_sq += d * d;
-            }
+            for (var q = lid; q < quads; q += WG) { part += x4[base + q]; }
             s += sum4(part);
-            sq += sum4(part_sq);
         }
     }
-    let dm = wg_sum(s, lid) / f32(count);
-    let v = max(wg_sum(sq, lid) / f32(count) - dm * dm, 0.0);
-    let mu = k + dm;
+    let mu = wg_sum(s, lid) / f32(count);
+    var sq = 0.0;
+    if (valid) {
+        for (var b = 0u; b < p.n; b++) {
+            let base = (b * p.c + c) * quads;
+            var part = vec4<f32>(0.0);
+            for (var q = lid; q < quads; q += WG) {
+                let d = x4[base + q] - mu;
+                part += d * d;
+            }
+            sq += sum4(part);
+        }
+    }
+    let v = wg_sum(sq, lid) / f32(count);
     if (!valid) { return; }
     if (lid == 0u) {
         mean[c] = mu;

@@ -157,8 +157,7 @@ pub fn forward(
     if !split.is_split() && by_quads(rec, s) {
         let k = reduction(rec, FORWARD_QUADS);
         let args = [&args[1..8], &[(19, Some(x)), (20, skip), (21, Some(&y))]].concat();
-        // Two passes over x: the statistics, then the outputs.
-        rec.dispatch(k, &prm, &args, reduction_launch(k, s.c, s.n * s.m / 4, 2))?;
+        rec.dispatch(k, &prm, &args, reduction_launch(k, s.c, s.n * s.m / 4, 3))?;
         return Ok((y, BnSaved { mean, var, train: true }));
     }
     if !split.is_split() {
