@@ -142,25 +142,21 @@ impl Gemm {
         self.c = [batch, row, col];
         self
     }
-    /// bias[n] added to every row (linear layers).
-    pub fn bias_per_col(mut self) -> Gemm {
-        self.bias_mode = 1;
-        self
-    }
-    /// bias[m] added to every column (output channels of a 1x1 convolution).
-    pub fn bias_per_row(mut self) -> Gemm {
-        self.bias_mode = 2;
-        self
-    }
     /// C += A B instead of C = A B.
     pub fn accumulate(mut self) -> Gemm {
         self.accumulate = true;
         self
     }
-    /// The activation `act` (`Epilogue::act_code`) on every output after the
-    /// bias; PReLU's slope per row of C (`per_row`) or per column.
-    pub fn activation(mut self, act: usize, per_row: bool) -> Gemm {
-        (self.act, self.act_per_row) = (act, per_row);
+    /// The outputs of a layer whose channels are the rows of C (`per_row`:
+    /// output channels of a convolution) or its columns (linear layers): its
+    /// bias where it has one, then the epilogue `e` (its
+    /// activation; a skip tensor already in C, added by `accumulate`).
+    pub fn finishing(mut self, bias: bool, e: &Epilogue<Tensor>, per_row: bool) -> Gemm {
+        (self.act, self.act_per_row) = (e.act_code(), per_row);
+        if bias {
+            self.bias_mode = if per_row { 2 } else { 1 };
+        }
+        self.accumulate |= e.skip.is_some();
         self
     }
     /// Sum the products of all batch entries into one C.
@@ -306,9 +302,6 @@ impl Gemm {
         if (self.act == 1) != slope.is_some() {
             bail!("matmul: PReLU slopes given without PReLU, or the reverse");
         }
-        if self.act != 0 && self.bias_mode != 0 && (self.bias_mode == 2) != self.act_per_row {
-            bail!("matmul: the bias and the activation's slopes must both be per row or both per column");
-        }
         let p = Params::new()
             .u("m", self.m)
             .u("n", self.n)
@@ -431,13 +424,7 @@ pub fn forward_with(
 ) -> Result<Tensor> {
     let y = epilogue_output(rec, &[s.n, s.out], e)?;
     // B[k, n] = W[n, k]: W read transposed through its strides.
-    let mut g = Gemm::plain(s.n, s.out, s.inp, 1).b(0, 1, s.inp).activation(e.act_code(), false);
-    if b.is_some() {
-        g = g.bias_per_col();
-    }
-    if e.skip.is_some() {
-        g = g.accumulate();
-    }
+    let g = Gemm::plain(s.n, s.out, s.inp, 1).b(0, 1, s.inp).finishing(b.is_some(), e, false);
     g.run_with(rec, x, w, b, e.slope(), &y)?;
     Ok(y)
 }

@@ -102,11 +102,11 @@ pub trait Backend {
     }
     fn prelu(&mut self, x: &Self::T, slope: &Self::T) -> Result<Self::T>;
     fn maxpool(&mut self, s: &MaxPool, x: &Self::T) -> Result<Self::T>;
+    /// dx: each window's gradient to its largest input.
+    fn maxpool_backward(&mut self, s: &MaxPool, x: &Self::T, dy: &Self::T) -> Result<Self::T>;
     /// Rectangles of the image `img` (1, c, h, w) area-resampled
     /// (`kernels::resample`): (rects, c, band rows, out_w).
     fn area_resize(&mut self, s: &AreaResize, img: &Self::T, rects: &[Rect]) -> Result<Self::T>;
-    /// dx: each window's gradient to its largest input.
-    fn maxpool_backward(&mut self, s: &MaxPool, x: &Self::T, dy: &Self::T) -> Result<Self::T>;
     /// (dx, dslope)
     fn prelu_backward(&mut self, x: &Self::T, slope: &Self::T, dy: &Self::T) -> Result<(Self::T, Self::T)>;
     fn act(&mut self, a: Act, x: &Self::T) -> Result<Self::T>;

@@ -10,7 +10,7 @@
 //! dW = sum over images of dy cols^T, and dx gathers dcols = W'^T dy back
 //! onto the image (col2im).
 
-use super::{with_epilogue, Conv2d};
+use super::Conv2d;
 use crate::gpu::{Gpu, Kernel, KernelSet, Launch, Recorder, Shader, Split, Tensor};
 use crate::kernels::epilogue::Epilogue;
 use crate::kernels::linear::Gemm;
@@ -119,7 +119,7 @@ pub(super) fn forward(
         let c = &part.conv;
         let cols = cols(rec, c, &part.of(rec.gpu(), x)?)?;
         let g = Gemm::plain(c.cout, hw, kp, c.n).a(0, kp, 1).b(kp * hw, hw, 1).c(c.cout * hw, hw, 1);
-        with_epilogue(g, b.is_some(), e).run_with(rec, &wp, &cols, b, e.slope(), &part.of(rec.gpu(), y)?)?;
+        g.finishing(b.is_some(), e, true).run_with(rec, &wp, &cols, b, e.slope(), &part.of(rec.gpu(), y)?)?;
     }
     Ok(())
 }

@@ -289,20 +289,9 @@ fn path_for(s: &Conv2d, path: Path, gpu: &Gpu) -> Result<Path> {
 fn pointwise_forward(s: &Conv2d, e: &Epilogue<Tensor>) -> Gemm {
     let hw = s.h * s.w;
     let g = Gemm::plain(s.cout, hw, s.cin, s.n).a(0, s.cin, 1).b(s.cin * hw, hw, 1).c(s.cout * hw, hw, 1);
-    with_epilogue(g, s.bias, e)
+    g.finishing(s.bias, e, true)
 }
 
-/// A product computing a convolution's outputs (channels along its rows)
-/// with the bias and epilogue `e` (a skip tensor already in C).
-fn with_epilogue(g: Gemm, bias: bool, e: &Epilogue<Tensor>) -> Gemm {
-    let g = g.activation(e.act_code(), true);
-    let g = if bias { g.bias_per_row() } else { g };
-    if e.skip.is_some() {
-        g.accumulate()
-    } else {
-        g
-    }
-}
 fn pointwise_backward_input(s: &Conv2d) -> Gemm {
     let hw = s.h * s.w;
     Gemm::plain(s.cin, hw, s.cout, s.n).a(0, 1, s.cin).b(s.cout * hw, hw, 1).c(s.cin * hw, hw, 1)
