@@ -108,20 +108,17 @@ fn conv3x3_window_sg(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgro
     }
     if (t >= per_plane) { return; }
     let base = (n * p.cout * p.ho + oy) * p.wo;
-    put_px8(base, ox0, co0 + 0u, acc.c0);
-    put_px8(base, ox0, co0 + 1u, acc.c1);
-    put_px8(base, ox0, co0 + 2u, acc.c2);
-    put_px8(base, ox0, co0 + 3u, acc.c3);
-    put_px8(base, ox0, co0 + 4u, acc.c4);
-    put_px8(base, ox0, co0 + 5u, acc.c5);
-    put_px8(base, ox0, co0 + 6u, acc.c6);
-    put_px8(base, ox0, co0 + 7u, acc.c7);
-    put_px8(base, ox0, co0 + 8u, acc.c8);
-    put_px8(base, ox0, co0 + 9u, acc.c9);
-    put_px8(base, ox0, co0 + 10u, acc.c10);
-    put_px8(base, ox0, co0 + 11u, acc.c11);
-    put_px8(base, ox0, co0 + 12u, acc.c12);
-    put_px8(base, ox0, co0 + 13u, acc.c13);
-    put_px8(base, ox0, co0 + 14u, acc.c14);
-    put_px8(base, ox0, co0 + 15u, acc.c15);
+    // Four channels at a time, the next twelve moved down after each: one
+    // inlined copy of the stores instead of four (each is a per-lane
+    // scatter, eight branches on llvmpipe, and 128 of them written out made
+    // the first dispatch compile for seconds).
+    for (var c = 0u; c < 16u; c += 4u) {
+        put_px8(base, ox0, co0 + c, acc.c0);
+        put_px8(base, ox0, co0 + c + 1u, acc.c1);
+        put_px8(base, ox0, co0 + c + 2u, acc.c2);
+        put_px8(base, ox0, co0 + c + 3u, acc.c3);
+        acc.c0 = acc.c4; acc.c1 = acc.c5; acc.c2 = acc.c6; acc.c3 = acc.c7;
+        acc.c4 = acc.c8; acc.c5 = acc.c9; acc.c6 = acc.c10; acc.c7 = acc.c11;
+        acc.c8 = acc.c12; acc.c9 = acc.c13; acc.c10 = acc.c14; acc.c11 = acc.c15;
+    }
 }

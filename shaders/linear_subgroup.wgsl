@@ -171,12 +171,17 @@ fn matmul_quads_sg(wid: vec3<u32>, nwg: vec3<u32>, lid: u32, sid: u32, a_along_k
             }
         }
     }
+    // Eight rows at a time, the next eight moved down after each: one
+    // inlined copy of the epilogue instead of four (each row's four stores
+    // are per-lane scatters, eight branches each on llvmpipe; written out
+    // for 32 rows they made each layout's first dispatch compile for
+    // seconds; a private array indexed by the row is 3x slower to run).
     let cols = vec4<u32>(n0, n0 + 1u, n0 + 2u, n0 + 3u);
-    put_8_rows(bo, m0 + 0u, cols, c0, c1, c2, c3, c4, c5, c6, c7);
-    put_8_rows(bo, m0 + 8u, cols, c8, c9, c10, c11, c12, c13, c14, c15);
-    if (rows == 32u) {
-        put_8_rows(bo, m0 + 16u, cols, c16, c17, c18, c19, c20, c21, c22, c23);
-        put_8_rows(bo, m0 + 24u, cols, c24, c25, c26, c27, c28, c29, c30, c31);
+    for (var r = 0u; r < rows; r += 8u) {
+        put_8_rows(bo, m0 + r, cols, c0, c1, c2, c3, c4, c5, c6, c7);
+        c0 = c8; c1 = c9; c2 = c10; c3 = c11; c4 = c12; c5 = c13; c6 = c14; c7 = c15;
+        c8 = c16; c9 = c17; c10 = c18; c11 = c19; c12 = c20; c13 = c21; c14 = c22; c15 = c23;
+        c16 = c24; c17 = c25; c18 = c26; c19 = c27; c20 = c28; c21 = c29; c22 = c30; c23 = c31;
     }
 }
 
