@@ -258,15 +258,18 @@ impl Gemm {
     fn split(&self, set: KernelSet) -> GemmSplit {
         let k = self.k.max(1);
         let batches = if self.reduce_batch { self.batch } else { 1 };
+        // The vec4 product takes four terms per iteration, and writes no
+        // partial sums: a longer reduction takes the sliced kernels, cut for
+        // one term per iteration.
+        let quads_whole =
+            self.quads(set, None).is_some() && !Split::for_reduction(set, (batches * k).div_ceil(4), 1).is_split();
         let s = if self.tiled(set) {
             let wanted = TILED_TARGET_WORKGROUPS.div_ceil(self.workgroup_tiles());
             Split::slices(batches * k, wanted.min((batches * k / TILED_MIN_K).max(1)))
         } else if self.wide_sum(set) {
             Split::slices(batches * k, (batches * k).div_ceil(WIDE_PER_SLICE).min(WIDE_MAX_SLICES))
-        } else if self.quads(set, None).is_some() {
-            // The vec4 product takes four terms per iteration.
-            let s = Split::for_reduction(set, (batches * k).div_ceil(4), self.tiles());
-            Split::slices(batches * k, s.slices)
+        } else if quads_whole {
+            Split::whole(batches * k)
         } else {
             Split::for_reduction(set, batches * k, self.tiles())
         };
@@ -692,5 +695,14 @@ mod tests {
         assert!(s.slices == 5 && s.k_chunk <= CPU_MAX_SERIAL, "{s:?}");
         let quads = Gemm::plain(64, 64, 4 * CPU_MAX_SERIAL, 1);
         assert!(quads.quads(KernelSet::Cpu, None).is_some() && quads.split(KernelSet::Cpu).slices == 1);
+        // Longer, the vec4 product (which writes no partial sums) gives way
+        // to the sliced kernels, whose slices stay within the limit at one
+        // term per iteration (MiniNetwork's 112x112 stem: dW sums 32 images
+        // of 12544 im2col columns).
+        for g in [Gemm::plain(64, 64, 4 * CPU_MAX_SERIAL + 4, 1), Gemm::plain(32, 27, 12_544, 32).sum_batch()] {
+            let s = g.split(KernelSet::Cpu);
+            assert!(g.quads(KernelSet::Cpu, None).is_some() && s.slices > 1, "{s:?}");
+            assert!(s.k_chunk * s.b_chunk <= CPU_MAX_SERIAL, "{s:?}");
+        }
     }
 }
