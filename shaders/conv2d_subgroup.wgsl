@@ -108,10 +108,10 @@ fn conv3x3_window_sg(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgro
     }
     if (t >= per_plane) { return; }
     let base = (n * p.cout * p.ho + oy) * p.wo;
-    // Four channels at a time, the next twelve moved down after each: one
-    // inlined copy of the stores instead of four (each is a per-lane
-    // scatter, eight branches on llvmpipe, and 128 of them written out made
-    // the first dispatch compile for seconds).
+    // Four channels at a time, the next twelve moved down after each: four
+    // inlined copies of a channel's stores instead of sixteen (each store is
+    // a per-lane scatter, eight branches on llvmpipe, and 128 of them
+    // written out made the first dispatch compile for seconds).
     for (var c = 0u; c < 16u; c += 4u) {
         put_px8(base, ox0, co0 + c, acc.c0);
         put_px8(base, ox0, co0 + c + 1u, acc.c1);
