@@ -38,10 +38,12 @@ fi
 for set in $SETS; do
   step "info, kernel set $set"
   "$A" info --json --kernels "$set" | tee "$OUT/info_$set.json"
-  step "gradcheck, kernel set $set"
-  timeout 120 "$A" gradcheck --kernels "$set" >"$OUT/gradcheck_$set.txt" 2>&1
-  echo "gradcheck exit $?"
-  tail -n 1 "$OUT/gradcheck_$set.txt"
+  for p in f32 f16; do
+    step "gradcheck, kernel set $set, $p variants"
+    timeout 120 "$A" gradcheck --precision $p --kernels "$set" >"$OUT/gradcheck_${p}_$set.txt" 2>&1
+    echo "gradcheck exit $?"
+    tail -n 1 "$OUT/gradcheck_${p}_$set.txt"
+  done
 done
 
 if [ -n "$TESTS" ]; then
@@ -60,8 +62,10 @@ fi
   echo "bench kernels exit $?"
   step "training throughput, kernel set $set"
   for b in 32 256; do
-    timeout 120 "$A" bench train --model mobilefacenet --batch $b --steps 5 --json --kernels "$set" \
-      | tee "$OUT/bench_train_mfn_b${b}_$set.json"
+    for p in f32 f16; do
+      timeout 120 "$A" bench train --model mobilefacenet --batch $b --steps 5 --precision $p --json --kernels "$set" \
+        | tee "$OUT/bench_train_mfn_b${b}_${p}_$set.json"
+    done
   done
   timeout 120 "$A" bench train --model mininet --input 112 --batch 32 --steps 5 --json --kernels "$set" \
     | tee "$OUT/bench_train_mini_$set.json"

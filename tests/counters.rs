@@ -12,6 +12,7 @@ use arcface::io::onnx_import::from_onnx;
 use arcface::models::{Arch, Head, ModelSpec, Net};
 use arcface::nn::{Backend, GpuBackend};
 use arcface::pipeline::bench::{profile_step, step_throughput, train_throughput};
+use arcface::pipeline::train::Precision;
 use arcface::recognize::bench::{profile_call, profile_timer};
 use std::path::Path;
 
@@ -28,7 +29,7 @@ fn assert_steady(what: &str, c: Counts, max_dispatches: u64) {
 fn mobilefacenet_step_allocates_nothing_and_stays_under_a_dispatch_bound() {
     let gpu = common::gpu();
     let spec = ModelSpec { arch: Arch::MobileFaceNet, input: 112, classes: 5, head: Head::ArcFace { s: 32.0, m: 0.5 } };
-    let r = train_throughput(&gpu, spec, 4, 1).unwrap();
+    let r = train_throughput(&gpu, spec, 4, 1, Precision::F32).unwrap();
     // Measured: 275 with the CPU-shaped kernels; the GPU-shaped ones add a
     // second pass to each split reduction and cut batch norm into three
     // dispatches each way (516 at this batch).
@@ -40,7 +41,7 @@ fn mobilefacenet_step_allocates_nothing_and_stays_under_a_dispatch_bound() {
 fn mininet_step_allocates_nothing() {
     let gpu = common::gpu();
     let spec = ModelSpec { arch: Arch::MiniNet, input: 16, classes: 4, head: Head::Softmax };
-    let r = train_throughput(&gpu, spec, 4, 1).unwrap();
+    let r = train_throughput(&gpu, spec, 4, 1, Precision::F32).unwrap();
     // Measured: 26 (33 before the packed SGD); 38 with the CPU set's im2col
     // convolutions (3 dispatches forward, 2 for dW, 3 for dx, each 1 before);
     // 30 with the GPU-shaped kernels.
@@ -78,9 +79,9 @@ fn imported_graph_steps_allocate_nothing() {
 fn the_step_profile_covers_every_dispatch() {
     let gpu = common::gpu();
     let spec = ModelSpec { arch: Arch::MiniNet, input: 16, classes: 4, head: Head::Softmax };
-    let rows = profile_step(&gpu, spec, 4).unwrap();
+    let rows = profile_step(&gpu, spec, 4, Precision::F32).unwrap();
     assert!(gpu.has_timestamps() && !rows.is_empty(), "lavapipe has timestamp queries");
-    let steady = train_throughput(&gpu, spec, 4, 1).unwrap().per_step.dispatches;
+    let steady = train_throughput(&gpu, spec, 4, 1, Precision::F32).unwrap().per_step.dispatches;
     assert_eq!(rows.iter().map(|r| r.dispatches as u64).sum::<u64>(), steady);
     let share: f64 = rows.iter().map(|r| r.share).sum();
     assert!((share - 1.0).abs() < 1e-9 && rows.iter().all(|r| r.ms >= 0.0), "{rows:?}");
@@ -192,7 +193,7 @@ fn an_imported_mobilefacenet_runs_in_the_dispatches_of_the_trained_one() {
 
     let head = Head::ArcFace { s: 32.0, m: 0.5 };
     let spec = ModelSpec { arch: Arch::MobileFaceNet, input: 112, classes: 5, head };
-    let trained = train_throughput(&gpu, spec, 2, 1).unwrap().per_step;
+    let trained = train_throughput(&gpu, spec, 2, 1, Precision::F32).unwrap().per_step;
     let spec = ModelSpec { arch: Arch::Imported, ..spec };
     let w = weights.into_iter().map(|(n, t)| (n, t.shape, t.values));
     let mut net = Net::pretrained(&mut b, spec, def, w, 0).unwrap();

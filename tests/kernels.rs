@@ -183,5 +183,39 @@ fn softmax_xent() {
 
 #[test]
 fn sgd() {
-    check("sgd", &["sgd update param", "sgd update velocity"]);
+    check(
+        "sgd",
+        &[
+            "sgd update param",
+            "sgd update velocity",
+            "sgd scaled update param",
+            "sgd scaled update velocity",
+            "sgd loss scale",
+        ],
+    );
+}
+
+/// Every family's checks again on the kernels' f16 variants (`check::in_half`:
+/// inputs rounded to and stored in f16, outputs that follow their input's
+/// precision stored in f16, compared at `Tol::half`), with each kernel set:
+/// the variants `gpu::half` derives compute what the f32 kernels compute.
+/// Adapters without f16 storage refuse it, which the test checks instead.
+#[test]
+fn every_family_on_its_f16_variants() {
+    use arcface::kernels::{check::in_half, FAMILIES};
+    let mut gpu = common::gpu();
+    gpu.poison_uninit = true;
+    if !gpu.has_f16() {
+        let err = in_half(|| (family("linear").unwrap().gradcheck)(&gpu, &mut Rng::new(1))).unwrap_err();
+        assert!(err.to_string().contains("no f16 storage"), "{err:#}");
+        return;
+    }
+    for set in KernelSet::ALL {
+        gpu.kernels = set;
+        for f in FAMILIES {
+            eprintln!("kernel set {set:?}, {}", f.name);
+            let rows = in_half(|| (f.gradcheck)(&gpu, &mut Rng::new(1))).unwrap();
+            common::assert_all_pass(&rows);
+        }
+    }
 }

@@ -66,18 +66,26 @@ fn every_shader_has_a_params_struct_of_u32_and_f32_words() {
     }
     assert_eq!(
         layout(Shader::Sgd).unwrap(),
-        [("n", Word::U32), ("lr", Word::F32), ("momentum", Word::F32), ("weight_decay", Word::F32)]
-            .map(|(n, w)| (n.to_string(), w))
+        [
+            ("n", Word::U32),
+            ("lr", Word::F32),
+            ("momentum", Word::F32),
+            ("weight_decay", Word::F32),
+            ("growth_interval", Word::F32)
+        ]
+        .map(|(n, w)| (n.to_string(), w))
     );
 }
 
 #[test]
 fn parameters_that_differ_from_the_wgsl_struct_are_refused() {
-    let good = Params::new().u("n", 4).f("lr", 0.1).f("momentum", 0.9).f("weight_decay", 0.0);
+    let good = Params::new().u("n", 4).f("lr", 0.1).f("momentum", 0.9).f("weight_decay", 0.0).f("growth_interval", 1.0);
     good.check(Shader::Sgd, "step").unwrap();
-    let swapped = Params::new().u("n", 4).f("momentum", 0.9).f("lr", 0.1).f("weight_decay", 0.0);
-    let missing = Params::new().u("n", 4).f("lr", 0.1).f("momentum", 0.9);
-    let wrong_type = Params::new().f("n", 4.0).f("lr", 0.1).f("momentum", 0.9).f("weight_decay", 0.0);
+    let swapped =
+        Params::new().u("n", 4).f("momentum", 0.9).f("lr", 0.1).f("weight_decay", 0.0).f("growth_interval", 1.0);
+    let missing = Params::new().u("n", 4).f("lr", 0.1).f("momentum", 0.9).f("growth_interval", 1.0);
+    let wrong_type =
+        Params::new().f("n", 4.0).f("lr", 0.1).f("momentum", 0.9).f("weight_decay", 0.0).f("growth_interval", 1.0);
     for (what, p) in [("swapped", swapped), ("missing", missing), ("wrong type", wrong_type)] {
         let e = format!("{:#}", p.check(Shader::Sgd, "step").err().unwrap_or_else(|| panic!("{what}: accepted")));
         assert!(e.contains("sgd.wgsl::step") && e.contains("weight_decay: f32"), "{what}: {e}");

@@ -254,3 +254,113 @@ fn mobilefacenet_steps_in_a_row_gpu_equal_reference() {
 fn mininet_32_batch8_step_gpu_equals_reference() {
     check(ModelSpec { arch: Arch::MiniNet, input: 32, classes: 12, head: Head::Softmax }, &[0, 3, 7, 11, 2, 5, 9, 1]);
 }
+
+/// Mixed precision (`GpuBackend::mixed_precision`): steps in a row with f16
+/// activations and a scaled loss, on each kernel set, against the f32 CPU
+/// reference from the same batches (drawn on f16 values, so both start from
+/// what the GPU stores). Every step counts as good: the scaler keeps its
+/// scale. A wrong f16 variant moves the first loss by O(1); a gradient left
+/// scaled moves the weights 1024 times too far.
+struct MixedBounds {
+    /// Each step's loss, relative.
+    loss: f64,
+    /// Each tensor's change over the steps, relative L2 (None: only the
+    /// whole change's norm, within a factor of 2).
+    update: Option<f64>,
+}
+
+/// MiniNetwork at 16x16, batch 6: measured on lavapipe at most 1.9e-4 (loss)
+/// and 9.6e-3 (a tensor's change), where f32 activations give 5e-3 bounds.
+#[test]
+fn mininet_mixed_precision_steps_follow_the_reference() {
+    let spec = ModelSpec { arch: Arch::MiniNet, input: 16, classes: 4, head: Head::Softmax };
+    mixed_steps(spec, &[1, 3, 0, 2, 1, 3], 3, MixedBounds { loss: 2e-3, update: Some(5e-2) });
+}
+
+/// MobileFaceNet at batch 4, where f32 rounding alone moves a tensor's change
+/// by up to 3.4e-2 (`mobilefacenet_steps_in_a_row_gpu_equal_reference`): f16
+/// rounding carries O(1) (measured 0.5-1.3) into single tensors, so only the
+/// losses (measured 3.5e-4 first, 2.1e-2 second) and the whole change's norm
+/// are held.
+#[test]
+fn mobilefacenet_mixed_precision_steps_follow_the_reference() {
+    let spec = ModelSpec { arch: Arch::MobileFaceNet, input: 112, classes: 5, head: Head::ArcFace { s: 32.0, m: 0.5 } };
+    mixed_steps(spec, &[1, 4, 0, 1], 2, MixedBounds { loss: 5e-2, update: None });
+}
+
+fn mixed_steps(spec: ModelSpec, labels: &[u32], steps: usize, bounds: MixedBounds) {
+    use arcface::kernels::check::{in_half, stored};
+    use arcface::kernels::sgd::INITIAL_LOSS_SCALE;
+    let mut rng = Rng::new(5);
+    let n = labels.len() * 3 * spec.input * spec.input;
+    let batches: Vec<Vec<f32>> =
+        (0..steps).map(|_| in_half(|| rng.uniform(n, -2.0, 2.0).into_iter().map(stored).collect())).collect();
+    let shape = [labels.len(), 3, spec.input, spec.input];
+    let h = Sgd { lr: STEPS_LR, momentum: 0.9, weight_decay: 5e-4 };
+    let mut cpu = CpuBackend;
+    let (start, ref_losses, ref_after) = {
+        let mut net = Net::init(&mut cpu, spec, 7).unwrap();
+        let start: Vec<Vec<f32>> = net.params.params.iter().map(|p| cpu.download(&p.value)).collect();
+        let lt = cpu.labels(labels).unwrap();
+        let mut losses = Vec::new();
+        for x in &batches {
+            let xt = cpu.upload(x, &shape).unwrap();
+            let loss = net.train_step(&mut cpu, &xt, &lt, &h).unwrap().0;
+            losses.push(cpu.download(&loss)[0]);
+        }
+        let after: Vec<Vec<f32>> = net.params.params.iter().map(|p| cpu.download(&p.value)).collect();
+        (start, losses, after)
+    };
+    let mut gpu = common::gpu();
+    if !gpu.has_f16() {
+        let err = GpuBackend::new(&gpu).unwrap().mixed_precision().unwrap_err().to_string();
+        assert!(err.contains("--precision f16") && err.contains("SHADER_F16"), "{err}");
+        return;
+    }
+    let mut failures = Vec::new();
+    for set in [KernelSet::Gpu, KernelSet::Cpu] {
+        gpu.kernels = set;
+        let mut b = GpuBackend::new(&gpu).unwrap();
+        b.mixed_precision().unwrap();
+        let mut net = Net::init(&mut b, spec, 7).unwrap();
+        let lt = b.labels(labels).unwrap();
+        let mut losses = Vec::new();
+        for x in &batches {
+            let xt = b.upload_batch(x, &shape).unwrap();
+            assert_eq!(xt.dtype, arcface::gpu::Dtype::F16);
+            losses.push(net.train_step(&mut b, &xt, &lt, &h).unwrap().0);
+        }
+        let losses: Vec<f32> = losses.iter().map(|l| b.download(l)[0]).collect();
+        for (i, (g, c)) in losses.iter().zip(&ref_losses).enumerate() {
+            let e = ((g - c) / c).abs() as f64;
+            eprintln!("{set:?} step {i}: loss {g} vs {c} ({e:.2e})");
+            if !(e <= bounds.loss) {
+                failures.push(format!("{set:?} step {i}: loss {g} vs {c}"));
+            }
+        }
+        let (mut all_g, mut all_c, mut worst) = (Vec::new(), Vec::new(), 0.0f64);
+        for (i, p) in net.params.params.iter().enumerate() {
+            let moved = |after: &[f32]| -> Vec<f32> { after.iter().zip(&start[i]).map(|(a, b)| a - b).collect() };
+            let (dg, dc) = (moved(&b.download(&p.value)), moved(&ref_after[i]));
+            all_g.extend_from_slice(&dg);
+            all_c.extend_from_slice(&dc);
+            if dc.iter().all(|v| v.abs() < 1e-7) {
+                continue;
+            }
+            let e = rel_l2(&dg, &dc);
+            worst = worst.max(e);
+            if bounds.update.is_some_and(|bound| !(e <= bound)) {
+                failures.push(format!("{set:?} {}: change off by {e:.2e} relative L2", p.name));
+            }
+        }
+        let norm = |v: &[f32]| v.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
+        let ratio = norm(&all_g) / norm(&all_c);
+        eprintln!("{set:?}: the whole change's norm {ratio:.3} of the reference's; a tensor's worst {worst:.2e}");
+        if !(0.5..=2.0).contains(&ratio) {
+            failures.push(format!("{set:?}: the weights moved {ratio:.3} times as far as the reference's"));
+        }
+        let s = b.loss_scale_state().unwrap();
+        assert_eq!(s, [INITIAL_LOSS_SCALE, steps as f32, 0.0], "{set:?}: the scaler after {steps} good steps");
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}

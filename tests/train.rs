@@ -40,6 +40,7 @@ fn config(epochs: usize, lr: f32) -> TrainConfig {
         data: None,
         val_fraction: VAL_FRACTION,
         test_fraction: TEST_FRACTION,
+        precision: Default::default(),
     }
 }
 
@@ -61,6 +62,35 @@ fn resumed_run_ends_with_the_same_weights() {
     // Options other than --epochs may not change on resume.
     let err = train::run(&gpu, &orl(), &parted, config(4, 0.02), true, &Progress::hidden()).err().unwrap();
     assert!(format!("{err}").contains("--resume"), "{err}");
+}
+
+/// The same in mixed precision (where the adapter has f16): the loss scale's
+/// state is saved with the momentum and restored, so the resumed run ends
+/// with the same weights and the same scaler (its count of good steps).
+#[test]
+fn resumed_mixed_precision_run_ends_with_the_same_weights_and_loss_scale() {
+    use arcface::pipeline::train::Precision;
+    let gpu = common::gpu();
+    if !gpu.has_f16() {
+        let cfg = TrainConfig { precision: Precision::F16, ..config(1, 0.01) };
+        let err = train::run(&gpu, &orl(), &run_dir("f16-refused"), cfg, false, &Progress::hidden()).unwrap_err();
+        assert!(err.to_string().contains("--precision f16"), "{err:#}");
+        return;
+    }
+    let cfg = |epochs| TrainConfig { precision: Precision::F16, ..config(epochs, 0.01) };
+    let whole = run_dir("whole-f16");
+    train::run(&gpu, &orl(), &whole, cfg(3), false, &Progress::hidden()).unwrap();
+    let parted = run_dir("parted-f16");
+    train::run(&gpu, &orl(), &parted, cfg(2), false, &Progress::hidden()).unwrap();
+    train::run(&gpu, &orl(), &parted, cfg(3), true, &Progress::hidden()).unwrap();
+    assert_eq!(common::weights(&whole.join(train::LAST)), common::weights(&parted.join(train::LAST)));
+    let scale = |dir: &std::path::Path| {
+        let state = arcface::io::tensorfile::TensorFile::read(&dir.join("state.safetensors")).unwrap();
+        state.get("loss_scale").unwrap().values.clone()
+    };
+    let (w, p) = (scale(&whole), scale(&parted));
+    assert_eq!(w, p, "the loss scale's state");
+    assert!(w[1] >= 3.0 && w[2] == 0.0, "three epochs of good steps, none skipped: {w:?}");
 }
 
 #[test]

@@ -58,6 +58,21 @@ pub enum ModelArg {
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum PrecisionArg {
+    F32,
+    F16,
+}
+
+impl From<PrecisionArg> for crate::pipeline::train::Precision {
+    fn from(p: PrecisionArg) -> Self {
+        match p {
+            PrecisionArg::F32 => Self::F32,
+            PrecisionArg::F16 => Self::F16,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
 pub enum HeadArg {
     Arcface,
     Softmax,

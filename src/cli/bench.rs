@@ -1,6 +1,6 @@
 //! `arcface bench kernels|train|detect` (also behind `cargo bench`).
 
-use super::args::{GpuArgs, ModelArg, ModelArgs};
+use super::args::{GpuArgs, ModelArg, ModelArgs, PrecisionArg};
 use super::output::json;
 use crate::detect::bench::detect_times;
 use crate::gpu::timing::{self, KernelTime};
@@ -83,7 +83,7 @@ fn no_timestamps(gpu: &Gpu) -> anyhow::Error {
 
 /// One row of a profile by kernel.
 fn print_kernel_time(r: &KernelTime) {
-    println!("{:<40} {:>4} x {:>10.2} ms {:>5.1}%", r.kernel, r.dispatches, r.ms, r.share * 100.0);
+    println!("{:<48} {:>4} x {:>10.2} ms {:>5.1}%", r.kernel, r.dispatches, r.ms, r.share * 100.0);
 }
 
 #[derive(Args, Debug)]
@@ -105,6 +105,9 @@ pub struct TrainBench {
     /// Instead: one step's GPU time by kernel, each dispatch timed alone
     #[arg(long)]
     profile: bool,
+    /// Activations in f32, or f16 (mixed precision, as `train --precision`)
+    #[arg(long, value_enum, default_value_t = PrecisionArg::F32)]
+    precision: PrecisionArg,
     /// Print the result as JSON on stdout (schema: README, "JSON output")
     #[arg(long)]
     json: bool,
@@ -116,7 +119,7 @@ impl TrainBench {
         if self.profile {
             return self.print_profile(&gpu.open()?, spec);
         }
-        let r = train_throughput(&gpu.open()?, spec, self.batch, self.steps)?;
+        let r = train_throughput(&gpu.open()?, spec, self.batch, self.steps, self.precision.into())?;
         if self.json {
             json(&r)?;
         } else {
@@ -139,7 +142,7 @@ impl TrainBench {
 
 impl TrainBench {
     fn print_profile(&self, gpu: &Gpu, spec: ModelSpec) -> Result<bool> {
-        let rows = profile_step(gpu, spec, self.batch)?;
+        let rows = profile_step(gpu, spec, self.batch, self.precision.into())?;
         if rows.is_empty() {
             return Err(no_timestamps(gpu));
         }

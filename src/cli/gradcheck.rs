@@ -1,6 +1,6 @@
 //! `arcface gradcheck`.
 
-use super::args::GpuArgs;
+use super::args::{GpuArgs, PrecisionArg};
 use super::output::json;
 use crate::kernels::check::CheckRow;
 use crate::kernels::gradcheck;
@@ -15,6 +15,11 @@ pub struct GradcheckCmd {
     /// Seed of the random inputs and shapes
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// The kernels' f32 variants, or their f16 ones (inputs and outputs
+    /// stored in f16, compared at the f16 tolerance; adapters with
+    /// SHADER_F16 only)
+    #[arg(long, value_enum, default_value_t = PrecisionArg::F32)]
+    precision: PrecisionArg,
     /// Print the rows as JSON on stdout (schema: README, "JSON output")
     #[arg(long)]
     json: bool,
@@ -24,11 +29,20 @@ impl GradcheckCmd {
     pub fn run(&self, gpu: &GpuArgs) -> Result<bool> {
         let families = gradcheck::select(self.kernel.as_deref())?;
         let gpu = gpu.open()?;
+        let half = matches!(self.precision, PrecisionArg::F16);
+        if half {
+            crate::nn::require_f16(&gpu)?;
+        }
         if !self.json {
             let r = gpu.report();
-            println!("gradcheck on {} ({}, {}), seed {}\n", r.name, r.backend, r.device_type, self.seed);
+            let variants = if half { ", f16 variants" } else { "" };
+            println!("gradcheck on {} ({}, {}), seed {}{variants}\n", r.name, r.backend, r.device_type, self.seed);
         }
-        let rows = gradcheck::run(&gpu, &families, self.seed)?;
+        let rows = if half {
+            crate::kernels::check::in_half(|| gradcheck::run(&gpu, &families, self.seed))?
+        } else {
+            gradcheck::run(&gpu, &families, self.seed)?
+        };
         if self.json {
             json(&rows)?;
         } else {

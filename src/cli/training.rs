@@ -1,6 +1,6 @@
 //! `arcface train`, `sweep`, `eval` and `demo`.
 
-use super::args::{DetectArgs, GpuArgs, ModelArg, ModelArgs};
+use super::args::{DetectArgs, GpuArgs, ModelArg, ModelArgs, PrecisionArg};
 use super::output::json;
 use crate::gpu::Gpu;
 use crate::models::Head;
@@ -69,6 +69,11 @@ pub struct TrainArgs {
     /// `arcface prepare`, into RUN/aligned), then train on the crops
     #[arg(long)]
     align: bool,
+    /// How activations are stored: f32, or f16 (mixed precision: weights,
+    /// gradients and sums stay f32, the loss is scaled; adapters with
+    /// SHADER_F16 only)
+    #[arg(long, value_enum, default_value_t = PrecisionArg::F32)]
+    precision: PrecisionArg,
     #[command(flatten)]
     det: DetectArgs,
     /// No progress bars or per-epoch lines
@@ -113,6 +118,7 @@ impl TrainArgs {
             data: data.map(Path::to_path_buf),
             val_fraction: self.val_fraction,
             test_fraction: if self.no_test { 0.0 } else { self.test_fraction },
+            precision: self.precision.into(),
         }
     }
 
@@ -211,7 +217,7 @@ impl TrainCmd {
         let path = |p: &Option<PathBuf>| p.as_ref().map_or("-".into(), |p| p.display().to_string());
         // A run saved before its photo folder was recorded takes --data as given.
         let saved_data = if saved.data.is_some() { path(&saved.data) } else { path(&asked.data) };
-        let checks: [(&str, &str, String, String); 20] = [
+        let checks: [(&str, &str, String, String); 21] = [
             ("val_fraction", "--val-fraction", saved.val_fraction.to_string(), asked.val_fraction.to_string()),
             ("test_fraction", "--test-fraction", saved.test_fraction.to_string(), asked.test_fraction.to_string()),
             ("data", "--data", saved_data, path(&asked.data)),
@@ -231,6 +237,7 @@ impl TrainCmd {
             ("recalibrate_bn", "--recalibrate-bn", saved.recalibrate_bn.to_string(), asked.recalibrate_bn.to_string()),
             ("align", "--align", saved.align.to_string(), asked.align.to_string()),
             ("init", "--init", path(&saved.init), path(&asked.init)),
+            ("precision", "--precision", format!("{:?}", saved.precision), format!("{:?}", asked.precision)),
             (
                 "freeze_backbone_epochs",
                 "--freeze-backbone-epochs",

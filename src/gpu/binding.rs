@@ -3,6 +3,7 @@
 //! and the buffers bound) and the uniform arena that holds every dispatch's
 //! parameters. `dispatch::Recorder` uses them; nothing else does.
 
+use super::half::{f16_variant, HalfMask};
 use super::{shaders::Shader, Gpu, Tensor};
 use std::collections::HashMap;
 use std::num::NonZeroU64;
@@ -10,22 +11,27 @@ use std::sync::Mutex;
 
 /// One compute entry point, with its workgroup size as a pipeline constant
 /// (`override WG` in `shaders/common.wgsl`), so tiles can be tuned per device
-/// without editing shaders.
+/// without editing shaders, and the storage bindings that hold f16 (bit i:
+/// `@binding(i)`; set by `Recorder::dispatch` from the tensors bound, so a
+/// kernel is written once for every mix of precisions).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Kernel {
     pub shader: Shader,
     pub entry: &'static str,
     pub wg: u32,
+    pub half: HalfMask,
 }
 
 impl Kernel {
     pub const fn new(shader: Shader, entry: &'static str, wg: u32) -> Kernel {
-        Kernel { shader, entry, wg }
+        Kernel { shader, entry, wg, half: 0 }
     }
 
-    /// `shader.wgsl::entry`, as profiles name it.
+    /// `shader.wgsl::entry`, as profiles name it (`(f16)` after it where
+    /// some of its bindings hold f16).
     pub fn label(&self) -> String {
-        format!("{}::{}", self.shader.name(), self.entry)
+        let half = if self.half != 0 { " (f16)" } else { "" };
+        format!("{}::{}{half}", self.shader.name(), self.entry)
     }
 
     /// The same entry point at another workgroup size.
@@ -84,9 +90,13 @@ impl PipelineCache {
 
 /// The compute pipeline of `k` (its shader module made for it).
 fn create(gpu: &Gpu, k: Kernel) -> Made {
+    // Every shader's variant with all its float bindings in f16 validates
+    // (gpu::half's tests), so any subset does.
+    let source =
+        f16_variant(&k.shader.composed(), k.half).unwrap_or_else(|e| panic!("the f16 variant of {}: {e:#}", k.label()));
     let module = gpu.device.create_shader_module(wgpu::ShaderModuleDescriptor {
         label: Some(k.shader.name()),
-        source: wgpu::ShaderSource::Wgsl(k.shader.composed().into()),
+        source: wgpu::ShaderSource::Wgsl(source.into()),
     });
     let pipeline = gpu.device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
         label: Some(k.entry),

@@ -167,8 +167,10 @@ impl Gpu {
         let adapter_set = KernelSet::for_device(info.device_type);
         let limits = adapter.limits();
         // Timestamp queries are optional: benchmarks fall back to CPU timing
-        // of whole submissions when they are missing. So are subgroups.
-        let features = adapter.features() & (wgpu::Features::TIMESTAMP_QUERY | wgpu::Features::SUBGROUP);
+        // of whole submissions when they are missing. So are subgroups, and
+        // f16 storage (mixed precision).
+        let features = adapter.features()
+            & (wgpu::Features::TIMESTAMP_QUERY | wgpu::Features::SUBGROUP | wgpu::Features::SHADER_F16);
         let subgroup_size = (features.contains(wgpu::Features::SUBGROUP)
             && info.subgroup_min_size == info.subgroup_max_size)
             .then_some(info.subgroup_min_size);
@@ -274,6 +276,11 @@ impl Gpu {
             None => wgpu::PollType::wait_indefinitely(),
         };
         self.device.poll(poll).expect("waiting for the GPU");
+    }
+
+    /// Whether tensors may be stored in f16 (mixed precision).
+    pub fn has_f16(&self) -> bool {
+        self.features.contains(wgpu::Features::SHADER_F16)
     }
 
     pub fn has_timestamps(&self) -> bool {

@@ -138,6 +138,15 @@ impl<'g> Recorder<'g> {
     /// Records one dispatch of `kernel`, sized by `launch`.
     pub fn dispatch(&mut self, kernel: Kernel, params: &Params, args: &[Arg], launch: Launch) -> Result<()> {
         let gpu = self.gpu;
+        // The kernel's variant for the precisions of the tensors bound.
+        let mut half = 0;
+        for (b, _) in args.iter().filter(|(_, t)| t.is_some_and(|t| t.dtype == super::Dtype::F16)) {
+            let Some(bit) = 1u32.checked_shl(*b) else {
+                bail!("kernel `{}`: an f16 tensor at binding {b} (f16 variants cover bindings 0-31)", kernel.entry)
+            };
+            half |= bit;
+        }
+        let kernel = Kernel { half, ..kernel };
         let max_binding = gpu.limits.max_storage_buffer_binding_size;
         for (binding, t) in args {
             if let Some(t) = t {
@@ -202,12 +211,28 @@ impl<'g> Recorder<'g> {
         if src_at + len > src.numel() || dst_at + len > dst.numel() {
             bail!("copy of {len} elements out of range ({:?} at {src_at} -> {:?} at {dst_at})", src.shape, dst.shape);
         }
+        if src.dtype != dst.dtype {
+            bail!(
+                "copy from {:?} ({:?}) to {:?} ({:?}): the precisions differ",
+                src.shape,
+                src.dtype,
+                dst.shape,
+                dst.dtype
+            );
+        }
+        let elem = src.dtype.bytes();
+        let whole = src_at == 0 && dst_at == 0 && len == src.numel() && len == dst.numel();
+        let bytes = if whole { src.bytes() } else { len as u64 * elem };
+        let (src_at, dst_at) = (src.offset + src_at as u64 * elem, dst.offset + dst_at as u64 * elem);
+        if !(bytes.is_multiple_of(4) && src_at.is_multiple_of(4) && dst_at.is_multiple_of(4)) {
+            bail!("a copy of f16 elements must start and end on 4-byte words ({len} elements of {:?})", src.shape);
+        }
         self.commands.push(Command::Copy {
             src: src.buf.buffer().clone(),
-            src_at: src.offset + src_at as u64 * 4,
+            src_at,
             dst: dst.buf.buffer().clone(),
-            dst_at: dst.offset + dst_at as u64 * 4,
-            bytes: len as u64 * 4,
+            dst_at,
+            bytes,
             _keep: [Some(src.buf.clone()), Some(dst.buf.clone())],
         });
         Ok(())

@@ -118,7 +118,9 @@ pub async fn read(mut rec: Recorder<'_>, t: &Tensor) -> Vec<f32> {
     let staging = gpu.pool.get(&gpu.device, &gpu.counters, t.bytes(), super::tensor::READBACK, Contents::Any);
     rec.copy_to_host(t, staging.buffer());
     let index = rec.submit();
-    bytemuck::cast_slice(&gpu.read_mapped_async(staging.buffer(), index).await).to_vec()
+    let mut v = super::tensor::values_of(t.dtype, &gpu.read_mapped_async(staging.buffer(), index).await);
+    v.truncate(t.numel());
+    v
 }
 
 /// `read` of several tensors: the work and every copy in one submission,
@@ -138,12 +140,13 @@ pub async fn read_all(mut rec: Recorder<'_>, ts: &[&Tensor]) -> Vec<Vec<f32>> {
     }
     let index = rec.submit();
     let bytes = gpu.read_mapped_async(staging.buffer(), index).await;
-    let all: &[f32] = bytemuck::cast_slice(&bytes);
     let mut start = 0;
     ts.iter()
         .map(|t| {
-            let part = all[start..start + t.numel()].to_vec();
-            start += t.numel();
+            let end = start + t.bytes() as usize;
+            let mut part = super::tensor::values_of(t.dtype, &bytes[start..end]);
+            part.truncate(t.numel());
+            start = end;
             part
         })
         .collect()

@@ -59,14 +59,14 @@ const PRELU_BACKWARD_INPUT: Kernel = Kernel::new(Shader::Activation, "prelu_back
 const PRELU_BACKWARD_SLOPE: Kernel = Kernel::new(Shader::Activation, "prelu_backward_slope", 256);
 
 pub fn forward(rec: &mut Recorder, act: Act, x: &Tensor) -> Result<Tensor> {
-    let y = Tensor::uninit(rec.gpu(), &x.shape)?;
+    let y = Tensor::uninit_like(rec.gpu(), x, &x.shape)?;
     let k = if act == Act::Relu { RELU_FORWARD } else { RELU6_FORWARD };
     rec.dispatch(k, &elementwise(x), &[(1, Some(x)), (3, Some(&y))], Launch::threads(x.numel(), k.wg, 1))?;
     Ok(y)
 }
 
 pub fn backward(rec: &mut Recorder, act: Act, x: &Tensor, dy: &Tensor) -> Result<Tensor> {
-    let dx = Tensor::uninit(rec.gpu(), &x.shape)?;
+    let dx = Tensor::uninit_like(rec.gpu(), x, &x.shape)?;
     let k = if act == Act::Relu { RELU_BACKWARD } else { RELU6_BACKWARD };
     let args = [(1, Some(x)), (4, Some(dy)), (5, Some(&dx))];
     rec.dispatch(k, &elementwise(x), &args, Launch::threads(x.numel(), k.wg, 1))?;
@@ -85,7 +85,7 @@ fn channels(x: &Tensor) -> Params {
 }
 
 pub fn prelu_forward(rec: &mut Recorder, x: &Tensor, slope: &Tensor) -> Result<Tensor> {
-    let y = Tensor::uninit(rec.gpu(), &x.shape)?;
+    let y = Tensor::uninit_like(rec.gpu(), x, &x.shape)?;
     let args = [(1, Some(x)), (2, Some(slope)), (3, Some(&y))];
     rec.dispatch(PRELU_FORWARD, &channels(x), &args, Launch::threads(x.numel(), PRELU_FORWARD.wg, 1))?;
     Ok(y)
@@ -95,7 +95,7 @@ pub fn prelu_forward(rec: &mut Recorder, x: &Tensor, slope: &Tensor) -> Result<T
 pub fn prelu_backward(rec: &mut Recorder, x: &Tensor, slope: &Tensor, dy: &Tensor) -> Result<(Tensor, Tensor)> {
     let c = x.shape[1];
     let p = channels(x);
-    let dx = Tensor::uninit(rec.gpu(), &x.shape)?;
+    let dx = Tensor::uninit_like(rec.gpu(), x, &x.shape)?;
     let ds = Tensor::uninit(rec.gpu(), &[c])?;
     let slope_k = reduction(rec, PRELU_BACKWARD_SLOPE);
     let per_channel = reduction_launch(slope_k, c, x.numel() / c, 1);

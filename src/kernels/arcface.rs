@@ -8,7 +8,7 @@
 
 use super::{l2norm, linear::Gemm, upload, Family};
 use crate::gpu::{BenchCase, Gpu, Kernel, Launch, Params, Recorder, Shader, Tensor};
-use crate::kernels::check::{compare_f32, finite_diff, widen, CheckRow, Rng, Tol};
+use crate::kernels::check::{compare_f32, finite_diff, stored, widen, CheckRow, Rng, Tol};
 use anyhow::{bail, Result};
 use std::f64::consts::PI;
 
@@ -196,7 +196,7 @@ fn inputs(a: &ArcFace, rng: &mut Rng) -> Inputs {
     let labels: Vec<u32> = (0..a.b).map(|_| rng.index(a.c) as u32).collect();
     let l0 = labels[0] as usize;
     for k in 0..a.d {
-        e[k] = -w[l0 * a.d + k] + 0.01 * e[k];
+        e[k] = stored(-w[l0 * a.d + k] + 0.01 * e[k]);
     }
     Inputs { e, w, labels, dlogits: rng.uniform(a.b * a.c, -1.0, 1.0) }
 }

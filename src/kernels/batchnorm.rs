@@ -133,7 +133,7 @@ pub struct BnSaved<T = Tensor> {
 /// eval mode normalises with the running statistics.
 pub fn forward(rec: &mut Recorder, s: &BatchNorm, p: &BnParams, x: &Tensor, train: bool) -> Result<(Tensor, BnSaved)> {
     let gpu = rec.gpu();
-    let y = Tensor::uninit(gpu, &x.shape)?;
+    let y = Tensor::uninit_like(gpu, x, &x.shape)?;
     let saved = if train {
         let (mean, var) = (Tensor::uninit(gpu, &[s.c])?, Tensor::uninit(gpu, &[s.c])?);
         let args =
@@ -166,7 +166,8 @@ pub fn backward(
     dy: &Tensor,
 ) -> Result<(Tensor, Tensor, Tensor)> {
     let gpu = rec.gpu();
-    let (dx, dg, db) = (Tensor::uninit(gpu, &x.shape)?, Tensor::uninit(gpu, &[s.c])?, Tensor::uninit(gpu, &[s.c])?);
+    let (dx, dg, db) =
+        (Tensor::uninit_like(gpu, x, &x.shape)?, Tensor::uninit(gpu, &[s.c])?, Tensor::uninit(gpu, &[s.c])?);
     let prm = s.params(false, saved.train);
     let stats = [(13, Some(&saved.mean)), (14, Some(&saved.var))];
     let args = [(1, Some(x)), (9, Some(dy)), (10, Some(&dg)), (11, Some(&db)), stats[0], stats[1]];

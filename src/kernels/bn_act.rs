@@ -19,7 +19,7 @@ use super::batchnorm::{BatchNorm, BnParams, BnSaved, EPS, MOMENTUM};
 use super::{reduction, reduction_launch};
 use super::{upload, Family};
 use crate::gpu::{BenchCase, Gpu, Kernel, KernelSet, Launch, Params, Recorder, Shader, Split, Tensor};
-use crate::kernels::check::{compare_f32, finite_diff, widen, CheckRow, Rng, Tol};
+use crate::kernels::check::{compare_f32, finite_diff, stored, widen, CheckRow, Rng, Tol};
 use anyhow::{bail, Result};
 
 /// The gradients: (dx, dgamma, dbeta, dslope when there is a PReLU). The
@@ -138,7 +138,7 @@ pub fn forward(
 ) -> Result<(Tensor, BnSaved)> {
     check_shapes(s, x, slope, skip)?;
     let gpu = rec.gpu();
-    let y = Tensor::uninit(gpu, &x.shape)?;
+    let y = Tensor::uninit_like(gpu, x, &x.shape)?;
     let (mean, var) = (Tensor::uninit(gpu, &[s.c])?, Tensor::uninit(gpu, &[s.c])?);
     let args = [
         (1, Some(x)),
@@ -192,7 +192,7 @@ pub fn backward(
 ) -> Result<BnActGrads<Tensor>> {
     check_shapes(s, x, slope, Some(dy))?;
     let gpu = rec.gpu();
-    let dx = Tensor::uninit(gpu, &x.shape)?;
+    let dx = Tensor::uninit_like(gpu, x, &x.shape)?;
     let (dg, db) = (Tensor::uninit(gpu, &[s.c])?, Tensor::uninit(gpu, &[s.c])?);
     let ds = slope.map(|_| Tensor::uninit(gpu, &[s.c])).transpose()?;
     let args = [
@@ -275,7 +275,7 @@ fn check_one(
     offset: f32,
 ) -> Result<Vec<CheckRow>> {
     let n = s.n * s.c * s.m;
-    let xs: Vec<f32> = rng.uniform(n, -2.0, 3.0).iter().map(|v| v + offset).collect();
+    let xs: Vec<f32> = rng.uniform(n, -2.0, 3.0).iter().map(|v| stored(v + offset)).collect();
     let (gs, bs) = (rng.uniform(s.c, 0.5, 1.5), rng.uniform(s.c, -0.5, 0.5));
     let (rms, rvs) = (rng.uniform(s.c, -0.5, 0.5), rng.uniform(s.c, 0.5, 2.0));
     let (slopes, skips, dys) = (rng.uniform(s.c, 0.05, 0.5), rng.uniform(n, -1.0, 1.0), rng.uniform(n, -1.0, 1.0));

@@ -5,6 +5,37 @@
 use rand::{Rng as _, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
+use std::cell::Cell;
+
+thread_local! {
+    static HALF: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Runs `f` (a family's checks) on the kernels' f16 variants: data drawn in
+/// it is rounded to f16, `kernels::upload` stores it as f16 (so every output
+/// that follows its input's precision is f16 too), and GPU results are
+/// compared at `Tol::half`. The references see the same rounded inputs.
+pub fn in_half<R>(f: impl FnOnce() -> R) -> R {
+    let was = HALF.with(|h| h.replace(true));
+    let out = f();
+    HALF.with(|h| h.set(was));
+    out
+}
+
+/// Whether checks run on the f16 variants now (`in_half`).
+pub fn checking_half() -> bool {
+    HALF.with(Cell::get)
+}
+
+/// `v` as the checks store it: rounded to f16 within `in_half` (data made
+/// from drawn values, so the reference sees what the GPU holds).
+pub fn stored(v: f32) -> f32 {
+    if checking_half() {
+        half::f16::from_f32(v).to_f32()
+    } else {
+        v
+    }
+}
 
 /// |gpu - ref| <= atol + rtol * |ref|, element by element.
 #[derive(Clone, Copy, Debug, Serialize)]
@@ -20,7 +51,17 @@ impl Tol {
     pub const BACKWARD: Tol = Tol { atol: 1e-4, rtol: 1e-3 };
     /// The f64 reference's analytic gradient against central differences.
     pub const FINITE_DIFF: Tol = Tol { atol: 1e-6, rtol: 1e-5 };
+
+    /// The same comparison where results are stored in f16: its rounding
+    /// (2^-11 relative) on top of the f32 bound.
+    pub fn half(self) -> Tol {
+        Tol { atol: self.atol.max(HALF_ATOL), rtol: self.rtol.max(HALF_RTOL) }
+    }
 }
+
+/// `Tol::half`'s floors.
+const HALF_ATOL: f64 = 1e-3;
+const HALF_RTOL: f64 = 2e-3;
 
 /// One line of the gradcheck table.
 #[derive(Clone, Debug, Serialize)]
@@ -67,9 +108,11 @@ pub fn compare(kernel: &str, direction: &str, shape: &str, got: &[f64], want: &[
     row
 }
 
-/// Compares f32 GPU output with an f64 reference.
+/// Compares f32 GPU output with an f64 reference (at `Tol::half` within
+/// `in_half`).
 pub fn compare_f32(kernel: &str, direction: &str, shape: &str, got: &[f32], want: &[f64], tol: Tol) -> CheckRow {
     let got: Vec<f64> = got.iter().map(|&v| v as f64).collect();
+    let tol = if checking_half() { tol.half() } else { tol };
     compare(kernel, direction, shape, &got, want, tol)
 }
 
@@ -115,8 +158,9 @@ pub fn finite_diff(
     rows
 }
 
-/// Seeded random inputs. Values are drawn as f32 and widened, so the GPU (f32)
-/// and the reference (f64) see exactly the same numbers.
+/// Seeded random inputs. Values are drawn as f32 (rounded to f16 within
+/// `in_half`) and widened, so the GPU and the reference (f64) see exactly
+/// the same numbers.
 pub struct Rng(ChaCha8Rng);
 
 impl Rng {
@@ -124,14 +168,14 @@ impl Rng {
         Rng(ChaCha8Rng::seed_from_u64(seed))
     }
     pub fn uniform(&mut self, n: usize, lo: f32, hi: f32) -> Vec<f32> {
-        (0..n).map(|_| self.0.random_range(lo..hi)).collect()
+        (0..n).map(|_| stored(self.0.random_range(lo..hi))).collect()
     }
     /// Uniform values kept at least `gap` away from each point in `kinks`, so
     /// that finite differences do not straddle a non-differentiable point.
     pub fn away_from(&mut self, n: usize, lo: f32, hi: f32, kinks: &[f32], gap: f32) -> Vec<f32> {
         (0..n)
             .map(|_| loop {
-                let v = self.0.random_range(lo..hi);
+                let v = stored(self.0.random_range(lo..hi));
                 if kinks.iter().all(|k| (v - k).abs() > gap) {
                     break v;
                 }

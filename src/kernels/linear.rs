@@ -425,23 +425,24 @@ pub fn forward_with(
     b: Option<&Tensor>,
     e: &Epilogue<Tensor>,
 ) -> Result<Tensor> {
-    let y = epilogue_output(rec, &[s.n, s.out], e)?;
+    let y = epilogue_output(rec, x, &[s.n, s.out], e)?;
     // B[k, n] = W[n, k]: W read transposed through its strides.
     let g = Gemm::plain(s.n, s.out, s.inp, 1).b(0, 1, s.inp).finishing(b.is_some(), e, false);
     g.run_with(rec, x, w, b, e.slope(), &y)?;
     Ok(y)
 }
 
-/// The output of a layer with epilogue `e`: holding the skip tensor where
-/// there is one (the layer adds its results to it), else a kernel output
-/// (every path writes every element: no clearing, and the memory plan may
-/// give it the storage of a value that died in this recording).
-pub(crate) fn epilogue_output(rec: &mut Recorder, shape: &[usize], e: &Epilogue<Tensor>) -> Result<Tensor> {
-    let Some(skip) = e.skip else { return Tensor::uninit(rec.gpu(), shape) };
+/// The output of a layer with epilogue `e`, stored as its input `x` is:
+/// holding the skip tensor where there is one (the layer adds its results
+/// to it), else a kernel output (every path writes every element: no
+/// clearing, and the memory plan may give it the storage of a value that
+/// died in this recording).
+pub(crate) fn epilogue_output(rec: &mut Recorder, x: &Tensor, shape: &[usize], e: &Epilogue<Tensor>) -> Result<Tensor> {
+    let Some(skip) = e.skip else { return Tensor::uninit_like(rec.gpu(), x, shape) };
     if skip.numel() != shape.iter().product::<usize>() {
         bail!("a skip tensor {:?} added to an output {:?}", skip.shape, shape);
     }
-    let y = Tensor::uninit(rec.gpu(), shape)?;
+    let y = Tensor::uninit_like(rec.gpu(), skip, shape)?;
     rec.copy(skip, &y)?;
     Ok(y)
 }

@@ -122,7 +122,7 @@ const BACKWARD: Kernel = Kernel::new(Shader::MaxPool, "backward", 64);
 pub fn forward(rec: &mut Recorder, s: &MaxPool, x: &Tensor) -> Result<Tensor> {
     s.validate()?;
     let (ho, wo) = s.out_hw();
-    let y = Tensor::uninit(rec.gpu(), &[s.n, s.c, ho, wo])?;
+    let y = Tensor::uninit_like(rec.gpu(), x, &[s.n, s.c, ho, wo])?;
     rec.dispatch(
         FORWARD,
         &s.params(),
@@ -134,7 +134,7 @@ pub fn forward(rec: &mut Recorder, s: &MaxPool, x: &Tensor) -> Result<Tensor> {
 
 pub fn backward(rec: &mut Recorder, s: &MaxPool, x: &Tensor, dy: &Tensor) -> Result<Tensor> {
     s.validate()?;
-    let dx = Tensor::uninit(rec.gpu(), &x.shape)?;
+    let dx = Tensor::uninit_like(rec.gpu(), x, &x.shape)?;
     let args = [(1, Some(x)), (3, Some(dy)), (4, Some(&dx))];
     rec.dispatch(BACKWARD, &s.params(), &args, Launch::threads(dx.numel(), BACKWARD.wg, s.k * s.k))?;
     Ok(dx)

@@ -70,7 +70,8 @@ pub(crate) fn reduction_launch(k: Kernel, groups: usize, count: usize, passes: u
     Launch::groups(groups, passes * count.div_ceil(width) + width.trailing_zeros() as usize)
 }
 
-/// Uploads f32 data (test and bench helper).
+/// Uploads f32 data (test and bench helper), as f16 within `check::in_half`.
 pub(crate) fn upload(gpu: &Gpu, data: &[f32], shape: &[usize]) -> Result<Tensor> {
-    Tensor::from_f32(gpu, data, shape)
+    let dtype = if check::checking_half() { crate::gpu::Dtype::F16 } else { crate::gpu::Dtype::F32 };
+    Tensor::from_f32_as(gpu, data, shape, dtype)
 }

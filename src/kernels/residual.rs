@@ -23,7 +23,7 @@ pub fn add(rec: &mut Recorder, a: &Tensor, b: &Tensor) -> Result<Tensor> {
     if a.shape != b.shape {
         bail!("residual add: shapes {:?} and {:?} differ", a.shape, b.shape);
     }
-    let out = Tensor::uninit(rec.gpu(), &a.shape)?;
+    let out = Tensor::uninit_like(rec.gpu(), a, &a.shape)?;
     let args = [(1, Some(a)), (2, Some(b)), (3, Some(&out))];
     rec.dispatch(ADD, &Params::new().u("n", a.numel()), &args, Launch::threads(a.numel(), ADD.wg, 1))?;
     Ok(out)
@@ -53,7 +53,7 @@ fn gradcheck(gpu: &Gpu, rng: &mut Rng) -> Result<Vec<CheckRow>> {
         let dy = upload(gpu, &dyv, &[n])?;
         let mut rec = Recorder::new(gpu);
         let y = add(&mut rec, &a, &b)?;
-        let dx = Tensor::zeros(gpu, &[n])?;
+        let dx = Tensor::zeros_as(gpu, &[n], dy.dtype)?;
         rec.copy(&dy, &dx)?;
         accumulate(&mut rec, &dx, &dy)?;
         rec.submit();

@@ -116,6 +116,9 @@ pub fn tally(rec: &mut Recorder, tally: &Tensor, loss: &Tensor, logits: &Tensor,
     if tally.numel() != 4 || loss.numel() != 1 || labels.numel() != b {
         bail!("tally: shapes {:?} {:?} {:?} {:?}", tally.shape, loss.shape, logits.shape, labels.shape);
     }
+    if tally.dtype != crate::gpu::Dtype::F32 {
+        bail!("tally: the running sums are f32 (an f16 sum of thousands of losses would stop growing)");
+    }
     let args = [(1, Some(logits)), (2, Some(labels)), (5, Some(loss)), (10, Some(tally))];
     let k = reduction(rec, TALLY);
     let launch = Launch::groups(1, b.div_ceil(k.wg as usize) * c);
@@ -166,7 +169,8 @@ fn gradcheck(gpu: &Gpu, rng: &mut Rng) -> Result<Vec<CheckRow>> {
 fn check_tally(gpu: &Gpu, rng: &mut Rng, b: usize, c: usize, xs: &[f32], labels: &[u32]) -> Result<CheckRow> {
     let before = [rng.uniform(1, 0.0, 9.0)[0], rng.range(0, 5) as f32, 0.0, 0.0];
     let losses = [rng.uniform(1, 0.1, 5.0)[0], f32::INFINITY, rng.uniform(1, 0.1, 5.0)[0]];
-    let t = upload(gpu, &before, &[4])?;
+    // (f32 always, in the f16 checks too: `tally` refuses f16)
+    let t = Tensor::from_f32(gpu, &before, &[4])?;
     let (x, l) = (upload(gpu, xs, &[b, c])?, Tensor::from_u32(gpu, labels, &[b])?);
     let mut want = before.map(|v| v as f64);
     let mut rec = Recorder::new(gpu);

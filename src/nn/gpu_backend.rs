@@ -5,7 +5,7 @@
 use super::backend::Packing;
 use super::Backend;
 use crate::gpu::readback::{self, read_now};
-use crate::gpu::{Gpu, Recorder, Tensor};
+use crate::gpu::{Dtype, Gpu, Recorder, Tensor};
 use crate::kernels::activation::{self, Act};
 use crate::kernels::arcface::{self, ArcFace, ArcSaved};
 use crate::kernels::batchnorm::{self, BatchNorm, BnParams, BnSaved};
@@ -15,7 +15,7 @@ use crate::kernels::epilogue::Epilogue;
 use crate::kernels::linear::{self, Linear, LinearGrads};
 use crate::kernels::maxpool::{self, MaxPool};
 use crate::kernels::resample::{self, AreaResize, Rect};
-use crate::kernels::sgd::{self, Sgd};
+use crate::kernels::sgd::{self, LossScale, Sgd, INITIAL_LOSS_SCALE};
 use crate::kernels::{l2norm, residual, softmax_xent};
 use anyhow::{bail, Result};
 
@@ -26,6 +26,20 @@ pub struct GpuBackend<'g> {
     one: Tensor,
     /// Tests lower this to make models split small batches.
     pub binding_limit: u64,
+    /// Mixed precision (`mixed_precision`): the loss scale, with training
+    /// batches stored in f16 (and so every activation and its gradient).
+    loss_scale: Option<LossScale>,
+}
+
+/// Refuses mixed precision on an adapter without f16 storage.
+pub fn require_f16(gpu: &Gpu) -> Result<()> {
+    if !gpu.has_f16() {
+        bail!(
+            "--precision f16: the adapter `{}` has no f16 storage (wgpu's SHADER_F16); use --precision f32",
+            gpu.info.name
+        );
+    }
+    Ok(())
 }
 
 impl<'g> GpuBackend<'g> {
@@ -35,7 +49,39 @@ impl<'g> GpuBackend<'g> {
             rec: Recorder::new(gpu),
             one: Tensor::from_f32(gpu, &[1.0], &[1])?,
             binding_limit: gpu.limits.max_storage_buffer_binding_size,
+            loss_scale: None,
         })
+    }
+
+    /// Trains in mixed precision from now on: `upload_batch` stores batches
+    /// in f16, so the activations and their gradients that follow them are
+    /// f16 while weights, their gradients, momentum and every sum stay f32;
+    /// the loss is scaled on the GPU (`sgd::LossScale`). Refused on adapters
+    /// without f16 storage.
+    pub fn mixed_precision(&mut self) -> Result<()> {
+        require_f16(self.gpu)?;
+        self.loss_scale = Some(LossScale::new(self.gpu, INITIAL_LOSS_SCALE)?);
+        Ok(())
+    }
+
+    /// The loss scale's [scale, good steps in a row, steps skipped in all]
+    /// (read back, waiting), in mixed precision.
+    pub fn loss_scale_state(&mut self) -> Option<[f32; 3]> {
+        let state = self.loss_scale.as_ref()?.state.clone();
+        let s = self.download(&state);
+        Some([s[0], s[1], s[2]])
+    }
+
+    /// The loss scale's state ([4], `sgd::LossScale`) in mixed precision:
+    /// saved and restored with a run's optimiser state.
+    pub fn loss_scale(&self) -> Option<&Tensor> {
+        self.loss_scale.as_ref().map(|l| &l.state)
+    }
+
+    /// A training batch, in f16 in mixed precision.
+    pub fn upload_batch(&mut self, data: &[f32], shape: &[usize]) -> Result<Tensor> {
+        let dtype = if self.loss_scale.is_some() { Dtype::F16 } else { Dtype::F32 };
+        Tensor::from_f32_as(self.gpu, data, shape, dtype)
     }
 
     /// Submits what was recorded so far.
@@ -92,14 +138,14 @@ impl<'g> Backend for GpuBackend<'g> {
         }
         let mut shape = t.shape.clone();
         shape[0] = len;
-        let out = Tensor::zeros(self.gpu, &shape)?;
+        let out = Tensor::zeros_as(self.gpu, &shape, t.dtype)?;
         self.rec.copy_region(t, start * per, &out, 0, len * per)?;
         Ok(out)
     }
     fn concat_batch(&mut self, parts: &[Tensor]) -> Result<Tensor> {
         let mut shape = parts[0].shape.clone();
         shape[0] = parts.iter().map(|p| p.shape[0]).sum();
-        let out = Tensor::zeros(self.gpu, &shape)?;
+        let out = Tensor::zeros_as(self.gpu, &shape, parts[0].dtype)?;
         let mut at = 0;
         for p in parts {
             self.rec.copy_region(p, 0, &out, at, p.numel())?;
@@ -241,14 +287,19 @@ impl<'g> Backend for GpuBackend<'g> {
         softmax_xent::forward(&mut self.rec, logits, labels)
     }
     fn cross_entropy_backward(&mut self, probs: &Tensor, labels: &Tensor) -> Result<Tensor> {
-        let one = self.one.clone();
-        softmax_xent::backward(&mut self.rec, probs, labels, &one)
+        let upstream = self.loss_scale.as_ref().map_or(&self.one, LossScale::scale).clone();
+        softmax_xent::backward(&mut self.rec, probs, labels, &upstream)
     }
     fn softmax(&mut self, logits: &Tensor) -> Result<Tensor> {
         softmax_xent::softmax(&mut self.rec, logits)
     }
+    /// In mixed precision this is the step's one update of every trained
+    /// parameter (`pack` always packs here), as the overflow test needs.
     fn sgd(&mut self, h: &Sgd, param: &Tensor, grad: &Tensor, velocity: &Tensor) -> Result<()> {
-        sgd::step(&mut self.rec, h, param, grad, velocity)
+        match &self.loss_scale {
+            Some(ls) => sgd::scaled_step(&mut self.rec, h, param, grad, velocity, ls),
+            None => sgd::step(&mut self.rec, h, param, grad, velocity),
+        }
     }
     fn zeros(&mut self, shape: &[usize]) -> Result<Tensor> {
         Tensor::zeros(self.gpu, shape)

@@ -10,6 +10,6 @@ mod params;
 
 pub use backend::Backend;
 pub use cpu_backend::{CpuBackend, CpuTensor};
-pub use gpu_backend::GpuBackend;
+pub use gpu_backend::{require_f16, GpuBackend};
 pub use param_spec::{Init, ParamSpec};
 pub use params::{Param, ParamStore};

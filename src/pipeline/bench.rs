@@ -7,6 +7,7 @@ use crate::gpu::{Counts, Gpu};
 use crate::kernels::sgd::Sgd;
 use crate::models::{ModelSpec, Net};
 use crate::nn::{Backend, GpuBackend};
+use crate::pipeline::train::Precision;
 use anyhow::{bail, Result};
 use serde::Serialize;
 use std::time::Instant;
@@ -41,10 +42,25 @@ pub struct TrainThroughput {
 
 /// Whole training steps (forward, loss, backward, SGD) of a freshly
 /// initialised `spec` on a fixed batch, as the training loop runs them.
-pub fn train_throughput(gpu: &Gpu, spec: ModelSpec, batch: usize, steps: usize) -> Result<TrainThroughput> {
-    let mut b = GpuBackend::new(gpu)?;
+pub fn train_throughput(
+    gpu: &Gpu,
+    spec: ModelSpec,
+    batch: usize,
+    steps: usize,
+    precision: Precision,
+) -> Result<TrainThroughput> {
+    let mut b = backend(gpu, precision)?;
     let mut net = Net::init(&mut b, spec, 0)?;
     step_throughput(gpu, &mut b, &mut net, batch, steps)
+}
+
+/// A backend that trains in `precision`.
+fn backend(gpu: &Gpu, precision: Precision) -> Result<GpuBackend<'_>> {
+    let mut b = GpuBackend::new(gpu)?;
+    if precision == Precision::F16 {
+        b.mixed_precision()?;
+    }
+    Ok(b)
 }
 
 /// Whole training steps of `net` on a fixed batch, as the training loop
@@ -108,7 +124,7 @@ fn run_step<'g>(
     h: &Sgd,
     timer: Option<&Timestamps>,
 ) -> Result<(wgpu::SubmissionIndex, f64)> {
-    let xt = b.upload(&input.x, &input.shape())?;
+    let xt = b.upload_batch(&input.x, &input.shape())?;
     let lt = b.labels(&input.labels)?;
     let start = Instant::now();
     net.train_step(b, &xt, &lt, h)?;
@@ -122,15 +138,15 @@ fn run_step<'g>(
 /// Where one training step of a fresh `spec` spends its GPU time, by
 /// kernel entry point, largest first (each dispatch timed in its own pass,
 /// after a warm-up step). Empty where the adapter has no timestamps.
-pub fn profile_step(gpu: &Gpu, spec: ModelSpec, batch: usize) -> Result<Vec<KernelTime>> {
-    let mut b = GpuBackend::new(gpu)?;
+pub fn profile_step(gpu: &Gpu, spec: ModelSpec, batch: usize, precision: Precision) -> Result<Vec<KernelTime>> {
+    let mut b = backend(gpu, precision)?;
     let mut net = Net::init(&mut b, spec, 0)?;
     let input = Batch::synthetic(batch, spec.input, spec.classes);
     let h = Sgd { lr: 1e-3, momentum: 0.9, weight_decay: 5e-4 };
     run_step(&mut b, &mut net, &input, &h, None)?;
     gpu.wait(None);
     let Some(timer) = Timestamps::new(gpu, "dispatches", MAX_PROFILED_DISPATCHES) else { return Ok(Vec::new()) };
-    let (xt, lt) = (b.upload(&input.x, &input.shape())?, b.labels(&input.labels)?);
+    let (xt, lt) = (b.upload_batch(&input.x, &input.shape())?, b.labels(&input.labels)?);
     b.recorder().time_dispatches(timer.set(), 0);
     net.train_step(&mut b, &xt, &lt, &h)?;
     let launches: Vec<_> = b.recorder().launches().collect();

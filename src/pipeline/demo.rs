@@ -37,6 +37,7 @@ pub fn config() -> TrainConfig {
         data: None,
         val_fraction: VAL_FRACTION,
         test_fraction: TEST_FRACTION,
+        precision: Default::default(),
     }
 }
 

@@ -54,5 +54,6 @@ pub fn fine_tune_config(init: &std::path::Path, epochs: usize, frozen: usize) ->
         data: None,
         val_fraction: VAL_FRACTION,
         test_fraction: TEST_FRACTION,
+        precision: Default::default(),
     }
 }

@@ -85,7 +85,7 @@ fn chunks(gpu: &Gpu, s: &Conv2d) -> Result<Vec<Chunk>> {
 /// The im2col matrix of `x`: [n, kp, ho*wo].
 fn cols(rec: &mut Recorder, s: &Conv2d, x: &Tensor) -> Result<Tensor> {
     let (ho, wo) = s.out_hw();
-    let cols = Tensor::uninit(rec.gpu(), &[s.n, s.padded_taps(), ho * wo])?;
+    let cols = Tensor::uninit_like(rec.gpu(), x, &[s.n, s.padded_taps(), ho * wo])?;
     let launch = Launch::threads(s.n * s.padded_taps() * ho, IM2COL.wg, wo);
     rec.dispatch(IM2COL, &s.params(Split::whole(1)), &[(1, Some(x)), (4, Some(&cols))], launch)?;
     Ok(cols)

@@ -326,7 +326,7 @@ pub fn forward_with(
     if s.bias != b.is_some() {
         bail!("conv2d {}: a bias tensor must be given exactly when the layer has a bias", s.describe());
     }
-    let y = epilogue_output(rec, &s.output_shape(), e)?;
+    let y = epilogue_output(rec, x, &s.output_shape(), e)?;
     let slope = e.slope();
     match forward_path(s, path, rec.gpu())? {
         Path::Gemm => pointwise_forward(s, e).run_with(rec, w, x, b, slope, &y)?,
@@ -368,7 +368,7 @@ pub fn backward(
     dy: &Tensor,
 ) -> Result<Grads<Tensor>> {
     let (dw, db) = backward_params(rec, s, path, x, dy)?;
-    let dx = Tensor::zeros(rec.gpu(), &x.shape)?;
+    let dx = Tensor::zeros_as(rec.gpu(), &x.shape, x.dtype)?;
     match path_for(s, path, rec.gpu())? {
         Path::Gemm => pointwise_backward_input(s).run(rec, w, dy, None, &dx)?,
         Path::Im2col => im2col::backward_input(rec, s, w, dy, &dx)?,

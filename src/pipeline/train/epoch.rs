@@ -105,7 +105,7 @@ pub fn train_epoch<'g>(
             }
         });
         for batch in rx.iter() {
-            let xt = b.upload(&batch.x, &batch.shape())?;
+            let xt = b.upload_batch(&batch.x, &batch.shape())?;
             let lt = b.labels(&batch.labels)?;
             let (loss, logits) = net.train_step(b, &xt, &lt, &h)?;
             b.tally(&tally, &loss, &logits, &lt)?;

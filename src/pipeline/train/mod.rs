@@ -69,6 +69,20 @@ pub struct TrainConfig {
     pub val_fraction: f64,
     #[serde(default = "default_test_fraction")]
     pub test_fraction: f64,
+    /// How activations are stored while training (`--precision`).
+    #[serde(default)]
+    pub precision: Precision,
+}
+
+/// Training's storage precision: f32, or mixed (f16 activations and their
+/// gradients, f32 weights, gradients, momentum and sums, a dynamic loss
+/// scale) where the adapter offers f16 (`GpuBackend::mixed_precision`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    #[default]
+    F32,
+    F16,
 }
 
 fn default_val_fraction() -> f64 {
@@ -153,6 +167,9 @@ pub fn run(
     progress: &Progress,
 ) -> Result<TrainOutcome> {
     cfg.validate()?;
+    if cfg.precision == Precision::F16 {
+        crate::nn::require_f16(gpu)?;
+    }
     let data = dataset(data_dir, cfg.max_people)?;
     let fresh_split = if resume { None } else { Some(checked_split(&data, &cfg)?) };
     std::fs::create_dir_all(out).with_context(|| format!("{}: cannot create the run folder", out.display()))?;
@@ -167,6 +184,9 @@ pub fn run(
     };
 
     let mut b = GpuBackend::new(gpu)?;
+    if cfg.precision == Precision::F16 {
+        b.mixed_precision()?;
+    }
     let mut net = if resume && state::has_state(out) {
         state::resumed_net(out, &mut b)?
     } else if let Some(init) = &cfg.init {
@@ -205,8 +225,12 @@ pub fn run(
             recalibrate_bn(&mut b, &mut net, &split.train, &norm, cfg.batch_size)?;
         }
         let (m, val_logits) = validate(&mut b, &mut net, &cfg, &split.val, epoch, &t)?;
+        // Mixed precision: the loss scale reached and the steps it skipped.
+        let scale = b
+            .loss_scale_state()
+            .map_or(String::new(), |[s, _, skipped]| format!(" | loss scale {s}, {skipped} steps skipped"));
         progress.line(&format!(
-            "epoch {}/{}: train loss {:.4} acc {:.3} | val loss {:.4} acc {:.3} | {:.1} img/s",
+            "epoch {}/{}: train loss {:.4} acc {:.3} | val loss {:.4} acc {:.3} | {:.1} img/s{scale}",
             m.epoch, cfg.epochs, m.train_loss, m.train_accuracy, m.val_loss, m.val_accuracy, m.images_per_second
         ));
         if !m.val_loss.is_finite() {

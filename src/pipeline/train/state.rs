@@ -62,6 +62,9 @@ pub fn resume(out: &Path, cfg: &TrainConfig) -> Result<Start> {
 }
 
 /// Whether the run in `out` has a committed epoch to continue from.
+/// The state's entry for mixed precision's loss scale (`sgd::LossScale`).
+pub(crate) const LOSS_SCALE: &str = "loss_scale";
+
 pub fn has_state(out: &Path) -> bool {
     out.join(STATE).is_file()
 }
@@ -79,6 +82,9 @@ pub fn resumed_net<'g>(out: &Path, b: &mut GpuBackend<'g>) -> Result<Net<GpuBack
         if let Ok(v) = state.get(&format!("velocity.{}", p.name)) {
             p.velocity = Some(b.upload(&v.values, &v.shape)?);
         }
+    }
+    if let (Some(t), Ok(v)) = (b.loss_scale(), state.get(LOSS_SCALE)) {
+        t.write(b.gpu, &v.values)?;
     }
     Ok(net)
 }
@@ -99,6 +105,9 @@ pub fn save<'g>(
         if let Some(v) = &p.velocity {
             tensors.insert(format!("velocity.{}", p.name), Loaded { shape: v.shape.clone(), values: b.download(v) });
         }
+    }
+    if let Some(t) = b.loss_scale().cloned() {
+        tensors.insert(LOSS_SCALE.to_string(), Loaded { shape: t.shape.clone(), values: b.download(&t) });
     }
     let meta = HashMap::from([
         ("epochs_done".to_string(), epochs_done.to_string()),
