@@ -295,3 +295,38 @@ fn an_arcface_classifier_is_calibrated_for_strangers() {
     assert_eq!(o.genuine_accepted, 1.0);
     assert!(train::open_set(&logits, &[0, 1, 2], &ModelSpec { head: Head::Softmax, ..spec }).is_none());
 }
+
+/// `train --precision f16` from the command line: each epoch's line shows the
+/// loss scale, the run's options keep the precision, and `--resume` refuses
+/// another one. An adapter without f16 refuses the flag before writing.
+#[test]
+fn the_command_line_trains_in_mixed_precision() {
+    let gpu = common::gpu();
+    let data = small_set("cli-f16", 3, 6);
+    let out = data.parent().unwrap().join("run");
+    let (d, o) = (data.to_str().unwrap(), out.to_str().unwrap());
+    let args = ["train", "--data", d, "--model", "mininet", "--input", "12", "--epochs", "1", "--precision", "f16"];
+    let run = cli(&[&args[..], &["--out", o]].concat());
+    let err = String::from_utf8_lossy(&run.stderr);
+    if !gpu.has_f16() {
+        assert_eq!(run.status.code(), Some(1), "{err}");
+        assert!(err.contains("--precision f16") && err.contains("SHADER_F16"), "{err}");
+        assert!(!out.exists(), "nothing written");
+        return;
+    }
+    assert!(run.status.success(), "{err}");
+    assert!(err.contains("| loss scale 1024, 0 steps skipped"), "{err}");
+    let config = std::fs::read_to_string(out.join("config.json")).unwrap();
+    assert!(config.contains(r#""precision": "f16""#), "{config}");
+    let again = cli(&["train", "--resume", "--out", o, "--epochs", "2", "--precision", "f32"]);
+    let err = String::from_utf8_lossy(&again.stderr);
+    assert_eq!(again.status.code(), Some(1), "{err}");
+    assert!(err.contains("--precision f32 differs from the run's f16"), "{err}");
+    // `bench train` measures the same steps and says which precision it ran.
+    let bench = ["bench", "train", "--model", "mininet", "--input", "16", "--batch-size", "4", "--steps", "1"];
+    let run = cli(&[&bench[..], &["--precision", "f16", "--json"]].concat());
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let r: serde_json::Value = serde_json::from_slice(&run.stdout).unwrap();
+    assert_eq!(r["precision"], "f16", "{r}");
+    assert!(r["images_per_s"].as_f64().unwrap() > 0.0, "{r}");
+}

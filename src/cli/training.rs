@@ -237,7 +237,7 @@ impl TrainCmd {
             ("recalibrate_bn", "--recalibrate-bn", saved.recalibrate_bn.to_string(), asked.recalibrate_bn.to_string()),
             ("align", "--align", saved.align.to_string(), asked.align.to_string()),
             ("init", "--init", path(&saved.init), path(&asked.init)),
-            ("precision", "--precision", format!("{:?}", saved.precision), format!("{:?}", asked.precision)),
+            ("precision", "--precision", saved.precision.name().into(), asked.precision.name().into()),
             (
                 "freeze_backbone_epochs",
                 "--freeze-backbone-epochs",

@@ -20,6 +20,8 @@ const WARMUP_STEPS: usize = 5;
 pub struct TrainThroughput {
     pub adapter: String,
     pub batch: usize,
+    /// How activations were stored: "f32", or "f16" (mixed precision).
+    pub precision: &'static str,
     pub images_per_s: f64,
     /// Wall time per step with steps queued back to back (at most one
     /// waiting behind the running one).
@@ -104,6 +106,7 @@ pub fn step_throughput<'g>(
     Ok(TrainThroughput {
         adapter: gpu.info.name.clone(),
         batch,
+        precision: if b.loss_scale().is_some() { Precision::F16 } else { Precision::F32 }.name(),
         images_per_s: batch as f64 / step_s,
         step_ms: step_s * 1e3,
         record_ms: record_s * 1e3,

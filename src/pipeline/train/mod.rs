@@ -85,6 +85,16 @@ pub enum Precision {
     F16,
 }
 
+impl Precision {
+    /// As `--precision` and the run's options spell it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Precision::F32 => "f32",
+            Precision::F16 => "f16",
+        }
+    }
+}
+
 fn default_val_fraction() -> f64 {
     split::VAL_FRACTION
 }
