@@ -188,7 +188,7 @@ fn retype(source: &str, module: &Module, g: Handle<naga::GlobalVariable>) -> Res
     let var = &module.global_variables[g];
     let elem = float_array(module, var.ty).expect("checked");
     let binding = var.binding.as_ref().expect("checked").binding;
-    let decl = format!("@binding({binding})");
+    let decl = format!("@binding({binding}) var");
     let at = source.find(&decl).with_context(|| format!("no `{decl}` declaration"))?;
     let line_end = source[at..].find(';').map(|e| at + e).context("an unterminated declaration")?;
     let line = &source[at..line_end];
