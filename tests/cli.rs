@@ -38,6 +38,9 @@ fn info_json_reports_the_adapter() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(r["name"].is_string() && r["max_storage_buffer_binding_size"].as_u64().unwrap() > 0);
+    // Whether `--precision f16` can run here, as the device itself says.
+    let gpu = arcface::gpu::Gpu::new().unwrap();
+    assert_eq!(r["shader_f16"].as_bool(), Some(gpu.has_f16()), "{r}");
 }
 
 #[test]

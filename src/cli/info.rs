@@ -53,6 +53,10 @@ fn print_adapter(gpu: &GpuArgs, as_json: bool) -> Result<()> {
         "timestamps     {}",
         if r.timestamp_query { "yes (GPU-timed benchmarks)" } else { "no (benchmarks use the CPU clock)" }
     );
+    println!(
+        "f16            {}",
+        if r.shader_f16 { "yes (--precision f16 trains with f16 activations)" } else { "no (--precision f32 only)" }
+    );
     println!("max buffer     {:.0} MiB", r.max_buffer_size as f64 / 1048576.0);
     println!("max binding    {:.0} MiB (storage)", r.max_storage_buffer_binding_size as f64 / 1048576.0);
     println!("storage bufs   {} per stage", r.max_storage_buffers_per_shader_stage);

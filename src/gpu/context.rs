@@ -300,6 +300,7 @@ impl Gpu {
             kernels: self.kernels,
             kernels_chosen_by: if self.kernels_overridden { "--kernels" } else { "adapter" },
             timestamp_query: self.has_timestamps(),
+            shader_f16: self.has_f16(),
             subgroup_size: self.subgroup_size,
             max_buffer_size: l.max_buffer_size,
             max_storage_buffer_binding_size: l.max_storage_buffer_binding_size,
@@ -323,6 +324,8 @@ pub struct AdapterReport {
     pub kernels: KernelSet,
     pub kernels_chosen_by: &'static str,
     pub timestamp_query: bool,
+    /// f16 storage (`--precision f16`).
+    pub shader_f16: bool,
     /// Subgroup operations and their one size, if the device has both.
     pub subgroup_size: Option<u32>,
     pub max_buffer_size: u64,
