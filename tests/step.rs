@@ -180,35 +180,53 @@ const STEPS_LR: f32 = 0.005;
 /// between: the caching pool recycles buffers, bind groups are reused and
 /// SGD runs on packed parameters from the second step on. Each step's loss
 /// and the parameters' total change must still equal the references'.
-fn check_steps(spec: ModelSpec, labels: &[u32], steps: usize, tol: (f64, f64)) {
-    fn run<B: Backend>(
-        b: &mut B,
-        spec: ModelSpec,
-        batches: &[Vec<f32>],
-        labels: &[u32],
-    ) -> (Vec<f32>, Vec<(String, Vec<f32>)>) {
-        let mut net = Net::init(b, spec, 7).unwrap();
-        let h = Sgd { lr: STEPS_LR, momentum: 0.9, weight_decay: 5e-4 };
-        let lt = b.labels(labels).unwrap();
-        let mut losses = Vec::new();
-        for x in batches {
-            let xt = b.upload(x, &[labels.len(), 3, spec.input, spec.input]).unwrap();
-            losses.push(net.train_step(b, &xt, &lt, &h).unwrap().0);
-        }
-        let losses = losses.iter().map(|l| b.download(l)[0]).collect();
-        (losses, net.params.params.iter().map(|p| (p.name.clone(), b.download(&p.value))).collect())
+/// `batches` as training steps in a row on `b` from the seeded weights,
+/// each batch uploaded by `upload`: each step's loss and the parameters
+/// after, nothing read back in between.
+fn run_steps<B: Backend>(
+    b: &mut B,
+    spec: ModelSpec,
+    batches: &[Vec<f32>],
+    labels: &[u32],
+    upload: impl Fn(&mut B, &[f32], &[usize]) -> B::T,
+) -> (Vec<f32>, Vec<(String, Vec<f32>)>) {
+    let mut net = Net::init(b, spec, 7).unwrap();
+    let h = Sgd { lr: STEPS_LR, momentum: 0.9, weight_decay: 5e-4 };
+    let lt = b.labels(labels).unwrap();
+    let mut losses = Vec::new();
+    for x in batches {
+        let xt = upload(b, x, &[labels.len(), 3, spec.input, spec.input]);
+        losses.push(net.train_step(b, &xt, &lt, &h).unwrap().0);
     }
+    let losses = losses.iter().map(|l| b.download(l)[0]).collect();
+    (losses, net.params.params.iter().map(|p| (p.name.clone(), b.download(&p.value))).collect())
+}
+
+/// `run_steps` with `Backend::upload`.
+fn run<B: Backend>(
+    b: &mut B,
+    spec: ModelSpec,
+    batches: &[Vec<f32>],
+    labels: &[u32],
+) -> (Vec<f32>, Vec<(String, Vec<f32>)>) {
+    run_steps(b, spec, batches, labels, |b, x, shape| b.upload(x, shape).unwrap())
+}
+
+/// The parameters of the seeded initial network.
+fn initial(spec: ModelSpec) -> Vec<Vec<f32>> {
+    let mut cpu = CpuBackend;
+    let net = Net::init(&mut cpu, spec, 7).unwrap();
+    net.params.params.iter().map(|p| cpu.download(&p.value)).collect()
+}
+
+fn check_steps(spec: ModelSpec, labels: &[u32], steps: usize, tol: (f64, f64)) {
     let mut rng = Rng::new(5);
     let n = labels.len() * 3 * spec.input * spec.input;
     let batches: Vec<Vec<f32>> = (0..steps).map(|_| rng.uniform(n, -2.0, 2.0)).collect();
     let gpu = common::gpu();
-    let mut cpu = CpuBackend;
-    let start: Vec<Vec<f32>> = {
-        let net = Net::init(&mut cpu, spec, 7).unwrap();
-        net.params.params.iter().map(|p| cpu.download(&p.value)).collect()
-    };
+    let start = initial(spec);
     let (gl, gp) = run(&mut GpuBackend::new(&gpu).unwrap(), spec, &batches, labels);
-    let (cl, cp) = run(&mut cpu, spec, &batches, labels);
+    let (cl, cp) = run(&mut CpuBackend, spec, &batches, labels);
     for (i, (g, c)) in gl.iter().zip(&cl).enumerate() {
         assert!(((g - c) / c).abs() < 1e-3, "step {i}: loss {g} vs {c}");
     }
@@ -295,22 +313,8 @@ fn mixed_steps(spec: ModelSpec, labels: &[u32], steps: usize, bounds: MixedBound
     let n = labels.len() * 3 * spec.input * spec.input;
     let batches: Vec<Vec<f32>> =
         (0..steps).map(|_| in_half(|| rng.uniform(n, -2.0, 2.0).into_iter().map(stored).collect())).collect();
-    let shape = [labels.len(), 3, spec.input, spec.input];
-    let h = Sgd { lr: STEPS_LR, momentum: 0.9, weight_decay: 5e-4 };
-    let mut cpu = CpuBackend;
-    let (start, ref_losses, ref_after) = {
-        let mut net = Net::init(&mut cpu, spec, 7).unwrap();
-        let start: Vec<Vec<f32>> = net.params.params.iter().map(|p| cpu.download(&p.value)).collect();
-        let lt = cpu.labels(labels).unwrap();
-        let mut losses = Vec::new();
-        for x in &batches {
-            let xt = cpu.upload(x, &shape).unwrap();
-            let loss = net.train_step(&mut cpu, &xt, &lt, &h).unwrap().0;
-            losses.push(cpu.download(&loss)[0]);
-        }
-        let after: Vec<Vec<f32>> = net.params.params.iter().map(|p| cpu.download(&p.value)).collect();
-        (start, losses, after)
-    };
+    let start = initial(spec);
+    let (ref_losses, ref_after) = run(&mut CpuBackend, spec, &batches, labels);
     let mut gpu = common::gpu();
     if !gpu.has_f16() {
         let err = GpuBackend::new(&gpu).unwrap().mixed_precision().unwrap_err().to_string();
@@ -322,15 +326,11 @@ fn mixed_steps(spec: ModelSpec, labels: &[u32], steps: usize, bounds: MixedBound
         gpu.kernels = set;
         let mut b = GpuBackend::new(&gpu).unwrap();
         b.mixed_precision().unwrap();
-        let mut net = Net::init(&mut b, spec, 7).unwrap();
-        let lt = b.labels(labels).unwrap();
-        let mut losses = Vec::new();
-        for x in &batches {
-            let xt = b.upload_batch(x, &shape).unwrap();
+        let (losses, after) = run_steps(&mut b, spec, &batches, labels, |b, x, shape| {
+            let xt = b.upload_batch(x, shape).unwrap();
             assert_eq!(xt.dtype, arcface::gpu::Dtype::F16);
-            losses.push(net.train_step(&mut b, &xt, &lt, &h).unwrap().0);
-        }
-        let losses: Vec<f32> = losses.iter().map(|l| b.download(l)[0]).collect();
+            xt
+        });
         for (i, (g, c)) in losses.iter().zip(&ref_losses).enumerate() {
             let e = ((g - c) / c).abs() as f64;
             eprintln!("{set:?} step {i}: loss {g} vs {c} ({e:.2e})");
@@ -339,9 +339,9 @@ fn mixed_steps(spec: ModelSpec, labels: &[u32], steps: usize, bounds: MixedBound
             }
         }
         let (mut all_g, mut all_c, mut worst) = (Vec::new(), Vec::new(), 0.0f64);
-        for (i, p) in net.params.params.iter().enumerate() {
+        for (i, ((name, got), (_, want))) in after.iter().zip(&ref_after).enumerate() {
             let moved = |after: &[f32]| -> Vec<f32> { after.iter().zip(&start[i]).map(|(a, b)| a - b).collect() };
-            let (dg, dc) = (moved(&b.download(&p.value)), moved(&ref_after[i]));
+            let (dg, dc) = (moved(got), moved(want));
             all_g.extend_from_slice(&dg);
             all_c.extend_from_slice(&dc);
             if dc.iter().all(|v| v.abs() < 1e-7) {
@@ -350,7 +350,7 @@ fn mixed_steps(spec: ModelSpec, labels: &[u32], steps: usize, bounds: MixedBound
             let e = rel_l2(&dg, &dc);
             worst = worst.max(e);
             if bounds.update.is_some_and(|bound| !(e <= bound)) {
-                failures.push(format!("{set:?} {}: change off by {e:.2e} relative L2", p.name));
+                failures.push(format!("{set:?} {name}: change off by {e:.2e} relative L2"));
             }
         }
         let norm = |v: &[f32]| v.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();

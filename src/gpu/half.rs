@@ -169,13 +169,8 @@ fn assignment(text: &str) -> Option<usize> {
             b'=' if depth == 0 => {
                 let before = if i > 0 { b[i - 1] } else { b' ' };
                 let after = b.get(i + 1).copied().unwrap_or(b' ');
-                if after == b'=' || b"=<>!".contains(&before) {
-                    return None;
-                }
-                if b"+-*/%&|^".contains(&before) {
-                    return None;
-                }
-                return Some(i);
+                let compared_or_compound = after == b'=' || b"=<>!+-*/%&|^".contains(&before);
+                return (!compared_or_compound).then_some(i);
             }
             _ => {}
         }

@@ -241,7 +241,7 @@ impl Tensor {
 /// f32 values as the little-endian bytes of their f16 roundings, padded to
 /// whole 4-byte words (queue writes move words).
 fn to_half_bytes(data: &[f32]) -> Vec<u8> {
-    let mut out: Vec<u8> = data.iter().flat_map(|&v| half::f16::from_f32(v).to_bits().to_le_bytes()).collect();
+    let mut out: Vec<u8> = data.iter().flat_map(|&v| ::half::f16::from_f32(v).to_bits().to_le_bytes()).collect();
     out.resize(out.len().div_ceil(4) * 4, 0);
     out
 }
@@ -251,7 +251,7 @@ pub(crate) fn values_of(dtype: Dtype, bytes: &[u8]) -> Vec<f32> {
     match dtype {
         Dtype::F32 => bytemuck::cast_slice(bytes).to_vec(),
         Dtype::F16 => {
-            bytes.chunks_exact(2).map(|b| half::f16::from_bits(u16::from_le_bytes([b[0], b[1]])).to_f32()).collect()
+            bytes.chunks_exact(2).map(|b| ::half::f16::from_bits(u16::from_le_bytes([b[0], b[1]])).to_f32()).collect()
         }
     }
 }
