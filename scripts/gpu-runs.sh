@@ -74,6 +74,9 @@ fi
   timeout 120 "$A" bench train --model mobilefacenet --batch 32 --profile --kernels "$set" | tee "$OUT/profile_mfn_$set.txt"
 done
 
+# The loader alone on this machine's cores: does a GPU step wait for it?
+timeout 60 "$A" bench load --epochs 3 --json | tee "$OUT/bench_load.json"
+
 PYTHON=${PYTHON:-python3}
 if [ -z "${SKIP_BENCH:-}" ]; then
   if "$PYTHON" -c "import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)" 2>/dev/null; then

@@ -17,6 +17,9 @@ const FAMILY: &str = "sans-serif";
 const TRAIN: RGBColor = RGBColor(31, 119, 180);
 const VAL: RGBColor = RGBColor(255, 127, 14);
 const BEST: RGBColor = RGBColor(44, 160, 44);
+/// Verification sets' accuracies, in turn.
+const SETS: [RGBColor; 4] =
+    [RGBColor(214, 39, 40), RGBColor(148, 103, 189), RGBColor(140, 86, 75), RGBColor(23, 190, 207)];
 
 fn register_font() {
     static ONCE: Once = Once::new();
@@ -70,6 +73,8 @@ pub struct Curves<'a> {
     pub val_loss: &'a [f64],
     pub train_accuracy: &'a [f64],
     pub val_accuracy: &'a [f64],
+    /// Verification sets' accuracies (`train --val-bin`), by name.
+    pub sets: &'a [(String, Vec<f64>)],
     /// The epoch of the kept checkpoint (lowest validation loss), 0 = none.
     pub best_epoch: usize,
 }
@@ -81,8 +86,13 @@ pub fn curves(c: &Curves) -> Result<RgbImage> {
         let (left, right) = root.split_horizontally(500);
         let finite = |v: &&f64| v.is_finite();
         let top = c.train_loss.iter().chain(c.val_loss).filter(finite).fold(0.0f64, |a, &b| a.max(b));
-        panel(&left, "Loss", "loss", c.train_loss, c.val_loss, top.max(1e-6), c.best_epoch)?;
-        panel(&right, "Accuracy", "accuracy", c.train_accuracy, c.val_accuracy, 1.0, c.best_epoch)
+        let loss = [(c.train_loss, TRAIN, "training"), (c.val_loss, VAL, "validation")];
+        panel(&left, "Loss", "loss", &loss, top.max(1e-6), c.best_epoch)?;
+        let mut accuracy = vec![(c.train_accuracy, TRAIN, "training"), (c.val_accuracy, VAL, "validation")];
+        for (i, (name, v)) in c.sets.iter().enumerate() {
+            accuracy.push((v, SETS[i % SETS.len()], name));
+        }
+        panel(&right, "Accuracy", "accuracy", &accuracy, 1.0, c.best_epoch)
     })
 }
 
@@ -92,12 +102,11 @@ fn panel(
     area: &DrawingArea<BitMapBackend, Shift>,
     title: &str,
     y_desc: &str,
-    train: &[f64],
-    val: &[f64],
+    series: &[(&[f64], RGBColor, &str)],
     top: f64,
     best: usize,
 ) -> Result<()> {
-    let epochs = train.len().max(val.len()).max(1);
+    let epochs = series.iter().map(|s| s.0.len()).max().unwrap_or(0).max(1);
     let y_max = top * 1.3;
     let mut chart = ChartBuilder::on(area)
         .caption(title, (FAMILY, 22))
@@ -117,7 +126,7 @@ fn panel(
         .axis_desc_style((FAMILY, 15))
         .draw()
         .map_err(err)?;
-    for (values, colour, name) in [(train, TRAIN, "training"), (val, VAL, "validation")] {
+    for &(values, colour, name) in series {
         let pts: Vec<(f64, f64)> =
             values.iter().enumerate().filter(|(_, v)| v.is_finite()).map(|(i, &v)| ((i + 1) as f64, v)).collect();
         chart
@@ -235,8 +244,15 @@ mod tests {
         assert!(plotters::style::register_font("check", FontStyle::Normal, FONT).is_ok(), "the font parses");
         let v = [1.0, 0.6, 0.4];
         let a = [0.3, 0.6, 0.8];
-        let img = curves(&Curves { train_loss: &v, val_loss: &v, train_accuracy: &a, val_accuracy: &a, best_epoch: 3 })
-            .unwrap();
+        let img = curves(&Curves {
+            train_loss: &v,
+            val_loss: &v,
+            train_accuracy: &a,
+            val_accuracy: &a,
+            sets: &[],
+            best_epoch: 3,
+        })
+        .unwrap();
         let greys = img.pixels().filter(|p| p[0] == p[1] && p[1] == p[2] && p[0] > 30 && p[0] < 220).count();
         assert!(greys > 500, "only {greys} grey pixels: no text?");
     }

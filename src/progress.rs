@@ -76,6 +76,11 @@ impl Progress {
     }
 
     /// Clears the bar (before printing results on stdout).
+    /// Whether nothing is shown (`--quiet`).
+    pub fn is_quiet(&self) -> bool {
+        self.quiet
+    }
+
     pub fn finish(&self) {
         self.bar.finish_and_clear();
     }

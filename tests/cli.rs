@@ -289,6 +289,17 @@ mod detection {
         let report: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(out_dir.join("prepare_report.json")).unwrap()).unwrap();
         assert_eq!(report["written"], 4);
+        // The same crops as one RecordIO set, read back as a dataset.
+        let rec_dir = d.join("rec");
+        let out = arcface(&["prepare", raw.to_str().unwrap(), rec_dir.to_str().unwrap(), "--format", "rec", "--quiet"]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let labels = std::fs::read_to_string(rec_dir.join("labels.csv")).unwrap();
+        assert!(labels.contains("train.rec#1,ann,0") && labels.contains("train.rec#4,bob,1"), "{labels}");
+        assert_eq!(std::fs::read_to_string(rec_dir.join("property")).unwrap(), "2,112,112\n");
+        let set = arcface::data::dataset::Dataset::scan(&rec_dir, true).unwrap();
+        assert_eq!((set.people.clone(), set.samples.len()), (vec!["ann".to_string(), "bob".into()], 4));
+        let first = arcface::data::input::open_rgb(&set.samples[0].path).unwrap();
+        assert_eq!(first, crop.to_rgb8(), "the record holds the crop the PNG does");
 
         // predict --align on whole photos: a photo without a face is an error for that file only.
         let ckpt = super::infer_checkpoint(&d);

@@ -197,3 +197,56 @@ fn csv_files() {
     });
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// RecordIO: the record file (every indexed record read, header alone and
+/// whole) and the index; a mutant may be refused, never panic or allocate
+/// past the bound (a length word of 512 MB is refused before it is read).
+#[test]
+fn recordio_sets() {
+    use arcface::data::recordio::{self, read_header, read_payload, DatasetWriter, Record};
+    let dir = tmp("rec");
+    let rec = dir.join("train.rec");
+    let mut w = DatasetWriter::create(&rec).unwrap();
+    for (label, person) in ["s1", "s2"].iter().enumerate() {
+        for i in 1..3 {
+            w.push(label as u32, std::fs::read(root().join(format!("data/orl/{person}/{i}.pgm"))).unwrap()).unwrap();
+        }
+    }
+    w.finish((112, 92)).unwrap();
+    let bytes = std::fs::read(&rec).unwrap();
+    let index_text = std::fs::read(recordio::index_path(&rec)).unwrap();
+    let offsets: Vec<u64> = recordio::read_index(&recordio::index_path(&rec), bytes.len() as u64)
+        .unwrap()
+        .into_iter()
+        .map(|(_, o)| o)
+        .collect();
+    fuzz("recordio", &[bytes], 1500, 120, |b| {
+        let len = b.len() as u64;
+        for &at in &offsets {
+            let mut c = std::io::Cursor::new(b);
+            if let Ok(p) = read_payload(&mut c, len, at, 1 << 24) {
+                let _ = Record::parse(&p);
+            }
+            let _ = read_header(&mut c, len, at, 1 << 24);
+        }
+    });
+    let idx = dir.join("mutant.idx");
+    fuzz("recordio index", &[index_text], 1500, 60, |b| {
+        std::fs::write(&idx, b).unwrap();
+        let _ = recordio::read_index(&idx, 1 << 20);
+    });
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// Verification sets: the pickle reader on mutants of a set it wrote and
+/// of Python 2's spelling.
+#[test]
+fn verification_sets() {
+    use arcface::data::verification_bin::{parse, write};
+    let images: Vec<Vec<u8>> =
+        (1..5).map(|i| std::fs::read(root().join(format!("data/orl/s1/{i}.pgm"))).unwrap()[..200].to_vec()).collect();
+    let py2 = b"\x80\x02]q\x00(U\x02abq\x01U\x02cdq\x02e]q\x03\x88a\x86q\x04.".to_vec();
+    fuzz("verification set", &[write(&images, &[true, false]), py2], 3000, 60, |b| {
+        let _ = parse(std::io::Cursor::new(b), b.len() as u64);
+    });
+}

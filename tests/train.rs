@@ -3,11 +3,11 @@
 //! its best checkpoint; eval reads the saved split.
 
 mod common;
-use arcface::data::split::{TEST_FRACTION, VAL_FRACTION};
 use arcface::io::tensorfile::TensorFile;
 use arcface::models::{Arch, Head, ModelSpec};
 use arcface::pipeline::train::{self, TrainConfig};
 use arcface::progress::Progress;
+use common::mini_config as config;
 use std::path::{Path, PathBuf};
 
 fn orl() -> PathBuf {
@@ -18,30 +18,6 @@ fn run_dir(tag: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("arcface-train-{}-{tag}", std::process::id()));
     let _ = std::fs::remove_dir_all(&d);
     d
-}
-
-/// Small and quick: MiniNetwork at 12x12 on 3 ORL people.
-fn config(epochs: usize, lr: f32) -> TrainConfig {
-    TrainConfig {
-        model: ModelSpec { arch: Arch::MiniNet, input: 12, classes: 0, head: Head::Softmax },
-        epochs,
-        batch_size: 8,
-        lr,
-        momentum: 0.9,
-        weight_decay: 5e-4,
-        lr_step: 1,
-        lr_gamma: 0.5,
-        seed: 3,
-        max_people: 3,
-        recalibrate_bn: false,
-        align: false,
-        init: None,
-        freeze_backbone_epochs: 0,
-        data: None,
-        val_fraction: VAL_FRACTION,
-        test_fraction: TEST_FRACTION,
-        precision: Default::default(),
-    }
 }
 
 #[test]

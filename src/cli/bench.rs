@@ -26,6 +26,8 @@ pub enum BenchCmd {
     Kernels(KernelBench),
     /// Inference throughput (images/s of embeddings) of a model or checkpoint
     Infer(InferBench),
+    /// The training loader alone: images/s decoded and augmented (no GPU)
+    Load(LoadBench),
 }
 
 impl BenchCmd {
@@ -35,6 +37,7 @@ impl BenchCmd {
             BenchCmd::Train(b) => b.run(gpu),
             BenchCmd::Kernels(b) => b.run(gpu),
             BenchCmd::Infer(b) => b.run(gpu),
+            BenchCmd::Load(b) => b.run(),
         }
     }
 }
@@ -161,6 +164,62 @@ impl TrainBench {
         );
         for r in &rows {
             print_kernel_time(r);
+        }
+        Ok(true)
+    }
+}
+
+#[derive(Args, Debug)]
+pub struct LoadBench {
+    /// Dataset: a folder of per-person folders, or a RecordIO set (default:
+    /// the bundled ORL faces)
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// Input size the images are resized and augmented to
+    #[arg(long, default_value_t = 112)]
+    input: usize,
+    /// Images per batch
+    #[arg(long = "batch-size", visible_alias = "batch", default_value_t = 32)]
+    batch: usize,
+    /// Threads decoding (0: one per core)
+    #[arg(long, default_value_t = 0)]
+    loader_threads: usize,
+    /// Passes over the dataset (the first reads the files from disk, later
+    /// ones from the system's cache)
+    #[arg(long, default_value_t = 1)]
+    epochs: usize,
+    /// Print the result as JSON on stdout (schema: README, "JSON output")
+    #[arg(long)]
+    json: bool,
+}
+
+impl LoadBench {
+    fn run(&self) -> Result<bool> {
+        let root = match &self.data {
+            Some(d) => d.clone(),
+            None => crate::data::bundled("orl")?,
+        };
+        let data = crate::data::dataset::Dataset::scan(&root, false)?;
+        let threads = crate::data::loader::threads(self.loader_threads);
+        for epoch in 0..self.epochs.max(1) {
+            let r = crate::data::loader::measure(&data.samples, self.input, self.batch, threads)?;
+            if self.json {
+                json(&r)?;
+                continue;
+            }
+            println!(
+                "epoch {}: {} images ({} failed) in {:.2} s: {:.0} images/s decoded and augmented to {}x{} on {} \
+                 threads{}",
+                epoch + 1,
+                r.images,
+                r.failed,
+                r.seconds,
+                r.images_per_s,
+                r.size,
+                r.size,
+                r.threads,
+                r.peak_rss_mb.map_or(String::new(), |m| format!(", peak memory {m:.0} MB"))
+            );
         }
         Ok(true)
     }

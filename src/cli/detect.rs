@@ -58,6 +58,11 @@ pub struct PrepareCmd {
     raw: PathBuf,
     /// Where the crops go
     out: PathBuf,
+    /// png: a crop file each in per-person folders; rec: one RecordIO set
+    /// (train.rec, train.idx, property, names.txt), as insightface's
+    /// training sets are distributed
+    #[arg(long, value_enum, default_value_t = CropFormatArg::Png)]
+    format: CropFormatArg,
     #[command(flatten)]
     det: DetectArgs,
     /// No progress bar
@@ -68,11 +73,21 @@ pub struct PrepareCmd {
     json: bool,
 }
 
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum CropFormatArg {
+    Png,
+    Rec,
+}
+
 impl PrepareCmd {
     pub fn run(&self, gpu: &GpuArgs) -> Result<bool> {
         let gpu = gpu.open()?;
         let mut d = self.det.detector(&gpu)?;
-        let r = prepare::run(&mut d, &self.raw, &self.out, &Progress::new("photos", 0, self.quiet))?;
+        let format = match self.format {
+            CropFormatArg::Png => prepare::CropFormat::Png,
+            CropFormatArg::Rec => prepare::CropFormat::Rec,
+        };
+        let r = prepare::run_as(&mut d, &self.raw, &self.out, format, &Progress::new("photos", 0, self.quiet))?;
         for (p, why) in &r.unreadable {
             eprintln!("skipped {}: {why}", p.display());
         }

@@ -100,7 +100,7 @@ enum Command {
     Detect(detect::DetectCmd),
     /// Check every kernel, forward and backward, on the GPU against its CPU reference
     Gradcheck(gradcheck::GradcheckCmd),
-    /// Train a model on a folder with one sub-folder of photos per person
+    /// Train a model on a folder with one sub-folder of photos per person, or a RecordIO set
     Train(training::TrainCmd),
     /// Train every (learning rate, momentum) pair; keep the lowest validation loss
     Sweep(training::SweepCmd),

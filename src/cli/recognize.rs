@@ -240,8 +240,13 @@ pub struct EvalPairsCmd {
     checkpoint: PathBuf,
     /// Pairs: a CSV of `a,b,same`, or LFW's pairs.txt (paths relative to
     /// its folder, or to --images)
-    #[arg(long, conflicts_with = "data", required_unless_present = "data")]
+    #[arg(long, conflicts_with_all = ["data", "bin"], required_unless_present_any = ["data", "bin"])]
     pairs: Option<PathBuf>,
+    /// Or a verification set as insightface distributes them (lfw.bin,
+    /// cfp_fp.bin, agedb_30.bin, ...): its images are aligned crops, shown
+    /// to the model as they are unless --align
+    #[arg(long, conflicts_with = "data")]
+    bin: Option<PathBuf>,
     /// Folder the --pairs paths are relative to (LFW: the folder of
     /// per-person folders)
     #[arg(long, requires = "pairs")]
@@ -264,13 +269,21 @@ pub struct EvalPairsCmd {
 
 impl EvalPairsCmd {
     pub fn run(&self, gpu: &GpuArgs) -> Result<bool> {
-        let gpu = gpu.open()?;
-        let mut r = embedder(&gpu, &self.checkpoint, &self.emb)?;
-        let list = match (&self.pairs, &self.data) {
-            (Some(p), _) => verify::read_pairs(p, self.images.as_deref())?,
-            (None, Some(d)) => verify::all_pairs(&Dataset::scan(d, false)?),
-            (None, None) => unreachable!("clap requires one"),
+        let list = match (&self.pairs, &self.data, &self.bin) {
+            (Some(p), _, _) => verify::read_pairs(p, self.images.as_deref())?,
+            (_, Some(d), _) => verify::all_pairs(&Dataset::scan(d, false)?),
+            (_, _, Some(bin)) => {
+                let set = crate::data::verification_bin::open(bin)?;
+                let image = |i: usize| crate::data::container::image_path(bin, i as u64);
+                set.same.iter().enumerate().map(|(i, &same)| (image(2 * i), image(2 * i + 1), same)).collect()
+            }
+            (None, None, None) => unreachable!("clap requires one"),
         };
+        let gpu = gpu.open()?;
+        // A verification set's images are aligned crops already.
+        let framing = self.emb.align.framing().or(self.bin.as_ref().map(|_| Framing::WholePhoto));
+        let mut r = recognizer(&gpu, &self.checkpoint, framing, &self.emb.align.det)?;
+        r.session.flip = !self.emb.no_flip;
         let (scored, failed) = verify::score_pairs(&mut r, &list)?;
         for (p, e) in &failed {
             eprintln!("left out (pairs with {}): {e}", p.display());
@@ -288,6 +301,13 @@ impl EvalPairsCmd {
         } else {
             println!("{} pairs ({} same, {} different)", m.pairs, m.same, m.different);
             println!("accuracy {:.4} +- {:.4} ({} folds)", m.accuracy, m.accuracy_std, m.folds);
+            println!(
+                "accuracy {:.4} +- {:.4} as insightface's verification.py reports it ({}contiguous folds, \
+                 distance thresholds 0 to 4 by 0.01)",
+                m.insightface_accuracy,
+                m.insightface_accuracy_std,
+                if self.emb.no_flip { "" } else { "with flip, " }
+            );
             println!("threshold {:.4} (the most accurate on all pairs; verify --threshold-from takes it)", m.threshold);
             println!("ROC AUC {:.4}", m.auc);
             println!("EER {:.4} (threshold {:.4})", m.eer, m.eer_threshold);

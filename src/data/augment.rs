@@ -43,14 +43,34 @@ pub fn rotate(chw: &[f32], size: usize, degrees: f32) -> Vec<f32> {
     out
 }
 
+/// What one image's augmentation does, drawn before the image is read, so
+/// that images can be augmented on any thread in any order and still get
+/// what a seeded generator drew for them in the batch order.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Draw {
+    pub flip: bool,
+    pub degrees: f32,
+}
+
+impl Draw {
+    pub fn new(rng: &mut impl Rng) -> Draw {
+        let flip = rng.random_bool(FLIP_PROBABILITY);
+        Draw { flip, degrees: rng.random_range(-MAX_ROTATION_DEGREES..=MAX_ROTATION_DEGREES) }
+    }
+}
+
 /// One augmented training input.
-pub fn augment(img: &image::RgbImage, size: usize, norm: &Normalization, rng: &mut impl Rng) -> Vec<f32> {
+pub fn apply(img: &image::RgbImage, d: Draw, size: usize, norm: &Normalization) -> Vec<f32> {
     let mut x = to_unit_chw(img, size);
-    if rng.random_bool(FLIP_PROBABILITY) {
+    if d.flip {
         x = flip_horizontal(&x, size);
     }
-    let angle = rng.random_range(-MAX_ROTATION_DEGREES..=MAX_ROTATION_DEGREES);
-    x = rotate(&x, size, angle);
+    x = rotate(&x, size, d.degrees);
     normalize(&mut x, size, norm);
     x
+}
+
+/// One augmented training input, drawn from `rng`.
+pub fn augment(img: &image::RgbImage, size: usize, norm: &Normalization, rng: &mut impl Rng) -> Vec<f32> {
+    apply(img, Draw::new(rng), size, norm)
 }

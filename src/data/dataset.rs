@@ -3,6 +3,7 @@
 //! crash; people are labelled in name order, numbers by value (s2 < s10).
 
 use super::input;
+use crate::progress::Progress;
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
@@ -92,10 +93,33 @@ pub fn photos_in(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
     Ok(out)
 }
 
+/// The record file of a RecordIO dataset at `root`: `root` itself when it
+/// is a `.rec` file, or the `train.rec` in the folder `root`.
+pub fn record_file(root: &Path) -> Option<PathBuf> {
+    let rec = if root.is_dir() { root.join("train.rec") } else { root.to_path_buf() };
+    (rec.is_file() && super::container::Format::of(&rec) == Some(super::container::Format::Records)).then_some(rec)
+}
+
+/// Why each file does not decode (None: it does), decoded a core's worth
+/// at a time.
+fn decode_errors(files: &[PathBuf]) -> Vec<Option<String>> {
+    files
+        .chunks(input::decoders())
+        .flat_map(input::open_rgb_each)
+        .map(|r| r.err().map(|e| format!("{:#}", e.root_cause())))
+        .collect()
+}
+
 impl Dataset {
-    /// Scans `root`. With `decode`, every image is decoded once so that
-    /// broken files are found now rather than in the middle of training.
+    /// Scans `root`: a folder of per-person folders, or a RecordIO dataset
+    /// (`record_file`). With `decode`, every image file is decoded once so
+    /// that broken files are found now rather than in the middle of
+    /// training (a RecordIO set's records are checked from their headers;
+    /// an image that fails to decode later is skipped where it is read).
     pub fn scan(root: &Path, decode: bool) -> Result<Dataset> {
+        if let Some(rec) = record_file(root) {
+            return Dataset::from_records(&rec, &Progress::hidden());
+        }
         let entries =
             std::fs::read_dir(root).with_context(|| format!("{}: cannot read the dataset folder", root.display()))?;
         let mut dirs: Vec<PathBuf> = entries.filter_map(|e| e.ok()).map(|e| e.path()).filter(|p| p.is_dir()).collect();
@@ -117,22 +141,20 @@ impl Dataset {
             files.sort_by_key(|f| natural_key(&f.file_name().unwrap_or_default().to_string_lossy()));
             let label = people.len();
             let mut count = 0;
-            for f in files {
-                if !is_image_name(&f) {
-                    skipped.push(Skipped {
-                        path: f,
-                        reason: format!("not an image file name ({})", EXTENSIONS.join(", ")),
-                    });
-                    continue;
-                }
-                if decode {
-                    if let Err(e) = input::open_rgb(&f) {
-                        skipped.push(Skipped { path: f, reason: format!("{:#}", e.root_cause()) });
-                        continue;
+            let (images, others): (Vec<PathBuf>, Vec<PathBuf>) = files.into_iter().partition(|f| is_image_name(f));
+            for f in others {
+                skipped
+                    .push(Skipped { path: f, reason: format!("not an image file name ({})", EXTENSIONS.join(", ")) });
+            }
+            let errors = if decode { decode_errors(&images) } else { vec![None; images.len()] };
+            for (f, error) in images.into_iter().zip(errors) {
+                match error {
+                    Some(reason) => skipped.push(Skipped { path: f, reason }),
+                    None => {
+                        samples.push(Sample { path: f, label });
+                        count += 1;
                     }
                 }
-                samples.push(Sample { path: f, label });
-                count += 1;
             }
             if count > 0 {
                 people.push(name);
@@ -144,6 +166,54 @@ impl Dataset {
             bail!("{}: no person folders with readable images (expected one sub-folder per person)", root.display());
         }
         Ok(Dataset { root: root.to_path_buf(), people, samples, skipped })
+    }
+
+    /// The images of a RecordIO file, labelled by their records: people are
+    /// the labels present, in numeric order, named by the lines of a
+    /// `names.txt` beside the file (line k: label k) or by the label's
+    /// number. Only the index and the record headers are read, counted on
+    /// `progress`.
+    pub fn from_records(rec: &Path, progress: &Progress) -> Result<Dataset> {
+        let (records, broken) = super::container::record_labels(rec, progress)?;
+        let names_file = rec.with_file_name("names.txt");
+        let names: Vec<String> = if names_file.is_file() {
+            super::bounded::read_to_string(&names_file, super::bounded::Kind::Input)?
+                .lines()
+                .map(|l| l.trim().to_string())
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let mut skipped: Vec<Skipped> = broken
+            .into_iter()
+            .map(|(k, reason)| Skipped { path: super::container::image_path(rec, k), reason })
+            .collect();
+        let mut labelled = Vec::with_capacity(records.len());
+        for (key, r) in records {
+            let l = r.label();
+            let path = super::container::image_path(rec, key);
+            if l >= 0.0 && l.fract() == 0.0 && l < u32::MAX as f32 {
+                labelled.push((l as u32, path));
+            } else {
+                skipped.push(Skipped { path, reason: format!("the label {l} is not a class number") });
+            }
+        }
+        let mut labels: Vec<u32> = labelled.iter().map(|(l, _)| *l).collect();
+        labels.sort_unstable();
+        labels.dedup();
+        let people = labels
+            .iter()
+            .map(|&l| names.get(l as usize).filter(|n| !n.is_empty()).cloned().unwrap_or_else(|| l.to_string()))
+            .collect();
+        let samples = labelled
+            .into_iter()
+            .map(|(l, path)| Sample { path, label: labels.binary_search(&l).expect("collected above") })
+            .collect::<Vec<_>>();
+        if samples.is_empty() {
+            bail!("{}: no image records", rec.display());
+        }
+        let root = rec.parent().map_or_else(|| PathBuf::from("."), Path::to_path_buf);
+        Ok(Dataset { root, people, samples, skipped })
     }
 
     /// People from command-line paths: a folder of per-person folders (as

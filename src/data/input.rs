@@ -49,16 +49,34 @@ impl Framing {
     }
 }
 
-/// Decodes an image file, refusing one over the process's pixel limit
+/// Decodes an image file (or an image in a container, `FILE.rec#N`,
+/// `FILE.bin#N`: `container`), refusing one over the process's pixel limit
 /// (`photo::max_pixels`) from its header; the error names the file and why
 /// it is unreadable.
 pub fn open_rgb(path: &Path) -> Result<image::RgbImage> {
-    let bytes = super::bounded::read(path, super::bounded::Kind::Input)?;
+    let bytes = match super::container::read(path) {
+        Some(bytes) => bytes?,
+        None => super::bounded::read(path, super::bounded::Kind::Input)?,
+    };
     photo::decode(&bytes, photo::max_pixels()).map_err(|e| match e {
         photo::PhotoError::NotAnImage(why) => anyhow::anyhow!("{}: not a readable image: {why}", path.display()),
         e @ photo::PhotoError::Broken { .. } => anyhow::anyhow!("{}: not a readable image: {e}", path.display()),
         e => anyhow::anyhow!("{}: {e}", path.display()),
     })
+}
+
+/// `open_rgb` of each path, one thread per path: callers pass as many as
+/// they want decoded images held at once (a core's worth).
+pub fn open_rgb_each(paths: &[std::path::PathBuf]) -> Vec<Result<image::RgbImage>> {
+    std::thread::scope(|s| {
+        let handles: Vec<_> = paths.iter().map(|p| s.spawn(move || open_rgb(p))).collect();
+        handles.into_iter().map(|h| h.join().expect("a decoding thread panicked")).collect()
+    })
+}
+
+/// How many images to decode at once: one per core.
+pub fn decoders() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
 /// (3, size, size) values in [0, 1], resized bilinearly.

@@ -1,17 +1,22 @@
-//! Data: image files to normalised inputs, dataset folders, the stratified
-//! split, augmentation, batches, and per-file results. Knows nothing of the
+//! Data: image files to normalised inputs, dataset folders and RecordIO
+//! sets, verification sets, the stratified split, augmentation, batches
+//! streamed by worker threads, and per-file results. Knows nothing of the
 //! GPU or the networks.
 
 pub mod atomic_file;
 pub mod augment;
 pub mod batch;
 pub mod bounded;
+pub mod container;
 pub mod csv_file;
 pub mod dataset;
 pub mod file_result;
 pub mod input;
+pub mod loader;
 pub mod photo;
+pub mod recordio;
 pub mod split;
+pub mod verification_bin;
 
 pub use batch::Batch;
 pub use file_result::FileResult;

@@ -38,6 +38,8 @@ pub fn config() -> TrainConfig {
         val_fraction: VAL_FRACTION,
         test_fraction: TEST_FRACTION,
         precision: Default::default(),
+        val_bins: Vec::new(),
+        loader_threads: 0,
     }
 }
 

@@ -42,7 +42,8 @@ pub struct EvalReport {
 }
 
 /// Evaluates on the run's test split. With `data`, the images are looked up
-/// under that folder (person/file) instead of where training found them.
+/// under that folder (person/file, or the same record of the RecordIO set
+/// there) instead of where training found them.
 /// With `batch_stats`, batch norm uses the test batch's statistics instead
 /// of the running ones (a diagnostic; the whole test set is one batch).
 pub fn run(gpu: &Gpu, ckpt: &Path, data: Option<&Path>, batch_stats: bool) -> Result<EvalReport> {
@@ -63,7 +64,15 @@ pub fn run(gpu: &Gpu, ckpt: &Path, data: Option<&Path>, batch_stats: bool) -> Re
     if let Some(root) = data {
         for s in &mut test {
             let file = s.path.file_name().context("a split path without a file name")?;
-            s.path = root.join(&meta.classes[s.label]).join(file);
+            s.path = match crate::data::container::address(&s.path) {
+                // A record of a RecordIO set: the same record of the set at `root`.
+                Some((_, n)) => {
+                    let rec = crate::data::dataset::record_file(root)
+                        .unwrap_or_else(|| root.join(Path::new(file).with_extension("rec")));
+                    crate::data::container::image_path(&rec, n)
+                }
+                None => root.join(&meta.classes[s.label]).join(file),
+            };
         }
     }
     let c = meta.classes.len();

@@ -3,10 +3,10 @@
 
 use crate::data::dataset::Sample;
 use crate::data::input::Normalization;
-use crate::data::Batch;
+use crate::data::loader;
 use crate::models::Net;
 use crate::nn::{Backend, GpuBackend};
-use anyhow::Result;
+use anyhow::{bail, Result};
 
 /// Mean cross-entropy and correct count of eval logits (computed on the CPU).
 pub fn score(logits: &[f32], labels: &[usize], classes: usize) -> (f64, usize) {
@@ -38,11 +38,15 @@ pub fn eval_logits<'g>(
 ) -> Result<Vec<f32>> {
     let size = net.spec.input;
     let mut out = Vec::new();
-    for chunk in samples.chunks(batch.max(1)) {
-        let inputs = Batch::load(chunk, size, norm)?;
-        let xt = b.upload(&inputs.x, &inputs.shape())?;
+    // Decoded on one thread per core, a batch or two ahead of the GPU.
+    loader::evaluation_batches(samples, batch, size, norm, loader::threads(0), |loaded| {
+        if let Some((_, why)) = loaded.failed.first() {
+            bail!("{why}");
+        }
+        let xt = b.upload(&loaded.batch.x, &loaded.batch.shape())?;
         let logits = net.logits_with(b, &xt, batch_stats)?;
         out.extend(b.download(&logits));
-    }
+        Ok(true)
+    })?;
     Ok(out)
 }

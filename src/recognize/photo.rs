@@ -12,7 +12,7 @@ pub use super::answer::{Answer, UNKNOWN};
 use super::gallery::Gallery;
 use super::session::{Session, NAMES_NOBODY};
 use crate::data::dataset::Dataset;
-use crate::data::input::{open_rgb, Framing};
+use crate::data::input::Framing;
 use crate::data::FileResult;
 use crate::detect::{align, Detector, Face};
 use crate::progress::Progress;
@@ -188,8 +188,10 @@ impl<'g> Recognizer<'g> {
         for chunk in files.chunks(BATCH) {
             self.progress.inc(chunk.len() as u64);
             let (mut inputs, mut slots) = (Vec::new(), Vec::new());
-            for path in chunk {
-                match self.input_of(path) {
+            // Decoded a core's worth at a time, then looked at in turn.
+            let decoded = chunk.chunks(crate::data::input::decoders()).flat_map(crate::data::input::open_rgb_each);
+            for (path, img) in chunk.iter().zip(decoded) {
+                match img.and_then(|img| self.input_of(path, &img)) {
                     Ok(v) => {
                         slots.push(out.len());
                         inputs.push(v);
@@ -209,10 +211,9 @@ impl<'g> Recognizer<'g> {
         Ok(out)
     }
 
-    /// A photo file as the model input; errors name the file.
-    fn input_of(&mut self, path: &Path) -> Result<Vec<f32>> {
-        let img = open_rgb(path)?;
-        match pollster::block_on(look(&self.session, self.detector.as_mut(), &img)) {
+    /// A photo file's decoded image as the model input; errors name the file.
+    fn input_of(&mut self, path: &Path, img: &RgbImage) -> Result<Vec<f32>> {
+        match pollster::block_on(look(&self.session, self.detector.as_mut(), img)) {
             Ok((input, _)) => Ok(input),
             Err(Refusal::NoFace) => Err(anyhow!(
                 "{}: no face found (the model is shown {}; --no-align shows it the whole photo)",

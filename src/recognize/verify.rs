@@ -31,6 +31,11 @@ pub struct Metrics {
     pub threshold: f64,
     pub tar_at_far_1e2: f64,
     pub tar_at_far_1e3: f64,
+    /// Mean and standard deviation of the accuracy as insightface's
+    /// `verification.py` reports it for its `.bin` sets
+    /// (`verification_bin::fold_accuracy`).
+    pub insightface_accuracy: f64,
+    pub insightface_accuracy_std: f64,
 }
 
 /// Candidate thresholds: the lowest score (accept all), the midpoints
@@ -138,6 +143,8 @@ pub fn metrics(pairs: &[Pair]) -> Metrics {
             eer = ((far - frr).abs(), (far + frr) / 2.0, t);
         }
     }
+    let scored: Vec<(f64, bool)> = pairs.iter().map(|p| (p.score, p.same)).collect();
+    let insightface = crate::data::verification_bin::fold_accuracy(&scored);
     let tar_at = |target: f64| -> f64 {
         thresholds(pairs)
             .into_iter()
@@ -159,6 +166,8 @@ pub fn metrics(pairs: &[Pair]) -> Metrics {
         threshold: best_threshold(pairs),
         tar_at_far_1e2: tar_at(1e-2),
         tar_at_far_1e3: tar_at(1e-3),
+        insightface_accuracy: insightface.0,
+        insightface_accuracy_std: insightface.1,
     }
 }
 

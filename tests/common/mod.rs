@@ -55,5 +55,35 @@ pub fn fine_tune_config(init: &std::path::Path, epochs: usize, frozen: usize) ->
         val_fraction: VAL_FRACTION,
         test_fraction: TEST_FRACTION,
         precision: Default::default(),
+        val_bins: Vec::new(),
+        loader_threads: 0,
+    }
+}
+
+/// Small and quick: MiniNetwork at 12x12 on 3 ORL people.
+pub fn mini_config(epochs: usize, lr: f32) -> arcface::pipeline::train::TrainConfig {
+    use arcface::data::split::{TEST_FRACTION, VAL_FRACTION};
+    use arcface::models::{Arch, Head, ModelSpec};
+    arcface::pipeline::train::TrainConfig {
+        model: ModelSpec { arch: Arch::MiniNet, input: 12, classes: 0, head: Head::Softmax },
+        epochs,
+        batch_size: 8,
+        lr,
+        momentum: 0.9,
+        weight_decay: 5e-4,
+        lr_step: 1,
+        lr_gamma: 0.5,
+        seed: 3,
+        max_people: 3,
+        recalibrate_bn: false,
+        align: false,
+        init: None,
+        freeze_backbone_epochs: 0,
+        data: None,
+        val_fraction: VAL_FRACTION,
+        test_fraction: TEST_FRACTION,
+        precision: Default::default(),
+        val_bins: Vec::new(),
+        loader_threads: 0,
     }
 }

@@ -1,12 +1,12 @@
 //! One epoch of SGD over the training split: seeded shuffle and
-//! augmentation on a loader thread, a step per batch, the running loss and
-//! accuracy counted on the GPU.
+//! augmentation, images decoded and augmented by the streaming loader's
+//! worker threads, a step per batch, the running loss and accuracy counted
+//! on the GPU.
 
 use super::TrainConfig;
-use crate::data::augment;
+use crate::data::augment::{self, Draw};
 use crate::data::dataset::Sample;
-use crate::data::input::open_rgb;
-use crate::data::Batch;
+use crate::data::loader;
 use crate::gpu::readback::AsyncReader;
 use crate::kernels::sgd::Sgd;
 use crate::models::Net;
@@ -16,27 +16,8 @@ use anyhow::Result;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
-use std::collections::{HashMap, VecDeque};
-use std::path::{Path, PathBuf};
-use std::sync::mpsc::sync_channel;
+use std::collections::VecDeque;
 use std::time::Instant;
-
-/// Decoded images of a split, kept in memory across epochs.
-pub struct Images(HashMap<PathBuf, image::RgbImage>);
-
-impl Images {
-    pub fn load(samples: &[Sample]) -> Result<Images> {
-        let mut m = HashMap::new();
-        for s in samples {
-            m.insert(s.path.clone(), open_rgb(&s.path)?);
-        }
-        Ok(Images(m))
-    }
-
-    fn get(&self, p: &Path) -> &image::RgbImage {
-        &self.0[p]
-    }
-}
 
 /// What an epoch of training measured.
 pub struct EpochTrain {
@@ -48,14 +29,17 @@ pub struct EpochTrain {
     pub diverged: Option<String>,
 }
 
-/// Batches decoded and augmented ahead of the GPU.
+/// Batches decoded and augmented ahead of the GPU, per loader thread.
 const LOADER_DEPTH: usize = 2;
 /// Steps in flight on the GPU before recording waits for the oldest.
 const IN_FLIGHT: usize = 2;
 
 /// Epoch `epoch` (0-based): every epoch's shuffle and augmentation are
-/// seeded by (seed, epoch), so a resumed run repeats them exactly. A loader
-/// thread augments batch k+1 while step k is recorded and runs; the loss
+/// seeded by (seed, epoch), so a resumed run repeats them exactly (each
+/// image's augmentation is drawn in batch order before the loader's
+/// threads decode it). The loader builds the next batches while step k is
+/// recorded and runs; an image that fails to decode is reported and left
+/// out of its batch (a batch left with one image is skipped); the loss
 /// and the correct count add up on the GPU (`GpuBackend::tally`), and the
 /// host reads them without waiting (a running figure for the progress bar,
 /// a non-finite loss stops the epoch a few steps late) and once, waiting,
@@ -65,7 +49,6 @@ pub fn train_epoch<'g>(
     net: &mut Net<GpuBackend<'g>>,
     cfg: &TrainConfig,
     train: &[Sample],
-    images: &Images,
     epoch: usize,
     progress: &Progress,
 ) -> Result<EpochTrain> {
@@ -87,45 +70,39 @@ pub fn train_epoch<'g>(
     // What the model expects its pixels normalised with (an imported
     // network's own values).
     let norm = net.graph().normalization.clone();
-    std::thread::scope(|scope| -> Result<()> {
-        let (tx, rx) = sync_channel::<Batch>(LOADER_DEPTH);
-        let loader_batches = batches.clone();
-        scope.spawn(move || {
-            let mut aug_rng = ChaCha8Rng::seed_from_u64(cfg.seed.wrapping_mul(7_919).wrapping_add(epoch as u64 + 1));
-            let size = cfg.model.input;
-            for indices in loader_batches {
-                let mut batch = Batch::new(size, indices.len());
-                for &i in indices {
-                    let s = &train[i];
-                    batch.push(&augment::augment(images.get(&s.path), size, &norm, &mut aug_rng), s.label as u32);
-                }
-                if tx.send(batch).is_err() {
-                    return; // the epoch stopped early
-                }
-            }
-        });
-        for batch in rx.iter() {
-            let xt = b.upload_batch(&batch.x, &batch.shape())?;
-            let lt = b.labels(&batch.labels)?;
-            let (loss, logits) = net.train_step(b, &xt, &lt, &h)?;
-            b.tally(&tally, &loss, &logits, &lt)?;
-            seen += batch.len();
-            progress.inc(batch.len() as u64);
-            reader.record(b.recorder(), &tally, seen);
-            in_flight.push_back(b.flush());
-            reader.submitted();
-            if in_flight.len() > IN_FLIGHT {
-                gpu.wait(in_flight.pop_front());
-            }
-            if let Some((at, t)) = reader.poll(gpu) {
-                if let Some(why) = non_finite(&t, epoch, lr) {
-                    diverged = Some(why);
-                    break;
-                }
-                progress.message(format!("epoch {}/{} loss {:.4}", epoch + 1, cfg.epochs, t[0] as f64 / at as f64));
-            }
+    let mut aug_rng = ChaCha8Rng::seed_from_u64(cfg.seed.wrapping_mul(7_919).wrapping_add(epoch as u64 + 1));
+    let jobs = batches.iter().map(move |indices| indices.iter().map(|&i| (i, Draw::new(&mut aug_rng))).collect());
+    let size = cfg.model.input;
+    let threads = loader::threads(cfg.loader_threads);
+    let transform = |img: &image::RgbImage, d: Draw| augment::apply(img, d, size, &norm);
+    loader::stream(train, jobs, size, threads, LOADER_DEPTH, transform, |loaded| {
+        for (_, why) in &loaded.failed {
+            progress.line(&format!("skipped {why}"));
         }
-        Ok(())
+        let batch = loaded.batch;
+        if batch.len() < 2 {
+            return Ok(true); // counted as skipped at the end
+        }
+        let xt = b.upload_batch(&batch.x, &batch.shape())?;
+        let lt = b.labels(&batch.labels)?;
+        let (loss, logits) = net.train_step(b, &xt, &lt, &h)?;
+        b.tally(&tally, &loss, &logits, &lt)?;
+        seen += batch.len();
+        progress.inc(batch.len() as u64);
+        reader.record(b.recorder(), &tally, seen);
+        in_flight.push_back(b.flush());
+        reader.submitted();
+        if in_flight.len() > IN_FLIGHT {
+            gpu.wait(in_flight.pop_front());
+        }
+        if let Some((at, t)) = reader.poll(gpu) {
+            if let Some(why) = non_finite(&t, epoch, lr) {
+                diverged = Some(why);
+                return Ok(false);
+            }
+            progress.message(format!("epoch {}/{} loss {:.4}", epoch + 1, cfg.epochs, t[0] as f64 / at as f64));
+        }
+        Ok(true)
     })?;
     // The epoch's one waiting read.
     let t = b.download(&tally);

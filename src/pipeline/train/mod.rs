@@ -10,6 +10,7 @@ mod epoch;
 mod init;
 mod recalibrate;
 mod state;
+mod verification;
 
 pub use align::aligned_data;
 pub use recalibrate::recalibrate_bn;
@@ -25,7 +26,7 @@ use crate::pipeline::report::{self, EpochMetrics};
 use crate::pipeline::scoring::{eval_logits, score};
 use crate::progress::Progress;
 use anyhow::{bail, Context, Result};
-use epoch::{EpochTrain, Images};
+use epoch::EpochTrain;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
@@ -72,6 +73,14 @@ pub struct TrainConfig {
     /// How activations are stored while training (`--precision`).
     #[serde(default)]
     pub precision: Precision,
+    /// Verification sets (insightface's `.bin`) evaluated after each epoch
+    /// (`--val-bin`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub val_bins: Vec<PathBuf>,
+    /// Threads decoding and augmenting images (`--loader-threads`; 0: one
+    /// per core). Not saved: the results do not depend on it.
+    #[serde(skip)]
+    pub loader_threads: usize,
 }
 
 /// Training's storage precision: f32, or mixed (f16 activations and their
@@ -180,7 +189,11 @@ pub fn run(
     if cfg.precision == Precision::F16 {
         crate::nn::require_f16(gpu)?;
     }
-    let data = dataset(data_dir, cfg.max_people)?;
+    let data = dataset(data_dir, cfg.max_people, progress)?;
+    if !cfg.val_bins.is_empty() && !cfg.model.has_embedding() {
+        bail!("--val-bin: {:?} has no embedding to verify with (MobileFaceNet has)", cfg.model.arch);
+    }
+    let val_sets = verification::open(&cfg.val_bins)?;
     let fresh_split = if resume { None } else { Some(checked_split(&data, &cfg)?) };
     std::fs::create_dir_all(out).with_context(|| format!("{}: cannot create the run folder", out.display()))?;
     cfg.model.classes = data.people.len();
@@ -208,8 +221,12 @@ pub fn run(
     meta.graph = net.imported_graph().cloned();
     meta.normalization = net.graph().normalization.clone();
     meta.training = serde_json::to_value(&cfg)?;
-    // Photos prepared by `arcface prepare` (or `--align`) are aligned crops.
-    let prepared = cfg.align || data_dir.join(crate::detect::prepare::REPORT).is_file();
+    // Photos prepared by `arcface prepare` (or `--align`) are aligned crops,
+    // and so are RecordIO sets (insightface's are, and `prepare --format
+    // rec` writes crops).
+    let prepared = cfg.align
+        || data_dir.join(crate::detect::prepare::REPORT).is_file()
+        || crate::data::dataset::record_file(data_dir).is_some();
     meta.framing = Some(if prepared { Framing::AlignedFace } else { Framing::WholePhoto });
     let state::Start { split, mut metrics, epoch: first, mut best } = start;
     if !metrics.is_empty() {
@@ -217,14 +234,13 @@ pub fn run(
         // come before they were.
         report::write_metrics(out, &metrics)?;
     }
-    let images = Images::load(&split.train)?;
     let mut diverged = None;
     // Images per epoch: a trailing batch of one is left out (batch norm).
     let per_epoch = (split.train.len() - usize::from(split.train.len() % cfg.batch_size == 1)) as u64;
     progress.expect(per_epoch * (cfg.epochs - first.min(cfg.epochs)) as u64);
 
     for epoch in first..cfg.epochs {
-        let t = epoch::train_epoch(&mut b, &mut net, &cfg, &split.train, &images, epoch, progress)?;
+        let t = epoch::train_epoch(&mut b, &mut net, &cfg, &split.train, epoch, progress)?;
         if t.diverged.is_some() {
             diverged = t.diverged;
             progress.skip(per_epoch * (cfg.epochs - epoch - 1) as u64);
@@ -234,13 +250,22 @@ pub fn run(
             let norm = net.graph().normalization.clone();
             recalibrate_bn(&mut b, &mut net, &split.train, &norm, cfg.batch_size)?;
         }
-        let (m, val_logits) = validate(&mut b, &mut net, &cfg, &split.val, epoch, &t)?;
+        let (mut m, val_logits) = validate(&mut b, &mut net, &cfg, &split.val, epoch, &t)?;
+        let norm = net.graph().normalization.clone();
+        for set in &val_sets {
+            m.verification.push(verification::evaluate(&mut b, &mut net, set, &norm, cfg.batch_size)?);
+        }
+        let sets: String = m
+            .verification
+            .iter()
+            .map(|v| format!(" | {} {:.4} +- {:.4}", v.name, v.accuracy, v.accuracy_std))
+            .collect();
         // Mixed precision: the loss scale reached and the steps it skipped.
         let scale = b
             .loss_scale_state()
             .map_or(String::new(), |[s, _, skipped]| format!(" | loss scale {s}, {skipped} steps skipped"));
         progress.line(&format!(
-            "epoch {}/{}: train loss {:.4} acc {:.3} | val loss {:.4} acc {:.3} | {:.1} img/s{scale}",
+            "epoch {}/{}: train loss {:.4} acc {:.3} | val loss {:.4} acc {:.3}{sets} | {:.1} img/s{scale}",
             m.epoch, cfg.epochs, m.train_loss, m.train_accuracy, m.val_loss, m.val_accuracy, m.images_per_second
         ));
         if !m.val_loss.is_finite() {
@@ -267,8 +292,12 @@ pub fn run(
 
 /// The dataset (the first `max_people`, 0 = all), skipped files and thin
 /// classes reported.
-fn dataset(dir: &Path, max_people: usize) -> Result<Dataset> {
-    let mut data = Dataset::scan(dir, true)?;
+fn dataset(dir: &Path, max_people: usize, progress: &Progress) -> Result<Dataset> {
+    let mut data = match crate::data::dataset::record_file(dir) {
+        // A RecordIO set's headers are read one by one: a bar of its own.
+        Some(rec) => Dataset::from_records(&rec, &Progress::new("records", 0, progress.is_quiet()))?,
+        None => Dataset::scan(dir, true)?,
+    };
     if max_people > 0 {
         data = data.first_people(max_people);
     }
@@ -368,6 +397,7 @@ fn validate<'g>(
         val_loss,
         val_accuracy: val_correct as f64 / labels.len().max(1) as f64,
         images_per_second: t.seen as f64 / t.seconds,
+        verification: Vec::new(),
     };
     Ok((m, logits))
 }

@@ -40,7 +40,9 @@ pub fn fresh(out: &Path, cfg: &TrainConfig, data: &Dataset, split: Split) -> Res
 /// committed starts again from epoch 0 with its split.
 pub fn resume(out: &Path, cfg: &TrainConfig) -> Result<Start> {
     let saved = super::saved_config(out)?;
-    if (TrainConfig { epochs: cfg.epochs, data: cfg.data.clone(), ..saved.clone() }) != *cfg {
+    if (TrainConfig { epochs: cfg.epochs, data: cfg.data.clone(), loader_threads: cfg.loader_threads, ..saved.clone() })
+        != *cfg
+    {
         bail!("--resume: the options differ from the run in {} (only --epochs may change)", out.display());
     }
     let (split, _) = Split::read_csv(&out.join(SPLIT))?;
