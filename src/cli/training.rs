@@ -230,7 +230,8 @@ impl TrainCmd {
         let path = |p: &Option<PathBuf>| p.as_ref().map_or("-".into(), |p| p.display().to_string());
         // A run saved before its photo folder was recorded takes --data as given.
         let saved_data = if saved.data.is_some() { path(&saved.data) } else { path(&asked.data) };
-        let checks: [(&str, &str, String, String); 21] = [
+        let bins = |c: &TrainConfig| c.val_bins.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(" ");
+        let checks: [(&str, &str, String, String); 22] = [
             ("val_fraction", "--val-fraction", saved.val_fraction.to_string(), asked.val_fraction.to_string()),
             ("test_fraction", "--test-fraction", saved.test_fraction.to_string(), asked.test_fraction.to_string()),
             ("data", "--data", saved_data, path(&asked.data)),
@@ -251,6 +252,7 @@ impl TrainCmd {
             ("align", "--align", saved.align.to_string(), asked.align.to_string()),
             ("init", "--init", path(&saved.init), path(&asked.init)),
             ("precision", "--precision", saved.precision.name().into(), asked.precision.name().into()),
+            ("val_bin", "--val-bin", bins(&saved), bins(&asked)),
             (
                 "freeze_backbone_epochs",
                 "--freeze-backbone-epochs",

@@ -129,10 +129,10 @@ fn read_record(o: &Opened, key: u64) -> Result<Record> {
     Record::parse(&payload)
 }
 
-/// A RecordIO dataset's images: (key, record header without the image),
-/// in key order; records whose header cannot be read are returned apart,
-/// with why. Only the headers are read, counted on `progress`.
-pub fn record_labels(rec: &Path, progress: &Progress) -> Result<(Vec<(u64, Record)>, Vec<(u64, String)>)> {
+/// A RecordIO dataset's images: (key, label), in key order; records whose
+/// header cannot be read are returned apart, with why. Only the headers are
+/// read, counted on `progress`.
+pub fn record_labels(rec: &Path, progress: &Progress) -> Result<(Vec<(u64, f32)>, Vec<(u64, String)>)> {
     let o = opened(rec)?;
     let mut keys: Vec<u64> = o.records.keys().copied().collect();
     keys.sort_unstable();
@@ -155,7 +155,7 @@ pub fn record_labels(rec: &Path, progress: &Progress) -> Result<(Vec<(u64, Recor
     for k in keys {
         progress.inc(1);
         match header(k) {
-            Ok(r) => ok.push((k, r)),
+            Ok(r) => ok.push((k, r.label())),
             Err(e) => broken.push((k, format!("{e:#}"))),
         }
     }

@@ -189,8 +189,7 @@ impl Dataset {
             .map(|(k, reason)| Skipped { path: super::container::image_path(rec, k), reason })
             .collect();
         let mut labelled = Vec::with_capacity(records.len());
-        for (key, r) in records {
-            let l = r.label();
+        for (key, l) in records {
             let path = super::container::image_path(rec, key);
             if l >= 0.0 && l.fract() == 0.0 && l < u32::MAX as f32 {
                 labelled.push((l as u32, path));
