@@ -11,8 +11,8 @@
 pub const REPORT: &str = "prepare_report.json";
 
 use super::{align, Detector};
-use crate::data::atomic_file;
 use crate::data::dataset::Dataset;
+use crate::data::{atomic_file, input};
 use crate::progress::Progress;
 use anyhow::{Context, Result};
 use serde::Serialize;
@@ -71,9 +71,14 @@ pub fn run_as(det: &mut Detector, raw: &Path, out: &Path, format: CropFormat, pr
     };
     progress.expect(data.samples.len() as u64);
     progress.message("prepare".into());
-    for s in &data.samples {
+    // Photos decoded a core's worth at a time, then detected in turn.
+    let decoded = data
+        .samples
+        .chunks(input::decoders())
+        .flat_map(|chunk| input::open_rgb_each(&chunk.iter().map(|s| s.path.clone()).collect::<Vec<_>>()));
+    for (s, img) in data.samples.iter().zip(decoded) {
         progress.inc(1);
-        let img = match crate::data::input::open_rgb(&s.path) {
+        let img = match img {
             Ok(img) => img,
             Err(e) => {
                 report.unreadable.push((s.path.clone(), format!("{e:#}")));
