@@ -472,6 +472,9 @@ fn train_over_a_run_needs_force_and_resume_reads_the_saved_options() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("--lr 0.5 differs from the run's 0.01"), "{stderr}");
+    let out = train(&["--resume", "--epochs", "2", "--val-bin", "lfw.bin"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("--val-bin lfw.bin differs from the run's none"), "{stderr}");
 
     let out = train(&["--resume", "--epochs", "2", "--lr", "0.01", "--quiet"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));

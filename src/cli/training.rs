@@ -230,7 +230,10 @@ impl TrainCmd {
         let path = |p: &Option<PathBuf>| p.as_ref().map_or("-".into(), |p| p.display().to_string());
         // A run saved before its photo folder was recorded takes --data as given.
         let saved_data = if saved.data.is_some() { path(&saved.data) } else { path(&asked.data) };
-        let bins = |c: &TrainConfig| c.val_bins.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(" ");
+        let bins = |c: &TrainConfig| match c.val_bins.as_slice() {
+            [] => "none".to_string(),
+            b => b.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(" "),
+        };
         let checks: [(&str, &str, String, String); 22] = [
             ("val_fraction", "--val-fraction", saved.val_fraction.to_string(), asked.val_fraction.to_string()),
             ("test_fraction", "--test-fraction", saved.test_fraction.to_string(), asked.test_fraction.to_string()),
