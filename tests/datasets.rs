@@ -58,6 +58,9 @@ fn a_recordio_set_reads_back_exactly_and_trains_like_its_folder() {
             assert_eq!(bytes, std::fs::read(&f.path).unwrap(), "{}", r.path.display());
         }
     }
+    // Named on a command line (enroll), the set is its people.
+    let named = Dataset::from_paths(&[dir.clone()]).unwrap();
+    assert_eq!((named.people.clone(), named.samples.len()), (folder.people.clone(), folder.samples.len()));
     // Without names.txt, people are named by their labels.
     std::fs::remove_file(dir.join("names.txt")).unwrap();
     assert_eq!(Dataset::scan(&dir, false).unwrap().people, ["0", "1", "2"]);

@@ -328,8 +328,8 @@ impl EvalPairsCmd {
 #[derive(Args, Debug)]
 pub struct EnrollCmd {
     /// Who to enroll: a folder with one sub-folder of photos per person, a
-    /// folder of one person's photos, or photos (each person named by the
-    /// photo's folder)
+    /// RecordIO set (train.rec), a folder of one person's photos, or photos
+    /// (each person named by the photo's folder)
     #[arg(required = true)]
     people: Vec<PathBuf>,
     /// Checkpoint (from `train`, `sweep` or `import`)

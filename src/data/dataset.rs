@@ -215,9 +215,9 @@ impl Dataset {
         Ok(Dataset { root, people, samples, skipped })
     }
 
-    /// People from command-line paths: a folder of per-person folders (as
-    /// `scan`), a folder of one person's photos (named by the folder), or
-    /// photo files (each named by its folder). The same name in several
+    /// People from command-line paths: a folder of per-person folders or a
+    /// RecordIO set (as `scan`), a folder of one person's photos (named by
+    /// the folder), or photo files (each named by its folder). The same name in several
     /// paths is one person.
     pub fn from_paths(paths: &[PathBuf]) -> Result<Dataset> {
         let mut people: Vec<String> = Vec::new();
@@ -236,11 +236,12 @@ impl Dataset {
             p.file_name().map_or(String::new(), |n| n.to_string_lossy().to_string())
         };
         for p in paths {
-            let per_person = p.is_dir()
-                && std::fs::read_dir(p)
-                    .with_context(|| format!("{}: cannot read the folder", p.display()))?
-                    .filter_map(|e| e.ok())
-                    .any(|e| e.path().is_dir());
+            let per_person = record_file(p).is_some()
+                || p.is_dir()
+                    && std::fs::read_dir(p)
+                        .with_context(|| format!("{}: cannot read the folder", p.display()))?
+                        .filter_map(|e| e.ok())
+                        .any(|e| e.path().is_dir());
             if per_person {
                 let d = Dataset::scan(p, false)?;
                 skipped.extend(d.skipped);
