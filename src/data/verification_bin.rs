@@ -90,7 +90,7 @@ impl<R: Read + Seek> Reader<R> {
 
     /// `n` bytes of data starting here, skipped over.
     fn span(&mut self, n: u64) -> Result<Span> {
-        if self.at + n > self.len {
+        if n > self.len.saturating_sub(self.at) {
             bail!("an object of {n} bytes at byte {} runs past the end of the file", self.at);
         }
         let s = Span { offset: self.at, len: n };
@@ -369,13 +369,14 @@ mod tests {
 
     #[test]
     fn anything_else_is_refused() {
-        let cases: [(&[u8], &str); 7] = [
+        let cases: [(&[u8], &str); 8] = [
             (b"\x80\x02cnumpy\nndarray\n.", "names the Python class or function `numpy.ndarray`"),
             (b"\x80\x02]h\x00.", "a reference to memo entry 0, never stored"),
             (b"\x80\x02]q\x00h\x00.", "a second reference to a list"),
             (b"\x80\x02]]\x86.", "no pairs"),
             (b"\x80\x02\x88\x88a.", "appends to a bool"),
             (b"\x80\x02]B\xff\xff\xff\x00", "runs past the end"),
+            (b"\x80\x04\x8e\xff\xff\xff\xff\xff\xff\xff\xff.", "runs past the end"),
             (b"\x80\x02](C\x01ae]\x88a\x86.", "1 images for 1 pairs"),
         ];
         for (b, want) in cases {
