@@ -7,6 +7,7 @@
 //! caller before the batch is handed out, so the result does not depend on
 //! the number of threads.
 
+use super::augment::{self, Draw};
 use super::dataset::Sample;
 use super::input::open_rgb;
 use super::Batch;
@@ -98,6 +99,16 @@ where
     })
 }
 
+/// A training epoch's jobs: each batch's images with their augmentation
+/// drawn from `rng`, image by image in batch order (the same draws whatever
+/// the number of threads that decode them).
+pub fn augmented<'a>(
+    batches: impl Iterator<Item = &'a [usize]> + Send + 'a,
+    mut rng: rand_chacha::ChaCha8Rng,
+) -> impl Iterator<Item = Vec<(usize, Draw)>> + Send + 'a {
+    batches.map(move |indices| indices.iter().map(|&i| (i, Draw::new(&mut rng))).collect())
+}
+
 /// The evaluation inputs (resize and normalise) of `samples` in batches of
 /// `batch_size`, decoded on `threads` workers.
 pub fn evaluation_batches(
@@ -108,10 +119,9 @@ pub fn evaluation_batches(
     threads: usize,
     consume: impl FnMut(Loaded) -> Result<bool>,
 ) -> Result<()> {
-    let order: Vec<usize> = (0..samples.len()).collect();
-    let batches =
-        order.chunks(batch_size.max(1)).map(|c| c.iter().map(|&i| (i, ())).collect::<Vec<_>>()).collect::<Vec<_>>();
-    stream(samples, batches.into_iter(), size, threads, 2, |img, ()| super::input::to_input(img, size, norm), consume)
+    let (n, per) = (samples.len(), batch_size.max(1));
+    let batches = (0..n).step_by(per).map(move |start| (start..(start + per).min(n)).map(|i| (i, ())).collect());
+    stream(samples, batches, size, threads, 2, |img, ()| super::input::to_input(img, size, norm), consume)
 }
 
 /// What `bench load` measured: the loader alone, decoding and augmenting
@@ -134,10 +144,9 @@ pub struct LoadThroughput {
 pub fn measure(samples: &[Sample], size: usize, batch: usize, threads: usize) -> Result<LoadThroughput> {
     use rand::SeedableRng;
     let norm = super::input::Normalization::default();
-    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
+    let rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
     let order: Vec<usize> = (0..samples.len()).collect();
-    let jobs =
-        order.chunks(batch.max(1)).map(move |c| c.iter().map(|&i| (i, super::augment::Draw::new(&mut rng))).collect());
+    let jobs = augmented(order.chunks(batch.max(1)), rng);
     let (mut images, mut failed) = (0, 0);
     let started = std::time::Instant::now();
     stream(
@@ -146,7 +155,7 @@ pub fn measure(samples: &[Sample], size: usize, batch: usize, threads: usize) ->
         size,
         threads,
         2,
-        |img, d| super::augment::apply(img, d, size, &norm),
+        |img, d| augment::apply(img, d, size, &norm),
         |l| {
             images += l.batch.len();
             failed += l.failed.len();

@@ -70,8 +70,8 @@ pub fn train_epoch<'g>(
     // What the model expects its pixels normalised with (an imported
     // network's own values).
     let norm = net.graph().normalization.clone();
-    let mut aug_rng = ChaCha8Rng::seed_from_u64(cfg.seed.wrapping_mul(7_919).wrapping_add(epoch as u64 + 1));
-    let jobs = batches.iter().map(move |indices| indices.iter().map(|&i| (i, Draw::new(&mut aug_rng))).collect());
+    let aug_rng = ChaCha8Rng::seed_from_u64(cfg.seed.wrapping_mul(7_919).wrapping_add(epoch as u64 + 1));
+    let jobs = loader::augmented(batches.iter().copied(), aug_rng);
     let size = cfg.model.input;
     let threads = loader::threads(cfg.loader_threads);
     let transform = |img: &image::RgbImage, d: Draw| augment::apply(img, d, size, &norm);
